@@ -1,0 +1,65 @@
+"""The classifier recipe: ImageNet-style ResNet18 fine-tuned on Oxford-IIIT Pet, cat vs other.
+
+`configs/cats.py` is the real run (224 px, the whole TFDS train split, a GPU);
+`configs/cats.py:smoke` is the same recipe cut to CPU size (trains in about a minute
+on 2 cores). Override any field on the command line: `--config.train.batch_size=64`.
+"""
+import ml_collections
+
+
+def get_config(arg=None):
+  c = ml_collections.ConfigDict()
+  c.task = 'classify'
+  c.seed = 0
+  c.name = 'cats'  # Run name prefix; also the Modal app name.
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = 'resnet18'  # resnet18 | resnet34
+  c.model.width = 64  # Stem width; torchvision (and its pretrained weights) use 64.
+  c.model.dropout = 0.2  # Before the linear head.
+  c.model.dtype = 'bfloat16'  # Compute dtype; parameters and BatchNorm statistics stay float32.
+  c.model.pretrained = ''  # Path or hub id of torchvision-layout weights; '' trains from scratch.
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = 'tfds'  # tfds | folder
+  c.data.data_dir = ''  # TFDS data dir ('' = TFDS default, ~/tensorflow_datasets).
+  c.data.folder = ''  # Root of an image-folder tree (one sub-folder per class) for source=folder.
+  c.data.labels = 'species'  # species (cat vs other) | breed (37 classes); tfds only.
+  c.data.val_fraction = 0.1  # Held out of the TFDS train split, seeded.
+  c.data.test_fraction = 0.1  # folder only: the TFDS source has its own test split.
+  c.data.split_seed = 0  # Seeds the train/val(/test) split, independent of the training seed.
+  c.data.max_examples = 0  # Cap per split (0 = all); keeps smoke runs CPU-sized.
+  c.data.image_size = 224  # What the network sees.
+  c.data.cache_size = 256  # Side of the decoded uint8 squares kept in the cache.
+  c.data.cache_dir = ''  # '' = $TINYCATS_CACHE or ~/.cache/tinycats.
+  c.data.normalization = 'imagenet'  # imagenet | none; recorded in the workdir for eval/export.
+  c.data.crop_min_scale = 0.35  # Random resized crop: smallest area fraction kept.
+  c.data.flip = True
+  c.data.color_jitter = 0.2  # Brightness/contrast/saturation factor range 1 +- value; 0 = off.
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 128  # Global batch, split over all devices.
+  c.train.eval_batch_size = 256
+  c.train.epochs = 10
+  c.train.optimizer = 'adamw'
+  c.train.learning_rate = 1e-3  # Peak, reached after warmup, then cosine decay to 0.
+  c.train.warmup_epochs = 0.5
+  c.train.weight_decay = 0.05
+  c.train.grad_clip = 1.0  # Global-norm clipping; 0 = off.
+  c.train.label_smoothing = 0.0
+  c.train.log_every = 20  # Steps between logged metrics (one host sync each).
+  c.train.eval_every = 0  # Steps between validation + checkpoint; 0 = once per epoch.
+  c.train.patience = 3  # Evaluations without a better validation accuracy before stopping; 0 = never.
+  c.train.keep_checkpoints = 2  # The last N are kept, plus the best by validation accuracy.
+
+  if arg == 'smoke':
+    c.data.max_examples = 640
+    c.data.image_size = 64
+    c.data.cache_size = 72
+    c.train.batch_size = 32
+    c.train.eval_batch_size = 64
+    c.train.epochs = 3
+    c.train.log_every = 5
+  elif arg not in (None, ''):
+    raise ValueError(f"configs/cats.py: unknown config argument {arg!r}; use 'smoke' or nothing.")
+  return c

@@ -1,0 +1,165 @@
+"""Configs as data: load `path.py[:arg]`, apply `--config.a.b=value` overrides, validate.
+
+Configs are `ml_collections.ConfigDict`s built by a `get_config(arg=None)` function. The
+resolved config is written to `WORKDIR/config.json`, which is the truth for evaluate,
+predict and export.
+"""
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import json
+import os
+from typing import Any, Iterable
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+  """A config file, field or value that cannot be used; the message says the way out."""
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """Loads `configs/cats.py` or `configs/cats.py:smoke` (the part after ':' is `arg`)."""
+  path, _, arg = spec.partition(':')
+  if not os.path.isfile(path):
+    raise ConfigError(f'config file {path!r} not found (expected e.g. configs/cats.py or configs/cats.py:smoke)')
+  module_spec = importlib.util.spec_from_file_location(f'_tinycats_config_{abs(hash(path))}', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, 'get_config'):
+    raise ConfigError(f'config file {path!r} defines no get_config(arg=None)')
+  return module.get_config(arg or None)
+
+
+def _field_names(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
+  names = []
+  for key, value in config.items():
+    name = f'{prefix}{key}'
+    names.append(name)
+    if isinstance(value, ml_collections.ConfigDict):
+      names += _field_names(value, name + '.')
+  return names
+
+
+def _parse_value(field: str, text: str, current: Any) -> Any:
+  """Parses `text` as the type of the field's current value."""
+  try:
+    if isinstance(current, bool):
+      lowered = text.lower()
+      if lowered in ('1', 'true', 'yes', 'on'):
+        return True
+      if lowered in ('0', 'false', 'no', 'off'):
+        return False
+      raise ValueError('expected true or false')
+    if isinstance(current, int):
+      return int(text)
+    if isinstance(current, float):
+      return float(text)
+    if isinstance(current, str):
+      return text
+    if isinstance(current, (tuple, list)):
+      value = ast.literal_eval(text)
+      return type(current)(value if isinstance(value, (tuple, list)) else (value,))
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError) as e:
+    raise ConfigError(
+        f'bad value for config field {field!r}: {text!r} is not a {type(current).__name__} ({e})') from None
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> ml_collections.ConfigDict:
+  """Applies `a.b=value` (or `--config.a.b=value`) strings; unknown fields are named with a suggestion."""
+  config = ml_collections.ConfigDict(config.to_dict())  # A copy: the caller's config is untouched.
+  known = _field_names(config)
+  for item in overrides:
+    text = item.removeprefix('--').removeprefix('config.')
+    field, sep, value = text.partition('=')
+    if not sep:
+      raise ConfigError(f'config override {item!r} must look like --config.train.batch_size=64')
+    if field not in known:
+      close = difflib.get_close_matches(field, known, n=1)
+      hint = f"; did you mean '{close[0]}'?" if close else '; see the config file for the fields'
+      raise ConfigError(f'unknown config field {field!r}{hint}')
+    *parents, leaf = field.split('.')
+    node = config
+    for p in parents:
+      node = node[p]
+    if isinstance(node[leaf], ml_collections.ConfigDict):
+      raise ConfigError(f'config field {field!r} is a group; set one of its fields, e.g. --config.{field}.<name>=...')
+    node[leaf] = _parse_value(field, value, node[leaf])
+  return config
+
+
+_CHOICES = {
+    'task': ('classify',),
+    'model.name': ('resnet18', 'resnet34'),
+    'model.dtype': ('bfloat16', 'float32'),
+    'data.source': ('tfds', 'folder'),
+    'data.labels': ('species', 'breed'),
+    'data.normalization': ('imagenet', 'none'),
+    'train.optimizer': ('adamw',),
+}
+_POSITIVE = ('model.width', 'data.image_size', 'data.cache_size', 'train.batch_size', 'train.eval_batch_size',
+             'train.epochs', 'train.learning_rate', 'train.log_every', 'train.keep_checkpoints')
+_FRACTIONS = ('model.dropout', 'data.val_fraction', 'data.test_fraction', 'data.crop_min_scale',
+              'data.color_jitter', 'train.label_smoothing')
+_NON_NEGATIVE = ('data.max_examples', 'train.warmup_epochs', 'train.weight_decay', 'train.grad_clip',
+                 'train.eval_every', 'train.patience')
+
+
+def _get(config, field):
+  node = config
+  for part in field.split('.'):
+    if part not in node:
+      return None
+    node = node[part]
+  return node
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Checks values that the type check cannot; every error names the field and the allowed values."""
+  for field, allowed in _CHOICES.items():
+    value = _get(config, field)
+    if value is not None and value not in allowed:
+      raise ConfigError(f'config field {field!r} is {value!r}; allowed: {", ".join(allowed)}')
+  for field in _POSITIVE:
+    value = _get(config, field)
+    if value is not None and not value > 0:
+      raise ConfigError(f'config field {field!r} must be > 0, got {value!r}')
+  for field in _NON_NEGATIVE:
+    value = _get(config, field)
+    if value is not None and value < 0:
+      raise ConfigError(f'config field {field!r} must be >= 0, got {value!r}')
+  for field in _FRACTIONS:
+    value = _get(config, field)
+    if value is not None and not 0 <= value < 1:
+      raise ConfigError(f'config field {field!r} must be in [0, 1), got {value!r}')
+  if config.data.source == 'folder' and not config.data.folder:
+    raise ConfigError("data.source is 'folder' but data.folder is empty; pass --config.data.folder=PATH")
+  if config.data.source == 'folder' and config.data.labels != 'species':
+    raise ConfigError("data.labels applies to the tfds source; a folder's classes are its sub-folders")
+  if config.data.image_size > config.data.cache_size:
+    raise ConfigError(f'data.image_size ({config.data.image_size}) must not exceed data.cache_size '
+                      f'({config.data.cache_size}): the network input is cropped from the cached image')
+  return config
+
+
+def load(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
+  """The one way commands get a config: file, then overrides, then validation."""
+  return validate(apply_overrides(load_config_file(spec), overrides))
+
+
+def save_json(config: ml_collections.ConfigDict, path: str) -> None:
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(config.to_dict(), f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
+
+
+def load_json(path: str) -> ml_collections.ConfigDict:
+  if not os.path.isfile(path):
+    raise ConfigError(f'{path} not found: is this a tinycats workdir? Train one with '
+                      '`python -m launch.modal_train --config configs/cats.py --local --workdir DIR`')
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
