@@ -25,6 +25,7 @@ def get_config(arg=None):
   c.data.data_dir = ''  # TFDS data dir ('' = TFDS default, ~/tensorflow_datasets).
   c.data.folder = ''  # Root of an image-folder tree (one sub-folder per class) for source=folder.
   c.data.labels = 'species'  # species (cat vs other) | breed (37 classes); tfds only.
+  c.data.classes = ()  # Filled from the data when training starts and recorded in WORKDIR/config.json.
   c.data.val_fraction = 0.1  # Held out of the TFDS train split, seeded.
   c.data.test_fraction = 0.1  # folder only: the TFDS source has its own test split.
   c.data.split_seed = 0  # Seeds the train/val(/test) split, independent of the training seed.

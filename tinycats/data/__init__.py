@@ -1,0 +1,105 @@
+"""Labelled splits for a config: source (TFDS or image folder) -> decoded uint8 cache.
+
+`load(config)` returns the class names and the train/val/test splits as cached uint8 arrays.
+The TFDS train split is divided into train and val (seeded); TFDS's test split is kept for
+the final evaluation. An image folder is divided into all three by seed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+
+import numpy as np
+
+from tinycats.data import cache, folder
+
+SPLITS = ('train', 'val', 'test')
+
+
+@dataclasses.dataclass
+class Split:
+  images: np.ndarray  # (N, S, S, 3) uint8
+  labels: np.ndarray  # (N,) int32
+  names: list[str]
+  skipped: list[str]
+
+  def __len__(self):
+    return len(self.labels)
+
+
+@dataclasses.dataclass
+class Data:
+  classes: list[str]
+  splits: dict[str, Split]
+
+
+def _limit(indices: np.ndarray, max_examples: int) -> np.ndarray:
+  return indices[:max_examples] if max_examples else indices
+
+
+def _tfds_parts(config):
+  from tinycats.data import pets  # TFDS is imported only for this source.
+  data_dir = os.path.abspath(os.path.expanduser(default_tfds_dir(config)))
+  sources = {'train': pets.read_split(data_dir, 'train'), 'test': pets.read_split(data_dir, 'test')}
+  n_train = len(sources['train'])
+  order = np.random.default_rng(config.data.split_seed).permutation(n_train)
+  n_val = round(n_train * config.data.val_fraction)
+  parts = {'train': ('train', np.sort(order[n_val:])), 'val': ('train', np.sort(order[:n_val])),
+           'test': ('test', np.arange(len(sources['test'])))}
+  field = 'species' if config.data.labels == 'species' else 'label'
+  classes = list(pets.SPECIES if config.data.labels == 'species' else pets.BREEDS)
+
+  def loader(source, i):
+    def load():
+      record = source[int(i)]
+      return record['image'], {'label': int(record['label']), 'species': int(record['species'])}
+    return load
+
+  out = {}
+  for name, (tfds_split, indices) in parts.items():
+    indices = _limit(indices, config.data.max_examples)
+    key = dict(source='tfds', data_dir=data_dir, split=tfds_split, indices=_digest(indices), size=config.data.cache_size)
+    names = [f'{pets.NAME}/{tfds_split}[{i}]' for i in indices]
+    out[name] = (key, names, [loader(sources[tfds_split], i) for i in indices])
+  return classes, field, out
+
+
+def _folder_parts(config):
+  root = os.path.abspath(os.path.expanduser(config.data.folder))
+  classes, files, labels = folder.list_images(root)
+  parts = folder.split_indices(len(files), config.data.split_seed, config.data.val_fraction, config.data.test_fraction)
+
+  def loader(i):
+    return lambda: (cache.read_image_file(files[i]), {'label': int(labels[i])})
+
+  out = {}
+  for name, indices in parts.items():
+    indices = _limit(indices, config.data.max_examples)
+    chosen = [files[i] for i in indices]
+    key = dict(source='folder', root=root, split=name, files=_digest(chosen), size=config.data.cache_size)
+    out[name] = (key, [os.path.relpath(f, root) for f in chosen], [loader(i) for i in indices])
+  return classes, 'label', out
+
+
+def default_tfds_dir(config) -> str:
+  """`data.data_dir`, else TFDS's own default ($TFDS_DATA_DIR or ~/tensorflow_datasets)."""
+  return config.data.data_dir or os.environ.get('TFDS_DATA_DIR') or '~/tensorflow_datasets'
+
+
+def _digest(items) -> str:
+  return hashlib.sha256(repr(list(map(str, items))).encode()).hexdigest()
+
+
+def load(config, splits=SPLITS) -> Data:
+  """Decodes (once; later runs reuse the cache) and returns the requested splits."""
+  classes, field, parts = (_tfds_parts if config.data.source == 'tfds' else _folder_parts)(config)
+  cache_dir = os.path.expanduser(config.data.cache_dir or cache.default_cache_dir())
+  out = {}
+  for name in splits:
+    key, names, loaders = parts[name]
+    if not loaders:
+      raise ValueError(f'the {name} split is empty; check data.val_fraction / data.test_fraction / data.max_examples')
+    cached = cache.get_or_build(cache_dir, key, names, loaders)
+    out[name] = Split(cached.images, cached.labels[field], cached.names, cached.skipped)
+  return Data(classes, out)

@@ -1,0 +1,81 @@
+"""Orbax checkpoints of the whole training state: model, optimizer, step, RNG, data position.
+
+`WORKDIR/checkpoints/<step>/` holds `state` (the NNX state as a plain dict of arrays) and `meta`
+(JSON: RNG key data, data-iterator position, early-stopping counters). The last
+`keep` checkpoints are kept, and the best by the task's validation metric (higher is better). Orbax writes into a
+temporary folder and renames it on success, so a run killed mid-save leaves no checkpoint
+that restore would pick up.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
+
+class CheckpointMismatchError(ValueError):
+  """The checkpoint's arrays do not fit the model the config builds."""
+
+
+def _path(keys) -> str:
+  return '.'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in keys)
+
+
+def check_shapes(stored: Any, target: Any, directory: str) -> None:
+  """Raises a message naming every leaf whose shape differs or that only one side has."""
+  stored_leaves = {_path(p): tuple(getattr(v, 'shape', ())) for p, v in jax.tree_util.tree_leaves_with_path(stored)}
+  target_leaves = {_path(p): tuple(np.shape(v)) for p, v in jax.tree_util.tree_leaves_with_path(target)}
+  problems = [f'  {k}: checkpoint {stored_leaves[k]} vs model {target_leaves[k]}'
+              for k in sorted(stored_leaves.keys() & target_leaves.keys()) if stored_leaves[k] != target_leaves[k]]
+  problems += [f'  {k}: in the checkpoint, not in the model' for k in sorted(stored_leaves.keys() - target_leaves.keys())]
+  problems += [f'  {k}: in the model, not in the checkpoint' for k in sorted(target_leaves.keys() - stored_leaves.keys())]
+  if problems:
+    shown = '\n'.join(problems[:20]) + (f'\n  ... and {len(problems) - 20} more' if len(problems) > 20 else '')
+    raise CheckpointMismatchError(
+        f'the checkpoint in {directory} does not fit the model built from the config:\n{shown}\n'
+        'Use the config the checkpoint was trained with (WORKDIR/config.json) or a fresh workdir.')
+
+
+class Checkpoints:
+  """A thin, named wrapper over `ocp.CheckpointManager` with tinycats' retention policy."""
+
+  def __init__(self, directory: str, keep: int = 2, best_metric: str = 'val_accuracy', read_only: bool = False):
+    self.directory = os.path.abspath(directory)
+    best = lambda metrics: metrics[best_metric]
+    policy = policies.AnyPreservationPolicy([
+        policies.LatestN(n=keep),
+        policies.BestN(get_metric_fn=best, n=1, keep_checkpoints_without_metrics=False),
+    ])
+    options = ocp.CheckpointManagerOptions(
+        best_fn=best, best_mode='max', preservation_policy=policy, read_only=read_only,
+        create=not read_only, enable_async_checkpointing=True, save_interval_steps=0 if read_only else 1)
+    handlers = {'state': ocp.StandardCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()}
+    self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def best_step(self) -> int | None:
+    return self._manager.best_step()
+
+  def save(self, step: int, state: Any, meta: dict, metrics: dict | None = None) -> None:
+    self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                       metrics=metrics, force=True)
+
+  def restore(self, step: int, target: Any) -> tuple[Any, dict]:
+    """Restores `step` into the structure, shapes, dtypes and shardings of `target` (arrays or ShapeDtypeStructs)."""
+    stored = self._manager.item_metadata(step)['state']
+    check_shapes(stored, target, self.directory)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                                   meta=ocp.args.JsonRestore()))
+    return restored['state'], restored['meta']
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()

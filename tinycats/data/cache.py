@@ -1,0 +1,146 @@
+"""Decode every image once into a uint8 array of fixed-size squares, kept on disk and reused.
+
+Training then never decodes JPEGs: batches are slices of this array, and augmentation runs on
+the device (see `augment.py`). A cache is a folder `images.npy` (N, S, S, 3) uint8, one
+`<field>.npy` int32 per label field and `meta.json`; it is written to a temporary folder and
+renamed, so an interrupted build leaves nothing half-written. Images that fail to decode are
+skipped with a warning naming them, and counted.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import sys
+import uuid
+import warnings
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+Loader = Callable[[], tuple[np.ndarray | Image.Image, dict[str, int]]]
+
+
+@dataclasses.dataclass
+class CachedSplit:
+  images: np.ndarray  # (N, S, S, 3) uint8, memory-mapped.
+  labels: dict[str, np.ndarray]  # field -> (N,) int32
+  names: list[str]  # Source names of the N kept images.
+  skipped: list[str]  # Names of images that could not be decoded.
+
+  def __len__(self):
+    return len(self.images)
+
+
+def default_cache_dir() -> str:
+  return os.environ.get('TINYCATS_CACHE') or os.path.join(os.path.expanduser('~'), '.cache', 'tinycats')
+
+
+def to_square(image: np.ndarray | Image.Image, size: int) -> np.ndarray:
+  """Resizes the shorter side to `size` (antialiased) and centre-crops: (size, size, 3) uint8.
+
+  The one host-side resize, shared by the cache and by prediction so they see the same pixels.
+  """
+  if not isinstance(image, Image.Image):
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[-1] == 1:
+      array = array[..., 0]
+    image = Image.fromarray(array)
+  if image.mode != 'RGB':
+    image = image.convert('RGB')
+  w, h = image.size
+  if w == 0 or h == 0:
+    raise ValueError('empty image')
+  scale = size / min(w, h)
+  nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+  image = image.resize((nw, nh), Image.BILINEAR, reducing_gap=None)
+  left, top = (nw - size) // 2, (nh - size) // 2
+  return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def read_image_file(path: str) -> Image.Image:
+  """Opens and fully decodes an image file (errors surface here, not later)."""
+  with Image.open(path) as image:
+    image.load()
+    return image.copy()
+
+
+def cache_path(cache_dir: str, key: dict) -> str:
+  digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+  return os.path.join(cache_dir, f"{key.get('source', 'data')}-{key.get('split', 'split')}-{key['size']}-{digest}")
+
+
+def load(path: str) -> CachedSplit:
+  with open(os.path.join(path, 'meta.json')) as f:
+    meta = json.load(f)
+  labels = {field: np.load(os.path.join(path, f'{field}.npy')) for field in meta['label_fields']}
+  return CachedSplit(np.load(os.path.join(path, 'images.npy'), mmap_mode='r'), labels, meta['names'],
+                     meta['skipped'])
+
+
+def build(path: str, names: Sequence[str], loaders: Sequence[Loader], size: int, key: dict) -> CachedSplit:
+  """Decodes `loaders` (in parallel threads: PIL releases the GIL) into a cache at `path`."""
+  n = len(loaders)
+  images = np.empty((n, size, size, 3), np.uint8)
+  labels: dict[str, np.ndarray] = {}
+  ok = np.zeros(n, bool)
+  skipped = []
+
+  def decode(i):
+    image, fields = loaders[i]()
+    return i, to_square(image, size), fields
+
+  def failed(i, error):
+    skipped.append(names[i])
+    warnings.warn(f'skipping unreadable image {names[i]}: {type(error).__name__}: {error}', stacklevel=2)
+
+  with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 1)) as pool:
+    futures = {pool.submit(decode, i): i for i in range(n)}
+    for future in tqdm(concurrent.futures.as_completed(futures), total=n, desc=f'decoding {key.get("split", "")}',
+                       unit='img', file=sys.stderr, mininterval=1.0, disable=n < 64):
+      try:
+        i, square, fields = future.result()
+      except Exception as error:  # pylint: disable=broad-except  # A bad image must not end the run.
+        failed(futures[future], error)
+        continue
+      images[i] = square
+      ok[i] = True
+      for field, value in fields.items():
+        labels.setdefault(field, np.full(n, -1, np.int32))[i] = value
+  if skipped:
+    print(f'skipped {len(skipped)} unreadable image(s) of {n}', file=sys.stderr)
+  if not ok.any():
+    raise ValueError(f'no readable images among {n} in {key}')
+
+  tmp = f'{path}.tmp-{uuid.uuid4().hex[:8]}'
+  os.makedirs(tmp)
+  try:
+    np.save(os.path.join(tmp, 'images.npy'), images[ok])
+    for field, values in labels.items():
+      np.save(os.path.join(tmp, f'{field}.npy'), values[ok])
+    meta = dict(key=key, names=[name for name, keep in zip(names, ok) if keep], skipped=sorted(skipped),
+                label_fields=sorted(labels))
+    with open(os.path.join(tmp, 'meta.json'), 'w') as f:
+      json.dump(meta, f)
+    if os.path.exists(path):  # Another process built it meanwhile; theirs is as good as ours.
+      shutil.rmtree(tmp)
+    else:
+      os.replace(tmp, path)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return load(path)
+
+
+def get_or_build(cache_dir: str, key: dict, names: Sequence[str], loaders: Sequence[Loader]) -> CachedSplit:
+  """The cached split for `key` (which must identify the images and size), built on first use."""
+  path = cache_path(cache_dir, key)
+  if os.path.isfile(os.path.join(path, 'meta.json')):
+    return load(path)
+  os.makedirs(cache_dir, exist_ok=True)
+  return build(path, names, loaders, key['size'], key)

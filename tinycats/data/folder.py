@@ -1,0 +1,34 @@
+"""Image-folder source: `ROOT/<class>/<image>`, one sub-folder per class (class names sorted)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
+
+
+def list_images(root: str) -> tuple[list[str], list[str], np.ndarray]:
+  """Returns (classes, files, labels); files are sorted so the listing is reproducible."""
+  if not os.path.isdir(root):
+    raise FileNotFoundError(f'image folder {root!r} not found; data.source=folder expects ROOT/<class>/<image> '
+                            '(e.g. data/cats/cat/*.jpg and data/cats/other/*.jpg)')
+  classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith('.'))
+  files, labels = [], []
+  for index, name in enumerate(classes):
+    found = sorted(f for f in os.listdir(os.path.join(root, name))
+                   if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith('.'))
+    files += [os.path.join(root, name, f) for f in found]
+    labels += [index] * len(found)
+  if len(classes) < 2 or not files:
+    raise ValueError(f'image folder {root!r} needs at least two class sub-folders holding images '
+                     f'({", ".join(IMAGE_EXTENSIONS)}); found classes {classes} with {len(files)} images')
+  return classes, files, np.asarray(labels, np.int32)
+
+
+def split_indices(n: int, seed: int, val_fraction: float, test_fraction: float) -> dict[str, np.ndarray]:
+  """A seeded train/val/test partition of range(n) (each part sorted)."""
+  order = np.random.default_rng(seed).permutation(n)
+  n_val, n_test = round(n * val_fraction), round(n * test_fraction)
+  parts = {'val': order[:n_val], 'test': order[n_val:n_val + n_test], 'train': order[n_val + n_test:]}
+  return {k: np.sort(v) for k, v in parts.items()}

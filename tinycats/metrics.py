@@ -1,0 +1,74 @@
+"""Classification metrics and the plots a run leaves in its workdir (curves.png, confusion.png)."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+
+def classification_report(labels: np.ndarray, predictions: np.ndarray, classes: list[str]) -> dict:
+  """accuracy, per-class precision/recall/f1/support and the confusion matrix (rows: true, columns: predicted)."""
+  k = len(classes)
+  confusion = np.zeros((k, k), np.int64)
+  np.add.at(confusion, (labels, predictions), 1)
+  true_pos = np.diag(confusion).astype(np.float64)
+  predicted, actual = confusion.sum(0), confusion.sum(1)
+  precision = np.divide(true_pos, predicted, out=np.zeros(k), where=predicted > 0)
+  recall = np.divide(true_pos, actual, out=np.zeros(k), where=actual > 0)
+  f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=(precision + recall) > 0)
+  per_class = {name: dict(precision=float(precision[i]), recall=float(recall[i]), f1=float(f1[i]),
+                          support=int(actual[i])) for i, name in enumerate(classes)}
+  return dict(accuracy=float(true_pos.sum() / max(len(labels), 1)), classes=list(classes), per_class=per_class,
+              confusion_matrix=confusion.tolist(), num_examples=int(len(labels)))
+
+
+def _pyplot():
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def plot_confusion(confusion, classes, path: str, title: str = '') -> None:
+  plt = _pyplot()
+  confusion = np.asarray(confusion)
+  size = max(4.0, 0.3 * len(classes) + 2)
+  fig, ax = plt.subplots(figsize=(size, size))
+  ax.imshow(confusion, cmap='Blues')
+  ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7 if len(classes) > 10 else 10)
+  ax.set_yticks(range(len(classes)), classes, fontsize=7 if len(classes) > 10 else 10)
+  ax.set_xlabel('predicted')
+  ax.set_ylabel('true')
+  if len(classes) <= 12:
+    for (i, j), v in np.ndenumerate(confusion):
+      ax.text(j, i, str(v), ha='center', va='center', color='white' if v > confusion.max() / 2 else 'black')
+  ax.set_title(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def read_jsonl(path: str) -> list[dict]:
+  if not os.path.isfile(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_curves(metrics_path: str, path: str) -> None:
+  """Loss and accuracy against step, train and validation, from metrics.jsonl."""
+  rows = read_jsonl(metrics_path)
+  plt = _pyplot()
+  fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+  for ax, name in ((ax_loss, 'loss'), (ax_acc, 'accuracy')):
+    for prefix, style in (('train_', '-'), ('val_', 'o-')):
+      points = [(r['step'], r[prefix + name]) for r in rows if prefix + name in r]
+      if points:
+        ax.plot(*zip(*points), style, label=prefix.rstrip('_'))
+    ax.set_xlabel('step')
+    ax.set_title(name)
+    ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)

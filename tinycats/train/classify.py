@@ -1,0 +1,81 @@
+"""The classification task: what the one training loop needs to train and judge a classifier.
+
+It supplies the model, the loss (augmentation included, so it runs on the device inside the
+jitted step) and the validation metric; `evaluate` writes `eval.json` and `confusion.png`.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from tinycats import metrics, models
+from tinycats.data import augment
+from tinycats.train import step as step_lib
+
+
+class ClassifyTask:
+  best_metric = 'val_accuracy'
+
+  def __init__(self, config, classes: list[str]):
+    self.config = config
+    self.classes = list(classes)
+
+  def create_model(self, seed: int) -> nnx.Module:
+    return models.create_classifier(self.config.model, len(self.classes), seed=seed)
+
+  def loss(self, model, batch, key):
+    data = self.config.data
+    k_aug, k_drop = jax.random.split(key)
+    x = augment.train_transform(batch['image'], k_aug, image_size=data.image_size, min_scale=data.crop_min_scale,
+                                flip=data.flip, color_jitter=data.color_jitter, norm=data.normalization)
+    logits = model(x, rngs=nnx.Rngs(dropout=k_drop))
+    targets = optax.smooth_labels(jax.nn.one_hot(batch['label'], len(self.classes)),
+                                  self.config.train.label_smoothing)
+    loss = optax.softmax_cross_entropy(logits, targets).mean()
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
+    return loss, {'accuracy': accuracy}
+
+  def validate(self, graphdef, model_state, split, mesh) -> dict[str, float]:
+    logits = predict_logits(self.config, graphdef, model_state, split.images, mesh)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, split.labels).mean()
+    return {'val_accuracy': float(np.mean(logits.argmax(-1) == split.labels)), 'val_loss': float(loss)}
+
+  def report(self, graphdef, model_state, split, mesh) -> dict:
+    """The full evaluation of a split: what `eval.json` holds."""
+    logits = predict_logits(self.config, graphdef, model_state, split.images, mesh)
+    return metrics.classification_report(split.labels, logits.argmax(-1), self.classes)
+
+
+_PREDICT_CACHE = {}
+
+
+def _predict_fn(config, graphdef, mesh):
+  """The jitted eval-mode forward pass for uint8 cache-size squares (one per config + graph)."""
+  key = (config.data.image_size, config.data.normalization, graphdef, mesh)
+  if key not in _PREDICT_CACHE:
+    def predict(state, images):
+      model = nnx.merge(graphdef, state)
+      model.eval()
+      x = augment.eval_transform(images, image_size=config.data.image_size, norm=config.data.normalization)
+      return model(x)
+    _PREDICT_CACHE[key] = jax.jit(predict, in_shardings=(step_lib.replicated(mesh), step_lib.batch_sharding(mesh)),
+                                  out_shardings=step_lib.replicated(mesh))
+  return _PREDICT_CACHE[key]
+
+
+def predict_logits(config, graphdef, model_state, images: np.ndarray, mesh, batch_size: int | None = None) -> np.ndarray:
+  """float32 logits for uint8 (N, S, S, 3) images, in fixed-size batches (the last one padded)."""
+  batch_size = min(batch_size or config.train.eval_batch_size, max(len(images), 1))
+  batch_size = -(-batch_size // mesh.size) * mesh.size  # Every device gets the same share.
+  fn = _predict_fn(config, graphdef, mesh)
+  out = []
+  for start in range(0, len(images), batch_size):
+    chunk = np.asarray(images[start:start + batch_size])
+    n = len(chunk)
+    if n < batch_size:
+      chunk = np.concatenate([chunk, np.zeros((batch_size - n,) + chunk.shape[1:], chunk.dtype)])
+    out.append(np.asarray(fn(model_state, jax.device_put(chunk, step_lib.batch_sharding(mesh))))[:n])
+  return np.concatenate(out) if out else np.zeros((0,), np.float32)

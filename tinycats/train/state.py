@@ -1,0 +1,48 @@
+"""Building, checkpointing and restoring the (model, optimizer) pair a config describes."""
+from __future__ import annotations
+
+import os
+
+from flax import nnx
+
+from tinycats import checkpoint
+from tinycats.train import step as step_lib
+
+
+def create(task, config, steps_per_epoch: int, total_steps: int):
+  """(model, optimizer, schedule) for `task`, with fresh weights seeded by `config.seed`."""
+  schedule = step_lib.learning_rate_schedule(config.train, steps_per_epoch, total_steps)
+  model = task.create_model(config.seed)
+  optimizer = nnx.Optimizer(model, step_lib.make_optimizer(config.train, schedule), wrt=nnx.Param)
+  return model, optimizer, schedule
+
+
+def to_checkpoint(state) -> dict:
+  """The split (model, optimizer) state as the plain dict of arrays that Orbax stores."""
+  return {'model': nnx.to_pure_dict(state[0]), 'optimizer': nnx.to_pure_dict(state[1])}
+
+
+def from_checkpoint(state, stored: dict):
+  nnx.replace_by_pure_dict(state[0], stored['model'])
+  nnx.replace_by_pure_dict(state[1], stored['optimizer'])
+  return state
+
+
+def checkpoints(workdir: str, task, keep: int = 2, read_only: bool = False) -> checkpoint.Checkpoints:
+  return checkpoint.Checkpoints(os.path.join(workdir, 'checkpoints'), keep=keep, best_metric=task.best_metric,
+                                read_only=read_only)
+
+
+def load_for_inference(workdir: str, config, task, step: int | None = None):
+  """(graphdef, model_state, step) of the best checkpoint (or `step`), for eval-mode use."""
+  ckpts = checkpoints(workdir, task, read_only=True)
+  step = step if step is not None else ckpts.best_step()
+  if step is None:
+    raise FileNotFoundError(f'no checkpoint in {ckpts.directory}; train first, or check --workdir')
+  abstract = nnx.eval_shape(lambda: create(task, config, 1, 1)[:2])
+  graphdef, state = nnx.split(abstract)
+  stored, _ = ckpts.restore(step, to_checkpoint(state))
+  ckpts.close()
+  model, _ = nnx.merge(graphdef, from_checkpoint(state, stored))
+  model_graphdef, model_state = nnx.split(model)
+  return model_graphdef, model_state, step
