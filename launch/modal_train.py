@@ -20,18 +20,17 @@ def parse_args(argv=None):
   parser.add_argument('--workdir', default=None, help='run folder (default workdirs/<name>-<time>)')
   parser.add_argument('--name', default=None, help='run name (default <config.name>-<time>)')
   args, rest = parser.parse_known_args(argv)
-  bad = [r for r in rest if not r.startswith('--config.')]
+  overrides, bad = [], []
+  while rest:  # `--config.a.b=value` or `--config.a.b value`.
+    item = rest.pop(0)
+    if not item.startswith('--config.'):
+      bad.append(item)
+    elif '=' in item or not rest or rest[0].startswith('--'):
+      overrides.append(item)
+    else:
+      overrides.append(f'{item}={rest.pop(0)}')
   if bad:
     parser.error(f'unrecognized arguments: {" ".join(bad)} (config fields are set as --config.train.batch_size=64)')
-  # `--config.a.b value` (space-separated) is accepted too.
-  overrides, i = [], 0
-  while i < len(rest):
-    if '=' in rest[i] or i + 1 == len(rest) or rest[i + 1].startswith('--'):
-      overrides.append(rest[i])
-      i += 1
-    else:
-      overrides.append(f'{rest[i]}={rest[i + 1]}')
-      i += 2
   return args, overrides
 
 

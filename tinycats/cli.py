@@ -16,6 +16,21 @@ def _prepare(args) -> int:
   return 0
 
 
+def _evaluate(args) -> int:
+  from tinycats import evaluate
+  report = evaluate.evaluate(args.workdir, split=args.split)
+  print(json.dumps({k: report[k] for k in ('split', 'accuracy', 'num_examples', 'step')}))
+  return 0
+
+
+def _predict(args) -> int:
+  from tinycats.classifier import Classifier
+  results = Classifier.load(args.workdir).predict_files(args.images)
+  for row in results:
+    print(json.dumps(row))
+  return 1 if any('error' in row for row in results) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog='tinycats', description=__doc__)
   sub = parser.add_subparsers(dest='command', required=True)
@@ -26,6 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
                  help='folder holding images.tar.gz and annotations.tar.gz; without it TFDS downloads them')
   p.add_argument('--no-verify', action='store_true', help="accept archives whose SHA-256 differs from TFDS's registered one")
   p.set_defaults(fn=_prepare)
+
+  p = sub.add_parser('evaluate', help="evaluate a workdir's best checkpoint: writes eval.json and confusion.png")
+  p.add_argument('--workdir', required=True)
+  p.add_argument('--split', default='test', choices=('train', 'val', 'test'))
+  p.set_defaults(fn=_evaluate)
+
+  p = sub.add_parser('predict', help='classify image files with a trained workdir; one JSON line per image')
+  p.add_argument('--workdir', required=True)
+  p.add_argument('images', nargs='+')
+  p.set_defaults(fn=_predict)
   return parser
 
 

@@ -1,0 +1,61 @@
+"""Shared fixtures: fake Oxford-IIIT Pet archives and a TFDS data_dir prepared from them."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import fake_pets
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_tinycats(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+  """`python -m tinycats ARGS` in a child process, so TensorFlow never loads in the test process."""
+  return subprocess.run([sys.executable, '-m', 'tinycats', *args], cwd=REPO, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+@pytest.fixture(scope='session')
+def pets_archives(tmp_path_factory) -> tuple[str, dict]:
+  """(folder with fake images.tar.gz and annotations.tar.gz, what make_archives says they hold)."""
+  out = str(tmp_path_factory.mktemp('pets_archives'))
+  return out, fake_pets.make_archives(out, per_breed_train=5)
+
+
+@pytest.fixture(scope='session')
+def prepared_pets(tmp_path_factory, pets_archives) -> str:
+  """A TFDS data_dir holding the fake archives prepared by `tinycats prepare --no-verify`."""
+  data_dir = str(tmp_path_factory.mktemp('tfds'))
+  result = run_tinycats('prepare', '--archives', pets_archives[0], '--data-dir', data_dir, '--no-verify')
+  assert result.returncode == 0, result.stderr[-4000:]
+  return data_dir
+
+
+# Tiny, CPU-sized settings for the classifier recipe: the same code paths as the real run.
+TINY = ['--config.model.width=8', '--config.data.image_size=32', '--config.data.cache_size=36',
+        '--config.train.batch_size=16', '--config.train.eval_batch_size=32', '--config.train.epochs=6',
+        '--config.train.learning_rate=3e-3', '--config.train.log_every=4', '--config.train.patience=0']
+
+
+@pytest.fixture(autouse=True, scope='session')
+def _private_cache(tmp_path_factory):
+  """Decoded-image caches go to a per-session folder, never to ~/.cache."""
+  os.environ['TINYCATS_CACHE'] = str(tmp_path_factory.mktemp('cache'))
+
+
+@pytest.fixture(scope='session')
+def image_folder(tmp_path_factory) -> str:
+  """A learnable two-class image folder (cat: horizontal stripes, other: vertical) with one corrupt file."""
+  root = str(tmp_path_factory.mktemp('images'))
+  fake_pets.make_image_folder(root, per_class=100, size=40)
+  with open(os.path.join(root, 'cat', 'corrupt.jpg'), 'wb') as f:
+    f.write(b'\xff\xd8\xff this is not a JPEG')
+  return root
+
+
+def tiny_config(*overrides: str, spec: str = 'configs/cats.py:smoke'):
+  from tinycats import config as config_lib
+  return config_lib.load(os.path.join(REPO, spec), TINY + list(overrides))

@@ -1,0 +1,60 @@
+import json
+
+import pytest
+
+from tinycats import config as config_lib
+
+
+def test_smoke_is_the_same_recipe_cut_down():
+  real, smoke = config_lib.load('configs/cats.py'), config_lib.load('configs/cats.py:smoke')
+  assert real.model.name == smoke.model.name == 'resnet18'
+  assert (real.data.image_size, real.data.source, real.data.max_examples) == (224, 'tfds', 0)
+  assert smoke.data.image_size < real.data.image_size and smoke.data.max_examples > 0
+
+
+def test_overrides_take_the_field_type():
+  c = config_lib.load('configs/cats.py', ['--config.train.batch_size=64', 'config.train.learning_rate=3e-4',
+                                          '--config.data.flip=false', '--config.data.labels=breed'])
+  assert c.train.batch_size == 64 and isinstance(c.train.batch_size, int)
+  assert c.train.learning_rate == pytest.approx(3e-4)
+  assert c.data.flip is False and c.data.labels == 'breed'
+
+
+def test_the_caller_config_is_not_modified():
+  base = config_lib.load_config_file('configs/cats.py')
+  config_lib.apply_overrides(base, ['train.batch_size=7'])
+  assert base.train.batch_size == 128
+
+
+@pytest.mark.parametrize('override, message', [
+    ('--config.train.batchsize=64', "unknown config field 'train.batchsize'; did you mean 'train.batch_size'"),
+    ('--config.train.batch_size=lots', "bad value for config field 'train.batch_size'"),
+    ('--config.train.batch_size=0', "'train.batch_size' must be > 0"),
+    ('--config.data.labels=dogs', "'data.labels' is 'dogs'; allowed: species, breed"),
+    ('--config.model.name=resnet50', "allowed: resnet18, resnet34"),
+    ('--config.model.dropout=1.5', "'model.dropout' must be in [0, 1)"),
+    ('--config.data.source=folder', "data.folder is empty"),
+    ('--config.data.image_size=512', "must not exceed data.cache_size"),
+    ('--config.train=3', "is a group"),
+    ('--config.train.batch_size', "must look like"),
+])
+def test_bad_fields_and_values_are_named(override, message):
+  with pytest.raises(config_lib.ConfigError, match=None) as info:
+    config_lib.load('configs/cats.py', [override])
+  assert message in str(info.value)
+
+
+def test_config_file_errors():
+  with pytest.raises(config_lib.ConfigError, match='not found'):
+    config_lib.load('configs/nope.py')
+  with pytest.raises(ValueError, match="unknown config argument 'huge'"):
+    config_lib.load('configs/cats.py:huge')
+
+
+def test_json_round_trip(tmp_path):
+  c = config_lib.load('configs/cats.py:smoke')
+  config_lib.save_json(c, str(tmp_path / 'config.json'))
+  assert json.loads((tmp_path / 'config.json').read_text())['train']['batch_size'] == 32
+  assert config_lib.load_json(str(tmp_path / 'config.json')).to_dict() == json.loads(json.dumps(c.to_dict()))
+  with pytest.raises(config_lib.ConfigError, match='is this a tinycats workdir'):
+    config_lib.load_json(str(tmp_path / 'missing.json'))

@@ -1,0 +1,110 @@
+"""The decoded cache, the image-folder source and the on-device augmentations."""
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+import fake_pets
+import tinycats.data
+from conftest import tiny_config
+from tinycats.data import augment, cache, folder
+
+
+def _loaders(images):
+  return [lambda image=image, i=i: (image, {'label': i % 2}) for i, image in enumerate(images)]
+
+
+def test_cache_skips_and_counts_bad_images_and_is_reused(tmp_path):
+  rng = np.random.default_rng(0)
+  images = [rng.integers(0, 255, (30 + i, 40, 3), dtype=np.uint8) for i in range(5)]
+  loaders = _loaders(images)
+  loaders[2] = lambda: (_ for _ in ()).throw(OSError('truncated file'))
+  key = dict(source='test', split='train', size=16)
+  with pytest.warns(UserWarning, match='skipping unreadable image b.jpg: OSError: truncated file'):
+    built = cache.get_or_build(str(tmp_path), key, ['a.jpg', 'c.jpg', 'b.jpg', 'd.jpg', 'e.jpg'], loaders)
+  assert built.images.shape == (4, 16, 16, 3) and built.images.dtype == np.uint8
+  assert built.skipped == ['b.jpg'] and built.names == ['a.jpg', 'c.jpg', 'd.jpg', 'e.jpg']
+  np.testing.assert_array_equal(built.labels['label'], [0, 1, 1, 0])
+  np.testing.assert_array_equal(built.images[1], cache.to_square(images[1], 16))
+
+  exploding = [lambda: pytest.fail('a cached split must not be decoded again')] * 5
+  again = cache.get_or_build(str(tmp_path), key, ['a.jpg', 'c.jpg', 'b.jpg', 'd.jpg', 'e.jpg'], exploding)
+  np.testing.assert_array_equal(again.images, built.images)
+  assert again.skipped == ['b.jpg']
+
+
+def test_cache_build_that_fails_leaves_nothing(tmp_path):
+  def broken():
+    raise ValueError('bad')
+  with pytest.warns(UserWarning), pytest.raises(ValueError, match='no readable images'):
+    cache.get_or_build(str(tmp_path), dict(source='x', split='y', size=8), ['a', 'b'], [broken, broken])
+  assert os.listdir(tmp_path) == []
+
+
+def test_to_square_keeps_the_centre_and_handles_modes():
+  image = np.zeros((40, 80, 3), np.uint8)
+  image[:, 20:60] = 255  # The central square is white.
+  square = cache.to_square(image, 20)
+  assert square.shape == (20, 20, 3) and square[:, 1:-1].min() > 240  # Edge columns blend (antialiasing).
+  gray = Image.fromarray(np.full((10, 30), 7, np.uint8))
+  rgba = Image.fromarray(np.full((30, 10, 4), 9, np.uint8))
+  assert cache.to_square(gray, 8).shape == cache.to_square(rgba, 8).shape == (8, 8, 3)
+
+
+def test_folder_listing_and_seeded_split(tmp_path):
+  fake_pets.make_image_folder(str(tmp_path), classes=('cat', 'other'), per_class=10, size=16)
+  (tmp_path / 'cat' / 'readme.txt').write_text('not an image')
+  classes, files, labels = folder.list_images(str(tmp_path))
+  assert classes == ['cat', 'other'] and len(files) == 20 and labels.tolist() == [0] * 10 + [1] * 10
+  parts = folder.split_indices(20, seed=3, val_fraction=0.1, test_fraction=0.2)
+  assert [len(parts[k]) for k in ('train', 'val', 'test')] == [14, 2, 4]
+  assert sorted(np.concatenate(list(parts.values())).tolist()) == list(range(20))
+  assert folder.split_indices(20, 3, 0.1, 0.2)['val'].tolist() == parts['val'].tolist()
+  assert folder.split_indices(20, 4, 0.1, 0.2)['test'].tolist() != parts['test'].tolist()
+  with pytest.raises(FileNotFoundError, match='ROOT/<class>/<image>'):
+    folder.list_images(str(tmp_path / 'missing'))
+
+
+def test_load_folder_splits(tmp_path):
+  fake_pets.make_image_folder(str(tmp_path), per_class=10, size=24)
+  config = tiny_config('--config.data.source=folder', f'--config.data.folder={tmp_path}')
+  data = tinycats.data.load(config)
+  assert data.classes == ['cat', 'other']
+  assert {k: len(v) for k, v in data.splits.items()} == {'train': 16, 'val': 2, 'test': 2}
+  assert data.splits['train'].images.shape[1:] == (36, 36, 3)
+
+
+def test_full_box_crop_equals_the_eval_resize():
+  images = jnp.asarray(np.random.default_rng(0).integers(0, 255, (2, 36, 36, 3), dtype=np.uint8))
+  x = images[0].astype(jnp.float32) / 255
+  np.testing.assert_allclose(augment._crop_resize(x, 0.0, 0.0, 36.0, 36.0, 32),
+                             augment.eval_transform(images, image_size=32, norm='none')[0], atol=1e-5)
+
+
+def test_train_transform_shapes_ranges_and_determinism():
+  images = jnp.asarray(np.random.default_rng(0).integers(0, 255, (4, 36, 36, 3), dtype=np.uint8))
+  fn = jax.jit(lambda im, key: augment.train_transform(im, key, image_size=32, color_jitter=0.3, norm='none'))
+  a, b = fn(images, jax.random.key(0)), fn(images, jax.random.key(0))
+  assert a.shape == (4, 32, 32, 3) and a.dtype == jnp.float32
+  np.testing.assert_array_equal(a, b)
+  assert float(a.min()) >= 0 and float(a.max()) <= 1
+  assert not np.allclose(a, fn(images, jax.random.key(1)))
+
+
+def test_flip_mirrors_about_half_of_the_images():
+  images = jnp.zeros((32, 16, 16, 3), jnp.uint8).at[:, :, 8:].set(255)  # Black left half, white right half.
+  flips = lambda on: augment.train_transform(images, jax.random.key(0), image_size=16, min_scale=0.99, flip=on,
+                                             norm='none')
+  mirrored = lambda out: np.asarray(out[:, :, :8].mean((1, 2, 3)) > out[:, :, 8:].mean((1, 2, 3)))
+  assert not mirrored(flips(False)).any()
+  assert 8 <= mirrored(flips(True)).sum() <= 24
+
+
+def test_imagenet_normalisation():
+  white = jnp.full((1, 4, 4, 3), 255, jnp.uint8)
+  out = augment.eval_transform(white, image_size=4, norm='imagenet')
+  np.testing.assert_allclose(out[0, 0, 0], (1 - np.array(augment.IMAGENET_MEAN)) / np.array(augment.IMAGENET_STD),
+                             rtol=1e-5)

@@ -1,0 +1,52 @@
+"""The launcher's command line: config errors, the not-yet-available Modal path, the CLI's commands."""
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, run_tinycats
+
+
+def _launch(*args):
+  return subprocess.run([sys.executable, '-m', 'launch.modal_train', *args], cwd=REPO, capture_output=True,
+                        text=True, timeout=120)
+
+
+def test_modal_path_says_it_is_not_available_yet():
+  result = _launch('--config', 'configs/cats.py')
+  assert result.returncode == 2
+  assert 'not available yet' in result.stderr and '--local' in result.stderr
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--config.train.batchsize=3'], "did you mean 'train.batch_size'"),
+    (['--config.data.labels', 'dogs'], "'data.labels' is 'dogs'"),
+    (['--config.train.epochs=two'], "bad value for config field 'train.epochs'"),
+])
+def test_config_errors_name_the_field(args, message):
+  result = _launch('--config', 'configs/cats.py', '--local', *args)
+  assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_unknown_flags_are_refused():
+  result = _launch('--config', 'configs/cats.py', '--local', '--epochs=3')
+  assert result.returncode == 2 and 'unrecognized arguments: --epochs=3' in result.stderr
+
+
+def test_missing_tfds_data_says_how_to_prepare(tmp_path):
+  result = _launch('--config', 'configs/cats.py:smoke', '--local', '--workdir', str(tmp_path / 'run'),
+                   f'--config.data.data_dir={tmp_path}')
+  assert result.returncode == 1
+  assert f'tinycats prepare --archives DIR --data-dir {tmp_path}' in result.stderr, result.stderr
+
+
+def test_cli_lists_its_commands():
+  result = run_tinycats('--help')
+  assert result.returncode == 0
+  for command in ('prepare', 'evaluate', 'predict'):
+    assert command in result.stdout
+
+
+def test_evaluate_on_a_folder_that_is_not_a_workdir(tmp_path):
+  result = run_tinycats('evaluate', '--workdir', str(tmp_path))
+  assert result.returncode == 2 and 'is this a tinycats workdir' in result.stderr

@@ -1,0 +1,84 @@
+"""A run killed mid-way and started again ends where an uninterrupted run ends; divergence keeps the good checkpoint."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from conftest import REPO, TINY, tiny_config
+from tinycats.checkpoint import Checkpoints
+from tinycats.train import loop, state as state_lib
+from tinycats.train.tasks import TASKS
+
+
+def _launch_command(image_folder, workdir):
+  return [sys.executable, '-m', 'launch.modal_train', '--config', 'configs/cats.py:smoke', '--local',
+          '--workdir', workdir, *TINY, '--config.data.source=folder', f'--config.data.folder={image_folder}',
+          '--config.train.epochs=3', '--config.train.eval_every=3', '--config.train.keep_checkpoints=1']
+
+
+def _final_model_state(workdir, image_folder):
+  config = tiny_config('--config.data.source=folder', f'--config.data.folder={image_folder}')
+  task = TASKS['classify'](config, ['cat', 'other'])
+  latest = Checkpoints(os.path.join(workdir, 'checkpoints'), read_only=True).latest_step()
+  _, model_state, _ = state_lib.load_for_inference(workdir, config, task, step=latest)
+  return latest, {'.'.join(map(str, k)): np.asarray(v) for k, v in nnx.to_flat_state(model_state)}
+
+
+def _committed_steps(workdir):
+  root = os.path.join(workdir, 'checkpoints')
+  return sorted(int(d) for d in os.listdir(root) if d.isdigit()) if os.path.isdir(root) else []
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(image_folder, tmp_path):
+  env = dict(os.environ)
+  straight, interrupted = str(tmp_path / 'straight'), str(tmp_path / 'interrupted')
+  subprocess.run(_launch_command(image_folder, straight), cwd=REPO, env=env, check=True, capture_output=True,
+                 timeout=300)
+
+  process = subprocess.Popen(_launch_command(image_folder, interrupted), cwd=REPO, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 240
+  while time.time() < deadline and process.poll() is None and len(_committed_steps(interrupted)) < 2:
+    time.sleep(0.05)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert process.returncode == -signal.SIGKILL, 'the run finished before it could be killed'
+  killed_at = _committed_steps(interrupted)
+  total_steps = 3 * (160 // 16)
+  assert killed_at and killed_at[-1] < total_steps
+
+  result = subprocess.run(_launch_command(image_folder, interrupted), cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'resuming from step' in result.stderr
+
+  step_a, params_a = _final_model_state(straight, image_folder)
+  step_b, params_b = _final_model_state(interrupted, image_folder)
+  assert step_a == step_b == total_steps
+  assert params_a.keys() == params_b.keys()
+  for name in params_a:
+    np.testing.assert_allclose(params_a[name], params_b[name], rtol=1e-6, atol=1e-6, err_msg=name)
+
+  # Rows logged after the checkpoint that was resumed are replaced, not duplicated.
+  rows = [json.loads(line) for line in open(os.path.join(interrupted, 'metrics.jsonl'))]
+  train_steps = [r['step'] for r in rows if 'train_loss' in r]
+  assert train_steps == sorted(set(train_steps))
+  assert json.load(open(os.path.join(interrupted, 'summary.json')))['steps'] == total_steps
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(image_folder, tmp_path):
+  folder = ['--config.data.source=folder', f'--config.data.folder={image_folder}']
+  loop.train_and_evaluate(tiny_config(*folder, '--config.train.epochs=1'), str(tmp_path))
+  good = _committed_steps(str(tmp_path))
+  assert good[-1] == 10
+
+  diverging = tiny_config(*folder, '--config.train.epochs=2', '--config.train.learning_rate=1e30')
+  with pytest.raises(loop.TrainingDiverged, match=r'loss became nan at step 1[2-9].*last good checkpoint is step 10'):
+    loop.train_and_evaluate(diverging, str(tmp_path))
+  assert _committed_steps(str(tmp_path)) == good

@@ -1,0 +1,70 @@
+"""`Classifier`: a trained classifier loaded from its workdir, for notebooks and `tinycats predict`.
+
+    clf = Classifier.load('workdirs/cats-...')
+    probs = clf.predict(images)   # uint8 (N, H, W, 3), any H and W -> (N, len(clf.classes))
+
+Images go through the same resize as the training cache and the same eval transform as
+validation, read from the workdir's config.json.
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from tinycats import config as config_lib
+from tinycats.data import cache
+from tinycats.train import state as state_lib, step as step_lib
+from tinycats.train.classify import predict_logits
+from tinycats.train.tasks import TASKS
+
+
+class Classifier:
+
+  def __init__(self, config, graphdef, model_state, step: int, mesh=None):
+    self.config = config
+    self.classes = list(config.data.classes)
+    self.step = step
+    self._graphdef, self._state = graphdef, model_state
+    self._mesh = mesh or step_lib.make_mesh()
+
+  @classmethod
+  def load(cls, workdir: str, step: int | None = None) -> 'Classifier':
+    """The best checkpoint of `workdir` (or `step`)."""
+    config = config_lib.load_json(os.path.join(workdir, 'config.json'))
+    if config.task != 'classify':
+      raise ValueError(f'{workdir} holds a {config.task!r} run, not a classifier')
+    task = TASKS[config.task](config, list(config.data.classes))
+    graphdef, model_state, step = state_lib.load_for_inference(workdir, config, task, step)
+    return cls(config, graphdef, model_state, step)
+
+  def _squares(self, images) -> np.ndarray:
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+      images = images[None]
+    return np.stack([cache.to_square(image, self.config.data.cache_size) for image in images])
+
+  def predict(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    """Class probabilities (N, num_classes) for uint8 RGB images (N, H, W, 3) or a list of (H, W, 3)."""
+    logits = predict_logits(self.config, self._graphdef, self._state, self._squares(images), self._mesh)
+    return np.asarray(jax.nn.softmax(logits, axis=-1))
+
+  def predict_files(self, paths: Sequence[str]) -> list[dict]:
+    """One dict per file: {file, label, probs} or {file, error}; a bad file never stops the others."""
+    results, images, readable = [], [], []
+    for path in paths:
+      try:
+        if os.path.isfile(path) and os.path.getsize(path) == 0:
+          raise ValueError('empty file')
+        images.append(np.asarray(cache.read_image_file(path).convert('RGB')))
+        readable.append(len(results))
+        results.append({'file': path})
+      except Exception as e:  # pylint: disable=broad-except  # Reported per file, in the output.
+        results.append({'file': path, 'error': f'{type(e).__name__}: {e}'})
+    if images:
+      probs = self.predict(images)
+      for i, p in zip(readable, probs):
+        results[i].update(label=self.classes[int(p.argmax())],
+                          probs={name: round(float(v), 6) for name, v in zip(self.classes, p)})
+    return results
