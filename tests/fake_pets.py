@@ -14,16 +14,9 @@ import tarfile
 import numpy as np
 from PIL import Image
 
-# TFDS's builder list (ClassLabel order). Capitalised names are cats, lowercase are dogs.
-BREEDS = (
-    'Abyssinian', 'american_bulldog', 'american_pit_bull_terrier', 'basset_hound', 'beagle',
-    'Bengal', 'Birman', 'Bombay', 'boxer', 'British_Shorthair', 'chihuahua', 'Egyptian_Mau',
-    'english_cocker_spaniel', 'english_setter', 'german_shorthaired', 'great_pyrenees',
-    'havanese', 'japanese_chin', 'keeshond', 'leonberger', 'Maine_Coon', 'miniature_pinscher',
-    'newfoundland', 'Persian', 'pomeranian', 'pug', 'Ragdoll', 'Russian_Blue', 'saint_bernard',
-    'samoyed', 'scottish_terrier', 'shiba_inu', 'Siamese', 'Sphynx', 'staffordshire_bull_terrier',
-    'wheaten_terrier', 'yorkshire_terrier',
-)
+from tinycats.data.pets import BREEDS
+
+# Capitalised breed names are cats, lowercase are dogs (TFDS's ClassLabel order).
 # Names TFDS's builder re-encodes with TensorFlow (its `_CORRUPT_SAMPLES`); we store these as
 # PNG-with-alpha bytes under the .jpg name, like the broken files in the real archive.
 CORRUPT_SAMPLES = (

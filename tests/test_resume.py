@@ -12,6 +12,7 @@ from flax import nnx
 
 from conftest import REPO, TINY, tiny_config
 from tinycats.checkpoint import Checkpoints
+from tinycats.config import ConfigError
 from tinycats.train import loop, state as state_lib
 from tinycats.train.tasks import TASKS
 
@@ -77,8 +78,30 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(image_folder, tmp_p
   loop.train_and_evaluate(tiny_config(*folder, '--config.train.epochs=1'), str(tmp_path))
   good = _committed_steps(str(tmp_path))
   assert good[-1] == 10
+  config_json = (tmp_path / 'config.json').read_text()
+
+  with pytest.raises(ConfigError, match='batch_size: 16 then, 8 now'):
+    loop.train_and_evaluate(tiny_config(*folder, '--config.train.batch_size=8'), str(tmp_path))
+  assert (tmp_path / 'config.json').read_text() == config_json  # The workdir's truth is untouched.
 
   diverging = tiny_config(*folder, '--config.train.epochs=2', '--config.train.learning_rate=1e30')
   with pytest.raises(loop.TrainingDiverged, match=r'loss became nan at step 1[2-9].*last good checkpoint is step 10'):
     loop.train_and_evaluate(diverging, str(tmp_path))
   assert _committed_steps(str(tmp_path)) == good
+
+
+def test_early_stop_and_a_restart_that_respects_it(image_folder, tmp_path):
+  # With a learning rate this small only BatchNorm statistics move, so validation accuracy wanders
+  # instead of climbing, and a patience of one evaluation runs out.
+  config = tiny_config('--config.data.source=folder', f'--config.data.folder={image_folder}',
+                       '--config.train.learning_rate=1e-9', '--config.train.patience=1')
+  summary = loop.train_and_evaluate(config, str(tmp_path))
+  rows = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
+  accuracies = [r['val_accuracy'] for r in rows if 'val_accuracy' in r]
+  assert summary['stopped_early'] and summary['steps'] < summary['total_steps']
+  assert len(accuracies) == summary['steps'] // 10 >= 2
+  assert accuracies[-1] <= max(accuracies[:-1])  # The last evaluation was no better: patience ran out.
+  assert all(a < b for a, b in zip(accuracies[:-2], accuracies[1:-1]))  # Each earlier one improved.
+
+  again = loop.train_and_evaluate(config, str(tmp_path))
+  assert again['steps'] == summary['steps'] and again['stopped_early']

@@ -8,6 +8,7 @@ that restore would pick up.
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -15,6 +16,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
+
+# Opening checkpoints read-only for evaluation is deliberate; Orbax warns about it every time.
+logging.getLogger('absl').addFilter(lambda record: 'Given directory is read only' not in record.getMessage())
+
 
 class CheckpointMismatchError(ValueError):
   """The checkpoint's arrays do not fit the model the config builds."""

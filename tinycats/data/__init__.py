@@ -41,7 +41,8 @@ def _limit(indices: np.ndarray, max_examples: int) -> np.ndarray:
 def _tfds_parts(config):
   from tinycats.data import pets  # TFDS is imported only for this source.
   data_dir = os.path.abspath(os.path.expanduser(default_tfds_dir(config)))
-  sources = {'train': pets.read_split(data_dir, 'train'), 'test': pets.read_split(data_dir, 'test')}
+  sources = {split: pets.read_split(data_dir, split, skip_decoding=('segmentation_mask',))
+             for split in ('train', 'test')}
   n_train = len(sources['train'])
   order = np.random.default_rng(config.data.split_seed).permutation(n_train)
   n_val = round(n_train * config.data.val_fraction)

@@ -174,11 +174,12 @@ def prepare(data_dir: str, archives: str | None = None, verify: bool = True) -> 
   return counts
 
 
-def read_split(data_dir: str, split: str):
+def read_split(data_dir: str, split: str, skip_decoding: tuple[str, ...] = ()):
   """Random-access source of one split's records (dicts of NumPy values), without TensorFlow.
 
   Records have 'image' (uint8 HxWx3), 'label' (breed index into BREEDS), 'species' (index into
   SPECIES), 'file_name' (bytes, e.g. b'Bengal_1.jpg'), 'segmentation_mask' and 'head_bbox'.
+  Features named in `skip_decoding` stay encoded bytes (the classifier never decodes the masks).
   """
   import tensorflow_datasets as tfds
   data_dir = os.path.expanduser(data_dir)
@@ -192,4 +193,5 @@ def read_split(data_dir: str, split: str):
     raise PrepareError(
         f'{NAME} in {data_dir!r} was prepared as {file_format.value}, which needs TensorFlow to read; '
         f'prepare it as ArrayRecord into another data dir with:\n  {_prepare_command("NEW_DATA_DIR")}')
-  return builder.as_data_source(split=split)
+  decoders = {name: tfds.decode.SkipDecoding() for name in skip_decoding} or None
+  return builder.as_data_source(split=split, decoders=decoders)

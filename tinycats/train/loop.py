@@ -9,6 +9,7 @@ the latest checkpoint and ends exactly where an uninterrupted run would.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -41,6 +42,15 @@ def train_batch(split, step: int, batch_size: int, steps_per_epoch: int, seed: i
   return {'image': np.asarray(split.images[chosen]), 'label': split.labels[chosen]}
 
 
+def _check_same_data(saved: dict, now: dict, workdir: str) -> None:
+  """The data position is a function of the step only while batch size and split stay the same."""
+  changed = [f'{k}: {saved[k]} then, {now[k]} now' for k in now if saved.get(k) != now[k]]
+  if changed:
+    raise config_lib.ConfigError(
+        f'{workdir} was trained with other data or batch size ({"; ".join(changed)}), so its data position '
+        'cannot be resumed. Use the settings in its config.json, or a fresh --workdir.')
+
+
 def _append_jsonl(path: str, row: dict) -> None:
   with open(path, 'a') as f:
     f.write(json.dumps(row) + '\n')
@@ -55,7 +65,7 @@ def _truncate_metrics(path: str, step: int) -> None:
 
 def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
   """Trains `config` in `workdir` (resuming if it holds checkpoints), then evaluates on the test split."""
-  config = config_lib.validate(config)
+  config = config_lib.validate(copy.deepcopy(config))  # The class names get recorded in this copy.
   os.makedirs(workdir, exist_ok=True)
   mesh = mesh or step_lib.make_mesh()
   tc = config.train
@@ -65,7 +75,6 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
 
   data = tinycats.data.load(config)
   config.data.classes = tuple(data.classes)
-  config_lib.save_json(config, os.path.join(workdir, 'config.json'))
   train, val_split = data.splits['train'], data.splits['val']
   if len(train) < tc.batch_size:
     raise config_lib.ConfigError(f'train.batch_size ({tc.batch_size}) exceeds the {len(train)} training images')
@@ -84,19 +93,22 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
   progress = dict(step=0, best=-math.inf, best_step=None, evals_since_best=0,
                   rng=np.asarray(jax.random.key_data(jax.random.key(config.seed))).tolist())
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
+  data_layout = dict(batch_size=tc.batch_size, steps_per_epoch=steps_per_epoch, train_examples=len(train))
   if (latest := ckpts.latest_step()) is not None:
     stored, progress = ckpts.restore(latest, state_lib.to_checkpoint(state))
     state = state_lib.from_checkpoint(state, stored)
+    _check_same_data(progress['data'], data_layout, workdir)
     _truncate_metrics(metrics_path, progress['step'])
     print(f'resuming from step {progress["step"]} ({ckpts.directory})', file=sys.stderr)
   elif os.path.exists(metrics_path):
     os.remove(metrics_path)
+  config_lib.save_json(config, os.path.join(workdir, 'config.json'))  # Only once the run can go on.
 
   state = jax.device_put(state, step_lib.replicated(mesh))
   train_step = step_lib.TrainStep(graphdef, task.loss, mesh)
   rng = jax.random.wrap_key_data(np.asarray(progress['rng'], np.uint32))
   step = progress['step']
-  stopped_early = False
+  stopped_early = bool(tc.patience) and progress['evals_since_best'] >= tc.patience and step < total_steps
   compile_seconds = None
   pending = []  # (step, device metrics) since the last log.
   interval_start, interval_images = time.perf_counter(), 0
@@ -128,7 +140,7 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
 
   bar = tqdm(total=total_steps, initial=step, desc='train', unit='step', file=sys.stderr, mininterval=2.0)
   try:
-    while step < total_steps:
+    while step < total_steps and not stopped_early:
       batch = step_lib.shard_batch(train_batch(train, step, tc.batch_size, steps_per_epoch, config.seed), mesh)
       state, step_metrics = train_step(state, batch, jax.random.fold_in(rng, step))
       pending.append((step, step_metrics))
@@ -150,14 +162,14 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
           progress.update(best=score, best_step=step, evals_since_best=0)
         else:
           progress['evals_since_best'] += 1
-        progress['step'] = step
+        epoch, batch_in_epoch = divmod(step, steps_per_epoch)
+        progress.update(step=step, data=dict(data_layout, epoch=epoch, batch_in_epoch=batch_in_epoch))
         ckpts.save(step, state_lib.to_checkpoint(state), dict(progress), metrics=val)
         tqdm.write(f'step {step}: ' + ', '.join(f'{k} {v:.4f}' for k, v in val.items()), file=sys.stderr)
         interval_start = time.perf_counter()  # Validation time is not training throughput.
         if tc.patience and progress['evals_since_best'] >= tc.patience and step < total_steps:
           tqdm.write(f'early stop: no better {task.best_metric} for {tc.patience} evaluations', file=sys.stderr)
           stopped_early = True
-          break
   finally:  # Never leave an async save half-written.
     bar.close()
     ckpts.wait()

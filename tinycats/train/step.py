@@ -67,7 +67,7 @@ class TrainStep:
     model.train()
     (loss, metrics), grads = nnx.value_and_grad(self.loss_fn, has_aux=True)(model, batch, key)
     optimizer.update(model, grads)
-    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads))
+    metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
     return nnx.state((model, optimizer)), metrics
 
   def __call__(self, state, batch, key):
