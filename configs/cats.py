@@ -15,10 +15,9 @@ def get_config(arg=None):
 
   c.model = ml_collections.ConfigDict()
   c.model.name = 'resnet18'  # resnet18 | resnet34
-  c.model.width = 64  # Stem width; torchvision (and its pretrained weights) use 64.
+  c.model.width = 64  # Stem width; torchvision's ResNets use 64.
   c.model.dropout = 0.2  # Before the linear head.
   c.model.dtype = 'bfloat16'  # Compute dtype; parameters and BatchNorm statistics stay float32.
-  c.model.pretrained = ''  # Path or hub id of torchvision-layout weights; '' trains from scratch.
 
   c.data = ml_collections.ConfigDict()
   c.data.source = 'tfds'  # tfds | folder
@@ -32,7 +31,7 @@ def get_config(arg=None):
   c.data.max_examples = 0  # Cap per split (0 = all); keeps smoke runs CPU-sized.
   c.data.image_size = 224  # What the network sees.
   c.data.cache_size = 256  # Side of the decoded uint8 squares kept in the cache.
-  c.data.cache_dir = ''  # '' = $TINYCATS_CACHE or ~/.cache/tinycats.
+  c.data.cache_dir = ''  # '' = $TINYCATS_CACHE, else beside the data: DATA_DIR/tinycats-cache, FOLDER/.tinycats-cache.
   c.data.normalization = 'imagenet'  # imagenet | none; recorded in the workdir for eval/export.
   c.data.crop_min_scale = 0.35  # Random resized crop: smallest area fraction kept.
   c.data.flip = True

@@ -49,9 +49,14 @@ def main(argv=None) -> int:
     return 2
   workdir = args.workdir or os.path.join('workdirs', name)
   from tinycats.train import loop  # pylint: disable=import-outside-toplevel
+  from tinycats.checkpoint import CheckpointMismatchError  # pylint: disable=import-outside-toplevel
+  from tinycats.data.pets import PrepareError  # pylint: disable=import-outside-toplevel
   try:
     summary = loop.train_and_evaluate(config, workdir)
-  except (config_lib.ConfigError, loop.TrainingDiverged, FileNotFoundError, ValueError) as e:
+  except config_lib.ConfigError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  except (loop.TrainingDiverged, CheckpointMismatchError, PrepareError, FileNotFoundError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
   print(json.dumps(summary, indent=2))

@@ -68,6 +68,26 @@ def test_folder_listing_and_seeded_split(tmp_path):
     folder.list_images(str(tmp_path / 'missing'))
 
 
+def test_max_examples_is_a_random_subset_not_the_first_class(tmp_path):
+  fake_pets.make_image_folder(str(tmp_path), per_class=40, size=8)
+  config = tiny_config('--config.data.source=folder', f'--config.data.folder={tmp_path}',
+                       '--config.data.max_examples=20')
+  labels = tinycats.data.load(config, splits=('train',)).splits['train'].labels
+  assert len(labels) == 20 and 5 <= labels.sum() <= 15
+
+
+def test_the_cache_notices_changed_images(tmp_path):
+  root = tmp_path / 'images'
+  fake_pets.make_image_folder(str(root), per_class=10, size=16)
+  config = tiny_config('--config.data.source=folder', f'--config.data.folder={root}', f'--config.data.cache_dir={tmp_path / "c"}')
+  before = np.asarray(tinycats.data.load(config).splits['train'].images).copy()
+  for path in (root / 'cat').iterdir():
+    Image.new('RGB', (16, 16), (255, 0, 0)).save(path, format='JPEG')
+    os.utime(path, (1, 1))  # A different modification time, as any edit gives.
+  after = np.asarray(tinycats.data.load(config).splits['train'].images)
+  assert not np.array_equal(before, after)
+
+
 def test_load_folder_splits(tmp_path):
   fake_pets.make_image_folder(str(tmp_path), per_class=10, size=24)
   config = tiny_config('--config.data.source=folder', f'--config.data.folder={tmp_path}')
@@ -77,11 +97,35 @@ def test_load_folder_splits(tmp_path):
   assert data.splits['train'].images.shape[1:] == (36, 36, 3)
 
 
-def test_full_box_crop_equals_the_eval_resize():
+def test_crop_boxes_and_the_central_eval_crop():
   images = jnp.asarray(np.random.default_rng(0).integers(0, 255, (2, 36, 36, 3), dtype=np.uint8))
   x = images[0].astype(jnp.float32) / 255
-  np.testing.assert_allclose(augment._crop_resize(x, 0.0, 0.0, 36.0, 36.0, 32),
-                             augment.eval_transform(images, image_size=32, norm='none')[0], atol=1e-5)
+  # A box of the output size is an exact slice (a sign error in the offset would move it).
+  np.testing.assert_allclose(augment._crop_resize(x, 4.0, 2.0, 32.0, 32.0, 32), x[4:36, 2:34], atol=1e-5)
+  # Evaluation is torchvision's centre crop of the cached square, without resampling.
+  np.testing.assert_allclose(augment.eval_transform(images, image_size=32, norm='none')[0], x[2:34, 2:34], atol=1e-6)
+  # A box twice the output size is downsampled with antialiasing: a 2x2 checkerboard averages to grey.
+  checker = (np.indices((32, 32)).sum(0) % 2).astype(np.float32)[..., None].repeat(3, -1)
+  half = augment._crop_resize(jnp.asarray(checker), 0.0, 0.0, 32.0, 32.0, 16)
+  np.testing.assert_allclose(half[1:-1, 1:-1], 0.5, atol=1e-5)  # The border pixels see a truncated kernel.
+
+
+def test_random_boxes_respect_area_and_aspect_bounds():
+  keys = jax.random.split(jax.random.key(0), 2000)
+  top, left, height, width = jax.vmap(lambda k: augment._random_box(k, 100, 0.35))(keys)
+  area = np.asarray(height * width) / 100**2
+  assert area.min() >= 0.35 * 0.99 and area.max() <= 1.0 + 1e-6
+  assert (np.asarray(top) >= 0).all() and (np.asarray(top + height) <= 100 + 1e-4).all()
+  assert (np.asarray(left) >= 0).all() and (np.asarray(left + width) <= 100 + 1e-4).all()
+  ratio = np.asarray(width / height)[area < 0.5]  # Small boxes are never clipped by the image.
+  assert ratio.min() >= 0.75 - 1e-4 and ratio.max() <= 4 / 3 + 1e-4
+
+
+def test_color_jitter_factors_stay_in_range():
+  grey = jnp.full((64, 8, 8, 3), 0.5)
+  out = jax.vmap(lambda k, x: augment._color_jitter(k, x, 0.2))(jax.random.split(jax.random.key(0), 64), grey)
+  brightness = np.asarray(out.mean((1, 2, 3))) / 0.5  # Contrast and saturation leave flat grey alone.
+  assert brightness.min() >= 0.8 - 1e-5 and brightness.max() <= 1.2 + 1e-5 and brightness.std() > 0.05
 
 
 def test_train_transform_shapes_ranges_and_determinism():

@@ -1,12 +1,14 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from flax import nnx
 
+from conftest import tiny_config
 from tinycats import models
 from tinycats.models import resnet
+from tinycats.train import state as state_lib, step as step_lib
+from tinycats.train.tasks import TASKS
 
 
 def _count(module, kind=nnx.Param):
@@ -45,29 +47,24 @@ def test_stem_padding_is_symmetric():
   np.testing.assert_allclose(model.conv1(x), expected, atol=1e-5)
 
 
-def test_bf16_policy_keeps_parameters_and_statistics_float32():
-  model = models.resnet18(3, width=8, rngs=nnx.Rngs(0))
-  optimizer = nnx.Optimizer(model, optax.adamw(1e-3), wrt=nnx.Param)
-  x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
-  labels = jnp.array([0, 1, 2, 0])
-
-  @nnx.jit
-  def train_step(model, optimizer, x, labels):
-    def loss_fn(model):
-      logits = model(x, rngs=nnx.Rngs(dropout=1))
-      assert logits.dtype == jnp.float32
-      return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    loss, grads = nnx.value_and_grad(loss_fn)(model)
-    optimizer.update(model, grads)
-    return loss
-
-  before = model.bn1.mean[...].copy()
-  assert np.isfinite(float(train_step(model, optimizer, x, labels)))
-  dtypes = {v.dtype for _, v in nnx.to_flat_state(nnx.state(model))}
-  assert dtypes == {jnp.dtype('float32')}
-  assert not np.allclose(model.bn1.mean[...], before)  # Statistics were updated (momentum 0.9).
-  # The convolutions compute in bfloat16.
-  assert model.conv1(x).dtype == jnp.bfloat16
+def test_bf16_policy_through_the_library_train_step():
+  """After a real TrainStep, parameters, BatchNorm statistics and Adam moments are float32; convs run in bf16."""
+  config = tiny_config('--config.data.source=folder', '--config.data.folder=unused')
+  assert config.model.dtype == 'bfloat16'
+  task = TASKS['classify'](config, ['cat', 'other'])
+  model, optimizer, _ = state_lib.create(task, config, 10, 10)
+  before = np.asarray(model.bn1.mean[...])
+  graphdef, state = nnx.split((model, optimizer))
+  mesh = step_lib.make_mesh()
+  batch = step_lib.shard_batch({'image': np.random.default_rng(0).integers(0, 255, (16, 36, 36, 3), np.uint8),
+                                'label': np.arange(16, dtype=np.int32) % 2}, mesh)
+  state, metrics = step_lib.TrainStep(graphdef, task.loss, mesh)(state, batch, jax.random.key(0), 0)
+  assert np.isfinite(float(metrics['loss'])) and metrics['loss'].dtype == jnp.float32
+  dtypes = {str(v.dtype) for _, v in nnx.to_flat_state(state) if hasattr(v, 'dtype')}
+  assert dtypes <= {'float32', 'int32', 'uint32'}, dtypes
+  model, _ = nnx.merge(graphdef, state)
+  assert not np.allclose(model.bn1.mean[...], before)  # Statistics were updated in training mode.
+  assert model.conv1(jnp.ones((1, 32, 32, 3))).dtype == jnp.bfloat16
 
 
 def test_eval_mode_is_deterministic_and_uses_running_statistics():

@@ -7,6 +7,7 @@ import sys
 import time
 
 import numpy as np
+from PIL import Image
 import pytest
 from flax import nnx
 
@@ -80,7 +81,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(image_folder, tmp_p
   assert good[-1] == 10
   config_json = (tmp_path / 'config.json').read_text()
 
-  with pytest.raises(ConfigError, match='batch_size: 16 then, 8 now'):
+  with pytest.raises(ConfigError, match='train.batch_size: 16 -> 8'):
     loop.train_and_evaluate(tiny_config(*folder, '--config.train.batch_size=8'), str(tmp_path))
   assert (tmp_path / 'config.json').read_text() == config_json  # The workdir's truth is untouched.
 
@@ -90,18 +91,57 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(image_folder, tmp_p
   assert _committed_steps(str(tmp_path)) == good
 
 
-def test_early_stop_and_a_restart_that_respects_it(image_folder, tmp_path):
-  # With a learning rate this small only BatchNorm statistics move, so validation accuracy wanders
-  # instead of climbing, and a patience of one evaluation runs out.
-  config = tiny_config('--config.data.source=folder', f'--config.data.folder={image_folder}',
-                       '--config.train.learning_rate=1e-9', '--config.train.patience=1')
-  summary = loop.train_and_evaluate(config, str(tmp_path))
-  rows = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
-  accuracies = [r['val_accuracy'] for r in rows if 'val_accuracy' in r]
-  assert summary['stopped_early'] and summary['steps'] < summary['total_steps']
-  assert len(accuracies) == summary['steps'] // 10 >= 2
-  assert accuracies[-1] <= max(accuracies[:-1])  # The last evaluation was no better: patience ran out.
-  assert all(a < b for a, b in zip(accuracies[:-2], accuracies[1:-1]))  # Each earlier one improved.
+def _scripted_validation(monkeypatch, scores):
+  """Validation that returns `scores` in turn: the loop's stopping and best-step logic under test."""
+  from tinycats.train.classify import ClassifyTask
+  calls = iter(scores)
+  monkeypatch.setattr(ClassifyTask, 'validate', lambda self, *args: {'val_accuracy': next(calls), 'val_loss': 0.0})
 
-  again = loop.train_and_evaluate(config, str(tmp_path))
-  assert again['steps'] == summary['steps'] and again['stopped_early']
+
+def test_early_stop_and_a_restart_that_respects_it(image_folder, tmp_path, monkeypatch):
+  _scripted_validation(monkeypatch, [0.5, 0.7, 0.6, 0.7, 0.9, 1.0])
+  config = tiny_config('--config.data.source=folder', f'--config.data.folder={image_folder}',
+                       '--config.train.patience=2')
+  summary = loop.train_and_evaluate(config, str(tmp_path))
+  # 0.7 at step 20 is not beaten by 0.6 (step 30) nor equalled-only by 0.7 (step 40): patience 2 runs out.
+  assert summary['stopped_early'] and summary['steps'] == 40 and summary['total_steps'] == 60
+  # Ties go to the later checkpoint, as Orbax's best_step does; evaluation used that one.
+  assert summary['best_step'] == 40 and summary['best'] == 0.7
+  assert json.load(open(tmp_path / 'eval.json'))['step'] == 40
+  assert 40 in _committed_steps(str(tmp_path))
+
+  again = loop.train_and_evaluate(config, str(tmp_path))  # Restarting a stopped run trains no further.
+  assert again['steps'] == 40 and again['stopped_early']
+
+
+def test_resuming_with_other_settings_is_refused(image_folder, tmp_path):
+  folder = ['--config.data.source=folder', f'--config.data.folder={image_folder}']
+  loop.train_and_evaluate(tiny_config(*folder, '--config.train.epochs=1'), str(tmp_path))
+  saved = (tmp_path / 'config.json').read_text()
+  with pytest.raises(ConfigError, match=r'data.split_seed: 0 -> 3\n  seed: 0 -> 1\n'):
+    loop.train_and_evaluate(tiny_config(*folder, '--config.seed=1', '--config.data.split_seed=3'), str(tmp_path))
+  assert (tmp_path / 'config.json').read_text() == saved
+  # More epochs, another patience or learning rate may change: the run goes on from step 10.
+  summary = loop.train_and_evaluate(tiny_config(*folder, '--config.train.epochs=2', '--config.train.patience=5'),
+                                    str(tmp_path))
+  assert summary['steps'] == 20
+
+
+def test_resuming_on_a_folder_that_gained_images_is_refused(tmp_path):
+  import fake_pets
+  root = tmp_path / 'images'
+  fake_pets.make_image_folder(str(root), per_class=20, size=16)
+  config = tiny_config('--config.data.source=folder', f'--config.data.folder={root}', '--config.train.epochs=1',
+                       '--config.train.batch_size=8')
+  loop.train_and_evaluate(config, str(tmp_path / 'run'))
+  rng = np.random.default_rng(1)
+  for i in range(10):
+    Image.fromarray(fake_pets.striped_image(rng, True, 16)).save(root / 'cat' / f'new{i}.jpg')
+  with pytest.raises(ConfigError, match=r'train_examples: 32 then, 40 now'):
+    loop.train_and_evaluate(config, str(tmp_path / 'run'))
+  (root / 'renamed').mkdir()
+  for path in (root / 'other').iterdir():
+    path.rename(root / 'renamed' / path.name)
+  (root / 'other').rmdir()
+  with pytest.raises(ConfigError, match=r"data.classes: \['cat', 'other'\] -> \['cat', 'renamed'\]"):
+    loop.train_and_evaluate(config, str(tmp_path / 'run'))

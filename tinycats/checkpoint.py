@@ -1,7 +1,8 @@
 """Orbax checkpoints of the whole training state: model, optimizer, step, RNG, data position.
 
-`WORKDIR/checkpoints/<step>/` holds `state` (the NNX state as a plain dict of arrays) and `meta`
-(JSON: RNG key data, data-iterator position, early-stopping counters). The last
+`WORKDIR/checkpoints/<step>/` holds `model` and `optimizer` (NNX states as plain dicts of arrays,
+separate so that inference and export restore the model alone) and `meta` (JSON: RNG key data,
+data-iterator position, early-stopping counters). The last
 `keep` checkpoints are kept, and the best by the task's validation metric (higher is better). Orbax writes into a
 temporary folder and renames it on success, so a run killed mid-save leaves no checkpoint
 that restore would pick up.
@@ -19,6 +20,9 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 # Opening checkpoints read-only for evaluation is deliberate; Orbax warns about it every time.
 logging.getLogger('absl').addFilter(lambda record: 'Given directory is read only' not in record.getMessage())
+
+
+ARRAY_ITEMS = ('model', 'optimizer')
 
 
 class CheckpointMismatchError(ValueError):
@@ -40,7 +44,7 @@ def check_shapes(stored: Any, target: Any, directory: str) -> None:
   if problems:
     shown = '\n'.join(problems[:20]) + (f'\n  ... and {len(problems) - 20} more' if len(problems) > 20 else '')
     raise CheckpointMismatchError(
-        f'the checkpoint in {directory} does not fit the model built from the config:\n{shown}\n'
+        f'the checkpoint in {directory} does not fit what the config builds:\n{shown}\n'
         'Use the config the checkpoint was trained with (WORKDIR/config.json) or a fresh workdir.')
 
 
@@ -57,7 +61,8 @@ class Checkpoints:
     options = ocp.CheckpointManagerOptions(
         best_fn=best, best_mode='max', preservation_policy=policy, read_only=read_only,
         create=not read_only, enable_async_checkpointing=True, save_interval_steps=0 if read_only else 1)
-    handlers = {'state': ocp.StandardCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()}
+    handlers = {name: ocp.StandardCheckpointHandler() for name in ARRAY_ITEMS}
+    handlers['meta'] = ocp.JsonCheckpointHandler()
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
   def latest_step(self) -> int | None:
@@ -66,18 +71,21 @@ class Checkpoints:
   def best_step(self) -> int | None:
     return self._manager.best_step()
 
-  def save(self, step: int, state: Any, meta: dict, metrics: dict | None = None) -> None:
-    self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-                       metrics=metrics, force=True)
+  def save(self, step: int, items: dict[str, Any], meta: dict, metrics: dict | None = None) -> None:
+    """Saves `items` ({'model': ..., 'optimizer': ...}) and `meta` asynchronously."""
+    args = {name: ocp.args.StandardSave(tree) for name, tree in items.items()}
+    self._manager.save(step, args=ocp.args.Composite(meta=ocp.args.JsonSave(meta), **args), metrics=metrics,
+                       force=True)
 
-  def restore(self, step: int, target: Any) -> tuple[Any, dict]:
-    """Restores `step` into the structure, shapes, dtypes and shardings of `target` (arrays or ShapeDtypeStructs)."""
-    stored = self._manager.item_metadata(step)['state']
-    check_shapes(stored, target, self.directory)
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-    restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                                   meta=ocp.args.JsonRestore()))
-    return restored['state'], restored['meta']
+  def restore(self, step: int, targets: dict[str, Any]) -> tuple[dict[str, Any], dict]:
+    """Restores the items named in `targets` into their structure, shapes, dtypes and shardings."""
+    metadata = self._manager.item_metadata(step)
+    args = {}
+    for name, target in targets.items():
+      check_shapes(metadata[name], target, f'{self.directory} (step {step}, {name})')
+      args[name] = ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, target))
+    restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore(), **args))
+    return {name: restored[name] for name in targets}, restored['meta']
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

@@ -150,6 +150,32 @@ def load(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
   return validate(apply_overrides(load_config_file(spec), overrides))
 
 
+# Fields a resumed run may change. Everything else (seeds, data, splits, model, batch size,
+# augmentation) decides which examples and which model the checkpoint belongs to.
+CHANGEABLE_ON_RESUME = frozenset({
+    'name', 'data.data_dir', 'data.folder', 'data.cache_dir', 'train.epochs', 'train.patience',
+    'train.log_every', 'train.eval_every', 'train.keep_checkpoints', 'train.eval_batch_size',
+    'train.learning_rate', 'train.warmup_epochs', 'train.weight_decay', 'train.grad_clip',
+})
+
+
+def _leaves(config, prefix=''):
+  out = {}
+  for key, value in config.items():
+    if isinstance(value, (dict, ml_collections.ConfigDict)):
+      out.update(_leaves(value, f'{prefix}{key}.'))
+    else:
+      out[f'{prefix}{key}'] = list(value) if isinstance(value, (tuple, list)) else value
+  return out
+
+
+def resume_conflicts(saved: ml_collections.ConfigDict, now: ml_collections.ConfigDict) -> list[str]:
+  """`field: saved -> now` for every field outside CHANGEABLE_ON_RESUME that differs."""
+  old, new = _leaves(saved), _leaves(now)
+  return [f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in sorted(old.keys() | new.keys())
+          if k not in CHANGEABLE_ON_RESUME and old.get(k) != new.get(k)]
+
+
 def save_json(config: ml_collections.ConfigDict, path: str) -> None:
   tmp = path + '.tmp'
   with open(tmp, 'w') as f:

@@ -17,6 +17,9 @@ def evaluate(workdir: str, split: str = 'test', config=None, data=None, mesh=Non
   config = config or config_lib.load_json(os.path.join(workdir, 'config.json'))
   if data is None or split not in data.splits:
     data = tinycats.data.load(config, splits=(split,))
+  if list(config.data.classes) != list(data.classes):
+    raise ValueError(f'the data now has classes {data.classes}, but {workdir} was trained on '
+                     f'{list(config.data.classes)}; evaluate on the data it was trained on')
   mesh = mesh or step_lib.make_mesh()
   task = TASKS[config.task](config, data.classes)
   graphdef, model_state, step = state_lib.load_for_inference(workdir, config, task)

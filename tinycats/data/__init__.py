@@ -34,8 +34,17 @@ class Data:
   splits: dict[str, Split]
 
 
-def _limit(indices: np.ndarray, max_examples: int) -> np.ndarray:
-  return indices[:max_examples] if max_examples else indices
+def _limit(indices: np.ndarray, max_examples: int, seed: int) -> np.ndarray:
+  """A seeded random subset (sorted): the first N of a class-ordered listing would be one class."""
+  if not max_examples or len(indices) <= max_examples:
+    return indices
+  return np.sort(np.random.default_rng(seed).permutation(indices)[:max_examples])
+
+
+def _fingerprint(paths) -> str:
+  """Names, sizes and modification times: a cache built from other bytes is not reused."""
+  stats = [(str(p), os.path.getsize(p), os.path.getmtime(p)) for p in paths]
+  return hashlib.sha256(repr(stats).encode()).hexdigest()
 
 
 def _tfds_parts(config):
@@ -49,6 +58,8 @@ def _tfds_parts(config):
   parts = {'train': ('train', np.sort(order[n_val:])), 'val': ('train', np.sort(order[:n_val])),
            'test': ('test', np.arange(len(sources['test'])))}
   field = 'species' if config.data.labels == 'species' else 'label'
+  variant = pets.variant_dir(data_dir)
+  content = _fingerprint(sorted(os.path.join(variant, f) for f in os.listdir(variant)))
   classes = list(pets.SPECIES if config.data.labels == 'species' else pets.BREEDS)
 
   def loader(source, i):
@@ -59,11 +70,12 @@ def _tfds_parts(config):
 
   out = {}
   for name, (tfds_split, indices) in parts.items():
-    indices = _limit(indices, config.data.max_examples)
-    key = dict(source='tfds', data_dir=data_dir, split=tfds_split, indices=_digest(indices), size=config.data.cache_size)
+    indices = _limit(indices, config.data.max_examples, config.data.split_seed)
+    key = dict(source='tfds', data_dir=data_dir, split=tfds_split, indices=_digest(indices), content=content,
+               size=config.data.cache_size)
     names = [f'{pets.NAME}/{tfds_split}[{i}]' for i in indices]
     out[name] = (key, names, [loader(sources[tfds_split], i) for i in indices])
-  return classes, field, out
+  return classes, field, out, os.path.join(data_dir, 'tinycats-cache')
 
 
 def _folder_parts(config):
@@ -76,11 +88,12 @@ def _folder_parts(config):
 
   out = {}
   for name, indices in parts.items():
-    indices = _limit(indices, config.data.max_examples)
+    indices = _limit(indices, config.data.max_examples, config.data.split_seed)
     chosen = [files[i] for i in indices]
-    key = dict(source='folder', root=root, split=name, files=_digest(chosen), size=config.data.cache_size)
+    key = dict(source='folder', root=root, split=name, files=_digest(chosen), content=_fingerprint(chosen),
+               size=config.data.cache_size)
     out[name] = (key, [os.path.relpath(f, root) for f in chosen], [loader(i) for i in indices])
-  return classes, 'label', out
+  return classes, 'label', out, os.path.join(root, '.tinycats-cache')
 
 
 def default_tfds_dir(config) -> str:
@@ -94,8 +107,8 @@ def _digest(items) -> str:
 
 def load(config, splits=SPLITS) -> Data:
   """Decodes (once; later runs reuse the cache) and returns the requested splits."""
-  classes, field, parts = (_tfds_parts if config.data.source == 'tfds' else _folder_parts)(config)
-  cache_dir = os.path.expanduser(config.data.cache_dir or cache.default_cache_dir())
+  classes, field, parts, beside_data = (_tfds_parts if config.data.source == 'tfds' else _folder_parts)(config)
+  cache_dir = os.path.expanduser(config.data.cache_dir or os.environ.get('TINYCATS_CACHE') or beside_data)
   out = {}
   for name in splits:
     key, names, loaders = parts[name]

@@ -1,7 +1,8 @@
 """Jittable image transforms on uint8 batches: they run inside the train step, on the device.
 
 `train_transform` is random resized crop + horizontal flip + colour jitter; `eval_transform`
-resizes the cached square to the network size. Both end with the configured normalisation, so
+is the central `image_size` crop of the cached square (torchvision's Resize(256) +
+CenterCrop(224) when the cache is 256 px and the network sees 224). Both end with the configured normalisation, so
 training, evaluation, prediction and export all see the same input convention.
 """
 from __future__ import annotations
@@ -78,8 +79,7 @@ def train_transform(images, key, *, image_size, min_scale=0.35, flip=True, color
 
 
 def eval_transform(images, *, image_size, norm='imagenet'):
-  """uint8 (B, S, S, 3) -> float32 (B, image_size, image_size, 3): the whole square, resized."""
-  x = images.astype(jnp.float32) / 255.0
-  if images.shape[1] != image_size:
-    x = jax.image.resize(x, (x.shape[0], image_size, image_size, x.shape[-1]), 'linear', antialias=True)
+  """uint8 (B, S, S, 3) -> float32 (B, image_size, image_size, 3): the central crop, no resampling."""
+  offset = (images.shape[1] - image_size) // 2
+  x = images[:, offset:offset + image_size, offset:offset + image_size].astype(jnp.float32) / 255.0
   return _normalize(x, norm)

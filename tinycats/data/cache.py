@@ -1,7 +1,8 @@
 """Decode every image once into a uint8 array of fixed-size squares, kept on disk and reused.
 
 Training then never decodes JPEGs: batches are slices of this array, and augmentation runs on
-the device (see `augment.py`). A cache is a folder `images.npy` (N, S, S, 3) uint8, one
+the device (see `augment.py`). The cache lives beside the data (in the TFDS data dir, or a hidden
+folder inside an image folder) so that every later run on that data reuses it. A cache is a folder `images.npy` (N, S, S, 3) uint8, one
 `<field>.npy` int32 per label field and `meta.json`; it is written to a temporary folder and
 renamed, so an interrupted build leaves nothing half-written. Images that fail to decode are
 skipped with a warning naming them, and counted.
@@ -35,10 +36,6 @@ class CachedSplit:
 
   def __len__(self):
     return len(self.images)
-
-
-def default_cache_dir() -> str:
-  return os.environ.get('TINYCATS_CACHE') or os.path.join(os.path.expanduser('~'), '.cache', 'tinycats')
 
 
 def to_square(image: np.ndarray | Image.Image, size: int) -> np.ndarray:
@@ -84,53 +81,66 @@ def load(path: str) -> CachedSplit:
 
 
 def build(path: str, names: Sequence[str], loaders: Sequence[Loader], size: int, key: dict) -> CachedSplit:
-  """Decodes `loaders` (in parallel threads: PIL releases the GIL) into a cache at `path`."""
+  """Decodes `loaders` (in threads: PIL releases the GIL) straight into a memory-mapped file at `path`.
+
+  Peak memory stays near one image per thread whatever the split's size: each square is written
+  to the file as soon as it is decoded.
+  """
   n = len(loaders)
-  images = np.empty((n, size, size, 3), np.uint8)
-  labels: dict[str, np.ndarray] = {}
-  ok = np.zeros(n, bool)
-  skipped = []
-
-  def decode(i):
-    image, fields = loaders[i]()
-    return i, to_square(image, size), fields
-
-  def failed(i, error):
-    skipped.append(names[i])
-    warnings.warn(f'skipping unreadable image {names[i]}: {type(error).__name__}: {error}', stacklevel=2)
-
-  with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 1)) as pool:
-    futures = {pool.submit(decode, i): i for i in range(n)}
-    for future in tqdm(concurrent.futures.as_completed(futures), total=n, desc=f'decoding {key.get("split", "")}',
-                       unit='img', file=sys.stderr, mininterval=1.0, disable=n < 64):
-      try:
-        i, square, fields = future.result()
-      except Exception as error:  # pylint: disable=broad-except  # A bad image must not end the run.
-        failed(futures[future], error)
-        continue
-      images[i] = square
-      ok[i] = True
-      for field, value in fields.items():
-        labels.setdefault(field, np.full(n, -1, np.int32))[i] = value
-  if skipped:
-    print(f'skipped {len(skipped)} unreadable image(s) of {n}', file=sys.stderr)
-  if not ok.any():
-    raise ValueError(f'no readable images among {n} in {key}')
-
   tmp = f'{path}.tmp-{uuid.uuid4().hex[:8]}'
   os.makedirs(tmp)
   try:
-    np.save(os.path.join(tmp, 'images.npy'), images[ok])
+    images = np.lib.format.open_memmap(os.path.join(tmp, 'images.npy'), 'w+', np.uint8, (n, size, size, 3))
+    labels: dict[str, np.ndarray] = {}
+    ok = np.zeros(n, bool)
+    skipped = []
+
+    def decode(i):
+      image, fields = loaders[i]()
+      return to_square(image, size), fields
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 1)) as pool:
+      futures = {pool.submit(decode, i): i for i in range(n)}
+      for future in tqdm(concurrent.futures.as_completed(futures), total=n, desc=f'decoding {key.get("split", "")}',
+                         unit='img', file=sys.stderr, mininterval=1.0, disable=n < 64):
+        i = futures.pop(future)  # Drop the reference: the decoded square lives only in the file.
+        try:
+          square, fields = future.result()
+        except Exception as error:  # pylint: disable=broad-except  # A bad image must not end the run.
+          skipped.append(names[i])
+          warnings.warn(f'skipping unreadable image {names[i]}: {type(error).__name__}: {error}', stacklevel=2)
+          continue
+        images[i] = square
+        ok[i] = True
+        for field, value in fields.items():
+          labels.setdefault(field, np.full(n, -1, np.int32))[i] = value
+    if skipped:
+      print(f'skipped {len(skipped)} unreadable image(s) of {n}', file=sys.stderr)
+    if not ok.any():
+      raise ValueError(f'no readable images among {n} in {key}')
+    if not ok.all():  # Compact, a chunk at a time, into a second file.
+      kept = np.lib.format.open_memmap(os.path.join(tmp, 'kept.npy'), 'w+', np.uint8, (int(ok.sum()), size, size, 3))
+      rows = np.flatnonzero(ok)
+      for start in range(0, len(rows), 256):
+        kept[start:start + 256] = images[rows[start:start + 256]]
+      kept.flush()
+      del images, kept
+      os.replace(os.path.join(tmp, 'kept.npy'), os.path.join(tmp, 'images.npy'))
+    else:
+      images.flush()
+      del images
     for field, values in labels.items():
       np.save(os.path.join(tmp, f'{field}.npy'), values[ok])
     meta = dict(key=key, names=[name for name, keep in zip(names, ok) if keep], skipped=sorted(skipped),
                 label_fields=sorted(labels))
     with open(os.path.join(tmp, 'meta.json'), 'w') as f:
       json.dump(meta, f)
-    if os.path.exists(path):  # Another process built it meanwhile; theirs is as good as ours.
-      shutil.rmtree(tmp)
-    else:
+    try:
       os.replace(tmp, path)
+    except OSError:  # Another process finished the same cache first; theirs is as good as ours.
+      if not os.path.isfile(os.path.join(path, 'meta.json')):
+        raise
+      shutil.rmtree(tmp, ignore_errors=True)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
@@ -138,7 +148,7 @@ def build(path: str, names: Sequence[str], loaders: Sequence[Loader], size: int,
 
 
 def get_or_build(cache_dir: str, key: dict, names: Sequence[str], loaders: Sequence[Loader]) -> CachedSplit:
-  """The cached split for `key` (which must identify the images and size), built on first use."""
+  """The cached split for `key` (which must identify the images, their content and the size), built once."""
   path = cache_path(cache_dir, key)
   if os.path.isfile(os.path.join(path, 'meta.json')):
     return load(path)

@@ -41,7 +41,8 @@ def _prepare_command(data_dir: str) -> str:
   return f'tinycats prepare --archives DIR --data-dir {data_dir}'
 
 
-def _variant_dir(data_dir: str) -> str:
+def variant_dir(data_dir: str) -> str:
+  """`DATA_DIR/oxford_iiit_pet/<version>`, where the prepared files are."""
   import tensorflow_datasets as tfds
   return os.path.join(data_dir, NAME, str(tfds.builder_cls(NAME).VERSION))
 
@@ -52,7 +53,7 @@ def _is_prepared(data_dir: str) -> bool:
   TFDS's builder warns when the folder is missing, and on an unprepared folder its constructor
   leaves an empty `/tmp/tmp*tfds` folder behind (DatasetInfo.initialize_from_bucket).
   """
-  variant = _variant_dir(data_dir)
+  variant = variant_dir(data_dir)
   return all(os.path.isfile(os.path.join(variant, name)) for name in ('dataset_info.json', 'features.json'))
 
 

@@ -5,6 +5,8 @@ jitted step) and the validation metric; `evaluate` writes `eval.json` and `confu
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,28 +51,22 @@ class ClassifyTask:
     return metrics.classification_report(split.labels, logits.argmax(-1), self.classes)
 
 
-_PREDICT_CACHE = {}
-
-
-def _predict_fn(config, graphdef, mesh):
-  """The jitted eval-mode forward pass for uint8 cache-size squares (one per config + graph)."""
-  key = (config.data.image_size, config.data.normalization, graphdef, mesh)
-  if key not in _PREDICT_CACHE:
-    def predict(state, images):
-      model = nnx.merge(graphdef, state)
-      model.eval()
-      x = augment.eval_transform(images, image_size=config.data.image_size, norm=config.data.normalization)
-      return model(x)
-    _PREDICT_CACHE[key] = jax.jit(predict, in_shardings=(step_lib.replicated(mesh), step_lib.batch_sharding(mesh)),
-                                  out_shardings=step_lib.replicated(mesh))
-  return _PREDICT_CACHE[key]
+@functools.lru_cache(maxsize=8)
+def _predict_fn(image_size: int, norm: str, graphdef, mesh):
+  """The jitted eval-mode forward pass for uint8 cache-size squares, one per model graph and mesh."""
+  def predict(state, images):
+    model = nnx.merge(graphdef, state)
+    model.eval()
+    return model(augment.eval_transform(images, image_size=image_size, norm=norm))
+  return jax.jit(predict, in_shardings=(step_lib.replicated(mesh), step_lib.batch_sharding(mesh)),
+                 out_shardings=step_lib.replicated(mesh))
 
 
 def predict_logits(config, graphdef, model_state, images: np.ndarray, mesh, batch_size: int | None = None) -> np.ndarray:
   """float32 logits for uint8 (N, S, S, 3) images, in fixed-size batches (the last one padded)."""
   batch_size = min(batch_size or config.train.eval_batch_size, max(len(images), 1))
   batch_size = -(-batch_size // mesh.size) * mesh.size  # Every device gets the same share.
-  fn = _predict_fn(config, graphdef, mesh)
+  fn = _predict_fn(config.data.image_size, config.data.normalization, graphdef, mesh)
   out = []
   for start in range(0, len(images), batch_size):
     chunk = np.asarray(images[start:start + batch_size])

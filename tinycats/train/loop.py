@@ -94,7 +94,13 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
                   rng=np.asarray(jax.random.key_data(jax.random.key(config.seed))).tolist())
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   data_layout = dict(batch_size=tc.batch_size, steps_per_epoch=steps_per_epoch, train_examples=len(train))
+  config_path = os.path.join(workdir, 'config.json')
   if (latest := ckpts.latest_step()) is not None:
+    if os.path.isfile(config_path) and (conflicts := config_lib.resume_conflicts(config_lib.load_json(config_path),
+                                                                                  config)):
+      raise config_lib.ConfigError(
+          f'{workdir} holds a run with other settings, which cannot be resumed with these:\n  ' +
+          '\n  '.join(conflicts) + '\nUse the settings in its config.json, or a fresh --workdir.')
     stored, progress = ckpts.restore(latest, state_lib.to_checkpoint(state))
     state = state_lib.from_checkpoint(state, stored)
     _check_same_data(progress['data'], data_layout, workdir)
@@ -102,7 +108,7 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
     print(f'resuming from step {progress["step"]} ({ckpts.directory})', file=sys.stderr)
   elif os.path.exists(metrics_path):
     os.remove(metrics_path)
-  config_lib.save_json(config, os.path.join(workdir, 'config.json'))  # Only once the run can go on.
+  config_lib.save_json(config, config_path)  # Only once the run can go on.
 
   state = jax.device_put(state, step_lib.replicated(mesh))
   train_step = step_lib.TrainStep(graphdef, task.loss, mesh)
@@ -142,7 +148,7 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
   try:
     while step < total_steps and not stopped_early:
       batch = step_lib.shard_batch(train_batch(train, step, tc.batch_size, steps_per_epoch, config.seed), mesh)
-      state, step_metrics = train_step(state, batch, jax.random.fold_in(rng, step))
+      state, step_metrics = train_step(state, batch, rng, step)
       pending.append((step, step_metrics))
       step += 1
       bar.update(1)
@@ -159,9 +165,11 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
         _append_jsonl(metrics_path, {'step': step, **val})
         score = val[task.best_metric]
         if score > progress['best']:
-          progress.update(best=score, best_step=step, evals_since_best=0)
+          progress.update(best=score, evals_since_best=0)
         else:
           progress['evals_since_best'] += 1
+        if score >= progress['best']:  # Orbax's best checkpoint is the latest of equal scores; so is ours.
+          progress['best_step'] = step
         epoch, batch_in_epoch = divmod(step, steps_per_epoch)
         progress.update(step=step, data=dict(data_layout, epoch=epoch, batch_in_epoch=batch_in_epoch))
         ckpts.save(step, state_lib.to_checkpoint(state), dict(progress), metrics=val)
@@ -186,7 +194,7 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
                  test_accuracy=report['accuracy'], train_seconds=round(train_seconds, 1),
                  compile_seconds=round(compile_seconds or 0.0, 1),
                  images_per_sec=round(float(np.median(speeds)), 1) if speeds else None, skipped_images=skipped,
-                 devices=mesh.size)
+                 devices=mesh.size, platform=jax.default_backend())
   with open(os.path.join(workdir, 'summary.json'), 'w') as f:
     json.dump(summary, f, indent=2)
   return summary

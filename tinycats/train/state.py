@@ -18,7 +18,7 @@ def create(task, config, steps_per_epoch: int, total_steps: int):
 
 
 def to_checkpoint(state) -> dict:
-  """The split (model, optimizer) state as the plain dict of arrays that Orbax stores."""
+  """The split (model, optimizer) state as the plain dicts of arrays that Orbax stores."""
   return {'model': nnx.to_pure_dict(state[0]), 'optimizer': nnx.to_pure_dict(state[1])}
 
 
@@ -34,15 +34,13 @@ def checkpoints(workdir: str, task, keep: int = 2, read_only: bool = False) -> c
 
 
 def load_for_inference(workdir: str, config, task, step: int | None = None):
-  """(graphdef, model_state, step) of the best checkpoint (or `step`), for eval-mode use."""
+  """(graphdef, model_state, step) of the best checkpoint (or `step`); the optimizer is not read."""
   ckpts = checkpoints(workdir, task, read_only=True)
   step = step if step is not None else ckpts.best_step()
   if step is None:
     raise FileNotFoundError(f'no checkpoint in {ckpts.directory}; train first, or check --workdir')
-  abstract = nnx.eval_shape(lambda: create(task, config, 1, 1)[:2])
-  graphdef, state = nnx.split(abstract)
-  stored, _ = ckpts.restore(step, to_checkpoint(state))
+  graphdef, model_state = nnx.split(nnx.eval_shape(lambda: task.create_model(config.seed)))
+  stored, _ = ckpts.restore(step, {'model': nnx.to_pure_dict(model_state)})
   ckpts.close()
-  model, _ = nnx.merge(graphdef, from_checkpoint(state, stored))
-  model_graphdef, model_state = nnx.split(model)
-  return model_graphdef, model_state, step
+  nnx.replace_by_pure_dict(model_state, stored['model'])
+  return graphdef, model_state, step

@@ -51,7 +51,7 @@ def make_optimizer(train_config, schedule: optax.Schedule) -> optax.GradientTran
 
 @dataclasses.dataclass
 class TrainStep:
-  """Holds the graph definition; `__call__(state, batch, key)` is the jitted, donated update."""
+  """Holds the graph definition; `__call__(state, batch, rng, step)` is the jitted, donated update."""
   graphdef: Any
   loss_fn: LossFn
   mesh: jax.sharding.Mesh
@@ -59,10 +59,11 @@ class TrainStep:
   def __post_init__(self):
     state_sharding = replicated(self.mesh)
     self._step = jax.jit(self._update, donate_argnums=0,
-                         in_shardings=(state_sharding, batch_sharding(self.mesh), state_sharding),
+                         in_shardings=(state_sharding, batch_sharding(self.mesh), state_sharding, state_sharding),
                          out_shardings=(state_sharding, state_sharding))
 
-  def _update(self, state, batch, key):
+  def _update(self, state, batch, rng, step):
+    key = jax.random.fold_in(rng, step)  # Every step's randomness follows from (run key, step).
     model, optimizer = nnx.merge(self.graphdef, state)
     model.train()
     (loss, metrics), grads = nnx.value_and_grad(self.loss_fn, has_aux=True)(model, batch, key)
@@ -70,8 +71,8 @@ class TrainStep:
     metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
     return nnx.state((model, optimizer)), metrics
 
-  def __call__(self, state, batch, key):
-    return self._step(state, batch, key)
+  def __call__(self, state, batch, rng, step: int):
+    return self._step(state, batch, rng, np.int32(step))
 
 
 def shard_batch(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
