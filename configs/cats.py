@@ -18,6 +18,9 @@ def get_config(arg=None):
   c.model.width = 64  # Stem width; torchvision's ResNets use 64.
   c.model.dropout = 0.2  # Before the linear head.
   c.model.dtype = 'bfloat16'  # Compute dtype; parameters and BatchNorm statistics stay float32.
+  # Starting weights: 'torchvision' = torchvision's ImageNet weights for model.name (from the Hub,
+  # timm/<name>.tv_in1k, cached), a .safetensors/.pth path or another hub id; '' = from scratch.
+  c.model.pretrained = 'torchvision'
 
   c.data = ml_collections.ConfigDict()
   c.data.source = 'tfds'  # tfds | folder
@@ -45,6 +48,9 @@ def get_config(arg=None):
   c.train.learning_rate = 1e-3  # Peak, reached after warmup, then cosine decay to 0.
   c.train.warmup_epochs = 0.5
   c.train.weight_decay = 0.05
+  # Fine-tuning only (model.pretrained set; from scratch the whole network learns at the full rate):
+  c.train.backbone_lr_scale = 0.1  # Backbone learning rate = this x the head's; 1 = the same.
+  c.train.freeze_epochs = 0.0  # Train only the head for this many epochs first (BatchNorm statistics still move).
   c.train.grad_clip = 1.0  # Global-norm clipping; 0 = off.
   c.train.label_smoothing = 0.0
   c.train.log_every = 20  # Steps between logged metrics (one host sync each).

@@ -35,7 +35,7 @@ def prepared_pets(tmp_path_factory, pets_archives) -> str:
 
 
 # Tiny, CPU-sized settings for the classifier recipe: the same code paths as the real run.
-TINY = ['--config.model.width=8', '--config.data.image_size=32', '--config.data.cache_size=36',
+TINY = ['--config.model.pretrained=', '--config.model.width=8', '--config.data.image_size=32', '--config.data.cache_size=36',
         '--config.train.batch_size=16', '--config.train.eval_batch_size=32', '--config.train.epochs=6',
         '--config.train.learning_rate=3e-3', '--config.train.log_every=4', '--config.train.patience=0']
 

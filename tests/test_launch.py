@@ -35,7 +35,7 @@ def test_unknown_flags_are_refused():
 
 def test_missing_tfds_data_says_how_to_prepare(tmp_path):
   result = _launch('--config', 'configs/cats.py:smoke', '--local', '--workdir', str(tmp_path / 'run'),
-                   f'--config.data.data_dir={tmp_path}')
+                   f'--config.data.data_dir={tmp_path}', '--config.model.pretrained=')
   assert result.returncode == 1
   assert f'tinycats prepare --archives DIR --data-dir {tmp_path}' in result.stderr, result.stderr
 
@@ -50,3 +50,12 @@ def test_cli_lists_its_commands():
 def test_evaluate_on_a_folder_that_is_not_a_workdir(tmp_path):
   result = run_tinycats('evaluate', '--workdir', str(tmp_path))
   assert result.returncode == 2 and 'is this a tinycats workdir' in result.stderr
+
+
+def test_missing_pretrained_weights_stop_before_any_work(tmp_path):
+  result = _launch('--config', 'configs/cats.py:smoke', '--local', '--workdir', str(tmp_path / 'run'),
+                   f'--config.data.data_dir={tmp_path}', f'--config.model.pretrained={tmp_path}/resnet18.safetensors')
+  assert result.returncode == 1
+  assert 'no such file' in result.stderr and "--config.model.pretrained=''" in result.stderr
+  assert 'tinycats prepare' not in result.stderr  # It stopped before looking at the data.
+  assert not (tmp_path / 'run' / 'config.json').exists()

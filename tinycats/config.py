@@ -105,7 +105,7 @@ _POSITIVE = ('model.width', 'data.image_size', 'data.cache_size', 'train.batch_s
 _FRACTIONS = ('model.dropout', 'data.val_fraction', 'data.test_fraction', 'data.crop_min_scale',
               'data.color_jitter', 'train.label_smoothing')
 _NON_NEGATIVE = ('data.max_examples', 'train.warmup_epochs', 'train.weight_decay', 'train.grad_clip',
-                 'train.eval_every', 'train.patience')
+                 'train.eval_every', 'train.patience', 'train.backbone_lr_scale', 'train.freeze_epochs')
 
 
 def _get(config, field):
@@ -139,6 +139,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     raise ConfigError("data.source is 'folder' but data.folder is empty; pass --config.data.folder=PATH")
   if config.data.source == 'folder' and config.data.labels != 'species':
     raise ConfigError("data.labels applies to the tfds source; a folder's classes are its sub-folders")
+  if config.model.get('pretrained') and config.data.normalization != 'imagenet':
+    raise ConfigError("model.pretrained weights were trained on ImageNet-normalised inputs; keep "
+                      "data.normalization='imagenet' or train from scratch with --config.model.pretrained=''")
   if config.data.image_size > config.data.cache_size:
     raise ConfigError(f'data.image_size ({config.data.image_size}) must not exceed data.cache_size '
                       f'({config.data.cache_size}): the network input is cropped from the cached image')
@@ -156,6 +159,7 @@ CHANGEABLE_ON_RESUME = frozenset({
     'name', 'data.data_dir', 'data.folder', 'data.cache_dir', 'train.epochs', 'train.patience',
     'train.log_every', 'train.eval_every', 'train.keep_checkpoints', 'train.eval_batch_size',
     'train.learning_rate', 'train.warmup_epochs', 'train.weight_decay', 'train.grad_clip',
+    'train.backbone_lr_scale', 'train.freeze_epochs', 'model.pretrained',  # Weights come from the checkpoint.
 })
 
 

@@ -22,7 +22,7 @@ from flax import nnx
 from tqdm import tqdm
 
 import tinycats.data
-from tinycats import config as config_lib, metrics
+from tinycats import config as config_lib, metrics, pretrained
 from tinycats.train import state as state_lib, step as step_lib
 from tinycats.train.tasks import TASKS
 
@@ -73,6 +73,8 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
     raise config_lib.ConfigError(f'train.batch_size ({tc.batch_size}) must be a multiple of the device count '
                                  f'({mesh.size}): the global batch is split evenly over devices')
 
+  # Pretrained weights are found (or downloaded) before any other work, so a bad source fails at once.
+  weights = pretrained.fetch(pretrained.resolve(config.model)) if config.model.get('pretrained') else None
   data = tinycats.data.load(config)
   config.data.classes = tuple(data.classes)
   train, val_split = data.splits['train'], data.splits['val']
@@ -84,12 +86,14 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
   steps_per_epoch = len(train) // tc.batch_size
   total_steps = tc.epochs * steps_per_epoch
   eval_every = tc.eval_every or steps_per_epoch
+  ckpts = state_lib.checkpoints(workdir, task, keep=tc.keep_checkpoints)
   model, optimizer, schedule = state_lib.create(task, config, steps_per_epoch, total_steps)
+  if weights and ckpts.latest_step() is None:  # A resumed run has its weights in the checkpoint.
+    pretrained.load_torchvision(model, weights)
   graphdef, state = nnx.split((model, optimizer))
   model_graphdef = nnx.graphdef(model)
   del model, optimizer
 
-  ckpts = state_lib.checkpoints(workdir, task, keep=tc.keep_checkpoints)
   progress = dict(step=0, best=-math.inf, best_step=None, evals_since_best=0,
                   rng=np.asarray(jax.random.key_data(jax.random.key(config.seed))).tolist())
   metrics_path = os.path.join(workdir, 'metrics.jsonl')

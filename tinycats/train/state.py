@@ -13,7 +13,8 @@ def create(task, config, steps_per_epoch: int, total_steps: int):
   """(model, optimizer, schedule) for `task`, with fresh weights seeded by `config.seed`."""
   schedule = step_lib.learning_rate_schedule(config.train, steps_per_epoch, total_steps)
   model = task.create_model(config.seed)
-  optimizer = nnx.Optimizer(model, step_lib.make_optimizer(config.train, schedule), wrt=nnx.Param)
+  tx = step_lib.make_optimizer(config.train, schedule, steps_per_epoch, fine_tuning=bool(config.model.get('pretrained')))
+  optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   return model, optimizer, schedule
 
 

@@ -41,11 +41,28 @@ def learning_rate_schedule(train_config, steps_per_epoch: int, total_steps: int)
   return optax.warmup_cosine_decay_schedule(0.0, train_config.learning_rate, warmup, max(total_steps, warmup + 1))
 
 
-def make_optimizer(train_config, schedule: optax.Schedule) -> optax.GradientTransformation:
-  """AdamW behind global-norm clipping. Weight decay skips biases and norm scales (ndim < 2)."""
-  decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
+def _head_or_backbone(params):
+  """'head' for the classification layer (`fc`), 'backbone' for everything else."""
+  first_key = lambda path: getattr(path[0], 'key', getattr(path[0], 'name', None))
+  return jax.tree_util.tree_map_with_path(lambda path, _: 'head' if first_key(path) == 'fc' else 'backbone', params)
+
+
+def make_optimizer(train_config, schedule: optax.Schedule, steps_per_epoch: int = 1,
+                   fine_tuning: bool = True) -> optax.GradientTransformation:
+  """AdamW behind global-norm clipping; when fine-tuning, the backbone's rate is scaled and zero while frozen.
+
+  From scratch (`fine_tuning=False`) a random backbone must learn at the full rate, so the scale
+  and the freeze do not apply. Weight decay skips biases and norm scales (ndim < 2). The
+  structure does not depend on the scale or the freeze, so either may change when a run resumes.
+  """
+  freeze_steps = int(round(train_config.freeze_epochs * steps_per_epoch)) if fine_tuning else 0
+  scale = train_config.backbone_lr_scale if fine_tuning else 1.0
+  backbone_schedule = lambda step: jnp.where(step < freeze_steps, 0.0, scale * schedule(step))
+  adamw = lambda lr: optax.adamw(lr, weight_decay=train_config.weight_decay,
+                                 mask=lambda params: jax.tree.map(lambda p: p.ndim > 1, params))
   parts = [optax.clip_by_global_norm(train_config.grad_clip)] if train_config.grad_clip > 0 else []
-  parts.append(optax.adamw(schedule, weight_decay=train_config.weight_decay, mask=decay_mask))
+  parts.append(optax.multi_transform({'head': adamw(schedule), 'backbone': adamw(backbone_schedule)},
+                                     _head_or_backbone))
   return optax.chain(*parts)
 
 
