@@ -5,7 +5,6 @@ import os
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 
 from conftest import tiny_config
 from tinycats import Classifier, evaluate
