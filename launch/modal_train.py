@@ -49,15 +49,13 @@ def main(argv=None) -> int:
     return 2
   workdir = args.workdir or os.path.join('workdirs', name)
   from tinycats.train import loop  # pylint: disable=import-outside-toplevel
-  from tinycats.checkpoint import CheckpointMismatchError  # pylint: disable=import-outside-toplevel
-  from tinycats.data.pets import PrepareError  # pylint: disable=import-outside-toplevel
-  from tinycats.pretrained import PretrainedError  # pylint: disable=import-outside-toplevel
+  from tinycats.errors import UserError  # pylint: disable=import-outside-toplevel
   try:
     summary = loop.train_and_evaluate(config, workdir)
   except config_lib.ConfigError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  except (loop.TrainingDiverged, CheckpointMismatchError, PrepareError, PretrainedError, FileNotFoundError) as e:
+  except (UserError, FileNotFoundError) as e:  # Bad data, weights, workdir or a diverged run: the way out, no traceback.
     print(f'error: {e}', file=sys.stderr)
     return 1
   print(json.dumps(summary, indent=2))

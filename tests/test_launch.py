@@ -59,3 +59,12 @@ def test_missing_pretrained_weights_stop_before_any_work(tmp_path):
   assert 'no such file' in result.stderr and "--config.model.pretrained=''" in result.stderr
   assert 'tinycats prepare' not in result.stderr  # It stopped before looking at the data.
   assert not (tmp_path / 'run' / 'config.json').exists()
+
+
+def test_unusable_image_folder_is_one_line_not_a_traceback(tmp_path):
+  (tmp_path / 'images' / 'cat').mkdir(parents=True)
+  result = _launch('--config', 'configs/cats.py:smoke', '--local', '--workdir', str(tmp_path / 'run'),
+                   '--config.data.source=folder', f'--config.data.folder={tmp_path / "images"}',
+                   '--config.model.pretrained=')
+  assert result.returncode == 1 and 'needs at least two class sub-folders' in result.stderr
+  assert 'Traceback' not in result.stderr

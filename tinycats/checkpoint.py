@@ -18,6 +18,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from tinycats.errors import UserError
+
 # Opening checkpoints read-only for evaluation is deliberate; Orbax warns about it every time.
 logging.getLogger('absl').addFilter(lambda record: 'Given directory is read only' not in record.getMessage())
 
@@ -25,7 +27,7 @@ logging.getLogger('absl').addFilter(lambda record: 'Given directory is read only
 ARRAY_ITEMS = ('model', 'optimizer')
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UserError):
   """The checkpoint's arrays do not fit the model the config builds."""
 
 

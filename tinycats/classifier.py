@@ -16,6 +16,7 @@ import numpy as np
 
 from tinycats import config as config_lib
 from tinycats.data import cache
+from tinycats.errors import UserError
 from tinycats.train import state as state_lib, step as step_lib
 from tinycats.train.classify import predict_logits
 from tinycats.train.tasks import TASKS
@@ -35,7 +36,7 @@ class Classifier:
     """The best checkpoint of `workdir` (or `step`)."""
     config = config_lib.load_json(os.path.join(workdir, 'config.json'))
     if config.task != 'classify':
-      raise ValueError(f'{workdir} holds a {config.task!r} run, not a classifier')
+      raise UserError(f'{workdir} holds a {config.task!r} run, not a classifier')
     task = TASKS[config.task](config, list(config.data.classes))
     graphdef, model_state, step = state_lib.load_for_inference(workdir, config, task, step)
     return cls(config, graphdef, model_state, step)

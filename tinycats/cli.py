@@ -55,10 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> None:
+  from tinycats.errors import UserError
   args = build_parser().parse_args(argv)
   try:
     code = args.fn(args)
-  except (ValueError, FileNotFoundError) as e:  # Our errors carry the way out; no traceback needed.
+  except (UserError, FileNotFoundError) as e:  # They carry the way out; other exceptions keep their traceback.
     print(f'tinycats {args.command}: error: {e}', file=sys.stderr)
     code = 2
   sys.exit(code)

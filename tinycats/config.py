@@ -15,8 +15,10 @@ from typing import Any, Iterable
 
 import ml_collections
 
+from tinycats.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError):
   """A config file, field or value that cannot be used; the message says the way out."""
 
 

@@ -6,6 +6,7 @@ import os
 
 import tinycats.data
 from tinycats import config as config_lib, metrics
+from tinycats.errors import UserError
 from tinycats.train import state as state_lib, step as step_lib
 from tinycats.train.tasks import TASKS
 
@@ -13,12 +14,12 @@ from tinycats.train.tasks import TASKS
 def evaluate(workdir: str, split: str = 'test', config=None, data=None, mesh=None) -> dict:
   """Writes `WORKDIR/eval.json` (accuracy, classes, per_class, confusion_matrix, num_examples, split)."""
   if split not in tinycats.data.SPLITS:
-    raise ValueError(f'unknown split {split!r}; choose one of {", ".join(tinycats.data.SPLITS)}')
+    raise UserError(f'unknown split {split!r}; choose one of {", ".join(tinycats.data.SPLITS)}')
   config = config or config_lib.load_json(os.path.join(workdir, 'config.json'))
   if data is None or split not in data.splits:
     data = tinycats.data.load(config, splits=(split,))
   if list(config.data.classes) != list(data.classes):
-    raise ValueError(f'the data now has classes {data.classes}, but {workdir} was trained on '
+    raise UserError(f'the data now has classes {data.classes}, but {workdir} was trained on '
                      f'{list(config.data.classes)}; evaluate on the data it was trained on')
   mesh = mesh or step_lib.make_mesh()
   task = TASKS[config.task](config, data.classes)

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from tinycats.errors import UserError
+
 HUB_FILENAME = 'model.safetensors'
 _FILE_SUFFIXES = ('.safetensors', '.pth', '.pt', '.bin', '.ckpt')
 # NNX leaf name -> torchvision's; `kernel` and `scale` are both torch's `weight`.
@@ -25,7 +27,7 @@ _HOW_TO = ("Download the .safetensors file elsewhere (for example from https://h
            "path instead, or train from scratch with --config.model.pretrained=''.")
 
 
-class PretrainedError(ValueError):
+class PretrainedError(UserError):
   """The pretrained weights cannot be found, read, or do not fit the model."""
 
 

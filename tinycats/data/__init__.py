@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from tinycats.data import cache, folder
+from tinycats.errors import UserError
 
 SPLITS = ('train', 'val', 'test')
 
@@ -113,7 +114,7 @@ def load(config, splits=SPLITS) -> Data:
   for name in splits:
     key, names, loaders = parts[name]
     if not loaders:
-      raise ValueError(f'the {name} split is empty; check data.val_fraction / data.test_fraction / data.max_examples')
+      raise UserError(f'the {name} split is empty; check data.val_fraction / data.test_fraction / data.max_examples')
     cached = cache.get_or_build(cache_dir, key, names, loaders)
     out[name] = Split(cached.images, cached.labels[field], cached.names, cached.skipped)
   return Data(classes, out)

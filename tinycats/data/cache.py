@@ -24,6 +24,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from tinycats.errors import UserError
+
 Loader = Callable[[], tuple[np.ndarray | Image.Image, dict[str, int]]]
 
 
@@ -117,7 +119,7 @@ def build(path: str, names: Sequence[str], loaders: Sequence[Loader], size: int,
     if skipped:
       print(f'skipped {len(skipped)} unreadable image(s) of {n}', file=sys.stderr)
     if not ok.any():
-      raise ValueError(f'no readable images among {n} in {key}')
+      raise UserError(f'no readable images among {n} in {key}')
     if not ok.all():  # Compact, a chunk at a time, into a second file.
       kept = np.lib.format.open_memmap(os.path.join(tmp, 'kept.npy'), 'w+', np.uint8, (int(ok.sum()), size, size, 3))
       rows = np.flatnonzero(ok)

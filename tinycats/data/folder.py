@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 
+from tinycats.errors import UserError
+
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
 
 
@@ -21,7 +23,7 @@ def list_images(root: str) -> tuple[list[str], list[str], np.ndarray]:
     files += [os.path.join(root, name, f) for f in found]
     labels += [index] * len(found)
   if len(classes) < 2 or not files:
-    raise ValueError(f'image folder {root!r} needs at least two class sub-folders holding images '
+    raise UserError(f'image folder {root!r} needs at least two class sub-folders holding images '
                      f'({", ".join(IMAGE_EXTENSIONS)}); found classes {classes} with {len(files)} images')
   return classes, files, np.asarray(labels, np.int32)
 

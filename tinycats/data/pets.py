@@ -12,6 +12,8 @@ import os
 import sys
 import tempfile
 
+from tinycats.errors import UserError
+
 NAME = 'oxford_iiit_pet'
 HOMEPAGE = 'http://www.robots.ox.ac.uk/~vgg/data/pets/'
 ARCHIVES = ('images.tar.gz', 'annotations.tar.gz')
@@ -29,7 +31,7 @@ BREEDS = (
 SPECIES = ('cat', 'other')
 
 
-class PrepareError(ValueError):
+class PrepareError(UserError):
   """The dataset cannot be prepared or read; the message says the way out."""
 
 

@@ -24,11 +24,12 @@ from tqdm import tqdm
 import tinycats.data
 from tinycats import config as config_lib, metrics, pretrained
 from tinycats.train import state as state_lib, step as step_lib
+from tinycats.errors import UserError
 from tinycats.train.tasks import TASKS
 
 
-class TrainingDiverged(RuntimeError):
-  """The loss became NaN or infinite; the last good checkpoint is kept."""
+class TrainingDiverged(UserError):
+  """The loss became NaN or infinite; the last good checkpoint is kept, and a gentler setting resumes."""
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
