@@ -105,7 +105,7 @@ def test_checkpoints_store_float32_model_and_optimizer(folder_run):
   optimizer_floats = {str(leaf.dtype) for leaf in jax.tree.leaves(metadata['optimizer']) if 'int' not in str(leaf.dtype)}
   assert optimizer_floats == {'float32'}  # Adam moments; the step counters are integers.
   meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
-  assert meta['step'] == step and meta['data']['batch_size'] == 16 and len(meta['rng']) == 2
+  assert meta['step'] == step and meta['data']['batch_in_epoch'] == 0 and len(meta['rng']) == 2
   # Retention: the last train.keep_checkpoints (2) and the best by validation accuracy.
   assert set(manager.all_steps()) == {step - 10, step, summary['best_step']}
 

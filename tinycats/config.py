@@ -15,6 +15,7 @@ from typing import Any, Iterable
 
 import ml_collections
 
+from tinycats import metrics
 from tinycats.errors import UserError
 
 
@@ -183,10 +184,7 @@ def resume_conflicts(saved: ml_collections.ConfigDict, now: ml_collections.Confi
 
 
 def save_json(config: ml_collections.ConfigDict, path: str) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(config.to_dict(), f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
+  metrics.write_json(config.to_dict(), path)
 
 
 def load_json(path: str) -> ml_collections.ConfigDict:

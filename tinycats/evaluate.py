@@ -1,7 +1,6 @@
 """`tinycats evaluate`: the best checkpoint of a workdir on a split -> eval.json and confusion.png."""
 from __future__ import annotations
 
-import json
 import os
 
 import tinycats.data
@@ -26,10 +25,7 @@ def evaluate(workdir: str, split: str = 'test', config=None, data=None, mesh=Non
   graphdef, model_state, step = state_lib.load_for_inference(workdir, config, task)
   report = task.report(graphdef, model_state, data.splits[split], mesh)
   report.update(split=split, step=step, skipped_images=len(data.splits[split].skipped))
-  tmp = os.path.join(workdir, 'eval.json.tmp')
-  with open(tmp, 'w') as f:
-    json.dump(report, f, indent=2)
-  os.replace(tmp, os.path.join(workdir, 'eval.json'))
+  metrics.write_json(report, os.path.join(workdir, 'eval.json'))
   metrics.plot_confusion(report['confusion_matrix'], report['classes'], os.path.join(workdir, 'confusion.png'),
                          title=f'{split}: accuracy {report["accuracy"]:.4f} (step {step})')
   return report

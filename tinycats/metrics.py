@@ -1,4 +1,4 @@
-"""Classification metrics and the plots a run leaves in its workdir (curves.png, confusion.png)."""
+"""Classification metrics and the files a run leaves in its workdir (JSON, curves.png, confusion.png)."""
 from __future__ import annotations
 
 import json
@@ -47,6 +47,14 @@ def plot_confusion(confusion, classes, path: str, title: str = '') -> None:
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
+
+
+def write_json(obj, path: str) -> None:
+  """Writes JSON through a temporary file and a rename: a reader never sees half a file."""
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
 
 
 def read_jsonl(path: str) -> list[dict]:

@@ -10,6 +10,7 @@ the latest checkpoint and ends exactly where an uninterrupted run would.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import os
@@ -22,7 +23,7 @@ from flax import nnx
 from tqdm import tqdm
 
 import tinycats.data
-from tinycats import config as config_lib, metrics, pretrained
+from tinycats import config as config_lib, evaluate, metrics, pretrained
 from tinycats.train import state as state_lib, step as step_lib
 from tinycats.errors import UserError
 from tinycats.train.tasks import TASKS
@@ -32,8 +33,12 @@ class TrainingDiverged(UserError):
   """The loss became NaN or infinite; the last good checkpoint is kept, and a gentler setting resumes."""
 
 
+@functools.lru_cache(maxsize=2)
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
-  return np.random.default_rng([seed, epoch]).permutation(n)
+  """The epoch's example order, computed once per epoch rather than once per step."""
+  order = np.random.default_rng([seed, epoch]).permutation(n)
+  order.flags.writeable = False
+  return order
 
 
 def train_batch(split, step: int, batch_size: int, steps_per_epoch: int, seed: int) -> dict[str, np.ndarray]:
@@ -41,15 +46,6 @@ def train_batch(split, step: int, batch_size: int, steps_per_epoch: int, seed: i
   epoch, index = divmod(step, steps_per_epoch)
   chosen = np.sort(epoch_order(seed, epoch, len(split))[index * batch_size:(index + 1) * batch_size])
   return {'image': np.asarray(split.images[chosen]), 'label': split.labels[chosen]}
-
-
-def _check_same_data(saved: dict, now: dict, workdir: str) -> None:
-  """The data position is a function of the step only while batch size and split stay the same."""
-  changed = [f'{k}: {saved[k]} then, {now[k]} now' for k in now if saved.get(k) != now[k]]
-  if changed:
-    raise config_lib.ConfigError(
-        f'{workdir} was trained with other data or batch size ({"; ".join(changed)}), so its data position '
-        'cannot be resumed. Use the settings in its config.json, or a fresh --workdir.')
 
 
 def _append_jsonl(path: str, row: dict) -> None:
@@ -98,7 +94,6 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
   progress = dict(step=0, best=-math.inf, best_step=None, evals_since_best=0,
                   rng=np.asarray(jax.random.key_data(jax.random.key(config.seed))).tolist())
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
-  data_layout = dict(batch_size=tc.batch_size, steps_per_epoch=steps_per_epoch, train_examples=len(train))
   config_path = os.path.join(workdir, 'config.json')
   if (latest := ckpts.latest_step()) is not None:
     if os.path.isfile(config_path) and (conflicts := config_lib.resume_conflicts(config_lib.load_json(config_path),
@@ -108,7 +103,10 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
           '\n  '.join(conflicts) + '\nUse the settings in its config.json, or a fresh --workdir.')
     stored, progress = ckpts.restore(latest, state_lib.to_checkpoint(state))
     state = state_lib.from_checkpoint(state, stored)
-    _check_same_data(progress['data'], data_layout, workdir)
+    if progress['data']['train_examples'] != len(train):  # Same config, but the images changed.
+      raise config_lib.ConfigError(
+          f"{workdir} was trained on {progress['data']['train_examples']} training images, the data now has "
+          f'{len(train)}, so its data position cannot be resumed. Restore the data, or use a fresh --workdir.')
     _truncate_metrics(metrics_path, progress['step'])
     print(f'resuming from step {progress["step"]} ({ckpts.directory})', file=sys.stderr)
   elif os.path.exists(metrics_path):
@@ -176,7 +174,7 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
         if score >= progress['best']:  # Orbax's best checkpoint is the latest of equal scores; so is ours.
           progress['best_step'] = step
         epoch, batch_in_epoch = divmod(step, steps_per_epoch)
-        progress.update(step=step, data=dict(data_layout, epoch=epoch, batch_in_epoch=batch_in_epoch))
+        progress.update(step=step, data=dict(train_examples=len(train), epoch=epoch, batch_in_epoch=batch_in_epoch))
         ckpts.save(step, state_lib.to_checkpoint(state), dict(progress), metrics=val)
         tqdm.write(f'step {step}: ' + ', '.join(f'{k} {v:.4f}' for k, v in val.items()), file=sys.stderr)
         interval_start = time.perf_counter()  # Validation time is not training throughput.
@@ -189,7 +187,6 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
     ckpts.close()
   train_seconds = time.perf_counter() - train_start
 
-  from tinycats import evaluate  # pylint: disable=import-outside-toplevel
   report = evaluate.evaluate(workdir, split='test', config=config, data=data, mesh=mesh)
   metrics.plot_curves(metrics_path, os.path.join(workdir, 'curves.png'))
   logged = metrics.read_jsonl(metrics_path)
@@ -200,7 +197,6 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
                  compile_seconds=round(compile_seconds or 0.0, 1),
                  images_per_sec=round(float(np.median(speeds)), 1) if speeds else None, skipped_images=skipped,
                  devices=mesh.size, platform=jax.default_backend())
-  with open(os.path.join(workdir, 'summary.json'), 'w') as f:
-    json.dump(summary, f, indent=2)
+  metrics.write_json(summary, os.path.join(workdir, 'summary.json'))
   return summary
 
