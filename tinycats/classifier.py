@@ -42,6 +42,7 @@ class Classifier:
     return cls(config, graphdef, model_state, step)
 
   def _squares(self, images) -> np.ndarray:
+    """Each image (array or PIL) through the cache's own resize, so prediction sees training's pixels."""
     if isinstance(images, np.ndarray) and images.ndim == 3:
       images = images[None]
     return np.stack([cache.to_square(image, self.config.data.cache_size) for image in images])
@@ -58,7 +59,7 @@ class Classifier:
       try:
         if os.path.isfile(path) and os.path.getsize(path) == 0:
           raise ValueError('empty file')
-        images.append(np.asarray(cache.read_image_file(path).convert('RGB')))
+        images.append(cache.read_image_file(path))  # to_square makes it RGB, as for the cache.
         readable.append(len(results))
         results.append({'file': path})
       except Exception as e:  # pylint: disable=broad-except  # Reported per file, in the output.

@@ -2,9 +2,10 @@
 
 Training then never decodes JPEGs: batches are slices of this array, and augmentation runs on
 the device (see `augment.py`). The cache lives beside the data (in the TFDS data dir, or a hidden
-folder inside an image folder) so that every later run on that data reuses it. A cache is a folder `images.npy` (N, S, S, 3) uint8, one
-`<field>.npy` int32 per label field and `meta.json`; it is written to a temporary folder and
-renamed, so an interrupted build leaves nothing half-written. Images that fail to decode are
+folder inside an image folder) so that every later run on that data reuses it. A cache is a
+folder: `images.npy` (N, S, S, 3) uint8, one `<field>.npy` int32 per label field and `meta.json`;
+it is written to a temporary folder and renamed, so an interrupted build leaves nothing
+half-written. Images that fail to decode are
 skipped with a warning naming them, and counted.
 """
 from __future__ import annotations
@@ -82,13 +83,13 @@ def load(path: str) -> CachedSplit:
                      meta['skipped'])
 
 
-def build(path: str, names: Sequence[str], loaders: Sequence[Loader], size: int, key: dict) -> CachedSplit:
+def build(path: str, names: Sequence[str], loaders: Sequence[Loader], key: dict) -> CachedSplit:
   """Decodes `loaders` (in threads: PIL releases the GIL) straight into a memory-mapped file at `path`.
 
   Peak memory stays near one image per thread whatever the split's size: each square is written
   to the file as soon as it is decoded.
   """
-  n = len(loaders)
+  n, size = len(loaders), key['size']
   tmp = f'{path}.tmp-{uuid.uuid4().hex[:8]}'
   os.makedirs(tmp)
   try:
@@ -155,4 +156,4 @@ def get_or_build(cache_dir: str, key: dict, names: Sequence[str], loaders: Seque
   if os.path.isfile(os.path.join(path, 'meta.json')):
     return load(path)
   os.makedirs(cache_dir, exist_ok=True)
-  return build(path, names, loaders, key['size'], key)
+  return build(path, names, loaders, key)

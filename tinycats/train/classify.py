@@ -63,7 +63,10 @@ def _predict_fn(image_size: int, norm: str, graphdef, mesh):
 
 
 def predict_logits(config, graphdef, model_state, images: np.ndarray, mesh, batch_size: int | None = None) -> np.ndarray:
-  """float32 logits for uint8 (N, S, S, 3) images, in fixed-size batches (the last one padded)."""
+  """float32 logits for uint8 (N, S, S, 3) images, in fixed-size batches (the last one padded).
+
+  Every batch is dispatched before any result is fetched, so the device never waits on the host.
+  """
   batch_size = min(batch_size or config.train.eval_batch_size, max(len(images), 1))
   batch_size = -(-batch_size // mesh.size) * mesh.size  # Every device gets the same share.
   fn = _predict_fn(config.data.image_size, config.data.normalization, graphdef, mesh)
@@ -73,5 +76,5 @@ def predict_logits(config, graphdef, model_state, images: np.ndarray, mesh, batc
     n = len(chunk)
     if n < batch_size:
       chunk = np.concatenate([chunk, np.zeros((batch_size - n,) + chunk.shape[1:], chunk.dtype)])
-    out.append(np.asarray(fn(model_state, jax.device_put(chunk, step_lib.batch_sharding(mesh))))[:n])
-  return np.concatenate(out) if out else np.zeros((0,), np.float32)
+    out.append((fn(model_state, jax.device_put(chunk, step_lib.batch_sharding(mesh))), n))
+  return np.concatenate([np.asarray(logits)[:n] for logits, n in out]) if out else np.zeros((0,), np.float32)
