@@ -36,14 +36,14 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
   return module.get_config(arg or None)
 
 
-def _field_names(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
-  names = []
+def _leaves(config, prefix=''):
+  out = {}
   for key, value in config.items():
-    name = f'{prefix}{key}'
-    names.append(name)
-    if isinstance(value, ml_collections.ConfigDict):
-      names += _field_names(value, name + '.')
-  return names
+    if isinstance(value, (dict, ml_collections.ConfigDict)):
+      out.update(_leaves(value, f'{prefix}{key}.'))
+    else:
+      out[f'{prefix}{key}'] = list(value) if isinstance(value, (tuple, list)) else value
+  return out
 
 
 def _parse_value(field: str, text: str, current: Any) -> Any:
@@ -74,13 +74,15 @@ def _parse_value(field: str, text: str, current: Any) -> Any:
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> ml_collections.ConfigDict:
   """Applies `a.b=value` (or `--config.a.b=value`) strings; unknown fields are named with a suggestion."""
   config = ml_collections.ConfigDict(config.to_dict())  # A copy: the caller's config is untouched.
-  known = _field_names(config)
+  known = list(_leaves(config))
   for item in overrides:
     text = item.removeprefix('--').removeprefix('config.')
     field, sep, value = text.partition('=')
     if not sep:
       raise ConfigError(f'config override {item!r} must look like --config.train.batch_size=64')
     if field not in known:
+      if any(name.startswith(field + '.') for name in known):
+        raise ConfigError(f'config field {field!r} is a group; set one of its fields, e.g. --config.{field}.<name>=...')
       close = difflib.get_close_matches(field, known, n=1)
       hint = f"; did you mean '{close[0]}'?" if close else '; see the config file for the fields'
       raise ConfigError(f'unknown config field {field!r}{hint}')
@@ -88,8 +90,6 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
     node = config
     for p in parents:
       node = node[p]
-    if isinstance(node[leaf], ml_collections.ConfigDict):
-      raise ConfigError(f'config field {field!r} is a group; set one of its fields, e.g. --config.{field}.<name>=...')
     node[leaf] = _parse_value(field, value, node[leaf])
   return config
 
@@ -111,31 +111,23 @@ _NON_NEGATIVE = ('data.max_examples', 'train.warmup_epochs', 'train.weight_decay
                  'train.eval_every', 'train.patience', 'train.backbone_lr_scale', 'train.freeze_epochs')
 
 
-def _get(config, field):
-  node = config
-  for part in field.split('.'):
-    if part not in node:
-      return None
-    node = node[part]
-  return node
-
-
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Checks values that the type check cannot; every error names the field and the allowed values."""
+  values = _leaves(config)
   for field, allowed in _CHOICES.items():
-    value = _get(config, field)
+    value = values.get(field)
     if value is not None and value not in allowed:
       raise ConfigError(f'config field {field!r} is {value!r}; allowed: {", ".join(allowed)}')
   for field in _POSITIVE:
-    value = _get(config, field)
+    value = values.get(field)
     if value is not None and not value > 0:
       raise ConfigError(f'config field {field!r} must be > 0, got {value!r}')
   for field in _NON_NEGATIVE:
-    value = _get(config, field)
+    value = values.get(field)
     if value is not None and value < 0:
       raise ConfigError(f'config field {field!r} must be >= 0, got {value!r}')
   for field in _FRACTIONS:
-    value = _get(config, field)
+    value = values.get(field)
     if value is not None and not 0 <= value < 1:
       raise ConfigError(f'config field {field!r} must be in [0, 1), got {value!r}')
   if config.data.source == 'folder' and not config.data.folder:
@@ -164,16 +156,6 @@ CHANGEABLE_ON_RESUME = frozenset({
     'train.learning_rate', 'train.warmup_epochs', 'train.weight_decay', 'train.grad_clip',
     'train.backbone_lr_scale', 'train.freeze_epochs', 'model.pretrained',  # Weights come from the checkpoint.
 })
-
-
-def _leaves(config, prefix=''):
-  out = {}
-  for key, value in config.items():
-    if isinstance(value, (dict, ml_collections.ConfigDict)):
-      out.update(_leaves(value, f'{prefix}{key}.'))
-    else:
-      out[f'{prefix}{key}'] = list(value) if isinstance(value, (tuple, list)) else value
-  return out
 
 
 def resume_conflicts(saved: ml_collections.ConfigDict, now: ml_collections.ConfigDict) -> list[str]:
