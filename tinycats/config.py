@@ -37,6 +37,7 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
 
 
 def _leaves(config, prefix=''):
+  """{'train.batch_size': 128, ...}: every leaf field by its dotted name (sequences as lists, as in JSON)."""
   out = {}
   for key, value in config.items():
     if isinstance(value, (dict, ml_collections.ConfigDict)):
