@@ -3,7 +3,7 @@
 `WORKDIR/checkpoints/<step>/` holds `model` and `optimizer` (NNX states as plain dicts of arrays,
 separate so that inference and export restore the model alone) and `meta` (JSON: RNG key data,
 data-iterator position, early-stopping counters). The last
-`keep` checkpoints are kept, and the best by the task's validation metric (higher is better). Orbax writes into a
+`keep` checkpoints are kept, and the best by the task's validation metric (highest accuracy, lowest loss). Orbax writes into a
 temporary folder and renames it on success, so a run killed mid-save leaves no checkpoint
 that restore would pick up.
 """
@@ -53,9 +53,11 @@ def check_shapes(stored: Any, target: Any, directory: str) -> None:
 class Checkpoints:
   """A thin, named wrapper over `ocp.CheckpointManager` with tinycats' retention policy."""
 
-  def __init__(self, directory: str, keep: int = 2, best_metric: str = 'val_accuracy', read_only: bool = False):
+  def __init__(self, directory: str, keep: int = 2, best_metric: str = 'val_accuracy', best_mode: str = 'max',
+               read_only: bool = False):
     self.directory = os.path.abspath(directory)
-    best = lambda metrics: metrics[best_metric]
+    sign = 1.0 if best_mode == 'max' else -1.0  # Ranked as higher-is-better, so a lower loss ranks higher.
+    best = lambda metrics: sign * metrics[best_metric]
     policy = policies.AnyPreservationPolicy([
         policies.LatestN(n=keep),
         policies.BestN(get_metric_fn=best, n=1, keep_checkpoints_without_metrics=False),

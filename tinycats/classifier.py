@@ -18,7 +18,7 @@ from tinycats import config as config_lib
 from tinycats.data import cache
 from tinycats.errors import UserError
 from tinycats.train import state as state_lib, step as step_lib
-from tinycats.train.classify import predict_logits
+from tinycats.train.classify import predict_arrays
 from tinycats.train.tasks import TASKS
 
 
@@ -49,8 +49,12 @@ class Classifier:
 
   def predict(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     """Class probabilities (N, num_classes) for uint8 RGB images (N, H, W, 3) or a list of (H, W, 3)."""
-    logits = predict_logits(self.config, self._graphdef, self._state, self._squares(images), self._mesh)
-    return np.asarray(jax.nn.softmax(logits, axis=-1))
+    return self.embed(images)[0]
+
+  def embed(self, images: np.ndarray | Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, penultimate-layer features (N, D)): the features are what Fréchet distances compare."""
+    logits, features = predict_arrays(self.config, self._graphdef, self._state, self._squares(images), self._mesh)
+    return np.asarray(jax.nn.softmax(logits, axis=-1)), features
 
   def predict_files(self, paths: Sequence[str]) -> list[dict]:
     """One dict per file: {file, label, probs} or {file, error}; a bad file never stops the others."""

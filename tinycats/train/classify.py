@@ -16,14 +16,12 @@ from flax import nnx
 from tinycats import metrics, models
 from tinycats.data import augment
 from tinycats.train import step as step_lib
+from tinycats.train.task import Task
 
 
-class ClassifyTask:
+class ClassifyTask(Task):
   best_metric = 'val_accuracy'
-
-  def __init__(self, config, classes: list[str]):
-    self.config = config
-    self.classes = list(classes)
+  summary_metrics = ('accuracy',)
 
   def create_model(self, seed: int) -> nnx.Module:
     return models.create_classifier(self.config.model, len(self.classes), seed=seed)
@@ -53,28 +51,23 @@ class ClassifyTask:
 
 @functools.lru_cache(maxsize=8)
 def _predict_fn(image_size: int, norm: str, graphdef, mesh):
-  """The jitted eval-mode forward pass for uint8 cache-size squares, one per model graph and mesh."""
+  """The jitted eval-mode forward pass for uint8 cache-size squares: (logits, pooled features)."""
   def predict(state, images):
     model = nnx.merge(graphdef, state)
     model.eval()
-    return model(augment.eval_transform(images, image_size=image_size, norm=norm))
+    features = model.features(augment.eval_transform(images, image_size=image_size, norm=norm))
+    return model.fc(features), features
   return jax.jit(predict, in_shardings=(step_lib.replicated(mesh), step_lib.batch_sharding(mesh)),
                  out_shardings=step_lib.replicated(mesh))
 
 
-def predict_logits(config, graphdef, model_state, images: np.ndarray, mesh, batch_size: int | None = None) -> np.ndarray:
-  """float32 logits for uint8 (N, S, S, 3) images, in fixed-size batches (the last one padded).
-
-  Every batch is dispatched before any result is fetched, so the device never waits on the host.
-  """
-  batch_size = min(batch_size or config.train.eval_batch_size, max(len(images), 1))
-  batch_size = -(-batch_size // mesh.size) * mesh.size  # Every device gets the same share.
+def predict_arrays(config, graphdef, model_state, images: np.ndarray, mesh,
+                   batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """float32 (logits, penultimate features) for uint8 (N, S, S, 3) images, batch by batch."""
   fn = _predict_fn(config.data.image_size, config.data.normalization, graphdef, mesh)
-  out = []
-  for start in range(0, len(images), batch_size):
-    chunk = np.asarray(images[start:start + batch_size])
-    n = len(chunk)
-    if n < batch_size:
-      chunk = np.concatenate([chunk, np.zeros((batch_size - n,) + chunk.shape[1:], chunk.dtype)])
-    out.append((fn(model_state, jax.device_put(chunk, step_lib.batch_sharding(mesh))), n))
-  return np.concatenate([np.asarray(logits)[:n] for logits, n in out]) if out else np.zeros((0,), np.float32)
+  return step_lib.run_batched(fn, model_state, (images,), batch_size or config.train.eval_batch_size, mesh)
+
+
+def predict_logits(config, graphdef, model_state, images: np.ndarray, mesh, batch_size: int | None = None) -> np.ndarray:
+  """float32 logits for uint8 (N, S, S, 3) images."""
+  return predict_arrays(config, graphdef, model_state, images, mesh, batch_size)[0]

@@ -14,7 +14,7 @@ def create(task, config, steps_per_epoch: int, total_steps: int):
   schedule = step_lib.learning_rate_schedule(config.train, steps_per_epoch, total_steps)
   model = task.create_model(config.seed)
   tx = step_lib.make_optimizer(config.train, schedule, steps_per_epoch, fine_tuning=bool(config.model.get('pretrained')))
-  optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+  optimizer = nnx.Optimizer(model, tx, wrt=task.trainable)
   return model, optimizer, schedule
 
 
@@ -31,7 +31,7 @@ def from_checkpoint(state, stored: dict):
 
 def checkpoints(workdir: str, task, keep: int = 2, read_only: bool = False) -> checkpoint.Checkpoints:
   return checkpoint.Checkpoints(os.path.join(workdir, 'checkpoints'), keep=keep, best_metric=task.best_metric,
-                                read_only=read_only)
+                                best_mode=task.best_mode, read_only=read_only)
 
 
 def load_for_inference(workdir: str, config, task, step: int | None = None):

@@ -68,10 +68,19 @@ def make_optimizer(train_config, schedule: optax.Schedule, steps_per_epoch: int 
 
 @dataclasses.dataclass
 class TrainStep:
-  """Holds the graph definition; `__call__(state, batch, rng, step)` is the jitted, donated update."""
+  """Holds the graph definition; `__call__(state, batch, rng, step)` is the jitted, donated update.
+
+  `wrt` picks the variables that learn (the optimizer's filter); `after_update(model, step)`
+  runs after each update inside the same jit (the generator's EMA); `grad_accum` > 1 splits the
+  batch into that many micro-batches, run one after another with their gradients averaged, so a
+  batch too big for the device's memory gives the same update as in one piece.
+  """
   graphdef: Any
   loss_fn: LossFn
   mesh: jax.sharding.Mesh
+  wrt: Any = nnx.Param
+  after_update: Callable[[nnx.Module, jax.Array], None] | None = None
+  grad_accum: int = 1
 
   def __post_init__(self):
     state_sharding = replicated(self.mesh)
@@ -79,12 +88,37 @@ class TrainStep:
                          in_shardings=(state_sharding, batch_sharding(self.mesh), state_sharding, state_sharding),
                          out_shardings=(state_sharding, state_sharding))
 
+  def _grads(self, model, batch, key):
+    """((loss, metrics), grads), averaged over `grad_accum` micro-batches."""
+    grad_fn = nnx.value_and_grad(self.loss_fn, argnums=nnx.DiffState(0, self.wrt), has_aux=True)
+    k = self.grad_accum
+    if k == 1:
+      return grad_fn(model, batch, key)
+    # Micro-batch j takes rows j, j+k, j+2k, ...: every device keeps its share of each one.
+    micro = jax.tree.map(lambda x: jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1), batch)
+    total = jax.tree.map(lambda a: a / k, grad_fn(model, jax.tree.map(lambda x: x[0], micro), key))
+    graphdef, state = nnx.split(model)
+
+    def one(carry, inputs):
+      state, total = carry
+      index, chunk = inputs
+      model = nnx.merge(graphdef, state)
+      out = grad_fn(model, chunk, jax.random.fold_in(key, index))
+      return (nnx.state(model), jax.tree.map(lambda a, b: a + b / k, total, out)), None
+
+    rest = jax.tree.map(lambda x: x[1:], micro)
+    (state, total), _ = jax.lax.scan(one, (state, total), (jnp.arange(1, k), rest))
+    nnx.update(model, state)
+    return total
+
   def _update(self, state, batch, rng, step):
     key = jax.random.fold_in(rng, step)  # Every step's randomness follows from (run key, step).
     model, optimizer = nnx.merge(self.graphdef, state)
     model.train()
-    (loss, metrics), grads = nnx.value_and_grad(self.loss_fn, has_aux=True)(model, batch, key)
+    (loss, metrics), grads = self._grads(model, batch, key)
     optimizer.update(model, grads)
+    if self.after_update is not None:
+      self.after_update(model, step)
     metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
     return nnx.state((model, optimizer)), metrics
 
@@ -97,3 +131,25 @@ def shard_batch(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
   sharding = batch_sharding(mesh)
   return {k: jax.device_put(v, sharding) for k, v in batch.items()}
 
+
+
+def run_batched(fn, state, arrays: tuple[np.ndarray, ...], batch_size: int, mesh):
+  """`fn(state, *batch)` over `arrays` in fixed-size batches (the last one padded), outputs concatenated.
+
+  One shape means one compilation; every batch is dispatched before any result is fetched, so
+  the device never waits on the host. The batch is rounded up so every device gets the same share.
+  """
+  total = len(arrays[0])
+  if total == 0:
+    raise ValueError('run_batched: no examples')
+  batch_size = -(-min(batch_size, total) // mesh.size) * mesh.size
+  sharding = batch_sharding(mesh)
+  pending = []
+  for start in range(0, total, batch_size):
+    chunks = [np.asarray(a[start:start + batch_size]) for a in arrays]
+    n = len(chunks[0])
+    if n < batch_size:
+      chunks = [np.concatenate([c, np.zeros((batch_size - n,) + c.shape[1:], c.dtype)]) for c in chunks]
+    pending.append((fn(state, *(jax.device_put(c, sharding) for c in chunks)), n))
+  outputs = [jax.tree.map(lambda x, n=n: np.asarray(x)[:n], out) for out, n in pending]
+  return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
