@@ -1,7 +1,8 @@
-"""Model constructors: `resnet18`, `resnet34`, and `create_classifier(config, num_classes)`."""
+"""Model constructors: the ResNet classifiers and the DiT generator, built from `config.model`."""
 import jax.numpy as jnp
 from flax import nnx
 
+from tinycats.models.dit import DiT
 from tinycats.models.resnet import ResNet, resnet18, resnet34
 
 _RESNETS = {'resnet18': resnet18, 'resnet34': resnet34}
@@ -14,4 +15,11 @@ def create_classifier(model_config, num_classes: int, seed: int = 0) -> ResNet:
                dtype=jnp.dtype(model_config.dtype), rngs=nnx.Rngs(seed))
 
 
-__all__ = ['ResNet', 'resnet18', 'resnet34', 'create_classifier']
+def create_generator(model_config, num_classes: int, image_size: int, seed: int = 0) -> DiT:
+  """The DiT a config describes, for `num_classes` labels (plus the null label) and square images."""
+  return DiT(image_size=image_size, patch_size=model_config.patch_size, width=model_config.width,
+             depth=model_config.depth, heads=model_config.heads, mlp_ratio=model_config.mlp_ratio,
+             num_classes=num_classes, dtype=jnp.dtype(model_config.dtype), rngs=nnx.Rngs(seed))
+
+
+__all__ = ['DiT', 'ResNet', 'resnet18', 'resnet34', 'create_classifier', 'create_generator']
