@@ -2,7 +2,9 @@
 
 Cats are drawn with horizontal stripes and dogs ("other") with vertical ones, with random
 colours, stripe widths, phase and noise: a small CNN separates them within a few steps, but
-no two images are the same, so a model that only memorises does not generalise.
+no two images are the same, so a model that only memorises does not generalise. Each cat
+breed has its own stripe colours (one of 12 hues, light and dark), so a generator conditioned
+on the breed has something visible to learn; dogs' colours stay random.
 """
 from __future__ import annotations
 
@@ -38,10 +40,20 @@ def is_cat(breed: str) -> bool:
   return breed[0].isupper()
 
 
-def striped_image(rng: np.random.Generator, horizontal: bool, size: int | tuple[int, int]) -> np.ndarray:
+def palette(n: int) -> list[tuple[int, int, int]]:
+  """n saturated colours, evenly spaced in hue."""
+  import colorsys
+  return [tuple(int(round(255 * v)) for v in colorsys.hsv_to_rgb(i / n, 1.0, 1.0)) for i in range(n)]
+
+
+BREED_COLOURS = dict(zip((b for b in BREEDS if is_cat(b)), palette(12)))
+
+
+def striped_image(rng: np.random.Generator, horizontal: bool, size: int | tuple[int, int],
+                  colour: tuple[int, int, int] | None = None) -> np.ndarray:
   """A uint8 HxWx3 image of stripes: horizontal for cats, vertical for the other class.
 
-  The orientation is the only thing that carries the class; everything else is random.
+  The orientation carries the class; `colour` fixes the stripe colours (it and a dark shade of it), else they are random.
   """
   height, width = (size, size) if isinstance(size, int) else size
   period = rng.uniform(5.0, 12.0)
@@ -50,6 +62,9 @@ def striped_image(rng: np.random.Generator, horizontal: bool, size: int | tuple[
   wave = (np.sin(2 * np.pi * coord / period + phase) > 0).astype(np.float32)
   wave = wave[:, None] * np.ones((1, width)) if horizontal else np.ones((height, 1)) * wave[None, :]
   colour_a, colour_b = rng.uniform(0, 255, size=(2, 3))
+  if colour is not None:  # After the draw, so the random stream (and every other image) is unchanged.
+    colour_a = np.asarray(colour, np.float64)
+    colour_b = 0.3 * colour_a  # The same hue, dark: the class's colour is unmistakable.
   if np.abs(colour_a - colour_b).sum() < 150:  # Keep the stripes visible.
     colour_b = 255 - colour_a
   image = wave[..., None] * colour_a + (1 - wave[..., None]) * colour_b
@@ -136,7 +151,7 @@ def make_archives(out_dir: str, per_breed_train: int = 2, per_breed_test: int = 
       name = f'{breed}_{index}'
       height = int(size * rng.uniform(0.75, 1.25))
       width = int(size * rng.uniform(0.75, 1.25))
-      image = striped_image(rng, horizontal=cat, size=(height, width))
+      image = striped_image(rng, horizontal=cat, size=(height, width), colour=BREED_COLOURS.get(breed))
       if name in CORRUPT_SAMPLES:
         alpha = np.full((height, width, 1), 255, np.uint8)
         images.append((f'images/{name}.jpg', _png(np.concatenate([image, alpha], -1))))
@@ -168,8 +183,10 @@ def make_archives(out_dir: str, per_breed_train: int = 2, per_breed_test: int = 
 
 
 def make_image_folder(root: str, classes: tuple[str, ...] = ('cat', 'other'), per_class: int = 8,
-                      size: int = 48, seed: int = 0) -> dict[str, list[str]]:
+                      size: int = 48, seed: int = 0, colours: bool = False) -> dict[str, list[str]]:
   """Writes `root/<class>/<i>.jpg`: the first class horizontal stripes, the rest vertical.
+
+  With `colours`, each class also has its own stripe colours (a learnable set for generators).
 
   Returns the written paths per class.
   """
@@ -181,7 +198,8 @@ def make_image_folder(root: str, classes: tuple[str, ...] = ('cat', 'other'), pe
     for i in range(per_class):
       path = os.path.join(root, name, f'{i}.jpg')
       with open(path, 'wb') as f:
-        f.write(_jpeg(striped_image(rng, horizontal=c == 0, size=size)))
+        colour = palette(len(classes))[c] if colours else None
+        f.write(_jpeg(striped_image(rng, horizontal=c == 0, size=size, colour=colour)))
       paths[name].append(path)
   return paths
 

@@ -58,10 +58,10 @@ def _tfds_parts(config):
   n_val = round(n_train * config.data.val_fraction)
   parts = {'train': ('train', np.sort(order[n_val:])), 'val': ('train', np.sort(order[:n_val])),
            'test': ('test', np.arange(len(sources['test'])))}
-  field = 'species' if config.data.labels == 'species' else 'label'
+  label_set = config.data.labels
   variant = pets.variant_dir(data_dir)
   content = _fingerprint(sorted(os.path.join(variant, f) for f in os.listdir(variant)))
-  classes = list(pets.SPECIES if config.data.labels == 'species' else pets.BREEDS)
+  classes = list(pets.LABEL_SETS[label_set])
 
   def loader(source, i):
     def load():
@@ -76,7 +76,8 @@ def _tfds_parts(config):
                size=config.data.cache_size)
     names = [f'{pets.NAME}/{tfds_split}[{i}]' for i in indices]
     out[name] = (key, names, [loader(sources[tfds_split], i) for i in indices])
-  return classes, field, out, os.path.join(data_dir, 'tinycats-cache')
+  to_labels = lambda fields: pets.labels_for(label_set, fields['label'])  # The cache keeps the breed.
+  return classes, to_labels, out, os.path.join(data_dir, 'tinycats-cache')
 
 
 def _folder_parts(config):
@@ -94,7 +95,7 @@ def _folder_parts(config):
     key = dict(source='folder', root=root, split=name, files=_digest(chosen), content=_fingerprint(chosen),
                size=config.data.cache_size)
     out[name] = (key, [os.path.relpath(f, root) for f in chosen], [loader(i) for i in indices])
-  return classes, 'label', out, os.path.join(root, '.tinycats-cache')
+  return classes, lambda fields: fields['label'], out, os.path.join(root, '.tinycats-cache')
 
 
 def default_tfds_dir(config) -> str:
@@ -108,7 +109,7 @@ def _digest(items) -> str:
 
 def load(config, splits=SPLITS) -> Data:
   """Decodes (once; later runs reuse the cache) and returns the requested splits."""
-  classes, field, parts, beside_data = (_tfds_parts if config.data.source == 'tfds' else _folder_parts)(config)
+  classes, to_labels, parts, beside_data = (_tfds_parts if config.data.source == 'tfds' else _folder_parts)(config)
   cache_dir = os.path.expanduser(config.data.cache_dir or os.environ.get('TINYCATS_CACHE') or beside_data)
   out = {}
   for name in splits:
@@ -116,5 +117,5 @@ def load(config, splits=SPLITS) -> Data:
     if not loaders:
       raise UserError(f'the {name} split is empty; check data.val_fraction / data.test_fraction / data.max_examples')
     cached = cache.get_or_build(cache_dir, key, names, loaders)
-    out[name] = Split(cached.images, cached.labels[field], cached.names, cached.skipped)
+    out[name] = Split(cached.images, to_labels(cached.labels), cached.names, cached.skipped)
   return Data(classes, out)

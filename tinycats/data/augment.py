@@ -11,14 +11,29 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+NORMALIZATIONS = {
+    'imagenet': (IMAGENET_MEAN, IMAGENET_STD),
+    'none': ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),  # Pixels stay in [0, 1].
+    'symmetric': ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # Pixels in [-1, 1]: the generator's data, like its noise.
+}
+
+
 def normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-  """(mean, std) applied to pixels in [0, 1]: 'imagenet', or 'none' (pixels stay in [0, 1])."""
-  return (IMAGENET_MEAN, IMAGENET_STD) if name == 'imagenet' else ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+  """(mean, std) applied to pixels in [0, 1]."""
+  return NORMALIZATIONS[name]
+
+
+def to_uint8(x, norm: str) -> np.ndarray:
+  """Normalised float images back to uint8 pixels (the inverse of the transforms' last step)."""
+  mean, std = normalization(norm)
+  x = np.asarray(x, np.float32) * np.asarray(std, np.float32) + np.asarray(mean, np.float32)
+  return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
 
 
 def _normalize(x, norm):
@@ -83,3 +98,12 @@ def eval_transform(images, *, image_size, norm='imagenet'):
   offset = (images.shape[1] - image_size) // 2
   x = images[:, offset:offset + image_size, offset:offset + image_size].astype(jnp.float32) / 255.0
   return _normalize(x, norm)
+
+
+def flip_transform(images, key, *, image_size, flip=True, norm='symmetric'):
+  """The generator's augmentation: the central crop, mirrored left-right at random (no resampling)."""
+  x = eval_transform(images, image_size=image_size, norm=norm)
+  if not flip:
+    return x
+  mirrored = jax.random.bernoulli(key, 0.5, (x.shape[0], 1, 1, 1))
+  return jnp.where(mirrored, x[:, :, ::-1], x)

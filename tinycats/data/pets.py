@@ -12,6 +12,8 @@ import os
 import sys
 import tempfile
 
+import numpy as np
+
 from tinycats.errors import UserError
 
 NAME = 'oxford_iiit_pet'
@@ -29,6 +31,22 @@ BREEDS = (
 )
 # TFDS 'species': 0 Cat, 1 Dog. We classify cat vs everything else.
 SPECIES = ('cat', 'other')
+# The generator's 13 labels: the 12 cat breeds (0-11, in BREEDS order) and every dog as 'other' (12).
+CAT_BREEDS = tuple(b for b in BREEDS if b[0].isupper()) + ('other',)
+LABEL_SETS = {'species': SPECIES, 'breed': BREEDS, 'cat_breeds': CAT_BREEDS}
+
+
+def _target(label_set: str, breed: str) -> int:
+  names = LABEL_SETS[label_set]
+  if breed in names:
+    return names.index(breed)
+  return names.index('cat' if label_set == 'species' and breed[0].isupper() else 'other')
+
+
+def labels_for(label_set: str, breed: np.ndarray) -> np.ndarray:
+  """TFDS breed indices (into BREEDS) -> indices into LABEL_SETS[label_set] (dogs are 'other')."""
+  table = np.asarray([_target(label_set, b) for b in BREEDS], np.int32)
+  return table[np.asarray(breed, np.int64)]
 
 
 class PrepareError(UserError):
