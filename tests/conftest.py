@@ -56,6 +56,7 @@ def image_folder(tmp_path_factory) -> str:
   return root
 
 
-def tiny_config(*overrides: str, spec: str = 'configs/cats.py:smoke'):
+def tiny_config(*overrides: str, spec: str = 'configs/cats.py:smoke', base: list[str] | None = None):
+  """`spec` with the tiny settings (`base`, TINY by default) and then `overrides` applied."""
   from tinycats import config as config_lib
-  return config_lib.load(os.path.join(REPO, spec), TINY + list(overrides))
+  return config_lib.load(os.path.join(REPO, spec), (TINY if base is None else base) + list(overrides))

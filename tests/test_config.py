@@ -44,6 +44,29 @@ def test_bad_fields_and_values_are_named(override, message):
   assert message in str(info.value)
 
 
+@pytest.mark.parametrize('spec, override, message', [
+    ('configs/cats.py', '--config.model.name=dit', "model.name 'dit' does not fit task 'classify'"),
+    ('configs/dit.py', '--config.task=classify', "model.name 'dit' does not fit task 'classify'"),
+    ('configs/dit.py', '--config.model.patch_size=24', 'data.image_size (128) must be a multiple of model.patch_size'),
+    ('configs/dit.py', '--config.model.heads=5', 'model.width (384) must be a multiple of model.heads (5)'),
+    ('configs/dit.py', '--config.train.grad_accum=3', 'must be a multiple of train.grad_accum (3)'),
+    ('configs/dit.py', '--config.flow.timesteps=cosine', "allowed: uniform, logit_normal"),
+    ('configs/dit.py', '--config.sample.sampler=rk4', "allowed: euler, heun"),
+    ('configs/dit.py', '--config.flow.label_dropout=1', "'flow.label_dropout' must be in [0, 1)"),
+])
+def test_generator_config_errors_are_named(spec, override, message):
+  with pytest.raises(config_lib.ConfigError) as info:
+    config_lib.load(spec, [override])
+  assert message in str(info.value)
+
+
+def test_generator_configs_load():
+  for arg in ('', ':smoke', ':patch8'):
+    c = config_lib.load(f'configs/dit.py{arg}')
+    assert c.task == 'flow' and c.data.labels == 'cat_breeds' and c.data.normalization == 'symmetric'
+  assert config_lib.load('configs/dit.py:patch8').model.patch_size == 8
+
+
 def test_config_file_errors():
   with pytest.raises(config_lib.ConfigError, match='not found'):
     config_lib.load('configs/nope.py')

@@ -1,4 +1,4 @@
-"""`tinycats <command>`: prepare, evaluate, predict.
+"""`tinycats <command>`: prepare, evaluate, predict, sample.
 
 Training is launched with `python -m launch.modal_train` (locally with `--local`).
 """
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -18,8 +19,38 @@ def _prepare(args) -> int:
 
 def _evaluate(args) -> int:
   from tinycats import evaluate
-  report = evaluate.evaluate(args.workdir, split=args.split)
-  print(json.dumps({k: report[k] for k in ('split', 'accuracy', 'num_examples', 'step')}))
+  report = evaluate.evaluate(args.workdir, split=args.split, classifier=args.classifier,
+                             samples_per_class=args.samples_per_class, seed=args.seed)
+  shown = {k: v for k, v in report.items() if k in ('split', 'step', 'num_examples', 'accuracy', 'flow_loss')}
+  shown.update({k: v for k, v in report.get('samples', {}).items() if isinstance(v, float)})
+  print(json.dumps(shown))
+  return 0
+
+
+def _sample(args) -> int:
+  import numpy as np
+  from PIL import Image
+  from tinycats import metrics
+  from tinycats.generator import Generator
+  generator = Generator.load(args.workdir)
+  labels = args.label or list(range(len(generator.classes)))
+  grid = generator.sample_grid(labels, per_label=args.num, steps=args.steps, cfg=args.cfg, seed=args.seed,
+                               sampler=args.sampler)
+  names = [generator.classes[i] if i < len(generator.classes) else 'null'
+           for i in map(generator.label_index, labels)]
+  written = []
+  if args.out:
+    metrics.save_grid(grid, args.out, names)
+    written.append(args.out)
+  if args.out_dir:
+    os.makedirs(args.out_dir, exist_ok=True)
+    for row, name in enumerate(names):
+      for col in range(args.num):
+        path = os.path.join(args.out_dir, f'{row:02d}_{name}_{col:03d}.png')
+        Image.fromarray(np.asarray(grid[row, col])).save(path)
+        written.append(path)
+  print(json.dumps({'labels': names, 'num': args.num, 'seed': args.seed, 'step': generator.step,
+                    'files': written if len(written) <= 10 else written[:10] + [f'... {len(written)} files']}))
   return 0
 
 
@@ -45,18 +76,38 @@ def build_parser() -> argparse.ArgumentParser:
   p = sub.add_parser('evaluate', help="evaluate a workdir's best checkpoint: writes eval.json and confusion.png")
   p.add_argument('--workdir', required=True)
   p.add_argument('--split', default='test', choices=('train', 'val', 'test'))
+  p.add_argument('--classifier', default=None,
+                 help='generators: a trained classifier workdir that judges the samples (accuracy, Fréchet distance)')
+  p.add_argument('--samples-per-class', type=int, default=16, help='generators: samples of each class to judge')
+  p.add_argument('--seed', type=int, default=0, help="generators: the samples' noise seed")
   p.set_defaults(fn=_evaluate)
 
   p = sub.add_parser('predict', help='classify image files with a trained workdir; one JSON line per image')
   p.add_argument('--workdir', required=True)
   p.add_argument('images', nargs='+')
   p.set_defaults(fn=_predict)
+
+  p = sub.add_parser('sample', help='generate images with a trained generator workdir (its EMA weights)')
+  p.add_argument('--workdir', required=True)
+  p.add_argument('--label', action='append', default=None,
+                 help='class name or index (repeat for several; the null index samples unconditionally); default: every class')
+  p.add_argument('--num', type=int, default=8, help='images per label')
+  p.add_argument('--steps', type=int, default=None, help="ODE steps (default: the run's sample.steps)")
+  p.add_argument('--cfg', type=float, default=None, help="guidance scale, 1 = none (default: the run's sample.cfg)")
+  p.add_argument('--sampler', choices=('euler', 'heun'), default=None)
+  p.add_argument('--seed', type=int, default=0)
+  p.add_argument('--out', default=None, help='grid PNG: one row per label')
+  p.add_argument('--out-dir', default=None, help='folder for one PNG per image')
+  p.set_defaults(fn=_sample)
   return parser
 
 
 def main(argv=None) -> None:
   from tinycats.errors import UserError
-  args = build_parser().parse_args(argv)
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  if args.command == 'sample' and not (args.out or args.out_dir):
+    parser.error('sample: give --out FILE.png (a grid) and/or --out-dir DIR (single images)')
   try:
     code = args.fn(args)
   except (UserError, FileNotFoundError) as e:  # They carry the way out; other exceptions keep their traceback.

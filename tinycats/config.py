@@ -95,19 +95,24 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
   return config
 
 
+_MODELS = {'classify': ('resnet18', 'resnet34'), 'flow': ('dit',)}
 _CHOICES = {
-    'task': ('classify',),
-    'model.name': ('resnet18', 'resnet34'),
+    'task': tuple(_MODELS),
+    'model.name': sum(_MODELS.values(), ()),
     'model.dtype': ('bfloat16', 'float32'),
     'data.source': ('tfds', 'folder'),
-    'data.labels': ('species', 'breed'),
-    'data.normalization': ('imagenet', 'none'),
+    'data.labels': ('species', 'breed', 'cat_breeds'),
+    'data.normalization': ('imagenet', 'none', 'symmetric'),
+    'flow.timesteps': ('uniform', 'logit_normal'),
+    'sample.sampler': ('euler', 'heun'),
     'train.optimizer': ('adamw',),
 }
-_POSITIVE = ('model.width', 'data.image_size', 'data.cache_size', 'train.batch_size', 'train.eval_batch_size',
-             'train.epochs', 'train.learning_rate', 'train.log_every', 'train.keep_checkpoints')
+_POSITIVE = ('model.width', 'model.patch_size', 'model.depth', 'model.heads', 'model.mlp_ratio', 'data.image_size',
+             'data.cache_size', 'train.batch_size', 'train.eval_batch_size', 'train.grad_accum', 'train.epochs',
+             'train.learning_rate', 'train.log_every', 'train.keep_checkpoints', 'sample.steps', 'sample.per_class',
+             'flow.logit_std')
 _FRACTIONS = ('model.dropout', 'data.val_fraction', 'data.test_fraction', 'data.crop_min_scale',
-              'data.color_jitter', 'train.label_smoothing')
+              'data.color_jitter', 'train.label_smoothing', 'flow.label_dropout', 'ema.decay')
 _NON_NEGATIVE = ('data.max_examples', 'train.warmup_epochs', 'train.weight_decay', 'train.grad_clip',
                  'train.eval_every', 'train.patience', 'train.backbone_lr_scale', 'train.freeze_epochs')
 
@@ -131,10 +136,16 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     value = values.get(field)
     if value is not None and not 0 <= value < 1:
       raise ConfigError(f'config field {field!r} must be in [0, 1), got {value!r}')
+  if config.model.name not in _MODELS[config.task]:
+    raise ConfigError(f"model.name {config.model.name!r} does not fit task {config.task!r}; "
+                      f"it takes {', '.join(_MODELS[config.task])} (configs/cats.py classifies, configs/dit.py generates)")
+  if config.task == 'flow':
+    _check_dit(config)
+  if config.train.batch_size % config.train.get('grad_accum', 1):
+    raise ConfigError(f'train.batch_size ({config.train.batch_size}) must be a multiple of train.grad_accum '
+                      f'({config.train.grad_accum}): each micro-batch is an equal share')
   if config.data.source == 'folder' and not config.data.folder:
     raise ConfigError("data.source is 'folder' but data.folder is empty; pass --config.data.folder=PATH")
-  if config.data.source == 'folder' and config.data.labels != 'species':
-    raise ConfigError("data.labels applies to the tfds source; a folder's classes are its sub-folders")
   if config.model.get('pretrained') and config.data.normalization != 'imagenet':
     raise ConfigError("model.pretrained weights were trained on ImageNet-normalised inputs; keep "
                       "data.normalization='imagenet' or train from scratch with --config.model.pretrained=''")
@@ -142,6 +153,15 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     raise ConfigError(f'data.image_size ({config.data.image_size}) must not exceed data.cache_size '
                       f'({config.data.cache_size}): the network input is cropped from the cached image')
   return config
+
+
+def _check_dit(config) -> None:
+  m, size = config.model, config.data.image_size
+  if size % m.patch_size:
+    raise ConfigError(f'data.image_size ({size}) must be a multiple of model.patch_size ({m.patch_size})')
+  if m.width % m.heads or m.width % 4:
+    raise ConfigError(f'model.width ({m.width}) must be a multiple of model.heads ({m.heads}) and of 4 '
+                      '(the 2-D position embedding)')
 
 
 def load(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
@@ -156,6 +176,8 @@ CHANGEABLE_ON_RESUME = frozenset({
     'train.log_every', 'train.eval_every', 'train.keep_checkpoints', 'train.eval_batch_size',
     'train.learning_rate', 'train.warmup_epochs', 'train.weight_decay', 'train.grad_clip',
     'train.backbone_lr_scale', 'train.freeze_epochs', 'model.pretrained',  # Weights come from the checkpoint.
+    'train.grad_accum',  # The same update, computed in pieces.
+    'sample.sampler', 'sample.steps', 'sample.cfg', 'sample.seed', 'sample.per_class',  # Grids only.
 })
 
 

@@ -1,7 +1,14 @@
-"""`tinycats evaluate`: the best checkpoint of a workdir on a split -> eval.json and confusion.png."""
+"""`tinycats evaluate`: a workdir's best checkpoint on a split -> eval.json (and a plot).
+
+A classifier gets accuracy, per-class scores and confusion.png. A generator gets its
+flow-matching loss on the split and, given a trained classifier, the quality of its samples
+(`sample_quality`) plus the grid of those samples (samples/eval.png).
+"""
 from __future__ import annotations
 
 import os
+
+import numpy as np
 
 import tinycats.data
 from tinycats import config as config_lib, metrics
@@ -10,11 +17,14 @@ from tinycats.train import state as state_lib, step as step_lib
 from tinycats.train.tasks import TASKS
 
 
-def evaluate(workdir: str, split: str = 'test', config=None, data=None, mesh=None) -> dict:
-  """Writes `WORKDIR/eval.json` (accuracy, classes, per_class, confusion_matrix, num_examples, split)."""
+def evaluate(workdir: str, split: str = 'test', config=None, data=None, mesh=None, classifier: str | None = None,
+             samples_per_class: int = 16, seed: int = 0) -> dict:
+  """Writes and returns `WORKDIR/eval.json`. `classifier` (a classifier workdir) is for generators only."""
   if split not in tinycats.data.SPLITS:
     raise UserError(f'unknown split {split!r}; choose one of {", ".join(tinycats.data.SPLITS)}')
   config = config or config_lib.load_json(os.path.join(workdir, 'config.json'))
+  if classifier and config.task != 'flow':
+    raise UserError('--classifier judges generated images; this workdir holds a classifier')
   if data is None or split not in data.splits:
     data = tinycats.data.load(config, splits=(split,))
   if list(config.data.classes) != list(data.classes):
@@ -25,7 +35,31 @@ def evaluate(workdir: str, split: str = 'test', config=None, data=None, mesh=Non
   graphdef, model_state, step = state_lib.load_for_inference(workdir, config, task)
   report = task.report(graphdef, model_state, data.splits[split], mesh)
   report.update(split=split, step=step, skipped_images=len(data.splits[split].skipped))
+  if config.task == 'classify':
+    metrics.plot_confusion(report['confusion_matrix'], report['classes'], os.path.join(workdir, 'confusion.png'),
+                           title=f'{split}: accuracy {report["accuracy"]:.4f} (step {step})')
+  elif classifier:
+    report['samples'] = _judge_samples(workdir, config, data.splits[split], classifier, samples_per_class, seed)
   metrics.write_json(report, os.path.join(workdir, 'eval.json'))
-  metrics.plot_confusion(report['confusion_matrix'], report['classes'], os.path.join(workdir, 'confusion.png'),
-                         title=f'{split}: accuracy {report["accuracy"]:.4f} (step {step})')
   return report
+
+
+def _judge_samples(workdir, config, split, classifier_dir: str, per_class: int, seed: int) -> dict:
+  """Samples `per_class` images of every class (seeded) and scores them against the split's real images."""
+  from tinycats.classifier import Classifier
+  from tinycats.generator import Generator
+  from tinycats.sample_quality import sample_quality
+  judge = Classifier.load(classifier_dir)
+  generator = Generator.load(workdir)
+  grid = generator.sample_grid(per_label=per_class, seed=seed)
+  classes = generator.classes
+  labels = np.repeat(np.arange(len(classes)), per_class)
+  size, side = config.data.image_size, split.images.shape[1]
+  offset = (side - size) // 2  # The real images as the generator learnt them: the central crop.
+  real = np.asarray(split.images[:, offset:offset + size, offset:offset + size])
+  out = sample_quality(judge, real, split.labels, grid.reshape((-1,) + grid.shape[2:]), labels, classes)
+  s = config.sample
+  out.update(classifier=os.path.abspath(classifier_dir), per_class=per_class, seed=seed, sampler=s.sampler,
+             steps=s.steps, cfg=s.cfg)
+  metrics.save_grid(grid, os.path.join(workdir, 'samples', 'eval.png'), classes)
+  return out

@@ -80,3 +80,38 @@ def plot_curves(metrics_path: str, path: str) -> None:
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
+
+
+def save_grid(images: np.ndarray, path: str, row_labels: list[str] | None = None, gap: int = 2) -> None:
+  """Writes uint8 images (rows, cols, H, W, 3) as one PNG, a label left of each row (atomically)."""
+  from PIL import Image, ImageDraw
+  rows, cols, h, w, _ = images.shape
+  margin = 8 * max((len(label) for label in row_labels or ()), default=0) + (gap if row_labels else 0)
+  canvas = Image.new('RGB', (margin + cols * (w + gap) + gap, rows * (h + gap) + gap), 'white')
+  draw = ImageDraw.Draw(canvas)
+  for r in range(rows):
+    top = gap + r * (h + gap)
+    if row_labels:
+      draw.text((gap, top + h // 2 - 5), row_labels[r], fill='black')
+    for c in range(cols):
+      canvas.paste(Image.fromarray(images[r, c]), (margin + gap + c * (w + gap), top))
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f'{path}.tmp.png'
+  canvas.save(tmp)
+  os.replace(tmp, path)
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+  """Fréchet distance between Gaussians fitted to two feature sets (N, D): FID's formula in any feature space.
+
+  |mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^1/2), with the trace of the square root taken from
+  the eigenvalues of S_a^1/2 S_b S_a^1/2 (symmetric, so it stays real and stable when N < D).
+  """
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  mu_a, mu_b = a.mean(0), b.mean(0)
+  cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+  vals, vecs = np.linalg.eigh(cov_a)
+  root_a = (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
+  cross = np.linalg.eigvalsh(root_a @ cov_b @ root_a)
+  trace_root = np.sqrt(np.clip(cross, 0, None)).sum()
+  return float(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_root)

@@ -66,9 +66,9 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
   os.makedirs(workdir, exist_ok=True)
   mesh = mesh or step_lib.make_mesh()
   tc = config.train
-  if tc.batch_size % mesh.size:
+  if tc.batch_size % (mesh.size * tc.get('grad_accum', 1)):
     raise config_lib.ConfigError(f'train.batch_size ({tc.batch_size}) must be a multiple of the device count '
-                                 f'({mesh.size}): the global batch is split evenly over devices')
+                                 f'({mesh.size}) times train.grad_accum: every (micro-)batch is split evenly over devices')
 
   # Pretrained weights are found (or downloaded) before any other work, so a bad source fails at once.
   weights = pretrained.fetch(pretrained.resolve(config.model)) if config.model.get('pretrained') else None
@@ -91,6 +91,8 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
   model_graphdef = nnx.graphdef(model)
   del model, optimizer
 
+  # 'best' is kept as higher-is-better (a loss is negated), so one comparison serves every task.
+  sign = 1.0 if task.best_mode == 'max' else -1.0
   progress = dict(step=0, best=-math.inf, best_step=None, evals_since_best=0,
                   rng=np.asarray(jax.random.key_data(jax.random.key(config.seed))).tolist())
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
@@ -114,7 +116,8 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
   config_lib.save_json(config, config_path)  # Only once the run can go on.
 
   state = jax.device_put(state, step_lib.replicated(mesh))
-  train_step = step_lib.TrainStep(graphdef, task.loss, mesh)
+  train_step = step_lib.TrainStep(graphdef, task.loss, mesh, wrt=task.trainable, after_update=task.after_update,
+                                  grad_accum=tc.get('grad_accum', 1))
   rng = jax.random.wrap_key_data(np.asarray(progress['rng'], np.uint32))
   step = progress['step']
   stopped_early = bool(tc.patience) and progress['evals_since_best'] >= tc.patience and step < total_steps
@@ -166,13 +169,14 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
       if step % eval_every == 0 or step == total_steps:
         val = task.validate(model_graphdef, state[0], val_split, mesh)
         _append_jsonl(metrics_path, {'step': step, **val})
-        score = val[task.best_metric]
+        score = sign * val[task.best_metric]
         if score > progress['best']:
           progress.update(best=score, evals_since_best=0)
         else:
           progress['evals_since_best'] += 1
         if score >= progress['best']:  # Orbax's best checkpoint is the latest of equal scores; so is ours.
           progress['best_step'] = step
+        task.on_evaluation(model_graphdef, state[0], step, workdir)
         epoch, batch_in_epoch = divmod(step, steps_per_epoch)
         progress.update(step=step, data=dict(train_examples=len(train), epoch=epoch, batch_in_epoch=batch_in_epoch))
         ckpts.save(step, state_lib.to_checkpoint(state), dict(progress), metrics=val)
@@ -192,8 +196,8 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
   logged = metrics.read_jsonl(metrics_path)
   speeds = [r['images_per_sec'] for r in logged if 'images_per_sec' in r]
   summary = dict(workdir=os.path.abspath(workdir), steps=step, total_steps=total_steps, stopped_early=stopped_early,
-                 best_step=progress['best_step'], best=progress['best'], metric=task.best_metric,
-                 test_accuracy=report['accuracy'], train_seconds=round(train_seconds, 1),
+                 best_step=progress['best_step'], best=sign * progress['best'], metric=task.best_metric,
+                 **{f'test_{k}': report[k] for k in task.summary_metrics}, train_seconds=round(train_seconds, 1),
                  compile_seconds=round(compile_seconds or 0.0, 1),
                  images_per_sec=round(float(np.median(speeds)), 1) if speeds else None, skipped_images=skipped,
                  devices=mesh.size, platform=jax.default_backend())

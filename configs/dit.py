@@ -1,0 +1,95 @@
+"""The generator recipe: a class-conditional DiT trained by rectified flow on Oxford-IIIT Pet.
+
+13 labels: the 12 cat breeds (0-11) and every dog as 'other' (12); label 13 is the null label
+for classifier-free guidance. `configs/dit.py` is the real run (128 px, patch 16, width 384,
+depth 12, 6 heads: about 33M parameters, a GPU); `:patch8` is the same at patch 8 (4x the
+tokens); `:smoke` is a small DiT at 32 px that trains on CPU in under 3 minutes.
+Override any field on the command line: `--config.train.batch_size=64`.
+"""
+import ml_collections
+
+
+def get_config(arg=None):
+  c = ml_collections.ConfigDict()
+  c.task = 'flow'
+  c.seed = 0
+  c.name = 'dit'  # Run name prefix; also the Modal app name.
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = 'dit'
+  c.model.patch_size = 16
+  c.model.width = 384
+  c.model.depth = 12
+  c.model.heads = 6
+  c.model.mlp_ratio = 4.0
+  c.model.dtype = 'bfloat16'  # Compute dtype; parameters, norms, softmax and the loss stay float32.
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = 'tfds'  # tfds | folder
+  c.data.data_dir = ''  # TFDS data dir ('' = TFDS default, ~/tensorflow_datasets).
+  c.data.folder = ''  # Root of an image-folder tree (one sub-folder per class) for source=folder.
+  c.data.labels = 'cat_breeds'  # cat_breeds (12 cat breeds + other) | species | breed; tfds only.
+  c.data.classes = ()  # Filled from the data when training starts and recorded in WORKDIR/config.json.
+  c.data.val_fraction = 0.05  # Held out of the TFDS train split, seeded.
+  c.data.test_fraction = 0.1  # folder only: the TFDS source has its own test split.
+  c.data.split_seed = 0
+  c.data.max_examples = 0  # Cap per split (0 = all).
+  c.data.image_size = 128  # The generated image size.
+  c.data.cache_size = 128  # Decoded squares; larger than image_size means a central crop.
+  c.data.cache_dir = ''
+  c.data.normalization = 'symmetric'  # Pixels in [-1, 1], the scale of the noise.
+  c.data.flip = True  # The only augmentation.
+
+  c.flow = ml_collections.ConfigDict()
+  c.flow.timesteps = 'uniform'  # uniform | logit_normal (sigmoid of N(mean, std): more weight mid-flow, less near noise).
+  c.flow.logit_mean = 0.0
+  c.flow.logit_std = 1.0
+  c.flow.label_dropout = 0.1  # Fraction of labels replaced by the null label, for guidance.
+
+  c.ema = ml_collections.ConfigDict()
+  c.ema.decay = 0.9999  # Ramps up as min(decay, (1 + step) / (10 + step)).
+
+  c.sample = ml_collections.ConfigDict()  # Grids written at every evaluation to WORKDIR/samples/.
+  c.sample.sampler = 'euler'  # euler | heun
+  c.sample.steps = 50
+  c.sample.cfg = 1.5  # Classifier-free guidance scale; 1 = none.
+  c.sample.seed = 0  # Fixed noise: grids of successive evaluations are comparable.
+  c.sample.per_class = 8  # Grid columns.
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 256  # Global batch, split over all devices.
+  c.train.eval_batch_size = 256
+  c.train.grad_accum = 1  # Split each batch into this many sequential micro-batches (memory, not maths).
+  c.train.epochs = 800
+  c.train.optimizer = 'adamw'
+  c.train.learning_rate = 3e-4
+  c.train.warmup_epochs = 10
+  c.train.weight_decay = 0.0
+  c.train.grad_clip = 1.0
+  c.train.log_every = 50
+  c.train.eval_every = 1000  # Steps between validation, sample grid and checkpoint.
+  c.train.patience = 0  # Evaluations without a lower validation loss before stopping; 0 = never.
+  c.train.keep_checkpoints = 2  # The last N are kept, plus the one with the lowest validation loss.
+
+  if arg == 'patch8':
+    c.model.patch_size = 8
+  elif arg == 'smoke':
+    c.model.patch_size = 4
+    c.model.width = 128
+    c.model.depth = 4
+    c.model.heads = 4
+    c.data.image_size = 32
+    c.data.cache_size = 32
+    c.ema.decay = 0.995
+    c.sample.steps = 20
+    c.sample.per_class = 6
+    c.train.batch_size = 64
+    c.train.eval_batch_size = 128
+    c.train.epochs = 30
+    c.train.learning_rate = 2e-3
+    c.train.warmup_epochs = 1
+    c.train.log_every = 20
+    c.train.eval_every = 150
+  elif arg not in (None, ''):
+    raise ValueError(f"configs/dit.py: unknown config argument {arg!r}; use 'smoke', 'patch8' or nothing.")
+  return c

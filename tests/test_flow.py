@@ -1,0 +1,155 @@
+"""The flow convention, the samplers, guidance and the EMA, on exact velocity fields and a tiny DiT."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from tinycats import flow
+from tinycats.data import augment
+from tinycats.models.dit import DiT
+from tinycats.train import generate
+
+
+class ExactVelocity:
+  """A 'model' that returns the true target velocity for fixed (data, noise): the perfect predictor."""
+  null_label = 3
+
+  def __init__(self, data, noise):
+    self.data, self.noise = data, noise
+
+  def __call__(self, x, t, y):
+    return flow.target_velocity(self.data, self.noise)
+
+
+def test_interpolation_runs_from_noise_at_0_to_data_at_1():
+  rng = np.random.default_rng(0)
+  data, noise = rng.normal(size=(2, 4, 4, 3)), rng.normal(size=(2, 4, 4, 3))
+  np.testing.assert_allclose(flow.interpolate(data, noise, np.zeros(2)), noise)
+  np.testing.assert_allclose(flow.interpolate(data, noise, np.ones(2)), data)
+  np.testing.assert_allclose(flow.interpolate(data, noise, np.full(2, 0.25)), 0.25 * data + 0.75 * noise)
+
+
+def test_perfect_velocity_predictor_has_zero_loss_and_a_wrong_one_does_not():
+  rng = np.random.default_rng(1)
+  data = jnp.asarray(rng.normal(size=(3, 4, 4, 3)), jnp.float32)
+  noise = jnp.asarray(rng.normal(size=(3, 4, 4, 3)), jnp.float32)
+  t = jnp.asarray([0.1, 0.5, 0.9])
+  labels = jnp.zeros(3, jnp.int32)
+  assert float(jnp.max(flow.per_example_loss(ExactVelocity(data, noise), data, labels, noise, t))) == 0.0
+  wrong = ExactVelocity(noise, data)  # The reversed direction.
+  assert float(jnp.min(flow.per_example_loss(wrong, data, labels, noise, t))) > 1.0
+
+
+def _two_point_velocity(a, b):
+  """The exact marginal velocity E[data - noise | x_t = x] when data is a or b (equal odds), noise N(0, I)."""
+  points = jnp.stack([a, b])
+
+  def velocity(x, t):
+    tt = t[:, None, None, None]
+    sq = jnp.sum((x[:, None] - tt[:, None] * points[None]) ** 2, axis=(2, 3, 4))
+    weights = jax.nn.softmax(-sq / (2 * jnp.maximum(1 - t[:, None], 1e-4) ** 2), axis=1)
+    expected_data = jnp.einsum('np,phwc->nhwc', weights, points)
+    return (expected_data - x) / jnp.maximum(1 - tt, 1e-4)
+  return velocity
+
+
+def test_euler_with_the_exact_two_point_velocity_lands_on_the_data():
+  rng = np.random.default_rng(2)
+  a = jnp.asarray(rng.normal(size=(2, 2, 3)), jnp.float32)
+  b = -a
+  x0 = jnp.asarray(rng.normal(size=(64, 2, 2, 3)), jnp.float32)
+  x1 = np.asarray(flow.integrate(_two_point_velocity(a, b), x0, steps=100, sampler='euler'))
+  to_a = np.abs(x1 - np.asarray(a)).max(axis=(1, 2, 3))
+  to_b = np.abs(x1 - np.asarray(b)).max(axis=(1, 2, 3))
+  assert np.all(np.minimum(to_a, to_b) < 1e-3)
+  assert 0 < np.sum(to_a < to_b) < 64  # Both points are reached: the flow transports, it does not collapse.
+
+
+def test_constant_velocity_is_integrated_exactly_by_both_samplers():
+  x0 = jnp.ones((2, 2, 2, 3))
+  v = jnp.full((2, 2, 2, 3), 0.5)
+  for sampler in flow.SAMPLERS:
+    np.testing.assert_allclose(flow.integrate(lambda x, t: v, x0, steps=3, sampler=sampler), x0 + v, rtol=1e-6)
+  # A velocity linear in t: Heun is exact, Euler is not.
+  ramp = lambda x, t: jnp.broadcast_to(t[:, None, None, None], x.shape)  # x(1) = x0 + 1/2.
+  np.testing.assert_allclose(flow.integrate(ramp, x0, steps=4, sampler='heun'), x0 + 0.5, rtol=1e-6)
+  assert abs(float(flow.integrate(ramp, x0, steps=4, sampler='euler')[0, 0, 0, 0]) - 1.5) > 0.05
+
+
+def test_timestep_distributions_stay_in_the_unit_interval():
+  for kind in flow.TIMESTEP_DISTRIBUTIONS:
+    t = np.asarray(flow.sample_timesteps(jax.random.key(0), 4096, kind))
+    assert t.min() >= 0 and t.max() <= 1 and abs(t.mean() - 0.5) < 0.03
+  logit_normal = np.asarray(flow.sample_timesteps(jax.random.key(0), 4096, 'logit_normal'))
+  assert np.mean(np.abs(logit_normal - 0.5) < 0.25) > 0.6  # Mid-flow times are favoured (uniform: 0.5).
+
+
+@pytest.fixture(scope='module')
+def tiny_dit():
+  """A float32 tiny DiT whose final layer is randomised, so labels and guidance matter."""
+  model = DiT(image_size=8, patch_size=4, width=32, depth=1, heads=2, num_classes=3, dtype=jnp.float32,
+              rngs=nnx.Rngs(0))
+  rng = np.random.default_rng(0)
+  for layer in (model.final_layer.linear, model.final_layer.adaLN_modulation, model.blocks[0].adaLN_modulation):
+    layer.kernel[...] = jnp.asarray(rng.normal(0, 0.05, layer.kernel.shape), jnp.float32)
+  return nnx.split(model)
+
+
+def test_guidance_scale_1_is_the_conditional_model_and_0_the_unconditional(tiny_dit):
+  graphdef, state = tiny_dit
+  model = nnx.merge(graphdef, state)
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.normal(size=(4, 8, 8, 3)), jnp.float32)
+  t = jnp.asarray([0.0, 0.3, 0.6, 0.9])
+  labels = jnp.asarray([0, 1, 2, 1])
+  conditional, unconditional = model(x, t, labels), model(x, t, jnp.full(4, model.null_label))
+  assert float(jnp.max(jnp.abs(conditional - unconditional))) > 1e-3
+  np.testing.assert_allclose(flow.guided_velocity(model, x, t, labels, 1.0), conditional, atol=1e-5)
+  np.testing.assert_allclose(flow.guided_velocity(model, x, t, labels, 0.0), unconditional, atol=1e-5)
+  np.testing.assert_allclose(flow.guided_velocity(model, x, t, labels, 2.0), 2 * conditional - unconditional,
+                             atol=1e-5)
+  # The sampler's guided path at scale 1 (forced) agrees with its unguided shortcut.
+  noise = flow.noise_like(0, 4, 8)
+  shortcut = flow.sample(graphdef, state, noise, labels, steps=5, cfg=1.0)
+  forced = flow._sample_fn(graphdef, 5, 'euler', True)(state, noise, labels, jnp.float32(1.0))
+  np.testing.assert_allclose(shortcut, forced, atol=1e-5)
+
+
+def test_seeds_reproduce_samples_and_different_seeds_differ(tiny_dit):
+  graphdef, state = tiny_dit
+  labels = np.asarray([0, 1, 2])
+  run = lambda seed, sampler='euler': np.asarray(flow.sample(graphdef, state, flow.noise_like(seed, 3, 8), labels,
+                                                             steps=4, cfg=1.5, sampler=sampler))
+  np.testing.assert_array_equal(run(7), run(7))
+  assert np.abs(run(7) - run(8)).max() > 0.1
+  assert np.abs(run(7, 'heun') - run(7)).max() > 0  # Heun is a different integrator.
+
+
+def test_ema_decay_ramps_up_to_its_ceiling():
+  decays = [float(generate.ema_decay(step, 0.999)) for step in (0, 10, 100, 10**6)]
+  assert decays[0] == pytest.approx(0.1) and decays[0] < decays[1] < decays[2] and decays[3] == pytest.approx(0.999)
+
+
+def test_ema_update_moves_the_average_only():
+  net = DiT(image_size=8, patch_size=4, width=16, depth=1, heads=2, num_classes=2, dtype=jnp.float32,
+            rngs=nnx.Rngs(0))
+  model = generate.EMAModel(net)
+  before = nnx.to_pure_dict(nnx.state(model.ema, nnx.Param))
+  nnx.update(model.net, jax.tree.map(lambda p: p + 1.0, nnx.state(model.net, nnx.Param)))
+  generate.update_ema(model, 0.75)
+  after = nnx.to_pure_dict(nnx.state(model.ema, nnx.Param))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b + 0.25, rtol=1e-6, atol=1e-6), after, before)
+  # The optimizer's filter sees the network, never the average.
+  assert 'ema' not in nnx.to_pure_dict(nnx.state(model, generate.TRAINABLE))
+
+
+def test_symmetric_normalisation_round_trips_to_uint8():
+  images = np.random.default_rng(4).integers(0, 256, (2, 6, 6, 3), dtype=np.uint8)
+  x = augment.eval_transform(jnp.asarray(images), image_size=6, norm='symmetric')
+  assert float(x.min()) >= -1 and float(x.max()) <= 1
+  np.testing.assert_array_equal(augment.to_uint8(x, 'symmetric'), images)
+  flipped = augment.flip_transform(jnp.asarray(images), jax.random.key(0), image_size=6, flip=True)
+  for i in range(2):  # Each image is either itself or its mirror.
+    same, mirror = np.asarray(x[i]), np.asarray(x[i][:, ::-1])
+    assert np.array_equal(flipped[i], same) or np.array_equal(flipped[i], mirror)

@@ -1,0 +1,180 @@
+"""End to end: a tiny DiT learns a coloured-stripes set, its samples are judged by a classifier, it resumes exactly."""
+import json
+import os
+
+import numpy as np
+import pytest
+from flax import nnx
+from PIL import Image
+
+import fake_pets
+from conftest import run_tinycats, tiny_config
+from tinycats import Classifier, Generator, evaluate
+from tinycats.checkpoint import Checkpoints
+from tinycats.errors import UserError
+from tinycats.sample_quality import sample_quality
+from tinycats.train import loop, state as state_lib
+from tinycats.train.tasks import TASKS
+
+CLASSES = ('red', 'lime', 'cyan', 'violet')  # Written in this order (palette(4); red striped across); listed sorted.
+# The smoke recipe cut to test size: the same code paths as the real run.
+DIT_TINY = ['--config.model.width=64', '--config.model.depth=2', '--config.model.heads=2', '--config.model.patch_size=4',
+            '--config.data.image_size=16', '--config.data.cache_size=16', '--config.data.val_fraction=0.1',
+            '--config.data.test_fraction=0.1', '--config.train.batch_size=32', '--config.train.eval_batch_size=64',
+            '--config.train.epochs=40', '--config.train.learning_rate=2e-3', '--config.train.warmup_epochs=2',
+            '--config.train.log_every=10', '--config.train.eval_every=80', '--config.ema.decay=0.99',
+            '--config.sample.steps=10', '--config.sample.per_class=3', '--config.sample.cfg=2.0']
+
+
+def dit_config(folder, *overrides):
+  return tiny_config('--config.data.source=folder', f'--config.data.folder={folder}', *overrides,
+                     spec='configs/dit.py:smoke', base=DIT_TINY)
+
+
+@pytest.fixture(scope='module')
+def colour_folder(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp('colours'))
+  fake_pets.make_image_folder(root, classes=CLASSES, per_class=40, size=20, colours=True)
+  return root
+
+
+@pytest.fixture(scope='module')
+def generator_run(colour_folder, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('dit'))
+  return workdir, loop.train_and_evaluate(dit_config(colour_folder), workdir)
+
+
+@pytest.fixture(scope='module')
+def judge(colour_folder, tmp_path_factory):
+  """A tiny classifier trained on the same images: the judge of the samples."""
+  workdir = str(tmp_path_factory.mktemp('judge'))
+  loop.train_and_evaluate(tiny_config('--config.data.source=folder', f'--config.data.folder={colour_folder}',
+                                      '--config.data.val_fraction=0.1', '--config.data.test_fraction=0.1'), workdir)
+  return workdir
+
+
+def test_generator_trains_and_leaves_its_files(generator_run):
+  workdir, summary = generator_run
+  assert summary['metric'] == 'val_loss' and summary['steps'] == summary['total_steps'] == 40 * (128 // 32)
+  for name in ('config.json', 'metrics.jsonl', 'eval.json', 'summary.json', 'samples/step_80.png',
+               f'samples/step_{summary["steps"]}.png'):
+    assert os.path.isfile(os.path.join(workdir, name)), name
+  rows = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  losses = [r['train_loss'] for r in rows if 'train_loss' in r]
+  assert losses[-1] < 0.5 * losses[0], losses  # At t=0..1 an untrained (zero) predictor scores ~1.3 here.
+  report = json.load(open(os.path.join(workdir, 'eval.json')))
+  assert report['split'] == 'test' and report['flow_loss'] == summary['test_flow_loss'] < 0.5 * losses[0]
+  grid = np.asarray(Image.open(os.path.join(workdir, 'samples', f'step_{summary["steps"]}.png')))
+  assert grid.shape[0] >= 4 * 16 and grid.std() > 10  # Four rows of images, not a blank canvas.
+
+
+def test_ema_weights_differ_from_the_network_and_are_the_ones_used(generator_run):
+  workdir, summary = generator_run
+  config = Generator.load(workdir).config
+  task = TASKS['flow'](config, list(config.data.classes))
+  _, model_state, step = state_lib.load_for_inference(workdir, config, task)
+  stored = nnx.to_pure_dict(model_state)
+  net, ema = stored['net'], stored['ema']
+  kernel = lambda tree: np.asarray(tree['final_layer']['linear']['kernel'])
+  assert np.abs(kernel(net) - kernel(ema)).max() > 1e-4
+  generator = Generator.load(workdir)
+  used = nnx.to_pure_dict(generator._state)
+  np.testing.assert_array_equal(kernel(used), kernel(ema))
+  assert generator.step == step == summary['best_step']
+
+
+def test_samples_show_their_class_to_a_classifier(generator_run, judge):
+  workdir, _ = generator_run
+  report = evaluate.evaluate(workdir, split='test', classifier=judge, samples_per_class=8, seed=0)
+  samples = report['samples']
+  assert samples['real']['conditional_accuracy'] >= 0.9  # The judge knows the real images.
+  assert samples['conditional_accuracy'] >= 0.6, samples  # Chance is 0.25.
+  assert samples['num_generated'] == 32 and samples['frechet_distance'] >= 0
+  assert os.path.isfile(os.path.join(workdir, 'samples', 'eval.png'))
+  assert json.load(open(os.path.join(workdir, 'eval.json')))['samples'] == samples
+
+
+def test_pure_noise_scores_worse_than_real_images_on_every_metric(generator_run, judge):
+  workdir, _ = generator_run
+  config = Generator.load(workdir).config
+  import tinycats.data
+  data = tinycats.data.load(config, splits=('val', 'test'))
+  real, other_real = data.splits['test'], data.splits['val']
+  classifier = Classifier.load(judge)
+  rng = np.random.default_rng(0)
+  noise = rng.integers(0, 256, other_real.images.shape, dtype=np.uint8)
+  as_real = sample_quality(classifier, real.images, real.labels, other_real.images, other_real.labels, list(config.data.classes))
+  as_noise = sample_quality(classifier, real.images, real.labels, noise, other_real.labels, list(config.data.classes))
+  assert as_real['conditional_accuracy'] >= as_noise['conditional_accuracy'] + 0.4
+  assert as_noise['frechet_distance'] > 3 * as_real['frechet_distance']
+  # The flow loss of the trained model beats an untrained (zero-output) one on the same draws.
+  trained = json.load(open(os.path.join(workdir, 'eval.json')))['flow_loss']
+  task = TASKS['flow'](config, list(config.data.classes))
+  from tinycats.train import generate, step as step_lib
+  fresh = nnx.split(task.create_model(0).ema)
+  untrained = generate.validation_loss(config, *fresh, real, step_lib.make_mesh())
+  assert trained < 0.5 * untrained
+
+
+def test_sample_command_writes_grids_and_single_images(generator_run, tmp_path):
+  workdir, _ = generator_run
+  grid_path, out_dir = str(tmp_path / 'grid.png'), str(tmp_path / 'single')
+  result = run_tinycats('sample', '--workdir', workdir, '--label', 'cyan', '--label', '2', '--num', '3',
+                        '--steps', '4', '--cfg', '1.5', '--seed', '1', '--out', grid_path, '--out-dir', out_dir)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert json.loads(result.stdout)['labels'] == ['cyan', 'red']
+  assert len(os.listdir(out_dir)) == 6 and os.path.isfile(grid_path)
+  single = np.asarray(Image.open(os.path.join(out_dir, sorted(os.listdir(out_dir))[0])))
+  assert single.shape == (16, 16, 3)
+
+  bad = run_tinycats('sample', '--workdir', workdir, '--label', 'zebra', '--out', grid_path)
+  assert bad.returncode == 2 and "unknown label 'zebra'" in bad.stderr
+
+
+def test_generator_library_api(generator_run, judge):
+  workdir, _ = generator_run
+  generator = Generator.load(workdir)
+  images = generator.sample(['lime', 3, 'red'], steps=4, cfg=1.5, seed=3)
+  assert images.shape == (3, 16, 16, 3) and images.dtype == np.uint8
+  np.testing.assert_array_equal(images, generator.sample(['lime', 3, 'red'], steps=4, cfg=1.5, seed=3))
+  # Batching does not change a sample: each one's noise comes from the seed, not the batch.
+  np.testing.assert_array_equal(images, generator.sample(['lime', 3, 'red'], steps=4, cfg=1.5, seed=3, batch_size=2))
+  with pytest.raises(UserError, match='out of range'):
+    generator.sample([7])
+  with pytest.raises(UserError, match='not a generator'):
+    Generator.load(judge)
+  with pytest.raises(UserError, match='not a classifier'):
+    Classifier.load(workdir)
+
+
+def test_generator_resumes_to_the_uninterrupted_result(colour_folder, tmp_path, monkeypatch):
+  """Interrupted right after its step-8 checkpoint, the run resumes there (EMA and all) and ends identically."""
+  short = ['--config.train.epochs=4', '--config.train.eval_every=4']
+  straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
+  loop.train_and_evaluate(dit_config(colour_folder, *short), straight)
+
+  save = Checkpoints.save
+
+  def save_then_stop(self, step, *args, **kwargs):
+    save(self, step, *args, **kwargs)
+    if step == 8:
+      raise KeyboardInterrupt  # As if the machine went away; the loop still finishes the save.
+
+  with monkeypatch.context() as patch:
+    patch.setattr(Checkpoints, 'save', save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+      loop.train_and_evaluate(dit_config(colour_folder, *short), resumed)
+  assert Checkpoints(os.path.join(resumed, 'checkpoints'), read_only=True).latest_step() == 8
+  loop.train_and_evaluate(dit_config(colour_folder, *short), resumed)
+
+  def final(workdir):
+    config = Generator.load(workdir).config
+    task = TASKS['flow'](config, list(config.data.classes))
+    latest = Checkpoints(os.path.join(workdir, 'checkpoints'), read_only=True).latest_step()
+    _, state, _ = state_lib.load_for_inference(workdir, config, task, step=latest)
+    return {'.'.join(map(str, k)): np.asarray(v) for k, v in nnx.to_flat_state(state)}
+
+  a, b = final(straight), final(resumed)
+  assert a.keys() == b.keys() and any(k.startswith('ema.') for k in a)
+  for key in a:
+    np.testing.assert_allclose(a[key], b[key], atol=1e-6, err_msg=key)

@@ -1,0 +1,90 @@
+"""`Generator`: a trained generator (its EMA weights) loaded from its workdir, for notebooks and `tinycats sample`.
+
+    gen = Generator.load('workdirs/dit-...')
+    images = gen.sample(['Bengal', 'other'], steps=50, cfg=1.5, seed=0)   # uint8 (2, 128, 128, 3)
+
+Sampling defaults (sampler, steps, guidance) come from the run's config.json (`sample.*`).
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+from tinycats import config as config_lib, flow
+from tinycats.data import augment
+from tinycats.errors import UserError
+from tinycats.train import generate, state as state_lib
+from tinycats.train.tasks import TASKS
+
+
+class Generator:
+
+  def __init__(self, config, graphdef, state, step: int):
+    """`graphdef`/`state`: the EMA DiT, split."""
+    self.config = config
+    self.classes = list(config.data.classes)
+    self.null_label = len(self.classes)
+    self.image_size = config.data.image_size
+    self.step = step
+    self._graphdef, self._state = graphdef, state
+
+  @classmethod
+  def load(cls, workdir: str, step: int | None = None) -> 'Generator':
+    """The best checkpoint of `workdir` (lowest validation loss), or `step`."""
+    config = config_lib.load_json(os.path.join(workdir, 'config.json'))
+    if config.task != 'flow':
+      raise UserError(f'{workdir} holds a {config.task!r} run, not a generator')
+    task = TASKS[config.task](config, list(config.data.classes))
+    graphdef, model_state, step = state_lib.load_for_inference(workdir, config, task, step)
+    return cls(config, *generate.ema_network(graphdef, model_state), step)
+
+  def label_index(self, label: int | str) -> int:
+    """A class name or index (the null label, len(classes), means unconditional) -> index."""
+    if isinstance(label, (int, np.integer)) or (isinstance(label, str) and label.isdigit()):
+      index = int(label)
+      if not 0 <= index <= self.null_label:
+        raise UserError(f'label {index} is out of range: 0-{self.null_label - 1} are classes, {self.null_label} is '
+                        'the null (unconditional) label')
+      return index
+    if label not in self.classes:
+      raise UserError(f'unknown label {label!r}; the classes are {", ".join(self.classes)} (or their indices)')
+    return self.classes.index(label)
+
+  def sample(self, labels: int | str | Sequence[int | str], *, steps: int | None = None, cfg: float | None = None,
+             seed: int = 0, sampler: str | None = None, noise: np.ndarray | None = None,
+             batch_size: int = 256) -> np.ndarray:
+    """uint8 images (N, S, S, 3), one per label, from seeded noise (or the given float32 NHWC `noise`).
+
+    The same seed and labels give the same images; `cfg` 1 is the plain conditional model.
+    """
+    s = self.config.sample
+    steps, cfg, sampler = steps or s.steps, s.cfg if cfg is None else cfg, sampler or s.sampler
+    if sampler not in flow.SAMPLERS:
+      raise UserError(f'unknown sampler {sampler!r}; choose one of {", ".join(flow.SAMPLERS)}')
+    if steps < 1:
+      raise UserError(f'steps must be at least 1, got {steps}')
+    labels = [labels] if isinstance(labels, (int, str, np.integer)) else list(labels)
+    index = np.asarray([self.label_index(label) for label in labels], np.int32)
+    if noise is None:
+      noise = flow.noise_like(seed, len(index), self.image_size)
+    elif noise.shape != (len(index), self.image_size, self.image_size, 3):
+      raise UserError(f'noise must be float32 {(len(index), self.image_size, self.image_size, 3)}, got {noise.shape}')
+    out = []
+    for start in range(0, len(index), batch_size):  # Fixed shapes: the last chunk is padded, one compilation.
+      chunk, labels_chunk = noise[start:start + batch_size], index[start:start + batch_size]
+      n = len(chunk)
+      pad = min(batch_size, len(index)) - n
+      if pad:
+        chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
+        labels_chunk = np.concatenate([labels_chunk, np.zeros(pad, np.int32)])
+      x = flow.sample(self._graphdef, self._state, chunk, labels_chunk, steps=steps, cfg=cfg, sampler=sampler)
+      out.append(np.asarray(x)[:n])
+    return augment.to_uint8(np.concatenate(out), self.config.data.normalization)
+
+  def sample_grid(self, labels: Sequence[int | str] | None = None, per_label: int = 8, **kwargs) -> np.ndarray:
+    """uint8 (len(labels), per_label, S, S, 3): one row per label (all classes by default)."""
+    labels = list(range(len(self.classes))) if labels is None else list(labels)
+    images = self.sample([label for label in labels for _ in range(per_label)], **kwargs)
+    return images.reshape((len(labels), per_label) + images.shape[1:])
