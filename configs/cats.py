@@ -45,7 +45,9 @@ def get_config(arg=None):
   c.train.eval_batch_size = 256
   c.train.epochs = 10
   c.train.optimizer = 'adamw'
-  c.train.grad_accum = 1  # Split each batch into this many sequential micro-batches (memory, not maths).
+  # Run each batch as this many sequential micro-batches, for memory: the gradient is the batch's
+  # mean, but BatchNorm statistics and random draws are per micro-batch.
+  c.train.grad_accum = 1
   c.train.learning_rate = 1e-3  # Peak, reached after warmup, then cosine decay to 0.
   c.train.warmup_epochs = 0.5
   c.train.weight_decay = 0.05

@@ -153,3 +153,55 @@ def test_symmetric_normalisation_round_trips_to_uint8():
   for i in range(2):  # Each image is either itself or its mirror.
     same, mirror = np.asarray(x[i]), np.asarray(x[i][:, ::-1])
     assert np.array_equal(flipped[i], same) or np.array_equal(flipped[i], mirror)
+
+
+def test_classifiers_of_other_label_sets_are_mapped_onto_the_generators_labels():
+  from tinycats.data import pets
+  from tinycats.sample_quality import label_map
+  classes = list(pets.CAT_BREEDS)
+  kind, table = label_map(classes, classes)
+  assert kind == 'class' and list(table) == list(range(13))
+  kind, table = label_map(classes, list(pets.BREEDS))  # 37 breeds: every dog breed is 'other'.
+  assert kind == 'class'
+  assert [classes[i] for i in table] == [b if b[0].isupper() else 'other' for b in pets.BREEDS]
+  assert label_map(classes, list(pets.SPECIES))[0] == 'species'
+  with pytest.raises(ValueError, match='cannot be matched'):
+    label_map(classes, ['car', 'plane'])
+
+
+class BrightIsCat:
+  """A stand-in judge: 'cat' for bright images; its features are the per-channel means."""
+  classes = ['cat', 'other']
+
+  def embed(self, images):
+    means = images.reshape(len(images), -1, 3).mean(1)
+    cat = means.mean(1) > 127
+    return np.stack([cat, ~cat], 1).astype(np.float32), means
+
+
+def test_a_cat_other_judge_gives_species_accuracy_and_cat_rate():
+  from tinycats.data import pets
+  from tinycats.sample_quality import sample_quality
+  labels = np.asarray([0, 5, 11, 12])  # Three cat breeds and 'other'.
+  images = np.zeros((4, 4, 4, 3), np.uint8)
+  images[[0, 1, 3]] = 255  # Judged cat, cat, (dark) other, cat.
+  out = sample_quality(BrightIsCat(), images, labels, images, labels, list(pets.CAT_BREEDS))
+  assert out['cat_rate'] == pytest.approx(2 / 3) and out['other_rate'] == 0.0
+  assert out['species_accuracy'] == pytest.approx(2 / 4) and out['real'] == {
+      'species_accuracy': 0.5, 'cat_rate': pytest.approx(2 / 3), 'other_rate': 0.0}
+  assert out['frechet_distance'] == pytest.approx(0.0, abs=1e-6)  # The same images.
+
+
+def test_frechet_distance_weighs_the_real_classes_equally():
+  from tinycats.sample_quality import sample_quality
+  rng = np.random.default_rng(0)
+  # Real: many images of class 0 (dark), few of class 1 (bright); samples: as many of each.
+  real = np.concatenate([rng.integers(0, 60, (40, 4, 4, 3)), rng.integers(190, 255, (8, 4, 4, 3))]).astype(np.uint8)
+  real_labels = np.asarray([0] * 40 + [1] * 8)
+  samples = np.concatenate([rng.integers(0, 60, (24, 4, 4, 3)), rng.integers(190, 255, (24, 4, 4, 3))]).astype(np.uint8)
+  labels = np.asarray([0] * 24 + [1] * 24)
+  judge = BrightIsCat()
+  judge.classes = ['a', 'b']
+  balanced = sample_quality(judge, real, real_labels, samples, labels, ['a', 'b'])['frechet_distance']
+  mixed = sample_quality(judge, real, np.zeros(48, int), samples, labels, ['a', 'b'])['frechet_distance']
+  assert balanced < 0.1 * mixed  # Weighted, the real set looks like the samples; unweighted it does not.

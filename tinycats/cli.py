@@ -108,6 +108,8 @@ def main(argv=None) -> None:
   args = parser.parse_args(argv)
   if args.command == 'sample' and not (args.out or args.out_dir):
     parser.error('sample: give --out FILE.png (a grid) and/or --out-dir DIR (single images)')
+  if getattr(args, 'num', 1) < 1 or getattr(args, 'samples_per_class', 1) < 1:
+    parser.error('the number of samples must be at least 1')
   try:
     code = args.fn(args)
   except (UserError, FileNotFoundError) as e:  # They carry the way out; other exceptions keep their traceback.

@@ -176,7 +176,6 @@ CHANGEABLE_ON_RESUME = frozenset({
     'train.log_every', 'train.eval_every', 'train.keep_checkpoints', 'train.eval_batch_size',
     'train.learning_rate', 'train.warmup_epochs', 'train.weight_decay', 'train.grad_clip',
     'train.backbone_lr_scale', 'train.freeze_epochs', 'model.pretrained',  # Weights come from the checkpoint.
-    'train.grad_accum',  # The same update, computed in pieces.
     'sample.sampler', 'sample.steps', 'sample.cfg', 'sample.seed', 'sample.per_class',  # Grids only.
 })
 

@@ -42,6 +42,8 @@ class Generator:
 
   def label_index(self, label: int | str) -> int:
     """A class name or index (the null label, len(classes), means unconditional) -> index."""
+    if isinstance(label, (bool, np.bool_)):
+      raise UserError(f'label {label!r} is neither a class name nor an index')
     if isinstance(label, (int, np.integer)) or (isinstance(label, str) and label.isdigit()):
       index = int(label)
       if not 0 <= index <= self.null_label:
@@ -60,13 +62,17 @@ class Generator:
     The same seed and labels give the same images; `cfg` 1 is the plain conditional model.
     """
     s = self.config.sample
-    steps, cfg, sampler = steps or s.steps, s.cfg if cfg is None else cfg, sampler or s.sampler
+    steps = s.steps if steps is None else steps
+    cfg = s.cfg if cfg is None else cfg
+    sampler = sampler or s.sampler
     if sampler not in flow.SAMPLERS:
       raise UserError(f'unknown sampler {sampler!r}; choose one of {", ".join(flow.SAMPLERS)}')
     if steps < 1:
       raise UserError(f'steps must be at least 1, got {steps}')
     labels = [labels] if isinstance(labels, (int, str, np.integer)) else list(labels)
     index = np.asarray([self.label_index(label) for label in labels], np.int32)
+    if not len(index):
+      raise UserError('give at least one label to sample')
     if noise is None:
       noise = flow.noise_like(seed, len(index), self.image_size)
     elif noise.shape != (len(index), self.image_size, self.image_size, 3):

@@ -65,11 +65,12 @@ def read_jsonl(path: str) -> list[dict]:
 
 
 def plot_curves(metrics_path: str, path: str) -> None:
-  """Loss and accuracy against step, train and validation, from metrics.jsonl."""
+  """Train and validation curves against step from metrics.jsonl: loss, and accuracy when the task has one."""
   rows = read_jsonl(metrics_path)
+  names = [name for name in ('loss', 'accuracy') if any(p + name in r for r in rows for p in ('train_', 'val_'))]
   plt = _pyplot()
-  fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-  for ax, name in ((ax_loss, 'loss'), (ax_acc, 'accuracy')):
+  fig, axes = plt.subplots(1, max(len(names), 1), figsize=(5 * max(len(names), 1), 4), squeeze=False)
+  for ax, name in zip(axes[0], names):
     for prefix, style in (('train_', '-'), ('val_', 'o-')):
       points = [(r['step'], r[prefix + name]) for r in rows if prefix + name in r]
       if points:
@@ -101,17 +102,20 @@ def save_grid(images: np.ndarray, path: str, row_labels: list[str] | None = None
   os.replace(tmp, path)
 
 
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+def frechet_distance(a: np.ndarray, b: np.ndarray, weights_a: np.ndarray | None = None) -> float:
   """Fréchet distance between Gaussians fitted to two feature sets (N, D): FID's formula in any feature space.
+
+  `weights_a` weighs a's examples in its mean and covariance (e.g. to balance its classes).
 
   |mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^1/2), with the trace of the square root taken from
   the eigenvalues of S_a^1/2 S_b S_a^1/2 (symmetric, so it stays real and stable when N < D).
   """
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  mu_a, mu_b = a.mean(0), b.mean(0)
-  cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+  mu_a, mu_b = np.average(a, axis=0, weights=weights_a), b.mean(0)
+  cov_a, cov_b = np.cov(a, rowvar=False, aweights=weights_a), np.cov(b, rowvar=False)
   vals, vecs = np.linalg.eigh(cov_a)
   root_a = (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
   cross = np.linalg.eigvalsh(root_a @ cov_b @ root_a)
   trace_root = np.sqrt(np.clip(cross, 0, None)).sum()
-  return float(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_root)
+  distance = np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_root
+  return float(max(distance, 0.0))  # Never below 0 but by rounding.

@@ -5,6 +5,9 @@
   dog breeds count as 'other'; a cat/other classifier gives the species accuracy and the cat
   rate (the fraction of cat-breed samples it calls 'cat').
 - Fréchet distance between real and generated images in the classifier's penultimate features.
+  Samples come in equal numbers per class while a real split need not (Oxford-IIIT Pet is two
+  thirds dogs), so the real statistics weigh each class equally: the distance then measures the
+  images, not the class mix.
 
 Every number is also computed for real images of the same split, so a reader sees what a
 perfect generator would score under this classifier.
@@ -65,6 +68,10 @@ def sample_quality(classifier, real_images: np.ndarray, real_labels: np.ndarray,
   """Scores `images` (uint8, with the `labels` they were asked for) against real images under `classifier`."""
   generated, generated_features = _judge(classifier, images, labels, classes)
   real, real_features = _judge(classifier, real_images, real_labels, classes)
-  return dict(generated, frechet_distance=metrics.frechet_distance(real_features, generated_features),
+  counts = np.bincount(real_labels, minlength=len(classes)).astype(np.float64)
+  asked = np.bincount(labels, minlength=len(classes)) > 0  # Classes absent from the samples get no weight.
+  weights = np.where(asked[real_labels], 1.0 / np.maximum(counts[real_labels], 1), 0.0)
+  distance = metrics.frechet_distance(real_features, generated_features, weights_a=weights)
+  return dict(generated, frechet_distance=distance,
               num_generated=int(len(images)), num_real=int(len(real_images)), real=real,
               classifier_classes=list(classifier.classes))

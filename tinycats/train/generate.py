@@ -84,21 +84,15 @@ class FlowTask(Task):
     return dict(flow_loss=loss, num_examples=len(split), classes=self.classes)
 
   def on_evaluation(self, graphdef, model_state, step: int, workdir: str) -> None:
-    """Writes WORKDIR/samples/step_N.png: one row per class, the same noise every time."""
-    s = self.config.sample
-    net_graphdef, net_state = ema_network(graphdef, model_state)
-    images = sample_grid(self.config, net_graphdef, net_state, len(self.classes), s.per_class)
-    metrics.save_grid(images, os.path.join(workdir, 'samples', f'step_{step}.png'), self.classes)
+    """Writes WORKDIR/samples/step_N.png: one row per class, the same noise (`sample.seed`) every time."""
+    from tinycats.generator import Generator  # It builds on this module.
+    generator = Generator(self.config, *ema_network(graphdef, model_state), step)
+    grid = generator.sample_grid(per_label=self.config.sample.per_class, seed=self.config.sample.seed)
+    metrics.save_grid(grid, os.path.join(workdir, 'samples', f'step_{step}.png'), self.classes)
 
 
-def sample_grid(config, graphdef, state, num_classes: int, per_class: int) -> np.ndarray:
-  """uint8 (num_classes, per_class, S, S, 3) with the config's sampler, steps, guidance and seed."""
-  s, d = config.sample, config.data
-  labels = np.repeat(np.arange(num_classes), per_class)
-  noise = flow.noise_like(s.seed, len(labels), d.image_size)
-  x = flow.sample(graphdef, state, noise, labels, steps=s.steps, cfg=s.cfg, sampler=s.sampler)
-  images = augment.to_uint8(x, d.normalization)
-  return images.reshape((num_classes, per_class) + images.shape[1:])
+# Draws of (noise, t) per validation image; t is stratified over [0, 1] across them.
+VALIDATION_DRAWS = 4
 
 
 @functools.lru_cache(maxsize=8)
@@ -107,20 +101,23 @@ def _loss_fn(graphdef, image_size: int, norm: str, mesh):
     model = nnx.merge(graphdef, state)
     model.eval()
     data = augment.eval_transform(images, image_size=image_size, norm=norm)
-    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(index)
-    noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0), data.shape[1:]))(keys)
-    t = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, 1), ()))(keys)
-    return flow.per_example_loss(model, data, labels, noise, t)
+    total = 0.0
+    for draw in range(VALIDATION_DRAWS):
+      keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), i), draw))(index)
+      noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0), data.shape[1:]))(keys)
+      u = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, 1), ()))(keys)
+      total += flow.per_example_loss(model, data, labels, noise, (draw + u) / VALIDATION_DRAWS)
+    return total / VALIDATION_DRAWS
   batch = step_lib.batch_sharding(mesh)
   return jax.jit(losses, in_shardings=(step_lib.replicated(mesh), batch, batch, batch, None),
                  out_shardings=step_lib.replicated(mesh))
 
 
 def validation_loss(config, graphdef, state, split, mesh, seed: int = 0) -> float:
-  """The flow-matching loss on a split, with uniform t and noise fixed per example by `seed`.
+  """The flow-matching loss on a split: per image, VALIDATION_DRAWS draws with t stratified over [0, 1].
 
-  Each example's noise and time follow from (seed, its index), so the number does not depend on
-  the batch size or the device count, and two checkpoints are compared on the same draws.
+  Each draw's noise and time follow from (seed, image index, draw), so the number does not depend
+  on the batch size or the device count, and two checkpoints are compared on the same draws.
   """
   fn = _loss_fn(graphdef, config.data.image_size, config.data.normalization, mesh)
   index = np.arange(len(split), dtype=np.int32)

@@ -1,4 +1,4 @@
-"""The one training loop. A task (classify; flow later) plugs in its model, loss and validation.
+"""The one training loop. A task (classify, flow) plugs in its model, loss and validation.
 
 Per step: a deterministic batch (epoch permutation seeded by (seed, epoch)), a key folded from
 the run's RNG by step, one jitted donated update. Metrics stay on the device until a log
@@ -176,10 +176,10 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
           progress['evals_since_best'] += 1
         if score >= progress['best']:  # Orbax's best checkpoint is the latest of equal scores; so is ours.
           progress['best_step'] = step
-        task.on_evaluation(model_graphdef, state[0], step, workdir)
         epoch, batch_in_epoch = divmod(step, steps_per_epoch)
         progress.update(step=step, data=dict(train_examples=len(train), epoch=epoch, batch_in_epoch=batch_in_epoch))
         ckpts.save(step, state_lib.to_checkpoint(state), dict(progress), metrics=val)
+        task.on_evaluation(model_graphdef, state[0], step, workdir)  # After the save: a failure here loses nothing.
         tqdm.write(f'step {step}: ' + ', '.join(f'{k} {v:.4f}' for k, v in val.items()), file=sys.stderr)
         interval_start = time.perf_counter()  # Validation time is not training throughput.
         if tc.patience and progress['evals_since_best'] >= tc.patience and step < total_steps:

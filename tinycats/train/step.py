@@ -18,6 +18,8 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from tinycats.errors import UserError
+
 # A task's loss: (model, batch, rng key) -> (scalar float32 loss, dict of float32 scalar metrics).
 LossFn = Callable[[nnx.Module, dict, jax.Array], tuple[jax.Array, dict]]
 
@@ -141,7 +143,7 @@ def run_batched(fn, state, arrays: tuple[np.ndarray, ...], batch_size: int, mesh
   """
   total = len(arrays[0])
   if total == 0:
-    raise ValueError('run_batched: no examples')
+    raise UserError('no images to run the model on')
   batch_size = -(-min(batch_size, total) // mesh.size) * mesh.size
   sharding = batch_sharding(mesh)
   pending = []
