@@ -14,12 +14,9 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from tinycats import config as config_lib
 from tinycats.data import cache
-from tinycats.errors import UserError
 from tinycats.train import state as state_lib, step as step_lib
 from tinycats.train.classify import predict_arrays
-from tinycats.train.tasks import TASKS
 
 
 class Classifier:
@@ -34,12 +31,7 @@ class Classifier:
   @classmethod
   def load(cls, workdir: str, step: int | None = None) -> 'Classifier':
     """The best checkpoint of `workdir` (or `step`)."""
-    config = config_lib.load_json(os.path.join(workdir, 'config.json'))
-    if config.task != 'classify':
-      raise UserError(f'{workdir} holds a {config.task!r} run, not a classifier')
-    task = TASKS[config.task](config, list(config.data.classes))
-    graphdef, model_state, step = state_lib.load_for_inference(workdir, config, task, step)
-    return cls(config, graphdef, model_state, step)
+    return cls(*state_lib.load_run(workdir, 'classify', 'classifier', step))
 
   def _squares(self, images) -> np.ndarray:
     """Each image (array or PIL) through the cache's own resize, so prediction sees training's pixels."""

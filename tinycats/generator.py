@@ -7,16 +7,14 @@ Sampling defaults (sampler, steps, guidance) come from the run's config.json (`s
 """
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import numpy as np
 
-from tinycats import config as config_lib, flow
+from tinycats import flow
 from tinycats.data import augment
 from tinycats.errors import UserError
 from tinycats.train import generate, state as state_lib
-from tinycats.train.tasks import TASKS
 
 
 class Generator:
@@ -33,11 +31,7 @@ class Generator:
   @classmethod
   def load(cls, workdir: str, step: int | None = None) -> 'Generator':
     """The best checkpoint of `workdir` (lowest validation loss), or `step`."""
-    config = config_lib.load_json(os.path.join(workdir, 'config.json'))
-    if config.task != 'flow':
-      raise UserError(f'{workdir} holds a {config.task!r} run, not a generator')
-    task = TASKS[config.task](config, list(config.data.classes))
-    graphdef, model_state, step = state_lib.load_for_inference(workdir, config, task, step)
+    config, graphdef, model_state, step = state_lib.load_run(workdir, 'flow', 'generator', step)
     return cls(config, *generate.ema_network(graphdef, model_state), step)
 
   def label_index(self, label: int | str) -> int:

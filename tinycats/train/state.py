@@ -6,6 +6,7 @@ import os
 from flax import nnx
 
 from tinycats import checkpoint
+from tinycats.errors import UserError
 from tinycats.train import step as step_lib
 
 
@@ -32,6 +33,17 @@ def from_checkpoint(state, stored: dict):
 def checkpoints(workdir: str, task, keep: int = 2, read_only: bool = False) -> checkpoint.Checkpoints:
   return checkpoint.Checkpoints(os.path.join(workdir, 'checkpoints'), keep=keep, best_metric=task.best_metric,
                                 best_mode=task.best_mode, read_only=read_only)
+
+
+def load_run(workdir: str, task_name: str, what: str, step: int | None = None):
+  """(config, graphdef, model_state, step) of a workdir's best checkpoint (or `step`), if it holds a `task_name` run."""
+  from tinycats import config as config_lib  # pylint: disable=import-outside-toplevel
+  from tinycats.train.tasks import TASKS  # The tasks import this module.
+  config = config_lib.load_json(os.path.join(workdir, 'config.json'))
+  if config.task != task_name:
+    raise UserError(f'{workdir} holds a {config.task!r} run, not a {what}')
+  task = TASKS[config.task](config, list(config.data.classes))
+  return (config, *load_for_inference(workdir, config, task, step))
 
 
 def load_for_inference(workdir: str, config, task, step: int | None = None):
