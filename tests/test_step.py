@@ -40,3 +40,40 @@ def test_gradient_accumulation_matches_the_whole_batch():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), whole_params, params)
     for name in ('loss', 'grad_norm', 'mean_error'):
       np.testing.assert_allclose(metrics[name], whole_metrics[name], rtol=1e-5, atol=1e-7)
+
+
+def _accumulated_step(config, classes):
+  """Two grad_accum=2 steps of the task `config` describes: (metrics, state before, state after)."""
+  from tinycats.train import state as state_lib
+  from tinycats.train.tasks import TASKS
+  task = TASKS[config.task](config, [str(i) for i in range(classes)])
+  model, optimizer, _ = state_lib.create(task, config, 10, 30)
+  graphdef, state = nnx.split((model, optimizer))
+  before = jax.tree.map(np.asarray, nnx.to_pure_dict(state[0]))
+  mesh = step_lib.make_mesh()
+  train_step = step_lib.TrainStep(graphdef, task.loss, mesh, wrt=task.trainable, after_update=task.after_update,
+                                  grad_accum=2)
+  rng = np.random.default_rng(0)
+  size = config.data.cache_size
+  batch = {'image': rng.integers(0, 255, (8, size, size, 3), dtype=np.uint8),
+           'label': rng.integers(0, classes, 8).astype(np.int32)}
+  for step in range(2):  # The first update's warmup learning rate is 0.
+    state, metrics = train_step(state, step_lib.shard_batch(batch, mesh), jax.random.key(0), step)
+  return metrics, before, nnx.to_pure_dict(state[0])
+
+
+def _changed(after, before, *path):
+  for key in path:
+    after, before = after[key], before[key]
+  return bool(np.any(np.asarray(after) != before))
+
+
+def test_gradient_accumulation_carries_the_generators_ema_and_the_classifiers_batchnorm():
+  from conftest import tiny_config
+  folder = ['--config.data.source=folder', '--config.data.folder=unused', '--config.train.grad_accum=2']
+  dit = tiny_config(*folder, '--config.model.width=32', '--config.model.depth=1', '--config.model.heads=2',
+                    '--config.data.image_size=16', '--config.data.cache_size=16', spec='configs/dit.py:smoke', base=[])
+  metrics, before, after = _accumulated_step(dit, 4)
+  assert np.isfinite(float(metrics['loss'])) and _changed(after, before, 'ema', 'final_layer', 'linear', 'kernel')
+  metrics, before, after = _accumulated_step(tiny_config(*folder), 2)
+  assert np.isfinite(float(metrics['loss'])) and _changed(after, before, 'bn1', 'mean')

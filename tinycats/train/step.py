@@ -98,18 +98,23 @@ class TrainStep:
       return grad_fn(model, batch, key)
     # Micro-batch j takes rows j, j+k, j+2k, ...: every device keeps its share of each one.
     micro = jax.tree.map(lambda x: jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1), batch)
-    total = jax.tree.map(lambda a: a / k, grad_fn(model, jax.tree.map(lambda x: x[0], micro), key))
     graphdef, state = nnx.split(model)
 
-    def one(carry, inputs):
+    def one(state, chunk, key):
+      model = nnx.merge(graphdef, state)
+      out = grad_fn(model, chunk, key)
+      return nnx.state(model), out  # The model's state carries BatchNorm statistics on.
+
+    def accumulate(carry, inputs):
       state, total = carry
       index, chunk = inputs
-      model = nnx.merge(graphdef, state)
-      out = grad_fn(model, chunk, jax.random.fold_in(key, index))
-      return (nnx.state(model), jax.tree.map(lambda a, b: a + b / k, total, out)), None
+      state, out = one(state, chunk, jax.random.fold_in(key, index))
+      return (state, jax.tree.map(lambda a, b: a + b / k, total, out)), None
 
-    rest = jax.tree.map(lambda x: x[1:], micro)
-    (state, total), _ = jax.lax.scan(one, (state, total), (jnp.arange(1, k), rest))
+    # Zeros of the output's shape, so the scan traces the step once (not once more for a first micro-batch).
+    shapes = jax.eval_shape(one, state, jax.tree.map(lambda x: x[0], micro), key)[1]
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    (state, total), _ = jax.lax.scan(accumulate, (state, zeros), (jnp.arange(k), micro))
     nnx.update(model, state)
     return total
 
