@@ -1,7 +1,13 @@
-"""Train a tinycats config: `python -m launch.modal_train --config configs/cats.py [--config.X=Y ...]`.
+"""Train a tinycats config on Modal GPUs, or here: `python -m launch.modal_train --config configs/cats.py`.
 
-`--local --workdir DIR` runs the training body on this machine. Running on Modal GPUs
-(without `--local`) is not available yet; that path stops with a message saying so.
+    python -m launch.modal_train --config configs/cats.py --prepare        # once: TFDS data into the data volume
+    python -m launch.modal_train --config configs/cats.py [--detach]       # train on Modal (config.modal.*)
+    python -m launch.modal_train --config configs/dit.py --dry-run         # the resolved plan, contacting nobody
+    python -m launch.modal_train --config configs/cats.py:smoke --local    # the same body on this machine
+
+A run's workdir is /outputs/<run name> on the outputs volume (locally RUNS_DIR/<run name>). A
+call that Modal retries after a preemption, or the same command with the same --name, resumes
+from the run's latest checkpoint.
 """
 from __future__ import annotations
 
@@ -16,9 +22,15 @@ def parse_args(argv=None):
   parser = argparse.ArgumentParser(prog='python -m launch.modal_train', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--config', required=True, help='config file, optionally with an argument: configs/cats.py:smoke')
-  parser.add_argument('--local', action='store_true', help='train on this machine instead of Modal')
-  parser.add_argument('--workdir', default=None, help='run folder (default workdirs/<name>-<time>)')
-  parser.add_argument('--name', default=None, help='run name (default <config.name>-<time>)')
+  parser.add_argument('--local', action='store_true', help='run the same training body on this machine')
+  parser.add_argument('--workdir', default=None, help='--local: the run folder (default RUNS_DIR/<run name>)')
+  parser.add_argument('--runs-dir', default='runs', help='--local: where run folders go (default ./runs)')
+  parser.add_argument('--name', default=None,
+                      help='run name (default <config.name>-<time>); the same name resumes that run')
+  parser.add_argument('--detach', action='store_true', help='Modal: keep running after this command exits')
+  parser.add_argument('--dry-run', action='store_true', help='print the launch plan as JSON; contact nobody')
+  parser.add_argument('--prepare', action='store_true',
+                      help='Modal: prepare the TFDS data into the data volume (once), instead of training')
   args, rest = parser.parse_known_args(argv)
   overrides, bad = [], []
   while rest:  # `--config.a.b=value` or `--config.a.b value`.
@@ -34,32 +46,71 @@ def parse_args(argv=None):
   return args, overrides
 
 
+def modal_token_configured() -> bool:
+  """A token in the environment or in the active profile of ~/.modal.toml (read locally; no network)."""
+  import modal.config
+  return bool(modal.config.config.get('token_id') and modal.config.config.get('token_secret'))
+
+
+NO_TOKEN = ('error: no Modal token is configured. Authenticate once with `modal setup` (or `modal token new`), '
+            'or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET; or add --local to train on this machine.')
+
+
+def _run_local(args, config, name) -> int:
+  from launch import body  # pylint: disable=import-outside-toplevel
+  if args.prepare:
+    print('error: --prepare is for the Modal data volume; here run `tinycats prepare --data-dir DIR`', file=sys.stderr)
+    return 2
+  workdir = args.workdir or os.path.join(args.runs_dir, name)
+  print(json.dumps(body.train(config.to_dict(), workdir), indent=2))
+  return 0
+
+
+def _run_modal(args, plan) -> int:
+  import modal  # pylint: disable=import-outside-toplevel
+  from launch import modal_app  # pylint: disable=import-outside-toplevel
+  run = modal_app.build(plan)
+  with modal.enable_output(), run.app.run(detach=args.detach):
+    if args.prepare:
+      print(json.dumps(run.prepare.remote()))
+      return 0
+    if args.detach:
+      run.train.spawn(plan['config'], plan['run_name'])
+      print(f'{plan["run_name"]} is running on Modal and keeps running after this command exits.\n'
+            f'  follow it:   modal app logs {run.app.app_id}\n'
+            f'  fetch it:    {plan["fetch"]}\n'
+            f'  resume it:   the same command with --name {plan["run_name"]}')
+      return 0
+    summary = run.train.remote(plan['config'], plan['run_name'])
+  print(json.dumps(summary, indent=2))
+  print(f'fetch the workdir: {plan["fetch"]}', file=sys.stderr)
+  return 0
+
+
 def main(argv=None) -> int:
   args, overrides = parse_args(argv)
   from tinycats import config as config_lib  # pylint: disable=import-outside-toplevel
+  from tinycats.errors import UserError  # pylint: disable=import-outside-toplevel
+  from launch import plan as plan_lib  # pylint: disable=import-outside-toplevel
   try:
     config = config_lib.load(args.config, overrides)
-  except config_lib.ConfigError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  name = args.name or f'{config.name}-{time.strftime("%Y%m%d-%H%M%S")}'
-  if not args.local:
-    print('error: training on Modal is not available yet in this version of tinycats. '
-          'Add --local to train on this machine (with --workdir DIR).', file=sys.stderr)
-    return 2
-  workdir = args.workdir or os.path.join('workdirs', name)
-  from tinycats.train import loop  # pylint: disable=import-outside-toplevel
-  from tinycats.errors import UserError  # pylint: disable=import-outside-toplevel
-  try:
-    summary = loop.train_and_evaluate(config, workdir)
+    name = args.name or f'{config.name}-{time.strftime("%Y%m%d-%H%M%S")}'
+    if args.local and not args.dry_run:
+      return _run_local(args, config, name)
+    plan = plan_lib.launch_plan(config, name)
+    if args.dry_run:
+      print(json.dumps(plan, indent=2))
+      return 0
+    if not modal_token_configured():  # Before any image is built.
+      print(NO_TOKEN, file=sys.stderr)
+      return 2
+    return _run_modal(args, plan)
   except config_lib.ConfigError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   except (UserError, FileNotFoundError) as e:  # Bad data, weights, workdir or a diverged run: the way out, no traceback.
     print(f'error: {e}', file=sys.stderr)
     return 1
-  print(json.dumps(summary, indent=2))
-  return 0
 
 
 if __name__ == '__main__':

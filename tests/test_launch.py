@@ -1,4 +1,6 @@
-"""The launcher's command line: config errors, the not-yet-available Modal path, the CLI's commands."""
+"""The launcher's command line: config errors, no Modal token, the CLI's commands."""
+import json
+import os
 import subprocess
 import sys
 
@@ -12,10 +14,18 @@ def _launch(*args):
                         text=True, timeout=120)
 
 
-def test_modal_path_says_it_is_not_available_yet():
-  result = _launch('--config', 'configs/cats.py')
+def _no_modal_token_env(tmp_path):
+  env = {k: v for k, v in os.environ.items() if not k.startswith('MODAL_')}
+  env['HOME'] = str(tmp_path)  # No ~/.modal.toml.
+  return env
+
+
+def test_without_a_modal_token_it_says_how_to_authenticate_before_any_build(tmp_path):
+  result = subprocess.run([sys.executable, '-m', 'launch.modal_train', '--config', 'configs/cats.py'], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, env=_no_modal_token_env(tmp_path))
   assert result.returncode == 2
-  assert 'not available yet' in result.stderr and '--local' in result.stderr
+  assert 'modal setup' in result.stderr and 'modal token new' in result.stderr and '--local' in result.stderr
+  assert 'Building image' not in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize('args, message', [

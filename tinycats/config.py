@@ -177,6 +177,9 @@ CHANGEABLE_ON_RESUME = frozenset({
     'train.learning_rate', 'train.warmup_epochs', 'train.weight_decay', 'train.grad_clip',
     'train.backbone_lr_scale', 'train.freeze_epochs', 'model.pretrained',  # Weights come from the checkpoint.
     'sample.sampler', 'sample.steps', 'sample.cfg', 'sample.seed', 'sample.per_class',  # Grids only.
+    # Where it runs: the global batch and its order do not depend on the device count.
+    'modal.app', 'modal.gpu', 'modal.nodes', 'modal.timeout', 'modal.retries', 'modal.memory_gb',
+    'modal.data_volume', 'modal.outputs_volume',
 })
 
 

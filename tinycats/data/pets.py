@@ -67,7 +67,7 @@ def variant_dir(data_dir: str) -> str:
   return os.path.join(data_dir, NAME, str(tfds.builder_cls(NAME).VERSION))
 
 
-def _is_prepared(data_dir: str) -> bool:
+def is_prepared(data_dir: str) -> bool:
   """Like `builder.is_prepared()`, without building one first.
 
   TFDS's builder warns when the folder is missing, and on an unprepared folder its constructor
@@ -163,7 +163,7 @@ def prepare(data_dir: str, archives: str | None = None, verify: bool = True) -> 
   """
   data_dir = os.path.expanduser(data_dir)
   import tensorflow_datasets as tfds
-  if _is_prepared(data_dir):
+  if is_prepared(data_dir):
     builder = tfds.builder(NAME, data_dir=data_dir)
     _log(f'{NAME} {builder.version} is already prepared in {builder.data_dir}; nothing to do')
     return _counts(builder)
@@ -204,7 +204,7 @@ def read_split(data_dir: str, split: str, skip_decoding: tuple[str, ...] = ()):
   """
   import tensorflow_datasets as tfds
   data_dir = os.path.expanduser(data_dir)
-  if not _is_prepared(data_dir):
+  if not is_prepared(data_dir):
     raise PrepareError(
         f'{NAME} is not prepared in {data_dir!r}. Prepare it once with:\n  {_prepare_command(data_dir)}\n'
         f'where DIR holds {" and ".join(ARCHIVES)} from {HOMEPAGE} (without --archives TFDS downloads them).')

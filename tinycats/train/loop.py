@@ -60,8 +60,11 @@ def _truncate_metrics(path: str, step: int) -> None:
     f.writelines(json.dumps(r) + '\n' for r in rows)
 
 
-def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
-  """Trains `config` in `workdir` (resuming if it holds checkpoints), then evaluates on the test split."""
+def train_and_evaluate(config, workdir: str, mesh=None, on_checkpoint=None) -> dict:
+  """Trains `config` in `workdir` (resuming if it holds checkpoints), then evaluates on the test split.
+
+  `on_checkpoint(step)` runs once each checkpoint is fully written (Modal commits its volume there).
+  """
   config = config_lib.validate(copy.deepcopy(config))  # The class names get recorded in this copy.
   os.makedirs(workdir, exist_ok=True)
   mesh = mesh or step_lib.make_mesh()
@@ -179,6 +182,9 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
         epoch, batch_in_epoch = divmod(step, steps_per_epoch)
         progress.update(step=step, data=dict(train_examples=len(train), epoch=epoch, batch_in_epoch=batch_in_epoch))
         ckpts.save(step, state_lib.to_checkpoint(state), dict(progress), metrics=val)
+        if on_checkpoint is not None:
+          ckpts.wait()  # Only a finished checkpoint is worth persisting.
+          on_checkpoint(step)
         task.on_evaluation(model_graphdef, state[0], step, workdir)  # After the save: a failure here loses nothing.
         tqdm.write(f'step {step}: ' + ', '.join(f'{k} {v:.4f}' for k, v in val.items()), file=sys.stderr)
         interval_start = time.perf_counter()  # Validation time is not training throughput.

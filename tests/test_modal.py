@@ -1,0 +1,113 @@
+"""The Modal launcher, offline: the plan, the app definition, and the train body run in-process."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, TINY, tiny_config
+from launch import body, modal_app, plan as plan_lib
+from tinycats.checkpoint import Checkpoints
+
+
+def _dry_run(*args):
+  result = subprocess.run([sys.executable, '-m', 'launch.modal_train', '--dry-run', *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+  return result
+
+
+@pytest.mark.parametrize('spec', ['configs/cats.py', 'configs/dit.py'])
+def test_dry_run_prints_the_whole_plan(spec):
+  result = _dry_run('--config', spec, '--name', 'run1', '--config.modal.gpu=H100:8')
+  assert result.returncode == 0, result.stderr
+  plan = json.loads(result.stdout)
+  assert plan['app'] == 'tinycats' and plan['run_name'] == 'run1' and plan['workdir'] == '/outputs/run1'
+  assert plan['gpu'] == 'H100:8' and plan['devices'] == 8 and plan['timeout'] == 4 * 3600
+  assert plan['retries']['max_retries'] == 3 and plan['retries']['backoff_coefficient'] > 1
+  assert any(p.startswith('jax[cuda12]') for p in plan['image']['packages'])
+  assert 'tinycats' in plan['image']['local_sources'] and plan['image']['local_dirs'] == {'configs': '/root/configs'}
+  assert any(p.startswith('tensorflow-cpu') for p in plan['prepare_image']['packages'])
+  assert plan['volumes']['data'] == {'name': 'tinycats-data', 'mount': '/data', 'tfds_data_dir': '/data/tfds'}
+  assert plan['volumes']['outputs'] == {'name': 'tinycats-outputs', 'mount': '/outputs'}
+  assert plan['config']['data']['data_dir'] == '/data/tfds' and plan['config']['modal']['gpu'] == 'H100:8'
+  assert plan['config']['task'] == ('classify' if 'cats' in spec else 'flow')
+  assert plan['fetch'] == 'modal volume get tinycats-outputs run1 runs/run1'
+
+
+@pytest.mark.parametrize('override, message', [
+    ('--config.modal.gpu=H100:16', "config field modal.gpu is 'H100:16'"),
+    ('--config.modal.gpu=V100', "config field modal.gpu is 'V100'"),
+    ('--config.modal.timeout=-1', 'config field modal.timeout is -1'),
+    ('--config.modal.retries=-2', 'modal.retries'),
+])
+def test_bad_modal_fields_are_named(override, message):
+  result = _dry_run('--config', 'configs/cats.py', override)
+  assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_the_app_is_defined_without_a_token_or_network():
+  config = tiny_config('--config.modal.gpu=A100:2', '--config.modal.nodes=2')
+  run = modal_app.build(plan_lib.launch_plan(config, 'r'))
+  assert run.app.name == 'tinycats'
+  assert {'train', 'prepare'} <= set(run.app.registered_functions)
+
+
+class FakeVolume:
+  """Records each commit with the checkpoints on disk at that moment."""
+
+  def __init__(self, workdir):
+    self.workdir, self.commits = workdir, []
+
+  def commit(self):
+    root = os.path.join(self.workdir, 'checkpoints')
+    self.commits.append(sorted(int(d) for d in os.listdir(root) if d.isdigit()) if os.path.isdir(root) else [])
+
+
+def test_train_body_commits_each_checkpoint_and_a_second_call_resumes(image_folder, tmp_path):
+  workdir = str(tmp_path / 'outputs' / 'run1')  # Where the outputs volume is mounted.
+  volume = FakeVolume(workdir)
+  config = tiny_config('--config.data.source=folder', f'--config.data.folder={image_folder}',
+                       '--config.train.epochs=2', '--config.train.eval_every=5', '--config.train.keep_checkpoints=5')
+  summary = body.train(config.to_dict(), workdir, commit=volume.commit)
+  assert summary['steps'] == 20 and summary['workdir'] == workdir
+  # One commit per checkpoint (steps 5, 10, 15, 20), each after that checkpoint was written, and one at the end.
+  assert [c[-1] for c in volume.commits[:4]] == [5, 10, 15, 20] and len(volume.commits) == 5
+  assert os.path.isfile(os.path.join(workdir, 'summary.json'))
+
+  # A retry (or the same command again) continues the run: here with one more epoch.
+  config.train.epochs = 3
+  resumed = FakeVolume(workdir)
+  summary = body.train(config.to_dict(), workdir, commit=resumed.commit)
+  assert summary['steps'] == 30
+  assert [c[-1] for c in resumed.commits[:2]] == [25, 30] and len(resumed.commits) == 3  # Nothing retrained.
+  assert Checkpoints(os.path.join(workdir, 'checkpoints'), read_only=True).latest_step() == 30
+
+
+def test_remote_path_uses_every_device(image_folder, tmp_path):
+  """The body on 4 forced host devices: one mesh over all four, the global batch split across them."""
+  code = f'''
+import json, sys
+sys.path.insert(0, 'tests')
+import jax
+from conftest import tiny_config
+from launch import body
+assert jax.device_count() == 4
+config = tiny_config('--config.data.source=folder', '--config.data.folder={image_folder}', '--config.train.epochs=1')
+print(json.dumps(body.train(config.to_dict(), '{tmp_path / "run"}')))
+'''
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4', JAX_PLATFORMS='cpu')
+  result = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = json.loads(result.stdout.strip().splitlines()[-1])
+  assert summary['devices'] == 4 and summary['steps'] == 10 and summary['test_accuracy'] > 0.5
+  assert '4 device(s)' in result.stderr
+
+
+def test_local_flag_writes_the_run_under_the_runs_dir(image_folder, tmp_path):
+  result = subprocess.run([sys.executable, '-m', 'launch.modal_train', '--config', 'configs/cats.py:smoke', '--local',
+                           '--name', 'r', '--runs-dir', str(tmp_path / 'runs'), *TINY, '--config.train.epochs=1',
+                           '--config.data.source=folder', f'--config.data.folder={image_folder}'],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert os.path.isfile(tmp_path / 'runs' / 'r' / 'summary.json')
