@@ -1,5 +1,4 @@
 """The launcher's command line: config errors, no Modal token, the CLI's commands."""
-import json
 import os
 import subprocess
 import sys
