@@ -50,6 +50,17 @@ def check_shapes(stored: Any, target: Any, directory: str) -> None:
         'Use the config the checkpoint was trained with (WORKDIR/config.json) or a fresh workdir.')
 
 
+def _restore_target(x) -> jax.ShapeDtypeStruct:
+  """Shape, dtype and where to put it: the target's own sharding, else this process's first device.
+
+  Always explicit, so a checkpoint written by 8 GPUs or several processes restores on one CPU.
+  """
+  sharding = getattr(x, 'sharding', None)
+  if not isinstance(sharding, jax.sharding.Sharding):
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
+
+
 class Checkpoints:
   """A thin, named wrapper over `ocp.CheckpointManager` with tinycats' retention policy."""
 
@@ -87,7 +98,7 @@ class Checkpoints:
     args = {}
     for name, target in targets.items():
       check_shapes(metadata[name], target, f'{self.directory} (step {step}, {name})')
-      args[name] = ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, target))
+      args[name] = ocp.args.StandardRestore(jax.tree.map(_restore_target, target))
     restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore(), **args))
     return {name: restored[name] for name in targets}, restored['meta']
 

@@ -7,6 +7,12 @@ import os
 import numpy as np
 
 
+def writes_files() -> bool:
+  """Whether this process writes a run's files: in a multi-process run all compute, process 0 writes."""
+  import jax
+  return jax.process_index() == 0
+
+
 def classification_report(labels: np.ndarray, predictions: np.ndarray, classes: list[str]) -> dict:
   """accuracy, per-class precision/recall/f1/support and the confusion matrix (rows: true, columns: predicted)."""
   k = len(classes)
@@ -31,6 +37,8 @@ def _pyplot():
 
 
 def plot_confusion(confusion, classes, path: str, title: str = '') -> None:
+  if not writes_files():
+    return
   plt = _pyplot()
   confusion = np.asarray(confusion)
   size = max(4.0, 0.3 * len(classes) + 2)
@@ -51,6 +59,8 @@ def plot_confusion(confusion, classes, path: str, title: str = '') -> None:
 
 def write_json(obj, path: str) -> None:
   """Writes JSON through a temporary file and a rename: a reader never sees half a file."""
+  if not writes_files():
+    return
   tmp = f'{path}.tmp'
   with open(tmp, 'w') as f:
     json.dump(obj, f, indent=2, sort_keys=True)
@@ -66,6 +76,8 @@ def read_jsonl(path: str) -> list[dict]:
 
 def plot_curves(metrics_path: str, path: str) -> None:
   """Train and validation curves against step from metrics.jsonl: loss, and accuracy when the task has one."""
+  if not writes_files():
+    return
   rows = read_jsonl(metrics_path)
   names = [name for name in ('loss', 'accuracy') if any(p + name in r for r in rows for p in ('train_', 'val_'))]
   plt = _pyplot()
@@ -85,6 +97,8 @@ def plot_curves(metrics_path: str, path: str) -> None:
 
 def save_grid(images: np.ndarray, path: str, row_labels: list[str] | None = None, gap: int = 2) -> None:
   """Writes uint8 images (rows, cols, H, W, 3) as one PNG, a label left of each row (atomically)."""
+  if not writes_files():
+    return
   from PIL import Image, ImageDraw
   rows, cols, h, w, _ = images.shape
   margin = 8 * max((len(label) for label in row_labels or ()), default=0) + (gap if row_labels else 0)

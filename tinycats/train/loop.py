@@ -49,12 +49,16 @@ def train_batch(split, step: int, batch_size: int, steps_per_epoch: int, seed: i
 
 
 def _append_jsonl(path: str, row: dict) -> None:
+  if not metrics.writes_files():
+    return
   with open(path, 'a') as f:
     f.write(json.dumps(row) + '\n')
 
 
 def _truncate_metrics(path: str, step: int) -> None:
   """On resume, drop rows logged after the checkpoint we continue from (they will be logged again)."""
+  if not metrics.writes_files():
+    return
   rows = [r for r in metrics.read_jsonl(path) if r['step'] <= step]
   with open(path, 'w') as f:
     f.writelines(json.dumps(r) + '\n' for r in rows)
@@ -114,7 +118,7 @@ def train_and_evaluate(config, workdir: str, mesh=None, on_checkpoint=None) -> d
           f'{len(train)}, so its data position cannot be resumed. Restore the data, or use a fresh --workdir.')
     _truncate_metrics(metrics_path, progress['step'])
     print(f'resuming from step {progress["step"]} ({ckpts.directory})', file=sys.stderr)
-  elif os.path.exists(metrics_path):
+  elif os.path.exists(metrics_path) and metrics.writes_files():
     os.remove(metrics_path)
   config_lib.save_json(config, config_path)  # Only once the run can go on.
 
