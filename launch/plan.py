@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import tomllib
 
 from tinycats.config import ConfigError
@@ -18,6 +19,7 @@ MAX_GPUS = 8  # Per container.
 DATA_MOUNT, OUTPUTS_MOUNT = '/data', '/outputs'
 TFDS_SUBDIR = 'tfds'  # The prepared TFDS data dir inside the data volume.
 MAX_TIMEOUT = 24 * 3600  # Modal's limit for one function call.
+PYTHON = f'{sys.version_info.major}.{sys.version_info.minor}'
 
 
 def requirements(extra: str | None = None) -> list[str]:
@@ -73,9 +75,10 @@ def launch_plan(config, run_name: str) -> dict:
       'timeout': m.timeout,
       'retries': {'max_retries': m.retries, 'backoff_coefficient': 2.0, 'initial_delay': 10.0, 'max_delay': 60.0},
       'memory_mb': int(m.memory_gb * 1024) or None,
-      'image': {'python': '3.11', 'packages': requirements('gpu'), 'local_sources': ['tinycats', 'launch'],
+      # The functions are pickled here and unpickled there: the container runs this Python's version.
+      'image': {'python': PYTHON, 'packages': requirements('gpu'), 'local_sources': ['tinycats', 'launch'],
                 'local_dirs': {'configs': '/root/configs'}},
-      'prepare_image': {'python': '3.11', 'packages': requirements('prepare')},
+      'prepare_image': {'python': PYTHON, 'packages': requirements('prepare')},
       'volumes': {'data': {'name': m.data_volume, 'mount': DATA_MOUNT, 'tfds_data_dir': data_dir},
                   'outputs': {'name': m.outputs_volume, 'mount': OUTPUTS_MOUNT}},
       'follow': f'modal app logs {m.app}',
