@@ -6,6 +6,8 @@ per split, 3 epochs: about a minute and a half on 2 cores). Override any field o
 """
 import ml_collections
 
+import common  # configs/common.py (the loader puts configs/ on the path).
+
 
 def get_config(arg=None):
   c = ml_collections.ConfigDict()
@@ -62,15 +64,7 @@ def get_config(arg=None):
   c.train.keep_checkpoints = 2  # The last N are kept, plus the best by validation accuracy.
 
 
-  c.modal = ml_collections.ConfigDict()  # Training on Modal: python -m launch.modal_train without --local.
-  c.modal.app = 'tinycats'  # The Modal app's name.
-  c.modal.gpu = 'H100'  # TYPE or TYPE:COUNT (e.g. H100:8): every GPU joins the one data-parallel mesh.
-  c.modal.nodes = 1  # > 1: a Modal multi-node cluster, one JAX process per node (jax.distributed).
-  c.modal.timeout = 4 * 3600  # Seconds per call, at most 24 h; a retried or re-run call resumes.
-  c.modal.retries = 3  # After a preemption or crash, with back-off; each retry resumes from the last checkpoint.
-  c.modal.memory_gb = 64  # Container RAM; 0 = Modal's default.
-  c.modal.data_volume = 'tinycats-data'  # Holds the prepared TFDS data dir (prepared once).
-  c.modal.outputs_volume = 'tinycats-outputs'  # Holds one workdir per run: /outputs/<run name>.
+  c.modal = common.modal_config()  # configs/common.py: GPU, nodes, timeout, retries, volumes.
 
   if arg == 'smoke':
     # 96 px, not 64: XLA's CPU convolutions are pathologically slow on 2x2 maps (ResNet18's last

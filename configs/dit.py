@@ -8,6 +8,8 @@ Override any field on the command line: `--config.train.batch_size=64`.
 """
 import ml_collections
 
+import common  # configs/common.py (the loader puts configs/ on the path).
+
 
 def get_config(arg=None):
   c = ml_collections.ConfigDict()
@@ -74,15 +76,7 @@ def get_config(arg=None):
   c.train.keep_checkpoints = 2  # The last N are kept, plus the one with the lowest validation loss.
 
 
-  c.modal = ml_collections.ConfigDict()  # Training on Modal: python -m launch.modal_train without --local.
-  c.modal.app = 'tinycats'  # The Modal app's name.
-  c.modal.gpu = 'H100'  # TYPE or TYPE:COUNT (e.g. H100:8): every GPU joins the one data-parallel mesh.
-  c.modal.nodes = 1  # > 1: a Modal multi-node cluster, one JAX process per node (jax.distributed).
-  c.modal.timeout = 4 * 3600  # Seconds per call, at most 24 h; a retried or re-run call resumes.
-  c.modal.retries = 3  # After a preemption or crash, with back-off; each retry resumes from the last checkpoint.
-  c.modal.memory_gb = 64  # Container RAM; 0 = Modal's default.
-  c.modal.data_volume = 'tinycats-data'  # Holds the prepared TFDS data dir (prepared once).
-  c.modal.outputs_volume = 'tinycats-outputs'  # Holds one workdir per run: /outputs/<run name>.
+  c.modal = common.modal_config()  # configs/common.py: GPU, nodes, timeout, retries, volumes.
 
   if arg == 'patch8':
     c.model.patch_size = 8

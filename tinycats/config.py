@@ -11,6 +11,7 @@ import difflib
 import importlib.util
 import json
 import os
+import sys
 from typing import Any, Iterable
 
 import ml_collections
@@ -30,7 +31,11 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
     raise ConfigError(f'config file {path!r} not found (expected e.g. configs/cats.py or configs/cats.py:smoke)')
   module_spec = importlib.util.spec_from_file_location(f'_tinycats_config_{abs(hash(path))}', path)
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  sys.path.insert(0, os.path.dirname(os.path.abspath(path)))  # So configs can import their shared parts.
+  try:
+    module_spec.loader.exec_module(module)
+  finally:
+    sys.path.pop(0)
   if not hasattr(module, 'get_config'):
     raise ConfigError(f'config file {path!r} defines no get_config(arg=None)')
   return module.get_config(arg or None)
