@@ -56,13 +56,17 @@ NO_TOKEN = ('error: no Modal token is configured. Authenticate once with `modal 
             'or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET; or add --local to train on this machine.')
 
 
+def local_workdir(args, name: str) -> str:
+  """--workdir, else RUNS_DIR/<run name>."""
+  return args.workdir or os.path.join(args.runs_dir, name)
+
+
 def _run_local(args, config, name) -> int:
   from launch import body  # pylint: disable=import-outside-toplevel
   if args.prepare:
     print('error: --prepare is for the Modal data volume; here run `tinycats prepare --data-dir DIR`', file=sys.stderr)
     return 2
-  workdir = args.workdir or os.path.join(args.runs_dir, name)
-  print(json.dumps(body.train(config.to_dict(), workdir), indent=2))
+  print(json.dumps(body.train(config.to_dict(), local_workdir(args, name)), indent=2))
   return 0
 
 

@@ -1,4 +1,5 @@
-"""Two JAX processes joined by jax.distributed on 127.0.0.1 train like one process with the same global batch."""
+"""The remote code path on 4 devices: two JAX processes of 2 devices each (jax.distributed on 127.0.0.1) train
+like one process with 4 devices and the same global batch."""
 import json
 import os
 import socket
@@ -36,17 +37,17 @@ def _start(args, env, tmp_path, process_id):
 
 
 def test_two_processes_train_as_one_with_the_same_global_batch(image_folder, tmp_path):
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  env['JAX_PLATFORMS'] = 'cpu'
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=2')
   port, joint, single = str(_free_port()), str(tmp_path / 'joint'), str(tmp_path / 'single')
   processes = [_start([port, joint, image_folder], env, tmp_path, i) for i in range(2)]
-  one = _start(['', single, image_folder], dict(env, XLA_FLAGS='--xla_force_host_platform_device_count=2'),
+  one = _start(['', single, image_folder], dict(env, XLA_FLAGS='--xla_force_host_platform_device_count=4'),
                tmp_path, 2)
   outputs = [p.communicate(timeout=400) for p in processes + [one]]
   for p, (out, err) in zip(processes + [one], outputs):
     assert p.returncode == 0, err[-3000:]
   summaries = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
-  assert all(s['devices'] == 2 and s['steps'] == 10 for s in summaries)
+  assert all(s['devices'] == 4 and s['steps'] == 10 for s in summaries)  # The global batch over 4 devices.
+  assert '2 process(es), 4 device(s)' in outputs[0][1] and '1 process(es), 4 device(s)' in outputs[2][1]
   assert summaries[0]['test_accuracy'] == summaries[1]['test_accuracy'] == summaries[2]['test_accuracy']
 
   step_joint, joint_params = _final_model_state(joint, image_folder)

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, TINY, tiny_config
+from conftest import REPO, tiny_config
 from launch import body, modal_app, plan as plan_lib
 from tinycats.checkpoint import Checkpoints
 
@@ -68,46 +68,27 @@ def test_train_body_commits_each_checkpoint_and_a_second_call_resumes(image_fold
   workdir = str(tmp_path / 'outputs' / 'run1')  # Where the outputs volume is mounted.
   volume = FakeVolume(workdir)
   config = tiny_config('--config.data.source=folder', f'--config.data.folder={image_folder}',
-                       '--config.train.epochs=2', '--config.train.eval_every=5', '--config.train.keep_checkpoints=5')
+                       '--config.train.epochs=1', '--config.train.eval_every=5', '--config.train.keep_checkpoints=5')
   summary = body.train(config.to_dict(), workdir, commit=volume.commit)
-  assert summary['steps'] == 20 and summary['workdir'] == workdir
-  # One commit per checkpoint (steps 5, 10, 15, 20), each after that checkpoint was written, and one at the end.
-  assert [c[-1] for c in volume.commits[:4]] == [5, 10, 15, 20] and len(volume.commits) == 5
+  assert summary['steps'] == 10 and summary['workdir'] == workdir
+  # One commit per checkpoint (steps 5, 10), each after that checkpoint was written, and one at the end.
+  assert volume.commits == [[5], [5, 10], [5, 10]]
   assert os.path.isfile(os.path.join(workdir, 'summary.json'))
 
   # A retry (or the same command again) continues the run: here with one more epoch.
-  config.train.epochs = 3
+  config.train.epochs = 2
   resumed = FakeVolume(workdir)
   summary = body.train(config.to_dict(), workdir, commit=resumed.commit)
-  assert summary['steps'] == 30
-  assert [c[-1] for c in resumed.commits[:2]] == [25, 30] and len(resumed.commits) == 3  # Nothing retrained.
-  assert Checkpoints(os.path.join(workdir, 'checkpoints'), read_only=True).latest_step() == 30
+  assert summary['steps'] == 20
+  assert [c[-1] for c in resumed.commits] == [15, 20, 20]  # Nothing retrained.
+  assert Checkpoints(os.path.join(workdir, 'checkpoints'), read_only=True).latest_step() == 20
 
 
-def test_remote_path_uses_every_device(image_folder, tmp_path):
-  """The body on 4 forced host devices: one mesh over all four, the global batch split across them."""
-  code = f'''
-import json, sys
-sys.path.insert(0, 'tests')
-import jax
-from conftest import tiny_config
-from launch import body
-assert jax.device_count() == 4
-config = tiny_config('--config.data.source=folder', '--config.data.folder={image_folder}', '--config.train.epochs=1')
-print(json.dumps(body.train(config.to_dict(), '{tmp_path / "run"}')))
-'''
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4', JAX_PLATFORMS='cpu')
-  result = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
-  assert result.returncode == 0, result.stderr[-3000:]
-  summary = json.loads(result.stdout.strip().splitlines()[-1])
-  assert summary['devices'] == 4 and summary['steps'] == 10 and summary['test_accuracy'] > 0.5
-  assert '4 device(s)' in result.stderr
-
-
-def test_local_flag_writes_the_run_under_the_runs_dir(image_folder, tmp_path):
-  result = subprocess.run([sys.executable, '-m', 'launch.modal_train', '--config', 'configs/cats.py:smoke', '--local',
-                           '--name', 'r', '--runs-dir', str(tmp_path / 'runs'), *TINY, '--config.train.epochs=1',
-                           '--config.data.source=folder', f'--config.data.folder={image_folder}'],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert os.path.isfile(tmp_path / 'runs' / 'r' / 'summary.json')
+def test_local_runs_go_under_the_runs_dir():
+  from launch import modal_train
+  args, _ = modal_train.parse_args(['--config', 'configs/cats.py', '--local', '--runs-dir', '/tmp/r'])
+  assert modal_train.local_workdir(args, 'cats-1') == os.path.join('/tmp/r', 'cats-1')
+  args, _ = modal_train.parse_args(['--config', 'configs/cats.py', '--local', '--workdir', '/tmp/w'])
+  assert modal_train.local_workdir(args, 'cats-1') == '/tmp/w'
+  args, _ = modal_train.parse_args(['--config', 'configs/cats.py', '--local'])
+  assert modal_train.local_workdir(args, 'cats-1') == os.path.join('runs', 'cats-1')
