@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from conftest import REPO
 from test_resume import _final_model_state
@@ -36,6 +37,7 @@ def _start(args, env, tmp_path, process_id):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow  # Three processes compiling at once: about 75 s on 2 cores. `pytest -m slow` runs it.
 def test_two_processes_train_as_one_with_the_same_global_batch(image_folder, tmp_path):
   env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=2')
   port, joint, single = str(_free_port()), str(tmp_path / 'joint'), str(tmp_path / 'single')
