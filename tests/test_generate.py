@@ -137,8 +137,10 @@ def test_generator_library_api(generator_run, judge):
   images = generator.sample(['lime', 3, 'red'], steps=4, cfg=1.5, seed=3)
   assert images.shape == (3, 16, 16, 3) and images.dtype == np.uint8
   np.testing.assert_array_equal(images, generator.sample(['lime', 3, 'red'], steps=4, cfg=1.5, seed=3))
-  # Batching does not change a sample: each one's noise comes from the seed, not the batch.
-  np.testing.assert_array_equal(images, generator.sample(['lime', 3, 'red'], steps=4, cfg=1.5, seed=3, batch_size=2))
+  # Batching does not change a sample: each one's noise comes from the seed, not the batch. Another batch
+  # shape is another compiled program, so float rounding may move a pixel by a level or two.
+  diff = np.abs(images.astype(int) - generator.sample(['lime', 3, 'red'], steps=4, cfg=1.5, seed=3, batch_size=2))
+  assert diff.max() <= 3 and diff.mean() < 0.5  # Other noise would differ by tens of levels.
   with pytest.raises(UserError, match='out of range'):
     generator.sample([7])
   with pytest.raises(UserError, match='not a generator'):

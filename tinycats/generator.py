@@ -72,10 +72,11 @@ class Generator:
     elif noise.shape != (len(index), self.image_size, self.image_size, 3):
       raise UserError(f'noise must be float32 {(len(index), self.image_size, self.image_size, 3)}, got {noise.shape}')
     out = []
-    for start in range(0, len(index), batch_size):  # Fixed shapes: the last chunk is padded, one compilation.
-      chunk, labels_chunk = noise[start:start + batch_size], index[start:start + batch_size]
+    size = min(batch_size, len(index))  # Fixed shapes: the last chunk is padded, one compilation per call size.
+    for start in range(0, len(index), size):
+      chunk, labels_chunk = noise[start:start + size], index[start:start + size]
       n = len(chunk)
-      pad = min(batch_size, len(index)) - n
+      pad = size - n
       if pad:
         chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
         labels_chunk = np.concatenate([labels_chunk, np.zeros(pad, np.int32)])
