@@ -63,7 +63,6 @@ def get_config(arg=None):
   c.train.patience = 3  # Evaluations without a better validation accuracy before stopping; 0 = never.
   c.train.keep_checkpoints = 2  # The last N are kept, plus the best by validation accuracy.
 
-
   c.modal = common.modal_config()  # configs/common.py: GPU, nodes, timeout, retries, volumes.
 
   if arg == 'smoke':

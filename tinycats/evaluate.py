@@ -39,18 +39,20 @@ def evaluate(workdir: str, split: str = 'test', config=None, data=None, mesh=Non
     metrics.plot_confusion(report['confusion_matrix'], report['classes'], os.path.join(workdir, 'confusion.png'),
                            title=f'{split}: accuracy {report["accuracy"]:.4f} (step {step})')
   elif classifier:
-    report['samples'] = _judge_samples(workdir, config, data.splits[split], classifier, samples_per_class, seed)
+    from tinycats.generator import Generator  # pylint: disable=import-outside-toplevel
+    from tinycats.train.generate import ema_network  # pylint: disable=import-outside-toplevel
+    generator = Generator(config, *ema_network(graphdef, model_state), step)  # The checkpoint read above.
+    report['samples'] = _judge_samples(workdir, generator, data.splits[split], classifier, samples_per_class, seed)
   metrics.write_json(report, os.path.join(workdir, 'eval.json'))
   return report
 
 
-def _judge_samples(workdir, config, split, classifier_dir: str, per_class: int, seed: int) -> dict:
+def _judge_samples(workdir, generator, split, classifier_dir: str, per_class: int, seed: int) -> dict:
   """Samples `per_class` images of every class (seeded) and scores them against the split's real images."""
   from tinycats.classifier import Classifier
-  from tinycats.generator import Generator
   from tinycats.sample_quality import sample_quality
   judge = Classifier.load(classifier_dir)
-  generator = Generator.load(workdir)
+  config = generator.config
   grid = generator.sample_grid(per_label=per_class, seed=seed)
   classes = generator.classes
   labels = np.repeat(np.arange(len(classes)), per_class)
