@@ -264,22 +264,13 @@ def test_hub_unreachable_says_what_to_do(tmp_path, monkeypatch):
     fetch('timm/resnet18.tv_in1k', cache_dir=str(tmp_path), endpoint='http://127.0.0.1:9')
 
 
-def _torch_layout(array):
-  """NNX layout back to torchvision's: HWIO -> OIHW, (in, out) -> (out, in).
-
-  Contiguous: safetensors.numpy.save_file writes a transposed view's buffer in memory order.
-  """
-  array = np.asarray(array, np.float32)
-  return np.ascontiguousarray(array.transpose(3, 2, 0, 1) if array.ndim == 4 else array.T if array.ndim == 2 else array)
-
-
 def test_fine_tuning_starts_from_the_weights_with_a_frozen_backbone(image_folder, tmp_path):
   from safetensors.numpy import save_file
   from conftest import tiny_config
   from tinycats.train import loop, state as state_lib
   from tinycats.train.tasks import TASKS
   donor = models.resnet18(1000, width=8, dtype=jnp.float32, rngs=nnx.Rngs(5))
-  weights = {pretrained.torchvision_key(path): _torch_layout(v) for path, v in nnx.to_flat_state(nnx.state(donor))}
+  weights = {pretrained.torchvision_key(path): pretrained.to_torch(v) for path, v in nnx.to_flat_state(nnx.state(donor))}
   save_file(weights, str(tmp_path / 'resnet18-w8.safetensors'))
   config = tiny_config('--config.data.source=folder', f'--config.data.folder={image_folder}',
                        f'--config.model.pretrained={tmp_path / "resnet18-w8.safetensors"}',

@@ -1,6 +1,6 @@
 """`Classifier`: a trained classifier loaded from its workdir, for notebooks and `tinycats predict`.
 
-    clf = Classifier.load('workdirs/cats-...')
+    clf = Classifier.load('workdirs/cats-...')   # or an export folder, or a Hub repo id 'user/tinycats-cats'
     probs = clf.predict(images)   # uint8 (N, H, W, 3), any H and W -> (N, len(clf.classes))
 
 Images go through the same resize as the training cache and the same eval transform as
@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from tinycats.data import cache
+from tinycats.export import weights
 from tinycats.train import state as state_lib, step as step_lib
 from tinycats.train.classify import predict_arrays
 
@@ -29,9 +30,12 @@ class Classifier:
     self._mesh = mesh or step_lib.make_mesh()
 
   @classmethod
-  def load(cls, workdir: str, step: int | None = None) -> 'Classifier':
-    """The best checkpoint of `workdir` (or `step`)."""
-    return cls(*state_lib.load_run(workdir, 'classify', 'classifier', step))
+  def load(cls, source: str, step: int | None = None, *, endpoint: str | None = None) -> 'Classifier':
+    """A workdir's best checkpoint (or `step`), an export folder, or a Hub repo id (downloaded once, cached)."""
+    kind, folder = weights.resolve(source, endpoint)
+    if kind == 'export':
+      return cls(*weights.load_export(folder, 'classify', 'classifier'))
+    return cls(*state_lib.load_run(folder, 'classify', 'classifier', step))
 
   def _squares(self, images) -> np.ndarray:
     """Each image (array or PIL) through the cache's own resize, so prediction sees training's pixels."""

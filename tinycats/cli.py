@@ -1,4 +1,4 @@
-"""`tinycats <command>`: prepare, evaluate, predict, sample.
+"""`tinycats <command>`: prepare, evaluate, predict, sample, export.
 
 Training is launched with `python -m launch.modal_train` (locally with `--local`).
 """
@@ -62,6 +62,26 @@ def _predict(args) -> int:
   return 1 if any('error' in row for row in results) else 0
 
 
+def _export_onnx(args) -> int:
+  from tinycats.export import onnx as onnx_export
+  report = onnx_export.export_onnx(args.workdir, args.out_dir, int8=args.int8, kind=args.model,
+                                   tolerance=args.tolerance)
+  print(f'tinycats export: ONNX Runtime vs JAX max difference {report["max_difference"]:.3g} '
+        f'(tolerance {report["tolerance"]:g})', file=sys.stderr)
+  print(json.dumps(report))
+  return 0
+
+
+def _export_hub(args) -> int:
+  from tinycats.export import hub
+  result = hub.export_hub(args.workdir, args.repo_id, private=args.private, endpoint=args.endpoint,
+                          out_dir=args.out_dir, no_upload=args.no_upload, int8=args.int8, license_id=args.license)
+  print(f'tinycats export: ONNX Runtime vs JAX max difference {result["onnx"]["max_difference"]:.3g}',
+        file=sys.stderr)
+  print(json.dumps({k: v for k, v in result.items() if k != 'onnx'}))
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog='tinycats', description=__doc__)
   sub = parser.add_subparsers(dest='command', required=True)
@@ -99,6 +119,27 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--out', default=None, help='grid PNG: one row per label')
   p.add_argument('--out-dir', default=None, help='folder for one PNG per image')
   p.set_defaults(fn=_sample)
+
+  p = sub.add_parser('export', help='export a trained workdir: ONNX for the web page, or a Hugging Face Hub repo')
+  kinds = p.add_subparsers(dest='export', required=True)
+  e = kinds.add_parser('onnx', help='ONNX model(s) + models.json, checked against JAX with ONNX Runtime')
+  e.add_argument('--workdir', required=True)
+  e.add_argument('--out-dir', required=True)
+  e.add_argument('--int8', action='store_true', help='also an int8 dynamically quantised model, with its report')
+  e.add_argument('--model', choices=('classifier', 'generator'), default=None,
+                 help='refuse the workdir unless it holds this kind of model (default: whatever it holds)')
+  e.add_argument('--tolerance', type=float, default=1e-4, help='largest allowed |ONNX - JAX| (default 1e-4)')
+  e.set_defaults(fn=_export_onnx)
+  e = kinds.add_parser('hub', help='a model repository: safetensors, config.json, ONNX, models.json, model card')
+  e.add_argument('--workdir', required=True)
+  e.add_argument('--repo-id', required=True, help='USER/NAME on the Hub (created if missing)')
+  e.add_argument('--private', action='store_true', help='create the repo private')
+  e.add_argument('--endpoint', default=None, help='Hub URL (default: HF_ENDPOINT or https://huggingface.co)')
+  e.add_argument('--out-dir', default=None, help='keep the assembled folder here')
+  e.add_argument('--no-upload', action='store_true', help='only assemble the folder (needs --out-dir)')
+  e.add_argument('--int8', action='store_true', help='include the int8 ONNX model(s)')
+  e.add_argument('--license', default='cc-by-sa-4.0', help="the card's licence (default: Oxford-IIIT Pet's)")
+  e.set_defaults(fn=_export_hub)
   return parser
 
 

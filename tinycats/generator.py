@@ -1,6 +1,6 @@
 """`Generator`: a trained generator (its EMA weights) loaded from its workdir, for notebooks and `tinycats sample`.
 
-    gen = Generator.load('workdirs/dit-...')
+    gen = Generator.load('workdirs/dit-...')   # or an export folder, or a Hub repo id
     images = gen.sample(['Bengal', 'other'], steps=50, cfg=1.5, seed=0)   # uint8 (2, 128, 128, 3)
 
 Sampling defaults (sampler, steps, guidance) come from the run's config.json (`sample.*`).
@@ -14,6 +14,7 @@ import numpy as np
 from tinycats import flow
 from tinycats.data import augment
 from tinycats.errors import UserError
+from tinycats.export import weights
 from tinycats.train import generate, state as state_lib
 
 
@@ -29,9 +30,12 @@ class Generator:
     self._graphdef, self._state = graphdef, state
 
   @classmethod
-  def load(cls, workdir: str, step: int | None = None) -> 'Generator':
-    """The best checkpoint of `workdir` (lowest validation loss), or `step`."""
-    config, graphdef, model_state, step = state_lib.load_run(workdir, 'flow', 'generator', step)
+  def load(cls, source: str, step: int | None = None, *, endpoint: str | None = None) -> 'Generator':
+    """A workdir's best checkpoint (lowest validation loss) or `step`, an export folder, or a Hub repo id."""
+    kind, folder = weights.resolve(source, endpoint)
+    if kind == 'export':
+      return cls(*weights.load_export(folder, 'flow', 'generator'))  # Exports hold the EMA network alone.
+    config, graphdef, model_state, step = state_lib.load_run(folder, 'flow', 'generator', step)
     return cls(config, *generate.ema_network(graphdef, model_state), step)
 
   def label_index(self, label: int | str) -> int:

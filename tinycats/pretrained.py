@@ -52,6 +52,16 @@ def to_nnx(array: np.ndarray) -> np.ndarray:
   return array
 
 
+def to_torch(array) -> np.ndarray:
+  """The inverse of `to_nnx`: conv kernels HWIO -> OIHW, linear (in, out) -> (out, in); contiguous."""
+  array = np.asarray(array, dtype=np.float32)
+  if array.ndim == 4:
+    array = array.transpose(3, 2, 0, 1)
+  elif array.ndim == 2:
+    array = array.T
+  return np.ascontiguousarray(array)
+
+
 def torch_shape(shape: tuple) -> tuple:
   """The inverse of `to_nnx` on shapes, so that messages speak torchvision's layout."""
   shape = tuple(shape)

@@ -29,7 +29,7 @@ def _bn(features, dtype, rngs):
 def max_pool_3x3_s2(x):
   """torchvision's MaxPool2d(3, 2, padding=1): pad with -inf, then pool without padding."""
   x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
-  return nnx.max_pool(x, (3, 3), strides=(2, 2), padding='VALID')
+  return nnx.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding='VALID')  # keywords: jax2onnx's patch needs them
 
 
 class BasicBlock(nnx.Module):

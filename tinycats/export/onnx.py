@@ -1,0 +1,386 @@
+"""`tinycats export onnx`: a trained workdir -> ONNX files the original web page runs unchanged, and `models.json`.
+
+Contract (the page's, see models.json):
+  classifier  cats.onnx       input  float32 [N,3,S,S] NCHW, ImageNet mean/std  -> output float32 [N,classes] logits
+  generator   generator.onnx  noise float32 [N,3,S,S], timestep float32 [N] in [0,1], breed int64 [N]
+                              -> velocity float32 [N,3,S,S]; EMA weights; no guidance inside (the page does it)
+S follows the run's config; N is dynamic. Breed 0..C-1 are the classes, C the null label; -1 (what the
+page sends for its unconditional pass) also selects the null label.
+
+The graph is the float32 network (ONNX Runtime's CPU and web kernels are float32; training computes in
+bf16), traced by jax2onnx. The command checks it: ONNX Runtime on CPU must match the JAX float32
+eval-mode model within `TOLERANCE` on seeded inputs with N=1 and N=3, or nothing is written.
+`--int8` adds ONNX Runtime dynamic quantisation (`*_quantized.onnx`) and reports its size and what it
+changes on a validation batch. Files are written in a staging folder and moved in at the end.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+import shutil
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from tinycats.data import augment
+from tinycats.errors import UserError
+from tinycats.export.weights import ExportError
+
+TOLERANCE = 1e-4
+FILES = {'classify': ('cats.onnx', 'cats_quantized.onnx'), 'flow': ('generator.onnx', 'generator_quantized.onnx')}
+KINDS = {'classifier': 'classify', 'generator': 'flow'}
+# The page's sampling defaults (its GENERATOR_CONFIG): Euler, 50 steps, guidance 1.5.
+PAGE_SAMPLING = {'method': 'Euler integration', 'steps': 50, 'cfgScale': 1.5}
+QUALITY_BATCH = 256
+# jax2onnx 0.17.1: this graph pass mis-wires the residual Add after a strided downsample in the
+# ResNet (ONNX Runtime then refuses the graph: "Incompatible dimensions"). Without it the graph
+# keeps NHWC<->NCHW transpose pairs, which ONNX Runtime's own optimiser removes at load time.
+_RESNET_UNSAFE_PASSES = ('remove_redundant_transpose_pairs',)
+
+
+def float32_network(config, state) -> nnx.Module:
+  """The trained network (`state`: the classifier, or the EMA DiT) rebuilt with float32 compute, in eval mode."""
+  import ml_collections
+  from tinycats import models
+  model_config = ml_collections.ConfigDict(config.model.to_dict())
+  model_config.dtype = 'float32'
+  classes = len(config.data.classes)
+  if config.task == 'classify':
+    build = lambda: models.create_classifier(model_config, classes)
+  else:
+    build = lambda: models.create_generator(model_config, classes, config.data.image_size)
+  graphdef, abstract = nnx.split(nnx.eval_shape(build))
+  nnx.replace_by_pure_dict(abstract, nnx.to_pure_dict(state))
+  model = nnx.merge(graphdef, abstract)
+  model.eval()
+  return model
+
+
+def classifier_forward(model, normalization: str):
+  """ImageNet-normalised NCHW images -> logits. A run trained on another normalisation converts in the graph."""
+  mean, std = (jnp.asarray(v, jnp.float32) for v in augment.normalization(normalization))
+  imagenet_mean, imagenet_std = (jnp.asarray(v, jnp.float32) for v in augment.normalization('imagenet'))
+
+  def forward(image):
+    x = jnp.transpose(image, (0, 2, 3, 1))
+    if normalization != 'imagenet':
+      x = (x * imagenet_std + imagenet_mean - mean) / std
+    return model.fc(model.features(x))  # Eval mode: dropout is the identity, BatchNorm uses its statistics.
+  return forward
+
+
+def generator_forward(model):
+  """(noise NCHW, timestep, breed) -> velocity NCHW; breed < 0 is the null label."""
+  def forward(noise, timestep, breed):
+    labels = jnp.where(breed < 0, model.null_label, breed).astype(jnp.int32)
+    velocity = model(jnp.transpose(noise, (0, 2, 3, 1)), timestep, labels)
+    return jnp.transpose(velocity, (0, 3, 1, 2))
+  return forward
+
+
+@contextlib.contextmanager
+def _quiet_and_without(passes):
+  """jax2onnx with some graph passes left out (see _RESNET_UNSAFE_PASSES) and onnx_ir's warnings muted."""
+  from jax2onnx.converter import ir_optimizations
+  saved = ir_optimizations._OPTIMIZER_PASSES  # pylint: disable=protected-access
+  logger = logging.getLogger('onnx_ir')
+  level = logger.level
+  ir_optimizations._OPTIMIZER_PASSES = tuple(p for p in saved if p.name not in passes)  # pylint: disable=protected-access
+  logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    ir_optimizations._OPTIMIZER_PASSES = saved  # pylint: disable=protected-access
+    logger.setLevel(level)
+
+
+def _int64_input(proto, name: str) -> None:
+  """Makes graph input `name` int64 (what the page feeds) with a Cast to the int32 the traced graph uses."""
+  import onnx
+  inner = f'{name}_int32'
+  for node in proto.graph.node:
+    for i, value in enumerate(node.input):
+      if value == name:
+        node.input[i] = inner
+  graph_input = next(i for i in proto.graph.input if i.name == name)
+  graph_input.type.tensor_type.elem_type = onnx.TensorProto.INT64
+  proto.graph.node.insert(0, onnx.helper.make_node('Cast', [name], [inner], to=onnx.TensorProto.INT32,
+                                                   name=f'{name}_to_int32'))
+
+
+def convert(config, model):
+  """(onnx.ModelProto, forward function, input names) for the float32 network of a run."""
+  import onnx
+  from jax2onnx import to_onnx
+  size = config.data.image_size
+  if config.task == 'classify':
+    forward, names, skip = classifier_forward(model, config.data.normalization), ['input'], _RESNET_UNSAFE_PASSES
+    specs, outputs = [('N', 3, size, size)], ['output']
+  else:
+    forward, names, skip = generator_forward(model), ['noise', 'timestep', 'breed'], ()
+    specs = [('N', 3, size, size), ('N',), jax.ShapeDtypeStruct(('N',), jnp.int32)]
+    outputs = ['velocity']
+  with _quiet_and_without(skip):
+    proto = to_onnx(forward, specs, model_name=f'tinycats_{config.task}', input_names=names, output_names=outputs)
+  if config.task == 'flow':
+    _int64_input(proto, 'breed')
+  onnx.checker.check_model(proto)
+  return proto, forward, names
+
+
+def parity_inputs(config, batch: int, seed: int) -> dict[str, np.ndarray]:
+  """Seeded inputs in the ONNX contract: the classifier sees N(0,1) 'normalised' pixels; the generator all labels."""
+  rng = np.random.default_rng(seed)
+  size = config.data.image_size
+  if config.task == 'classify':
+    return {'input': rng.normal(size=(batch, 3, size, size)).astype(np.float32)}
+  null = len(config.data.classes)
+  return {'noise': rng.normal(size=(batch, 3, size, size)).astype(np.float32),
+          'timestep': rng.uniform(size=batch).astype(np.float32),
+          'breed': rng.integers(-1, null + 1, size=batch).astype(np.int64)}
+
+
+def session(path: str):
+  import onnxruntime
+  return onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
+
+
+def max_difference(path: str, config, forward) -> float:
+  """The largest |ONNX Runtime - JAX| over seeded inputs with N=1 and N=3 (the batch axis is dynamic)."""
+  onnx_session, jax_fn = session(path), jax.jit(forward)
+  worst = 0.0
+  for batch, seed in ((1, 0), (3, 1)):
+    feeds = parity_inputs(config, batch, seed)
+    got = onnx_session.run(None, feeds)[0]
+    expected = np.asarray(jax_fn(*[np.asarray(v, np.int32) if v.dtype == np.int64 else v for v in feeds.values()]))
+    if got.shape != expected.shape:
+      raise ExportError(f'{os.path.basename(path)}: ONNX output {got.shape}, JAX {expected.shape}')
+    worst = max(worst, float(np.max(np.abs(got - expected))))
+  return worst
+
+
+def quantize(source: str, target: str) -> None:
+  """ONNX Runtime dynamic quantisation: int8 weights, activations quantised at run time."""
+  from onnxruntime.quantization import QuantType, quantize_dynamic
+  root = logging.getLogger()
+  level = root.level
+  root.setLevel(max(level, logging.ERROR))  # Mutes its generic 'consider pre-processing' warning.
+  try:
+    quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+  finally:
+    root.setLevel(level)
+
+
+def _validation_batch(config):
+  """Up to QUALITY_BATCH validation images and labels, or the reason they cannot be read."""
+  import tinycats.data
+  try:
+    split = tinycats.data.load(config, splits=('val',)).splits['val']
+  except Exception as e:  # pylint: disable=broad-except  # Data absent here (e.g. exported elsewhere): say so.
+    return None, f'the validation data could not be read ({type(e).__name__}: {e})'
+  n = min(QUALITY_BATCH, len(split))
+  return (np.asarray(split.images[:n]), np.asarray(split.labels[:n])), None
+
+
+def _run(onnx_session, feeds: dict[str, np.ndarray], batch: int = 32) -> np.ndarray:
+  n = len(next(iter(feeds.values())))
+  return np.concatenate([onnx_session.run(None, {k: v[i:i + batch] for k, v in feeds.items()})[0]
+                         for i in range(0, n, batch)])
+
+
+def quantization_report(config, float_path: str, int8_path: str) -> dict:
+  """Sizes, and the int8 model against the float32 one on a validation batch (accuracy, or flow loss)."""
+  report = {'float32_bytes': os.path.getsize(float_path), 'int8_bytes': os.path.getsize(int8_path)}
+  report['size_ratio'] = round(report['int8_bytes'] / report['float32_bytes'], 4)
+  batch, reason = _validation_batch(config)
+  if batch is None:
+    report['validation'] = {'measured': False, 'reason': reason}
+    return report
+  images, labels = batch
+  sessions = {'float32': session(float_path), 'int8': session(int8_path)}
+  size = config.data.image_size
+  if config.task == 'classify':
+    x = np.asarray(augment.eval_transform(images, image_size=size, norm='imagenet')).transpose(0, 3, 1, 2)
+    predictions = {k: _run(s, {'input': x}).argmax(-1) for k, s in sessions.items()}
+    out = {f'{k}_accuracy': float(np.mean(p == labels)) for k, p in predictions.items()}
+    out['agreement'] = float(np.mean(predictions['float32'] == predictions['int8']))
+    out['accuracy_change'] = out['int8_accuracy'] - out['float32_accuracy']
+  else:
+    data = np.asarray(augment.eval_transform(images, image_size=size, norm=config.data.normalization))
+    data = data.transpose(0, 3, 1, 2)
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=data.shape).astype(np.float32)
+    t = rng.uniform(size=len(data)).astype(np.float32)
+    x_t = t[:, None, None, None] * data + (1 - t[:, None, None, None]) * noise
+    feeds = {'noise': x_t, 'timestep': t, 'breed': labels.astype(np.int64)}
+    velocity = {k: _run(s, feeds) for k, s in sessions.items()}
+    out = {f'{k}_flow_loss': float(np.mean((v - (data - noise)) ** 2)) for k, v in velocity.items()}
+    out['flow_loss_change'] = out['int8_flow_loss'] - out['float32_flow_loss']
+    out['max_velocity_difference'] = float(np.max(np.abs(velocity['int8'] - velocity['float32'])))
+  report['validation'] = dict(measured=True, split='val', examples=len(labels), **out)
+  return report
+
+
+def _size(nbytes: int) -> str:
+  return f'{nbytes / 2**20:.0f} MB' if nbytes >= 2**20 else f'{nbytes / 2**10:.0f} KB'
+
+
+def _file_entry(path: str, description: str) -> dict:
+  nbytes = os.path.getsize(path)
+  return {'path': os.path.basename(path), 'sizeBytes': nbytes, 'sizeFormatted': _size(nbytes),
+          'description': description}
+
+
+def models_json(existing: dict, config, paths: dict[str, str], info: dict) -> dict:
+  """The page's models.json with this model's sections (re)written; the other model's sections are kept."""
+  out = dict(existing)
+  out.setdefault('models', {})
+  size = config.data.image_size
+  classes = list(config.data.classes)
+  recommended = dict(out.get('recommended', {}))
+  if config.task == 'classify':
+    entry = {'original': _file_entry(paths['float32'], 'float32 ResNet classifier (single file)')}
+    if 'int8' in paths:
+      entry['quantized'] = _file_entry(paths['int8'], 'int8 dynamic quantisation (ONNX Runtime) of the same model')
+    out['models']['classifier'] = entry
+    mean, std = augment.normalization('imagenet')
+    out['classifier'] = {
+        'input': {'name': 'input', 'shape': ['batch_size', 3, size, size],
+                  'description': f'RGB image, 3 channels, {size}x{size} pixels, NCHW',
+                  'normalization': {'mean': list(mean), 'std': list(std),
+                                    'description': 'pixels in [0, 1], then (x - mean) / std per channel'}},
+        'output': {'name': 'output', 'shape': ['batch_size', len(classes)],
+                   'description': 'logits (softmax gives probabilities)', 'classes': classes}}
+    out['breed_classes'] = {'note': f'the classifier outputs {len(classes)} classes',
+                            'classes': [{'index': i, 'name': c} for i, c in enumerate(classes)]}
+    recommended['classifier'] = 'quantized' if 'int8' in paths else 'original'
+  else:
+    entry = _file_entry(paths['float32'], 'class-conditional DiT (EMA weights), velocity for flow-matching sampling')
+    if 'int8' in paths:
+      entry['quantized'] = _file_entry(paths['int8'], 'int8 dynamic quantisation (ONNX Runtime) of the same model')
+    out['models']['generator'] = entry
+    null = len(classes)
+    out['generator'] = {
+        'inputs': [
+            {'name': 'noise', 'shape': ['batch_size', 3, size, size],
+             'description': 'the current state x_t (at t=0: standard normal noise)', 'range': 'N(0, 1) at t=0'},
+            {'name': 'timestep', 'shape': ['batch_size'], 'description': 'ODE time: 0 is noise, 1 is data',
+             'range': '[0.0, 1.0]'},
+            {'name': 'breed', 'shape': ['batch_size'], 'dtype': 'int64',
+             'description': f'class index 0-{null - 1}; {null} (or -1) is the null label for guidance',
+             'range': f'[0, {null}]'}],
+        'output': {'name': 'velocity', 'shape': ['batch_size', 3, size, size],
+                   'description': 'dx/dt = data - noise; images are in [-1, 1] at t=1'},
+        'sampling': dict(PAGE_SAMPLING, nullLabel=null, description=(
+            'x(t+dt) = x(t) + dt * v from t=0 to 1; guided v = v(null) + cfgScale * (v(breed) - v(null))')),
+        'normalization': {'mean': list(augment.normalization(config.data.normalization)[0]),
+                          'std': list(augment.normalization(config.data.normalization)[1]),
+                          'description': 'pixels = x * std + mean, in [0, 1]'}}
+    out['generator_breeds'] = {'note': f'the generator is conditioned on {null} classes; {null} is the null label',
+                               'classes': [{'index': i, 'name': c} for i, c in enumerate(classes)]}
+    recommended['generator'] = 'generator'
+  out['recommended'] = recommended
+  out['runtime'] = {'name': 'ONNX Runtime Web', 'executionProviders': ['wasm', 'webgl', 'webgpu'],
+                    'recommendedProvider': 'wasm'}
+  out.setdefault('version', '2.0.0')
+  out['generatedAt'] = datetime.date.today().isoformat()
+  out.setdefault('tinycats', {})[('classifier' if config.task == 'classify' else 'generator')] = info
+  return out
+
+
+def writable_folder(out_dir: str) -> str:
+  """Creates `out_dir` if needed and proves it writable, before any work."""
+  try:
+    os.makedirs(out_dir, exist_ok=True)
+    probe = tempfile.NamedTemporaryFile(dir=out_dir, prefix='.tinycats-probe-', delete=True)
+    probe.close()
+  except OSError as e:
+    raise ExportError(f'cannot write to {out_dir!r} ({type(e).__name__}: {e.strerror or e}); '
+                      'choose another --out-dir') from e
+  return out_dir
+
+
+def publish(staged: str, names, out_dir: str) -> None:
+  """Moves finished files from the staging folder into `out_dir` (readable like any file the user writes)."""
+  umask = os.umask(0)
+  os.umask(umask)
+  for name in names:
+    os.chmod(os.path.join(staged, name), 0o666 & ~umask)
+    os.replace(os.path.join(staged, name), os.path.join(out_dir, name))
+
+
+@contextlib.contextmanager
+def staging(out_dir: str):
+  """A hidden folder inside `out_dir` for the files being made; removed whatever happens."""
+  folder = tempfile.mkdtemp(prefix='.tinycats-export-', dir=out_dir)
+  try:
+    yield folder
+  finally:
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def load_trained(workdir: str, kind: str | None = None, step: int | None = None):
+  """(config, graphdef, state, step): the classifier, or the generator's EMA DiT, of a workdir's best checkpoint."""
+  from tinycats import config as config_lib
+  from tinycats.train import generate, state as state_lib
+  task = config_lib.load_json(os.path.join(workdir, 'config.json')).task
+  if kind is not None:
+    if kind not in KINDS:
+      raise UserError(f'unknown model kind {kind!r}; choose one of {", ".join(KINDS)}')
+    task = KINDS[kind]
+  what = {v: k for k, v in KINDS.items()}[task]
+  config, graphdef, state, step = state_lib.load_run(workdir, task, what, step)
+  if task == 'flow':
+    graphdef, state = generate.ema_network(graphdef, state)
+  return config, graphdef, state, step
+
+
+def export_onnx(workdir: str, out_dir: str, *, int8: bool = False, kind: str | None = None,
+                step: int | None = None, tolerance: float = TOLERANCE) -> dict:
+  """Writes the ONNX file(s) of a workdir's model into `out_dir` and updates `out_dir/models.json`."""
+  writable_folder(out_dir)
+  config, _, state, step = load_trained(workdir, kind, step)
+  return write_onnx(config, state, step, out_dir, int8=int8, source=workdir, tolerance=tolerance)
+
+
+def write_onnx(config, state, step: int, out_dir: str, *, int8: bool = False, source: str = '',
+               tolerance: float = TOLERANCE) -> dict:
+  """`export_onnx` for a network already loaded (`load_trained`): convert, check, quantise, move in."""
+  import json
+  import onnx
+  names = FILES[config.task]
+  with staging(out_dir) as tmp:
+    model = float32_network(config, state)
+    proto, forward, inputs = convert(config, model)
+    float_path = os.path.join(tmp, names[0])
+    onnx.save_model(proto, float_path)  # One self-contained file: what onnxruntime-web fetches.
+    difference = max_difference(float_path, config, forward)
+    report = {'workdir': os.path.abspath(source) if source else '', 'step': step, 'task': config.task,
+              'inputs': inputs, 'image_size': config.data.image_size, 'classes': list(config.data.classes),
+              'max_difference': difference, 'tolerance': tolerance, 'files': [names[0]]}
+    if not difference <= tolerance:
+      raise ExportError(f'{names[0]}: ONNX Runtime differs from the JAX model by {difference:.3g} '
+                        f'(tolerance {tolerance:g}); nothing was written to {out_dir}')
+    paths = {'float32': float_path}
+    if int8:
+      paths['int8'] = os.path.join(tmp, names[1])
+      quantize(float_path, paths['int8'])
+      report['int8'] = quantization_report(config, float_path, paths['int8'])
+      report['files'].append(names[1])
+    existing_path = os.path.join(out_dir, 'models.json')
+    existing = {}
+    if os.path.isfile(existing_path):
+      with open(existing_path) as f:
+        existing = json.load(f)
+    info = {'step': step, 'max_difference': difference, 'tolerance': tolerance,
+            **({'int8': report['int8']} if int8 else {})}
+    with open(os.path.join(tmp, 'models.json'), 'w') as f:
+      json.dump(models_json(existing, config, paths, info), f, indent=2)
+    publish(tmp, report['files'] + ['models.json'], out_dir)  # models.json last: it names the files before it.
+  report['out_dir'] = os.path.abspath(out_dir)
+  return report
