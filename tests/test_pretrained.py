@@ -22,7 +22,7 @@ from tinycats.pretrained import PretrainedError, fetch, load_torchvision, torch_
 IMAGE = 64
 
 
-def torch_resnet(stage_sizes, seed=0):
+def torch_resnet(stage_sizes, seed=0, width=64, num_classes=1000):
   """torchvision's ResNet in plain torch, eval mode, random weights and non-trivial BatchNorm statistics."""
   torch = pytest.importorskip('torch', reason='torch (the dev extra) is needed for the PyTorch reference ResNets')
   nn = torch.nn
@@ -47,13 +47,13 @@ def torch_resnet(stage_sizes, seed=0):
   class ResNet(nn.Module):
     def __init__(self, stage_sizes, num_classes=1000):
       super().__init__()
-      self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-      self.bn1 = nn.BatchNorm2d(64)
+      self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+      self.bn1 = nn.BatchNorm2d(width)
       self.relu = nn.ReLU(inplace=True)
       self.maxpool = nn.MaxPool2d(3, 2, 1)
-      cin = 64
+      cin = width
       for i, blocks in enumerate(stage_sizes):
-        cout = 64 * 2**i
+        cout = width * 2**i
         setattr(self, f'layer{i + 1}', nn.Sequential(
             *[BasicBlock(cin if b == 0 else cout, cout, 2 if (i > 0 and b == 0) else 1) for b in range(blocks)]))
         cin = cout
@@ -66,7 +66,7 @@ def torch_resnet(stage_sizes, seed=0):
       return self.fc(torch.flatten(self.avgpool(x), 1))
 
   torch.manual_seed(seed)
-  net = ResNet(stage_sizes)
+  net = ResNet(stage_sizes, num_classes)
   with torch.no_grad():
     for m in net.modules():
       if isinstance(m, nn.BatchNorm2d):

@@ -1,0 +1,327 @@
+"""Exports: ONNX that meets the web page's contract (parity, dynamic batch, int8), Hub repos that load back."""
+from __future__ import annotations
+
+import json
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import yaml
+from flax import nnx
+
+import fake_pets
+from conftest import tiny_config
+from fake_hub import FakeHub
+from tinycats import Classifier, Generator, cli, models, pretrained
+from tinycats.data import augment
+from tinycats.errors import UserError
+from tinycats.export import hub, onnx as onnx_export, weights
+from tinycats.export.weights import ExportError
+from tinycats.train import loop, state as state_lib
+
+ort = pytest.importorskip('onnxruntime', reason="the export extra (pip install -e '.[export]') is needed")
+onnx = pytest.importorskip('onnx')
+
+DIT_TINY = ['--config.model.width=32', '--config.model.depth=2', '--config.model.heads=2', '--config.model.patch_size=4',
+            '--config.data.image_size=16', '--config.data.cache_size=16', '--config.data.val_fraction=0.2',
+            '--config.data.test_fraction=0.2', '--config.train.batch_size=16', '--config.train.eval_batch_size=32',
+            '--config.train.epochs=2', '--config.train.warmup_epochs=0', '--config.train.log_every=5',
+            '--config.sample.steps=4', '--config.sample.per_class=2']
+TOKEN = 'hf_test_token'
+
+
+@pytest.fixture(scope='module')
+def runs(image_folder, tmp_path_factory):
+  """{'classifier': workdir, 'generator': workdir}: a tiny trained run of each (eval.json included)."""
+  root = tmp_path_factory.mktemp('runs')
+  classifier = str(root / 'classifier')
+  loop.train_and_evaluate(tiny_config('--config.data.source=folder', f'--config.data.folder={image_folder}',
+                                      '--config.train.epochs=2'), classifier)
+  colours = str(root / 'colours')
+  fake_pets.make_image_folder(colours, classes=('red', 'lime', 'cyan'), per_class=16, size=16, colours=True)
+  generator = str(root / 'generator')
+  loop.train_and_evaluate(tiny_config('--config.data.source=folder', f'--config.data.folder={colours}',
+                                      spec='configs/dit.py:smoke', base=DIT_TINY), generator)
+  return {'classifier': classifier, 'generator': generator}
+
+
+@pytest.fixture(scope='module')
+def hub_server():
+  with FakeHub(token=TOKEN) as server:
+    yield server
+
+
+@pytest.fixture(scope='module')
+def exports(runs, hub_server, tmp_path_factory):
+  """Each run exported to the fake Hub with int8 ONNX, its folder kept: {'classifier': (folder, result), ...}."""
+  out = {}
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setenv('HF_TOKEN', TOKEN)
+    for kind, repo in (('classifier', 'someone/tiny-cats'), ('generator', 'someone/tiny-dit')):
+      folder = str(tmp_path_factory.mktemp(f'{kind}-export'))
+      out[kind] = folder, hub.export_hub(runs[kind], repo, endpoint=hub_server.endpoint, out_dir=folder, int8=True)
+  return out
+
+
+def onnx_io(path):
+  """{name: (element type, dims)} of a model's inputs and outputs."""
+  model = onnx.load(path)
+  describe = lambda v: (v.type.tensor_type.elem_type,
+                        [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim])
+  return ({v.name: describe(v) for v in model.graph.input}, {v.name: describe(v) for v in model.graph.output})
+
+
+def reference(workdir):
+  """(config, eval-mode float32 network) built here from the checkpoint, independently of the exporter."""
+  import ml_collections
+  from tinycats.train import generate
+  task = json.load(open(os.path.join(workdir, 'config.json')))['task']
+  config, graphdef, state, _ = state_lib.load_run(workdir, task, 'model')
+  model_config = ml_collections.ConfigDict(config.model.to_dict())
+  model_config.dtype = 'float32'  # Float32 compute; the parameters are float32 already.
+  if task == 'flow':
+    graphdef, state = generate.ema_network(graphdef, state)
+    net = models.create_generator(model_config, len(config.data.classes), config.data.image_size)
+  else:
+    net = models.create_classifier(model_config, len(config.data.classes))
+  nnx.update(net, state)
+  net.eval()
+  return config, net
+
+
+def test_classifier_onnx_meets_the_contract(exports, runs):
+  folder, _ = exports['classifier']
+  inputs, outputs = onnx_io(os.path.join(folder, 'cats.onnx'))
+  assert inputs == {'input': (onnx.TensorProto.FLOAT, ['N', 3, 32, 32])}
+  assert outputs == {'output': (onnx.TensorProto.FLOAT, ['N', 2])}
+  config, net = reference(runs['classifier'])
+  session = ort.InferenceSession(os.path.join(folder, 'cats.onnx'))
+  for n in (1, 3):
+    x = np.random.default_rng(n).normal(size=(n, 3, 32, 32)).astype(np.float32)
+    expected = np.asarray(net(jnp.asarray(x.transpose(0, 2, 3, 1))))
+    got = session.run(None, {'input': x})[0]
+    assert got.shape == (n, 2)
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+def test_classifier_onnx_agrees_with_the_library_on_real_images(exports, runs, image_folder):
+  """ImageNet-normalised NCHW crops into ONNX == Classifier.predict (bfloat16 compute) on the same images."""
+  import tinycats.data
+  folder, _ = exports['classifier']
+  clf = Classifier.load(runs['classifier'])
+  images = tinycats.data.load(clf.config, splits=('val',)).splits['val'].images[:24]
+  x = np.asarray(augment.eval_transform(images, image_size=32, norm='imagenet')).transpose(0, 3, 1, 2)
+  logits = ort.InferenceSession(os.path.join(folder, 'cats.onnx')).run(None, {'input': x})[0]
+  probs = np.exp(logits - logits.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  library = clf.predict(images)
+  np.testing.assert_allclose(probs, library, atol=0.03)  # bfloat16 vs float32 compute.
+  assert np.mean(probs.argmax(-1) == library.argmax(-1)) >= 0.95
+
+
+def test_generator_onnx_meets_the_contract(exports, runs):
+  folder, _ = exports['generator']
+  inputs, outputs = onnx_io(os.path.join(folder, 'generator.onnx'))
+  assert inputs == {'noise': (onnx.TensorProto.FLOAT, ['N', 3, 16, 16]), 'timestep': (onnx.TensorProto.FLOAT, ['N']),
+                    'breed': (onnx.TensorProto.INT64, ['N'])}
+  assert outputs == {'velocity': (onnx.TensorProto.FLOAT, ['N', 3, 16, 16])}
+  config, net = reference(runs['generator'])
+  session = ort.InferenceSession(os.path.join(folder, 'generator.onnx'))
+  rng = np.random.default_rng(0)
+  for breed in ([2], [0, 1, 3]):  # 3 = the null label
+    n = len(breed)
+    noise, t = rng.normal(size=(n, 3, 16, 16)).astype(np.float32), rng.uniform(size=n).astype(np.float32)
+    got = session.run(None, {'noise': noise, 'timestep': t, 'breed': np.array(breed, np.int64)})[0]
+    expected = np.asarray(net(jnp.asarray(noise.transpose(0, 2, 3, 1)), jnp.asarray(t), jnp.asarray(breed)))
+    np.testing.assert_allclose(got, expected.transpose(0, 3, 1, 2), atol=1e-4, rtol=0)
+  null = session.run(None, {'noise': noise, 'timestep': t, 'breed': np.full(3, 3, np.int64)})[0]
+  minus_one = session.run(None, {'noise': noise, 'timestep': t, 'breed': np.full(3, -1, np.int64)})[0]
+  np.testing.assert_array_equal(minus_one, null)  # The page sends -1 for its unconditional pass.
+
+
+def euler_with_guidance(session, noise_nchw, breeds, steps, cfg):
+  """The web page's loop in numpy: guidance outside the graph, x += dt * v from t = 0 to 1."""
+  x = noise_nchw.copy()
+  n = len(breeds)
+  for i in range(steps):
+    t = np.full(n, i / steps, np.float32)
+    v_label = session.run(None, {'noise': x, 'timestep': t, 'breed': np.asarray(breeds, np.int64)})[0]
+    v_null = session.run(None, {'noise': x, 'timestep': t, 'breed': np.full(n, -1, np.int64)})[0]
+    x = x + (1.0 / steps) * (v_null + cfg * (v_label - v_null))
+  return x
+
+
+def test_onnx_euler_loop_gives_the_generators_images(exports, runs):
+  folder, _ = exports['generator']
+  session = ort.InferenceSession(os.path.join(folder, 'generator.onnx'))
+  labels, steps, cfg = [0, 1, 2, 0], 6, 2.0
+  noise = np.random.default_rng(3).normal(size=(4, 16, 16, 3)).astype(np.float32)
+  x = euler_with_guidance(session, noise.transpose(0, 3, 1, 2), labels, steps, cfg)
+  from_onnx = augment.to_uint8(x.transpose(0, 2, 3, 1), 'symmetric')
+  config, net = reference(runs['generator'])
+  graphdef, state = nnx.split(net)
+  float32 = Generator(config, graphdef, state, 0).sample(labels, steps=steps, cfg=cfg, sampler='euler', noise=noise)
+  difference = np.abs(from_onnx.astype(int) - float32)
+  assert difference.max() <= 1 and difference.mean() < 0.01  # The same images up to float rounding.
+  library = Generator.load(runs['generator']).sample(labels, steps=steps, cfg=cfg, sampler='euler', noise=noise)
+  assert np.abs(from_onnx.astype(int) - library).mean() < 2.0  # The bfloat16 library sampler: near, not equal.
+
+
+def test_int8_models_are_smaller_and_reported(exports):
+  for kind, name, quantized in (('classifier', 'cats.onnx', 'cats_quantized.onnx'),
+                                ('generator', 'generator.onnx', 'generator_quantized.onnx')):
+    folder, result = exports[kind]
+    report = result['onnx']['int8']
+    assert report['int8_bytes'] == os.path.getsize(os.path.join(folder, quantized))
+    assert report['float32_bytes'] == os.path.getsize(os.path.join(folder, name))
+    assert report['int8_bytes'] < 0.6 * report['float32_bytes']
+    assert report['validation']['measured'] and report['validation']['examples'] > 0
+    session = ort.InferenceSession(os.path.join(folder, quantized))
+    assert [i.name for i in session.get_inputs()] == [i.name for i in ort.InferenceSession(
+        os.path.join(folder, name)).get_inputs()]
+  classifier = exports['classifier'][1]['onnx']['int8']['validation']
+  assert classifier['accuracy_change'] == pytest.approx(classifier['int8_accuracy'] - classifier['float32_accuracy'])
+  assert 0 <= classifier['agreement'] <= 1
+  generator = exports['generator'][1]['onnx']['int8']['validation']
+  assert generator['int8_flow_loss'] > 0 and generator['float32_flow_loss'] > 0
+
+
+def test_models_json_describes_both_models_in_one_folder(exports, runs, tmp_path, capsys):
+  """The generator exported by the CLI into (a copy of) the classifier's folder: one models.json for the page."""
+  import shutil
+  folder = str(tmp_path / 'site')
+  shutil.copytree(exports['classifier'][0], folder)
+  with pytest.raises(SystemExit) as done:
+    cli.main(['export', 'onnx', '--workdir', runs['generator'], '--out-dir', folder])
+  assert done.value.code == 0
+  captured = capsys.readouterr()
+  printed = json.loads(captured.out.strip().splitlines()[-1])
+  assert 'max difference' in captured.err and printed['max_difference'] <= 1e-4
+  spec = json.load(open(os.path.join(folder, 'models.json')))
+  classifier, generator = spec['models']['classifier'], spec['models']['generator']
+  assert classifier['original']['path'] == 'cats.onnx' and classifier['quantized']['path'] == 'cats_quantized.onnx'
+  for entry in (classifier['original'], classifier['quantized'], generator):
+    assert entry['sizeBytes'] == os.path.getsize(os.path.join(folder, entry['path']))
+  assert spec['classifier']['input']['name'] == 'input'
+  assert spec['classifier']['input']['shape'] == ['batch_size', 3, 32, 32]
+  assert spec['classifier']['input']['normalization']['mean'] == [0.485, 0.456, 0.406]
+  assert spec['classifier']['output']['classes'] == ['cat', 'other']
+  assert [i['name'] for i in spec['generator']['inputs']] == ['noise', 'timestep', 'breed']
+  assert spec['generator']['output']['name'] == 'velocity'
+  sampling = spec['generator']['sampling']
+  assert (sampling['method'], sampling['steps'], sampling['cfgScale'], sampling['nullLabel']) == (
+      'Euler integration', 50, 1.5, 3)
+  assert [c['name'] for c in spec['generator_breeds']['classes']] == ['cyan', 'lime', 'red']
+  assert spec['recommended'] == {'classifier': 'quantized', 'generator': 'generator'}
+
+
+def front_matter(text: str) -> dict:
+  assert text.startswith('---\n')
+  return yaml.safe_load(text.split('---\n')[1])
+
+
+def test_hub_repo_holds_the_files_and_a_card_from_eval_json(exports, runs, hub_server):
+  for kind, repo in (('classifier', 'someone/tiny-cats'), ('generator', 'someone/tiny-dit')):
+    folder, result = exports[kind]
+    files = hub_server.repos[repo]
+    expected = {'model.safetensors', 'config.json', 'README.md', 'models.json'}
+    expected |= ({'model_torchvision.safetensors', 'cats.onnx', 'cats_quantized.onnx'} if kind == 'classifier'
+                 else {'samples.png', 'generator.onnx', 'generator_quantized.onnx'})
+    assert set(files) == expected
+    commits = [c for c in hub_server.commits if c[0] == repo]
+    assert len(commits) == 1 and set(commits[0][2]) == expected  # Everything in one commit.
+    for name in files:
+      assert files[name] == open(os.path.join(folder, name), 'rb').read()
+    evaluated = json.load(open(os.path.join(runs[kind], 'eval.json')))
+    card = front_matter(files['README.md'].decode())
+    assert card['license'] == 'cc-by-sa-4.0' and card['library_name'] == 'tinycats'
+    metrics = card['model-index'][0]['results'][0]['metrics']
+    key = 'accuracy' if kind == 'classifier' else 'flow_loss'
+    assert [m['value'] for m in metrics] == [evaluated[key]]  # The only metric measured; nothing else made up.
+    assert card['pipeline_tag'] == ('image-classification' if kind == 'classifier' else 'unconditional-image-generation')
+    config = json.loads(files['config.json'])
+    assert config['metrics'] == evaluated and config['step'] == evaluated['step']
+    assert config['classes'] == (['cat', 'other'] if kind == 'classifier' else ['cyan', 'lime', 'red'])
+
+
+def test_models_load_back_from_the_hub(exports, runs, hub_server, tmp_path, monkeypatch):
+  monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path / 'hub-cache'))
+  images = np.random.default_rng(0).integers(0, 255, size=(5, 40, 40, 3), dtype=np.uint8)
+  original, loaded = Classifier.load(runs['classifier']), Classifier.load('someone/tiny-cats',
+                                                                          endpoint=hub_server.endpoint)
+  assert loaded.classes == original.classes and loaded.step == original.step
+  np.testing.assert_array_equal(loaded.predict(images), original.predict(images))
+  original, loaded = Generator.load(runs['generator']), Generator.load('someone/tiny-dit', endpoint=hub_server.endpoint)
+  np.testing.assert_array_equal(loaded.sample([0, 2, 1], steps=3, cfg=2.0, seed=4),
+                                original.sample([0, 2, 1], steps=3, cfg=2.0, seed=4))
+  folder, _ = exports['generator']
+  np.testing.assert_array_equal(Generator.load(folder).sample([1], steps=2, seed=0),
+                                original.sample([1], steps=2, seed=0))  # A local export folder loads the same.
+
+
+def test_torchvision_weights_round_trip_and_load_in_torch(exports, runs):
+  folder, _ = exports['classifier']
+  path = os.path.join(folder, weights.TORCHVISION_WEIGHTS)
+  config, _, trained, _ = state_lib.load_run(runs['classifier'], 'classify', 'classifier')
+  fresh = models.create_classifier(config.model, 2, seed=9)
+  pretrained.load_torchvision(fresh, path)  # The converter of the pretrained-weights path, strict.
+  for (p, a), (q, b) in zip(nnx.to_flat_state(nnx.state(fresh)), nnx.to_flat_state(trained)):
+    assert p == q
+    np.testing.assert_array_equal(np.asarray(a.get_value()), np.asarray(b.get_value()))
+  torch = pytest.importorskip('torch')
+  from safetensors.torch import load_file
+  from test_pretrained import torch_resnet
+  net = torch_resnet((2, 2, 2, 2), width=8, num_classes=2)
+  net.load_state_dict(load_file(path), strict=True)
+  x = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
+  session = ort.InferenceSession(os.path.join(folder, 'cats.onnx'))
+  with torch.no_grad():
+    np.testing.assert_allclose(net(torch.from_numpy(x)).numpy(), session.run(None, {'input': x})[0], atol=1e-4)
+
+
+def test_upload_retries_a_transient_failure(runs, tmp_path, monkeypatch):
+  monkeypatch.setattr(hub.time, 'sleep', lambda seconds: None)
+  folder = str(tmp_path / 'repo')
+  os.makedirs(folder)
+  with open(os.path.join(folder, 'README.md'), 'w') as f:
+    f.write('---\nlicense: mit\n---\nhello\n')
+  with FakeHub(token=TOKEN, fail_commits=1) as server:
+    url = hub.upload(folder, 'someone/retry', token=TOKEN, endpoint=server.endpoint)
+    assert server.repos['someone/retry'] == {'README.md': b'---\nlicense: mit\n---\nhello\n'}
+    assert url.startswith(f'{server.endpoint}/someone/retry/commit/')
+    with pytest.raises(ExportError, match='not valid'):
+      hub.upload(folder, 'someone/retry', token='hf_wrong', endpoint=server.endpoint)
+
+
+def test_missing_token_fails_before_any_work(runs, tmp_path, monkeypatch):
+  monkeypatch.delenv('HF_TOKEN', raising=False)
+  monkeypatch.setenv('HF_HOME', str(tmp_path / 'no-login'))
+  monkeypatch.setattr(onnx_export, 'load_trained', lambda *a, **k: pytest.fail('worked before checking the token'))
+  with pytest.raises(UserError, match='HF_TOKEN'):
+    hub.export_hub(runs['classifier'], 'someone/x', out_dir=str(tmp_path / 'out'))
+  assert not os.path.exists(tmp_path / 'out')
+
+
+def test_bad_inputs_are_clear_errors_and_write_nothing(runs, tmp_path, capsys):
+  empty = tmp_path / 'untrained'
+  empty.mkdir()
+  (empty / 'config.json').write_text(open(os.path.join(runs['classifier'], 'config.json')).read())
+  with pytest.raises(FileNotFoundError, match='no checkpoint'):
+    onnx_export.export_onnx(str(empty), str(tmp_path / 'a'))
+  with pytest.raises(UserError, match="holds a 'classify' run, not a generator"):
+    onnx_export.export_onnx(runs['classifier'], str(tmp_path / 'b'), kind='generator')
+  blocker = tmp_path / 'file'
+  blocker.write_text('not a folder')
+  with pytest.raises(ExportError, match='cannot write to'):
+    onnx_export.export_onnx(runs['classifier'], str(blocker / 'out'))
+  with pytest.raises(SystemExit) as done:
+    cli.main(['export', 'onnx', '--workdir', str(tmp_path / 'nowhere'), '--out-dir', str(tmp_path / 'c')])
+  assert done.value.code == 2 and 'tinycats export: error:' in capsys.readouterr().err
+
+
+def test_a_failed_parity_check_leaves_nothing(runs, tmp_path):
+  out = tmp_path / 'out'
+  with pytest.raises(ExportError, match='differs from the JAX model'):
+    onnx_export.export_onnx(runs['generator'], str(out), tolerance=0.0)
+  assert os.listdir(out) == []  # No ONNX file, no models.json, no staging folder.
