@@ -60,3 +60,53 @@ def tiny_config(*overrides: str, spec: str = 'configs/cats.py:smoke', base: list
   """`spec` with the tiny settings (`base`, TINY by default) and then `overrides` applied."""
   from tinycats import config as config_lib
   return config_lib.load(os.path.join(REPO, spec), (TINY if base is None else base) + list(overrides))
+
+
+@pytest.fixture(scope='session')
+def folder_run(image_folder, tmp_path_factory):
+  """(workdir, summary): the tiny cat/other classifier trained on `image_folder` (shared by several modules)."""
+  from tinycats.train import loop
+  workdir = str(tmp_path_factory.mktemp('run'))
+  config = tiny_config('--config.data.source=folder', f'--config.data.folder={image_folder}')
+  return workdir, loop.train_and_evaluate(config, workdir)
+
+
+# The generator's tiny set and runs (shared by test_generate and test_export).
+CLASSES = ('red', 'lime', 'cyan', 'violet')  # Written in this order (palette(4); red striped across); listed sorted.
+# The smoke recipe cut to test size: the same code paths as the real run.
+DIT_TINY = ['--config.model.width=64', '--config.model.depth=2', '--config.model.heads=2', '--config.model.patch_size=4',
+            '--config.data.image_size=16', '--config.data.cache_size=16', '--config.data.val_fraction=0.1',
+            '--config.data.test_fraction=0.1', '--config.train.batch_size=32', '--config.train.eval_batch_size=64',
+            '--config.train.epochs=40', '--config.train.learning_rate=2e-3', '--config.train.warmup_epochs=2',
+            '--config.train.log_every=10', '--config.train.eval_every=80', '--config.ema.decay=0.99',
+            '--config.sample.steps=10', '--config.sample.per_class=3', '--config.sample.cfg=2.0']
+
+
+def dit_config(folder, *overrides):
+  return tiny_config('--config.data.source=folder', f'--config.data.folder={folder}', *overrides,
+                     spec='configs/dit.py:smoke', base=DIT_TINY)
+
+
+@pytest.fixture(scope='session')
+def colour_folder(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp('colours'))
+  fake_pets.make_image_folder(root, classes=CLASSES, per_class=40, size=20, colours=True)
+  return root
+
+
+@pytest.fixture(scope='session')
+def generator_run(colour_folder, tmp_path_factory):
+  """(workdir, summary): the tiny DiT trained on `colour_folder`."""
+  from tinycats.train import loop
+  workdir = str(tmp_path_factory.mktemp('dit'))
+  return workdir, loop.train_and_evaluate(dit_config(colour_folder), workdir)
+
+
+@pytest.fixture(scope='session')
+def judge(colour_folder, tmp_path_factory):
+  """A tiny classifier trained on the same images: the judge of the samples."""
+  from tinycats.train import loop
+  workdir = str(tmp_path_factory.mktemp('judge'))
+  loop.train_and_evaluate(tiny_config('--config.data.source=folder', f'--config.data.folder={colour_folder}',
+                                      '--config.data.val_fraction=0.1', '--config.data.test_fraction=0.1'), workdir)
+  return workdir

@@ -21,6 +21,7 @@ class FakeHub:
     self.repos: dict[str, dict[str, bytes]] = {}
     self.private: dict[str, bool] = {}
     self.commits: list[tuple[str, str, list[str]]] = []  # (repo, summary, paths)
+    self.heads: dict[str, str] = {}  # repo -> its latest commit id
     self.requests: list[str] = []
     self.fail_commits = fail_commits  # The next N commits answer 500 (a transient failure).
     self._server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), self._handler())
@@ -101,7 +102,8 @@ class FakeHub:
             hub.repos[repo][item['value']['path']] = base64.b64decode(item['value']['content'])
             paths.append(item['value']['path'])
         hub.commits.append((repo, summary, paths))
-        oid = hashlib.sha1(repr(hub.commits).encode()).hexdigest()
+        oid = hashlib.sha1(repr((hub.endpoint, hub.commits)).encode()).hexdigest()
+        hub.heads[repo] = oid
         return self._json(200, {'commitUrl': f'{hub.endpoint}/{repo}/commit/{oid}', 'commitOid': oid, 'success': True})
 
       def _resolve(self, head: bool):
@@ -111,7 +113,7 @@ class FakeHub:
         if data is None:
           return self._send(404, b'', {'X-Error-Code': 'EntryNotFound' if match and match.group(1) in hub.repos
                                        else 'RepoNotFound'}, head)
-        self._send(200, data, {'X-Repo-Commit': hashlib.sha1(b'fake commit').hexdigest(),
+        self._send(200, data, {'X-Repo-Commit': hub.heads[match.group(1)],
                                'ETag': f'"{hashlib.sha256(data).hexdigest()}"'}, head)
 
       def do_HEAD(self):  # noqa: N802

@@ -7,50 +7,13 @@ import pytest
 from flax import nnx
 from PIL import Image
 
-import fake_pets
-from conftest import run_tinycats, tiny_config
+from conftest import dit_config, run_tinycats
 from tinycats import Classifier, Generator, evaluate
 from tinycats.checkpoint import Checkpoints
 from tinycats.errors import UserError
 from tinycats.sample_quality import sample_quality
 from tinycats.train import loop, state as state_lib
 from tinycats.train.tasks import TASKS
-
-CLASSES = ('red', 'lime', 'cyan', 'violet')  # Written in this order (palette(4); red striped across); listed sorted.
-# The smoke recipe cut to test size: the same code paths as the real run.
-DIT_TINY = ['--config.model.width=64', '--config.model.depth=2', '--config.model.heads=2', '--config.model.patch_size=4',
-            '--config.data.image_size=16', '--config.data.cache_size=16', '--config.data.val_fraction=0.1',
-            '--config.data.test_fraction=0.1', '--config.train.batch_size=32', '--config.train.eval_batch_size=64',
-            '--config.train.epochs=40', '--config.train.learning_rate=2e-3', '--config.train.warmup_epochs=2',
-            '--config.train.log_every=10', '--config.train.eval_every=80', '--config.ema.decay=0.99',
-            '--config.sample.steps=10', '--config.sample.per_class=3', '--config.sample.cfg=2.0']
-
-
-def dit_config(folder, *overrides):
-  return tiny_config('--config.data.source=folder', f'--config.data.folder={folder}', *overrides,
-                     spec='configs/dit.py:smoke', base=DIT_TINY)
-
-
-@pytest.fixture(scope='module')
-def colour_folder(tmp_path_factory):
-  root = str(tmp_path_factory.mktemp('colours'))
-  fake_pets.make_image_folder(root, classes=CLASSES, per_class=40, size=20, colours=True)
-  return root
-
-
-@pytest.fixture(scope='module')
-def generator_run(colour_folder, tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp('dit'))
-  return workdir, loop.train_and_evaluate(dit_config(colour_folder), workdir)
-
-
-@pytest.fixture(scope='module')
-def judge(colour_folder, tmp_path_factory):
-  """A tiny classifier trained on the same images: the judge of the samples."""
-  workdir = str(tmp_path_factory.mktemp('judge'))
-  loop.train_and_evaluate(tiny_config('--config.data.source=folder', f'--config.data.folder={colour_folder}',
-                                      '--config.data.val_fraction=0.1', '--config.data.test_fraction=0.1'), workdir)
-  return workdir
 
 
 def test_generator_trains_and_leaves_its_files(generator_run):

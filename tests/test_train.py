@@ -12,13 +12,6 @@ from tinycats.train import loop, state as state_lib
 from tinycats.train.tasks import TASKS
 
 
-@pytest.fixture(scope='module')
-def folder_run(image_folder, tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp('run'))
-  config = tiny_config('--config.data.source=folder', f'--config.data.folder={image_folder}')
-  return workdir, loop.train_and_evaluate(config, workdir)
-
-
 def test_folder_run_learns_and_leaves_its_files(folder_run):
   workdir, summary = folder_run
   for name in ('config.json', 'metrics.jsonl', 'eval.json', 'curves.png', 'confusion.png', 'summary.json'):

@@ -293,8 +293,18 @@ def models_json(existing: dict, config, paths: dict[str, str], info: dict) -> di
   return out
 
 
+def require_export_packages() -> None:
+  try:
+    import jax2onnx  # noqa: F401  pylint: disable=unused-import
+    import onnx  # noqa: F401  pylint: disable=unused-import
+    import onnxruntime  # noqa: F401  pylint: disable=unused-import
+  except ImportError as e:
+    raise UserError(f"exporting needs the export extra ({e.name} is missing): pip install -e '.[export]'") from e
+
+
 def writable_folder(out_dir: str) -> str:
-  """Creates `out_dir` if needed and proves it writable, before any work."""
+  """Creates `out_dir` if needed and proves it writable, before any work (and checks the export packages)."""
+  require_export_packages()
   try:
     os.makedirs(out_dir, exist_ok=True)
     probe = tempfile.NamedTemporaryFile(dir=out_dir, prefix='.tinycats-probe-', delete=True)

@@ -93,7 +93,8 @@ def resolve(source: str, endpoint: str | None = None) -> tuple[str, str]:
   repo = source.removeprefix('hf-hub:')
   endpoint = endpoint or os.environ.get('HF_ENDPOINT')
   try:
-    paths = [huggingface_hub.hf_hub_download(repo, name, endpoint=endpoint) for name in (CONFIG, WEIGHTS)]
+    cache = os.environ.get('HF_HUB_CACHE')  # Read now, not at huggingface_hub's import.
+    paths = [huggingface_hub.hf_hub_download(repo, name, endpoint=endpoint, cache_dir=cache) for name in (CONFIG, WEIGHTS)]
   except Exception as e:  # Offline, unknown repo, missing files: the same advice.
     raise ExportError(f'could not download {CONFIG} and {WEIGHTS} of {repo!r} from the Hugging Face Hub '
                       f'({type(e).__name__}: {e}); check the repo id, HF_ENDPOINT and HF_TOKEN for private repos, '
