@@ -291,8 +291,9 @@ def test_upload_retries_a_transient_failure(runs, tmp_path, monkeypatch):
 
 
 def test_missing_token_fails_before_any_work(runs, tmp_path, monkeypatch):
+  import huggingface_hub.constants
   monkeypatch.delenv('HF_TOKEN', raising=False)
-  monkeypatch.setenv('HF_HOME', str(tmp_path / 'no-login'))
+  monkeypatch.setattr(huggingface_hub.constants, 'HF_TOKEN_PATH', str(tmp_path / 'no-login' / 'token'))
   monkeypatch.setattr(onnx_export, 'load_trained', lambda *a, **k: pytest.fail('worked before checking the token'))
   with pytest.raises(UserError, match='HF_TOKEN'):
     hub.export_hub(runs['classifier'], 'someone/x', out_dir=str(tmp_path / 'out'))
