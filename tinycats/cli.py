@@ -1,4 +1,4 @@
-"""`tinycats <command>`: prepare, evaluate, predict, sample, export.
+"""`tinycats <command>`: prepare, evaluate, predict, sample, export, bench.
 
 Training is launched with `python -m launch.modal_train` (locally with `--local`).
 """
@@ -82,6 +82,35 @@ def _export_hub(args) -> int:
   return 0
 
 
+def _bench(args) -> int:
+  from tinycats import bench
+  results = args.results or None
+  if args.pipeline:
+    for row in bench.pipeline(image_size=args.image_size or 224, batch=args.batch, steps=args.steps):
+      bench.emit(row, results)
+    return 0
+  size = args.image_size or (128 if args.model == 'dit' else 224)
+  overrides = [f'--config.{item}' for item in args.set]
+  jax_row = bench.train_step(args.model, args.batch, size, args.dtype, args.steps, args.devices, args.peak_tflops,
+                             overrides)
+  bench.emit(jax_row, results)
+  if args.baseline == 'torch':
+    from tinycats import bench_torch
+    ok, why = bench_torch.available()
+    if not ok:
+      bench.emit({'kind': 'train_step', 'framework': 'torch', 'skipped': why}, results)
+      return 0
+    config = bench.bench_config(args.model, args.batch, size, args.dtype, overrides)
+    torch_row = dict(bench_torch.train_step(args.model, args.batch, size, args.dtype, args.steps, config),
+                     **bench.machine())
+    bench.emit(torch_row, results)
+    bench.emit({'kind': 'comparison', 'model': args.model, 'batch': args.batch, 'image_size': size,
+                'dtype': args.dtype, 'jax_images_per_sec': jax_row['images_per_sec'],
+                'torch_images_per_sec': torch_row['images_per_sec'],
+                'jax_over_torch': jax_row['images_per_sec'] / torch_row['images_per_sec'], **bench.machine()}, results)
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog='tinycats', description=__doc__)
   sub = parser.add_subparsers(dest='command', required=True)
@@ -140,6 +169,21 @@ def build_parser() -> argparse.ArgumentParser:
   e.add_argument('--int8', action='store_true', help='include the int8 ONNX model(s)')
   e.add_argument('--license', default='cc-by-sa-4.0', help="the card's licence (default: Oxford-IIIT Pet's)")
   e.set_defaults(fn=_export_hub)
+
+  p = sub.add_parser('bench', help='time the train step (optionally beside plain PyTorch) or the input pipeline')
+  p.add_argument('--model', choices=('resnet18', 'resnet34', 'dit'), default='resnet18')
+  p.add_argument('--batch', type=int, default=32)
+  p.add_argument('--image-size', type=int, default=None, help='default 224 (ResNets), 128 (DiT)')
+  p.add_argument('--dtype', choices=('bf16', 'f32'), default='bf16', help='compute dtype (parameters are float32)')
+  p.add_argument('--steps', type=int, default=10, help='timed steps after compilation and one untimed run')
+  p.add_argument('--devices', type=int, default=None, help='use the first D devices (default: all)')
+  p.add_argument('--peak-tflops', type=float, default=None, help="the device's peak, for the FLOP utilisation")
+  p.add_argument('--baseline', choices=('torch',), default=None, help='also time the same step in plain PyTorch')
+  p.add_argument('--pipeline', action='store_true', help='time the input pipeline instead of the train step')
+  p.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
+                 help='a config override, e.g. model.width=8 (repeatable)')
+  p.add_argument('--results', default='benchmarks/results.jsonl', help="also append each JSON line here ('' for none)")
+  p.set_defaults(fn=_bench)
   return parser
 
 

@@ -132,6 +132,10 @@ class TrainStep:
   def __call__(self, state, batch, rng, step: int):
     return self._step(state, batch, rng, np.int32(step))
 
+  def lower(self, state, batch, rng, step: int = 0):
+    """The step lowered for these inputs: `.compile()` it to time compilation or read XLA's cost analysis."""
+    return self._step.lower(state, batch, rng, np.int32(step))
+
 
 def shard_batch(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
   """Host arrays -> one global array per field, split over the mesh's 'data' axis."""

@@ -1,0 +1,55 @@
+"""`tinycats bench` at its smallest settings: it runs the real steps and emits complete JSON lines."""
+import json
+
+import pytest
+
+from tinycats import cli
+
+TINY = {'resnet18': ['--image-size', '32', '--set', 'model.width=8'],
+        'dit': ['--image-size', '16', '--set', 'model.width=32', '--set', 'model.depth=1', '--set', 'model.heads=2',
+                '--set', 'model.patch_size=4']}
+TRAIN_STEP_FIELDS = {'kind', 'framework', 'model', 'batch', 'image_size', 'dtype', 'steps', 'devices', 'parameters',
+                     'compile_seconds', 'step_ms_median', 'step_ms_min', 'step_ms_p90', 'step_ms_max',
+                     'images_per_sec', 'peak_memory_bytes', 'flops_per_step_per_device', 'achieved_tflops_per_device',
+                     'peak_tflops_per_device', 'peak_source', 'mfu', 'backend', 'device', 'date', 'jax'}
+
+
+def run_bench(capsys, *args):
+  with pytest.raises(SystemExit) as done:
+    cli.main(['bench', *args])
+  assert done.value.code == 0
+  return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{')]
+
+
+@pytest.mark.parametrize('model', ['resnet18', 'dit'])
+def test_train_step_beside_torch(model, capsys, tmp_path):
+  results = tmp_path / 'results.jsonl'
+  rows = run_bench(capsys, '--model', model, '--batch', '4', '--steps', '2', '--baseline', 'torch',
+                   '--peak-tflops', '1.0', '--results', str(results), *TINY[model])
+  jax_row = rows[0]
+  assert TRAIN_STEP_FIELDS <= set(jax_row), TRAIN_STEP_FIELDS - set(jax_row)
+  assert (jax_row['framework'], jax_row['model'], jax_row['batch'], jax_row['steps']) == ('jax', model, 4, 2)
+  assert jax_row['step_ms_min'] <= jax_row['step_ms_median'] <= jax_row['step_ms_max']
+  assert jax_row['images_per_sec'] == pytest.approx(4 / (jax_row['step_ms_median'] / 1e3))
+  assert jax_row['flops_per_step_per_device'] > 0 and jax_row['peak_source'] == '--peak-tflops'
+  assert jax_row['mfu'] == pytest.approx(jax_row['achieved_tflops_per_device'] / 1.0)
+  assert jax_row['compile_seconds'] > 0 and jax_row['parameters'] > 0
+  torch_row, comparison = rows[1], rows[2]
+  if 'skipped' in torch_row:
+    pytest.skip(torch_row['skipped'])
+  assert torch_row['framework'] == 'torch' and torch_row['images_per_sec'] > 0
+  assert abs(torch_row['parameters'] - jax_row['parameters']) / jax_row['parameters'] < 0.01  # Same model shapes.
+  assert comparison['jax_over_torch'] == pytest.approx(jax_row['images_per_sec'] / torch_row['images_per_sec'])
+  assert [json.loads(line) for line in results.read_text().splitlines()] == rows  # Appended as printed.
+
+
+def test_pipeline(capsys):
+  rows = run_bench(capsys, '--pipeline', '--image-size', '32', '--batch', '8', '--steps', '2', '--results', '')
+  assert [r['stage'] for r in rows] == ['jpeg_decode_to_cache', 'cache_to_augmented_device_batch']
+  assert all(r['images_per_sec'] > 0 for r in rows)
+
+
+def test_bad_settings_are_named(capsys):
+  with pytest.raises(SystemExit) as done:
+    cli.main(['bench', '--devices', '64', '--results', ''])
+  assert done.value.code == 2 and '--devices 64' in capsys.readouterr().err

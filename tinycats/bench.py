@@ -1,0 +1,209 @@
+"""`tinycats bench`: measured speed of the library's own train step and input pipeline (not a test).
+
+    tinycats bench --model resnet18 --batch 32 --image-size 224 --dtype bf16 --steps 10 [--baseline torch]
+    tinycats bench --pipeline --image-size 224
+The train step is the one `train_and_evaluate` runs (`TrainStep`: task loss with its on-device
+augmentation, optax update, donated state), built from `configs/cats.py` or `configs/dit.py` with the
+sizes given. Compilation is timed apart (`lower().compile()`); then K steps are timed one by one,
+each waited for, and the median and spread reported. FLOPs come from XLA's cost analysis of the
+compiled step; with a peak (a datasheet table for common GPUs, or `--peak-tflops`) they give the
+model-FLOP utilisation. Every result is one JSON line on stdout, also appended to `--results`.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+from tinycats.errors import UserError
+
+MODELS = ('resnet18', 'resnet34', 'dit')
+DTYPES = {'bf16': 'bfloat16', 'f32': 'float32'}
+# Dense peak TFLOP/s per chip from the vendors' datasheets (not measured here): bf16 tensor cores, f32.
+PEAK_TFLOPS = {'H200': {'bf16': 989.0, 'f32': 67.0}, 'H100': {'bf16': 989.0, 'f32': 67.0},
+               'A100': {'bf16': 312.0, 'f32': 19.5}, 'L40S': {'bf16': 362.0, 'f32': 91.6},
+               'L4': {'bf16': 121.0, 'f32': 30.3}, 'T4': {'bf16': 65.0, 'f32': 8.1}}
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def bench_config(model: str, batch: int, image_size: int, dtype: str, overrides=()):
+  """The recipe's config (configs/cats.py or configs/dit.py) at the benchmark's sizes."""
+  from tinycats import config as config_lib
+  from tinycats.data import pets
+  if model not in MODELS:
+    raise UserError(f'unknown --model {model!r}; choose one of {", ".join(MODELS)}')
+  if dtype not in DTYPES:
+    raise UserError(f'unknown --dtype {dtype!r}; choose one of {", ".join(DTYPES)}')
+  spec = os.path.join(REPO, 'configs', 'dit.py' if model == 'dit' else 'cats.py')
+  if not os.path.isfile(spec):
+    raise UserError(f'{spec} not found: run `tinycats bench` from a checkout of the repository')
+  common = [f'--config.train.batch_size={batch}', f'--config.data.image_size={image_size}',
+            f'--config.model.dtype={DTYPES[dtype]}']
+  if model == 'dit':
+    common.append(f'--config.data.cache_size={image_size}')
+  else:
+    common += [f'--config.model.name={model}', "--config.model.pretrained=", 
+               f'--config.data.cache_size={round(image_size * 256 / 224)}']  # The recipe's 256/224 ratio.
+  config = config_lib.load(spec, common + list(overrides))
+  config.data.classes = tuple(pets.LABEL_SETS[config.data.labels])
+  return config
+
+
+def _flops(compiled) -> float | None:
+  """FLOPs of one step per device, from XLA's cost analysis (None where the backend gives none)."""
+  try:
+    cost = compiled.cost_analysis()
+  except Exception:  # pylint: disable=broad-except  # Not every backend implements it.
+    return None
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  value = (cost or {}).get('flops')
+  return float(value) if value and value > 0 else None
+
+
+def peak_tflops(device, dtype: str, given: float | None) -> tuple[float | None, str]:
+  """(peak TFLOP/s per chip, where it came from)."""
+  if given:
+    return given, '--peak-tflops'
+  kind = getattr(device, 'device_kind', '')
+  for name, peaks in PEAK_TFLOPS.items():
+    if name.lower() in kind.lower():
+      return peaks[dtype], f'datasheet {name}'
+  return None, f'unknown for {kind or device.platform}; pass --peak-tflops'
+
+
+def _timings(seconds: list[float]) -> dict:
+  seconds = sorted(seconds)
+  pick = lambda q: seconds[min(len(seconds) - 1, int(q * len(seconds)))]
+  return {'step_ms_median': 1e3 * statistics.median(seconds), 'step_ms_min': 1e3 * seconds[0],
+          'step_ms_p90': 1e3 * pick(0.9), 'step_ms_max': 1e3 * seconds[-1]}
+
+
+def machine() -> dict:
+  devices = jax.devices()
+  return {'backend': jax.default_backend(), 'device': devices[0].device_kind, 'device_count': len(devices),
+          'host': platform.node(), 'cpus': os.cpu_count(), 'jax': jax.__version__,
+          'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}
+
+
+def train_step(model: str, batch: int, image_size: int, dtype: str = 'bf16', steps: int = 10,
+               devices: int | None = None, peak: float | None = None, overrides=()) -> dict:
+  """Times the library's jitted train step on a synthetic uint8 batch (compile apart)."""
+  from flax import nnx
+  from tinycats.train import state as state_lib, step as step_lib
+  from tinycats.train.tasks import TASKS
+  if steps < 1:
+    raise UserError(f'--steps must be at least 1, got {steps}')
+  available = jax.devices()
+  if devices and devices > len(available):
+    raise UserError(f'--devices {devices}: only {len(available)} {jax.default_backend()} device(s) here')
+  mesh = step_lib.make_mesh(available[:devices] if devices else None)
+  if batch % mesh.size:
+    raise UserError(f'--batch {batch} must be a multiple of the device count ({mesh.size})')
+  config = bench_config(model, batch, image_size, dtype, overrides)
+  task = TASKS[config.task](config, list(config.data.classes))
+  net, optimizer, _ = state_lib.create(task, config, steps_per_epoch=100, total_steps=100 * max(steps, 10))
+  params = sum(x.size for x in jax.tree.leaves(nnx.state(net, nnx.Param)))
+  if model == 'dit':  # The EMA copy is not trained: count the network once.
+    params = sum(x.size for x in jax.tree.leaves(nnx.state(net.net, nnx.Param)))
+  graphdef, state = nnx.split((net, optimizer))
+  del net, optimizer
+  state = jax.device_put(state, step_lib.replicated(mesh))
+  update = step_lib.TrainStep(graphdef, task.loss, mesh, wrt=task.trainable, after_update=task.after_update,
+                              grad_accum=config.train.grad_accum)
+  rng = np.random.default_rng(0)
+  side = config.data.cache_size
+  host = {'image': rng.integers(0, 256, (batch, side, side, 3), dtype=np.uint8),
+          'label': rng.integers(0, len(config.data.classes), batch).astype(np.int32)}
+  data = step_lib.shard_batch(host, mesh)
+  key = jax.random.key(0)
+  start = time.perf_counter()
+  compiled = update.lower(state, data, key, 0).compile()
+  compile_seconds = time.perf_counter() - start
+  state, out = compiled(state, data, key, np.int32(0))  # A first run (allocations) is not timed.
+  jax.block_until_ready(out)
+  seconds = []
+  for i in range(1, steps + 1):
+    start = time.perf_counter()
+    state, out = compiled(state, data, key, np.int32(i))
+    jax.block_until_ready(out)
+    seconds.append(time.perf_counter() - start)
+  loss = float(out['loss'])
+  result = dict(kind='train_step', framework='jax', model=model, batch=batch, image_size=image_size, dtype=dtype,
+                steps=steps, devices=mesh.size, parameters=int(params), compile_seconds=compile_seconds,
+                **_timings(seconds), last_loss=loss)
+  result['images_per_sec'] = batch / (result['step_ms_median'] / 1e3)
+  stats = available[0].memory_stats() if hasattr(available[0], 'memory_stats') else None
+  result['peak_memory_bytes'] = (stats or {}).get('peak_bytes_in_use')
+  flops = _flops(compiled)
+  result['flops_per_step_per_device'] = flops
+  if flops:
+    achieved = flops / (result['step_ms_median'] / 1e3)
+    result['achieved_tflops_per_device'] = achieved / 1e12
+    chip_peak, source = peak_tflops(available[0], dtype, peak)
+    result['peak_tflops_per_device'], result['peak_source'] = chip_peak, source
+    result['mfu'] = achieved / (chip_peak * 1e12) if chip_peak else None
+  if not np.isfinite(loss):
+    raise UserError(f'the benchmark step produced loss {loss}; the figures would be meaningless')
+  return dict(result, **machine())
+
+
+def pipeline(image_size: int = 224, images: int = 256, batch: int = 64, steps: int = 10,
+             source_size: tuple[int, int] = (500, 375)) -> list[dict]:
+  """The input pipeline alone: JPEG decode into the cache, and cached batches through on-device augmentation."""
+  from PIL import Image
+  from tinycats.data import augment, cache
+  from tinycats.train import step as step_lib
+  side = round(image_size * 256 / 224)
+  rng = np.random.default_rng(0)
+  out = []
+  with tempfile.TemporaryDirectory(prefix='tinycats-bench-') as tmp:
+    paths = []
+    w, h = source_size
+    for i in range(images):  # Smooth random pictures at Oxford-IIIT Pet's typical size, JPEG quality 90.
+      small = rng.integers(0, 256, (h // 25 + 1, w // 25 + 1, 3), dtype=np.uint8)
+      picture = Image.fromarray(small).resize((w, h), Image.BILINEAR)
+      paths.append(os.path.join(tmp, f'{i}.jpg'))
+      picture.save(paths[-1], quality=90)
+    loaders = [lambda p=p: (cache.read_image_file(p), {'label': 0}) for p in paths]
+    start = time.perf_counter()
+    cached = cache.build(os.path.join(tmp, 'cache'), [str(i) for i in range(images)], loaders,
+                         {'size': side, 'split': 'bench'})
+    decode_seconds = time.perf_counter() - start
+    out.append(dict(kind='pipeline', stage='jpeg_decode_to_cache', images=images, source_size=list(source_size),
+                    cache_size=side, seconds=decode_seconds, images_per_sec=images / decode_seconds, **machine()))
+    squares = np.asarray(cached.images)
+  mesh = step_lib.make_mesh()
+  batch = min(batch, images) // mesh.size * mesh.size
+  transform = jax.jit(lambda x, key: augment.train_transform(x, key, image_size=image_size, color_jitter=0.2))
+  key = jax.random.key(0)
+
+  def one(i):
+    chosen = np.sort(rng.permutation(images)[:batch])  # The loop's host gather and device_put.
+    return transform(step_lib.shard_batch({'image': squares[chosen]}, mesh)['image'], jax.random.fold_in(key, i))
+
+  jax.block_until_ready(one(0))  # Compile.
+  start = time.perf_counter()
+  for i in range(1, steps + 1):
+    jax.block_until_ready(one(i))
+  seconds = time.perf_counter() - start
+  out.append(dict(kind='pipeline', stage='cache_to_augmented_device_batch', batch=batch, steps=steps,
+                  image_size=image_size, cache_size=side, seconds=seconds, images_per_sec=batch * steps / seconds,
+                  **machine()))
+  return out
+
+
+def emit(result: dict, results_path: str | None) -> None:
+  line = json.dumps(result, sort_keys=True)
+  print(line, flush=True)
+  if results_path:
+    os.makedirs(os.path.dirname(os.path.abspath(results_path)), exist_ok=True)
+    with open(results_path, 'a') as f:
+      f.write(line + '\n')

@@ -1,0 +1,171 @@
+"""The PyTorch side of `tinycats bench --baseline torch`: the same train step in plain PyTorch.
+
+Written here (not imported from the original project, and without torchvision, which does not
+install beside the CPU torch wheel): torchvision's ResNet18/34 layout, and a DiT of the same sizes
+as `configs/dit.py` (adaLN-Zero blocks, fixed sin-cos positions, null label row). The step is
+forward, loss, backward, global-norm clipping and AdamW, in eager mode, with the library's dtype
+policy: float32 parameters, bfloat16 compute under autocast for `bf16`. Inputs are float tensors at
+the training size (the JAX step also crops, flips and colour-jitters on the device; this one does not).
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+
+
+def _torch():
+  try:
+    import torch
+  except ImportError:
+    return None
+  return torch
+
+
+def available() -> tuple[bool, str]:
+  if _torch() is None:
+    return False, "torch is not installed (pip install torch==2.13.0 for the CPU wheel)"
+  return True, ''
+
+
+def resnet(depth: int, num_classes: int, width: int = 64):
+  torch = _torch()
+  nn = torch.nn
+  stages = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}[depth]
+
+  class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+      super().__init__()
+      self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+      self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+      self.downsample = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                         if stride != 1 or cin != cout else None)
+
+    def forward(self, x):
+      y = torch.relu(self.bn1(self.conv1(x)))
+      y = self.bn2(self.conv2(y))
+      return torch.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+  class ResNet(nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.conv1, self.bn1 = nn.Conv2d(3, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width)
+      self.maxpool = nn.MaxPool2d(3, 2, 1)
+      cin, layers = width, []
+      for i, blocks in enumerate(stages):
+        cout = width * 2**i
+        layers.append(nn.Sequential(*[BasicBlock(cin if b == 0 else cout, cout, 2 if i and not b else 1)
+                                      for b in range(blocks)]))
+        cin = cout
+      self.layers = nn.Sequential(*layers)
+      self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+      x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
+      return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(self.layers(x), 1), 1))
+
+  return ResNet()
+
+
+def dit(image_size: int, patch: int, width: int, depth: int, heads: int, mlp_ratio: float, num_classes: int):
+  torch = _torch()
+  nn, F = torch.nn, torch.nn.functional
+  tokens = (image_size // patch) ** 2
+
+  def modulate(x, shift, scale):
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+  class Block(nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+      self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
+      self.norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+      hidden = int(width * mlp_ratio)
+      self.fc1, self.fc2 = nn.Linear(width, hidden), nn.Linear(hidden, width)
+      self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
+
+    def forward(self, x, c):
+      s1, c1, g1, s2, c2, g2 = self.ada(c).chunk(6, dim=1)
+      b, n, _ = x.shape
+      q, k, v = self.qkv(modulate(self.norm1(x), s1, c1)).reshape(b, n, 3, heads, -1).permute(2, 0, 3, 1, 4)
+      attn = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, width)
+      x = x + g1[:, None] * self.proj(attn)
+      return x + g2[:, None] * self.fc2(F.gelu(self.fc1(modulate(self.norm2(x), s2, c2)), approximate='tanh'))
+
+  class DiT(nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.x_embedder = nn.Conv2d(3, width, patch, patch)
+      grid = int(math.sqrt(tokens))
+      self.register_buffer('pos_embed', torch.randn(1, tokens, width) * 0.02)  # Fixed, like the sin-cos table.
+      self.t_embedder = nn.Sequential(nn.Linear(256, width), nn.SiLU(), nn.Linear(width, width))
+      self.y_embedder = nn.Embedding(num_classes + 1, width)
+      self.blocks = nn.ModuleList([Block() for _ in range(depth)])
+      self.norm_final = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+      self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+      self.linear = nn.Linear(width, patch * patch * 3)
+      self.grid = grid
+
+    def forward(self, x, t, y):
+      half = 128
+      freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half)
+      args = (1000 * t)[:, None].float() * freqs[None]
+      c = self.t_embedder(torch.cat([torch.cos(args), torch.sin(args)], -1)) + self.y_embedder(y)
+      h = self.x_embedder(x).flatten(2).transpose(1, 2) + self.pos_embed
+      for block in self.blocks:
+        h = block(h, c)
+      shift, scale = self.final_ada(c).chunk(2, dim=1)
+      h = self.linear(modulate(self.norm_final(h), shift, scale))
+      b = h.shape[0]
+      h = h.reshape(b, self.grid, self.grid, patch, patch, 3).permute(0, 5, 1, 3, 2, 4)
+      return h.reshape(b, 3, image_size, image_size)
+
+  return DiT()
+
+
+def train_step(model: str, batch: int, image_size: int, dtype: str, steps: int, config) -> dict:
+  """Times the plain-PyTorch step at the same batch, size and dtype policy as the JAX one."""
+  torch = _torch()
+  torch.manual_seed(0)
+  classes = len(config.data.classes)
+  if model == 'dit':
+    m = config.model
+    net = dit(image_size, m.patch_size, m.width, m.depth, m.heads, m.mlp_ratio, classes)
+  else:
+    net = resnet(int(model.removeprefix('resnet')), classes, config.model.width)
+  net.train()
+  t = config.train
+  optimizer = torch.optim.AdamW(net.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay)
+  images = torch.randn(batch, 3, image_size, image_size)
+  labels = torch.randint(0, classes, (batch,))
+  autocast = torch.autocast('cpu', dtype=torch.bfloat16, enabled=dtype == 'bf16')
+
+  def step():
+    optimizer.zero_grad(set_to_none=True)
+    with autocast:
+      if model == 'dit':
+        noise, u = torch.randn_like(images), torch.rand(batch)
+        y = torch.where(torch.rand(batch) < config.flow.label_dropout, classes, labels)
+        x_t = u[:, None, None, None] * images + (1 - u[:, None, None, None]) * noise
+        loss = torch.mean((net(x_t, u, y).float() - (images - noise)) ** 2)
+      else:
+        loss = torch.nn.functional.cross_entropy(net(images).float(), labels)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), t.grad_clip)
+    optimizer.step()
+    return float(loss.detach())
+
+  step()  # Allocations and first-call overheads are not timed (torch has no compilation here).
+  seconds = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    loss = step()
+    seconds.append(time.perf_counter() - start)
+  median = statistics.median(seconds)
+  seconds.sort()
+  return dict(kind='train_step', framework='torch', torch=torch.__version__, threads=torch.get_num_threads(),
+              model=model, batch=batch, image_size=image_size, dtype=dtype, steps=steps,
+              parameters=sum(p.numel() for p in net.parameters()), step_ms_median=1e3 * median,
+              step_ms_min=1e3 * seconds[0], step_ms_max=1e3 * seconds[-1], images_per_sec=batch / median,
+              last_loss=loss)
