@@ -1,7 +1,8 @@
 """A small Hugging Face Hub on 127.0.0.1 for `HfApi(endpoint=...)`: create repo, upload in one commit, download.
 
-It speaks the five endpoints huggingface_hub uses for `create_repo` + `upload_folder` (repo create,
-validate-yaml, preupload, commit as newline-delimited JSON) and `hf_hub_download` (HEAD/GET resolve).
+It speaks the endpoints huggingface_hub uses for `create_repo` + `upload_folder` (repo create,
+validate-yaml, preupload, commit as newline-delimited JSON) and `snapshot_download` (repo info, file
+tree, HEAD/GET resolve).
 Every file is declared a 'regular' upload, so its bytes arrive base64 inside the commit (no LFS/Xet).
 """
 from __future__ import annotations
@@ -108,6 +109,17 @@ class FakeHub:
 
       def _resolve(self, head: bool):
         hub.requests.append(f'{self.command} {self.path}')
+        tree = re.fullmatch(r'/api/models/([^/]+/[^/]+)/tree/([^/?]+)(\?.*)?', self.path)
+        if tree and tree.group(1) in hub.repos:  # The file listing snapshot_download filters.
+          return self._json(200, [{'type': 'file', 'path': n, 'size': len(d), 'oid': hashlib.sha1(d).hexdigest()}
+                                  for n, d in hub.repos[tree.group(1)].items()])
+        info = re.fullmatch(r'/api/models/([^/]+/[^/]+)/revision/([^/?]+)(\?.*)?', self.path)
+        if info:  # Repo info, as snapshot_download asks for it first.
+          repo = info.group(1)
+          if repo not in hub.repos:
+            return self._send(404, b'', {'X-Error-Code': 'RepoNotFound'}, head)
+          return self._json(200, {'id': repo, 'modelId': repo, 'sha': hub.heads.get(repo, '0' * 40),
+                                  'private': hub.private[repo], 'siblings': [{'rfilename': n} for n in hub.repos[repo]]})
         match = re.fullmatch(r'/([^/]+/[^/]+)/resolve/([^/]+)/(.+)', self.path)
         data = hub.repos.get(match.group(1), {}).get(match.group(3)) if match else None
         if data is None:

@@ -85,8 +85,8 @@ def jitted(net):
 def test_classifier_onnx_meets_the_contract(exports, runs):
   folder, _ = exports['classifier']
   inputs, outputs = onnx_io(os.path.join(folder, 'cats.onnx'))
-  assert inputs == {'input': (onnx.TensorProto.FLOAT, ['N', 3, 32, 32])}
-  assert outputs == {'output': (onnx.TensorProto.FLOAT, ['N', 2])}
+  assert inputs == {'input': (onnx.TensorProto.FLOAT, ['batch_size', 3, 32, 32])}
+  assert outputs == {'output': (onnx.TensorProto.FLOAT, ['batch_size', 2])}
   config, net = reference(runs['classifier'])
   net = jitted(net)
   session = ort.InferenceSession(os.path.join(folder, 'cats.onnx'))
@@ -116,9 +116,9 @@ def test_classifier_onnx_agrees_with_the_library_on_real_images(exports, runs, i
 def test_generator_onnx_meets_the_contract(exports, runs):
   folder, _ = exports['generator']
   inputs, outputs = onnx_io(os.path.join(folder, 'generator.onnx'))
-  assert inputs == {'noise': (onnx.TensorProto.FLOAT, ['N', 3, 16, 16]), 'timestep': (onnx.TensorProto.FLOAT, ['N']),
-                    'breed': (onnx.TensorProto.INT64, ['N'])}
-  assert outputs == {'velocity': (onnx.TensorProto.FLOAT, ['N', 3, 16, 16])}
+  assert inputs == {'noise': (onnx.TensorProto.FLOAT, ['batch_size', 3, 16, 16]), 'timestep': (onnx.TensorProto.FLOAT, ['batch_size']),
+                    'breed': (onnx.TensorProto.INT64, ['batch_size'])}
+  assert outputs == {'velocity': (onnx.TensorProto.FLOAT, ['batch_size', 3, 16, 16])}
   config, net = reference(runs['generator'])
   net = jitted(net)
   session = ort.InferenceSession(os.path.join(folder, 'generator.onnx'))
@@ -182,27 +182,32 @@ def test_int8_models_are_smaller_and_reported(exports):
 
 
 def test_models_json_describes_both_models_in_one_folder(exports, runs, tmp_path, capsys):
-  """The generator exported by the CLI into (a copy of) the classifier's folder: one models.json for the page."""
+  """The generator exported by the CLI, without --int8, into a site folder holding the classifier's export and an
+  older generator_quantized.onnx: one models.json for both models, and no stale int8 generator left to load."""
   import shutil
   folder = str(tmp_path / 'site')
   shutil.copytree(exports['classifier'][0], folder)
+  shutil.copy(os.path.join(exports['generator'][0], 'generator_quantized.onnx'), folder)
   with pytest.raises(SystemExit) as done:
     cli.main(['export', 'onnx', '--workdir', runs['generator'], '--out-dir', folder])
   assert done.value.code == 0
   captured = capsys.readouterr()
   printed = json.loads(captured.out.strip().splitlines()[-1])
   assert 'max difference' in captured.err and printed['max_difference'] <= 1e-4
+  assert not os.path.exists(os.path.join(folder, 'generator_quantized.onnx'))
   spec = json.load(open(os.path.join(folder, 'models.json')))
   classifier, generator = spec['models']['classifier'], spec['models']['generator']
   assert classifier['original']['path'] == 'cats.onnx' and classifier['quantized']['path'] == 'cats_quantized.onnx'
+  assert 'quantized' not in generator
   for entry in (classifier['original'], classifier['quantized'], generator):
     assert entry['sizeBytes'] == os.path.getsize(os.path.join(folder, entry['path']))
-  assert spec['classifier']['input']['name'] == 'input'
-  assert spec['classifier']['input']['shape'] == ['batch_size', 3, 32, 32]
+  for name, section in (('cats.onnx', spec['classifier']), ('generator.onnx', spec['generator'])):
+    inputs, outputs = onnx_io(os.path.join(folder, name))  # models.json says what the files are.
+    listed = section['inputs'] if 'inputs' in section else [section['input']]
+    assert {i['name']: i['shape'] for i in listed} == {k: v[1] for k, v in inputs.items()}
+    assert {section['output']['name']: section['output']['shape']} == {k: v[1] for k, v in outputs.items()}
   assert spec['classifier']['input']['normalization']['mean'] == [0.485, 0.456, 0.406]
   assert spec['classifier']['output']['classes'] == ['cat', 'other']
-  assert [i['name'] for i in spec['generator']['inputs']] == ['noise', 'timestep', 'breed']
-  assert spec['generator']['output']['name'] == 'velocity'
   sampling = spec['generator']['sampling']
   assert (sampling['method'], sampling['steps'], sampling['cfgScale'], sampling['nullLabel']) == (
       'Euler integration', 50, 1.5, 4)
@@ -276,18 +281,32 @@ def test_torchvision_weights_round_trip_and_load_in_torch(exports, runs):
     np.testing.assert_allclose(net(torch.from_numpy(x)).numpy(), session.run(None, {'input': x})[0], atol=1e-4)
 
 
-def test_upload_retries_a_transient_failure(runs, tmp_path, monkeypatch):
-  monkeypatch.setattr(hub.time, 'sleep', lambda seconds: None)
-  folder = str(tmp_path / 'repo')
-  os.makedirs(folder)
-  with open(os.path.join(folder, 'README.md'), 'w') as f:
-    f.write('---\nlicense: mit\n---\nhello\n')
+def test_upload_retries_a_transient_failure(tmp_path, monkeypatch):
+  import huggingface_hub.utils._http as hf_http
+  monkeypatch.setattr(hf_http.time, 'sleep', lambda seconds: None)  # Its back-off waits.
+  folder = tmp_path / 'repo'
+  folder.mkdir()
+  (folder / 'README.md').write_text('---\nlicense: mit\n---\nhello\n')
+  (folder / 'stray.txt').write_text('not part of the export')
   with FakeHub(token=TOKEN, fail_commits=1) as server:
-    url = hub.upload(folder, 'someone/retry', token=TOKEN, endpoint=server.endpoint)
-    assert server.repos['someone/retry'] == {'README.md': b'---\nlicense: mit\n---\nhello\n'}
+    url = hub.upload(str(folder), 'someone/retry', token=TOKEN, files=['README.md'], endpoint=server.endpoint)
+    assert server.repos['someone/retry'] == {'README.md': b'---\nlicense: mit\n---\nhello\n'}  # Only the listed files.
+    assert len([r for r in server.requests if '/commit/' in r]) == 2  # The 500, then the retried commit.
     assert url.startswith(f'{server.endpoint}/someone/retry/commit/')
-    with pytest.raises(ExportError, match='not valid'):
-      hub.upload(folder, 'someone/retry', token='hf_wrong', endpoint=server.endpoint)
+    before = len(server.requests)
+    with pytest.raises(ExportError, match='not valid.*complete in'):
+      hub.upload(str(folder), 'someone/retry', token='hf_wrong', endpoint=server.endpoint)
+    after = server.requests[before:]
+    assert after.count('POST /api/repos/create') == 1 and not any('/commit/' in r for r in after)  # No retry.
+
+
+def test_card_metrics_only_from_an_eval_json_of_the_exported_step(tmp_path):
+  (tmp_path / 'eval.json').write_text(json.dumps({'step': 5, 'accuracy': 0.9, 'split': 'test'}))
+  assert hub.read_eval(str(tmp_path), 5) == ({'step': 5, 'accuracy': 0.9, 'split': 'test'}, '')
+  report, why = hub.read_eval(str(tmp_path), 7)
+  assert report == {} and 'measured step 5, but the export is step 7' in why
+  report, why = hub.read_eval(str(tmp_path / 'elsewhere'), 7)
+  assert report == {} and 'tinycats evaluate' in why
 
 
 def test_missing_token_fails_before_any_work(runs, tmp_path, monkeypatch):
@@ -306,6 +325,7 @@ def test_bad_inputs_are_clear_errors_and_write_nothing(runs, tmp_path, capsys):
   (empty / 'config.json').write_text(open(os.path.join(runs['classifier'], 'config.json')).read())
   with pytest.raises(FileNotFoundError, match='no checkpoint'):
     onnx_export.export_onnx(str(empty), str(tmp_path / 'a'))
+  assert not os.path.exists(tmp_path / 'a')  # Nothing made for an export that could not start.
   with pytest.raises(UserError, match="holds a 'classify' run, not a generator"):
     onnx_export.export_onnx(runs['classifier'], str(tmp_path / 'b'), kind='generator')
   blocker = tmp_path / 'file'
@@ -315,10 +335,17 @@ def test_bad_inputs_are_clear_errors_and_write_nothing(runs, tmp_path, capsys):
   with pytest.raises(SystemExit) as done:
     cli.main(['export', 'onnx', '--workdir', str(tmp_path / 'nowhere'), '--out-dir', str(tmp_path / 'c')])
   assert done.value.code == 2 and 'tinycats export: error:' in capsys.readouterr().err
+  with pytest.raises(FileNotFoundError, match='no such workdir'):
+    Classifier.load('tests/no-such-run')  # A mistyped local path is not sent to the Hub.
 
 
 def test_a_failed_parity_check_leaves_nothing(runs, tmp_path):
-  out = tmp_path / 'out'
+  out = tmp_path / 'site'
+  out.mkdir()
+  (out / 'index.html').write_text('the page')
   with pytest.raises(ExportError, match='differs from the JAX model'):
     onnx_export.export_onnx(runs['generator'], str(out), tolerance=0.0)
-  assert os.listdir(out) == []  # No ONNX file, no models.json, no staging folder.
+  assert os.listdir(out) == ['index.html']  # No ONNX file, no models.json, no staging folder.
+  with pytest.raises(ExportError, match='differs from the JAX model'):
+    onnx_export.export_onnx(runs['generator'], str(tmp_path / 'new'), tolerance=0.0)
+  assert not os.path.exists(tmp_path / 'new')  # A folder the failed export made is gone again.

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from tinycats.data import cache
+from tinycats.errors import UserError
 from tinycats.export import weights
 from tinycats.train import state as state_lib, step as step_lib
 from tinycats.train.classify import predict_arrays
@@ -34,6 +35,8 @@ class Classifier:
     """A workdir's best checkpoint (or `step`), an export folder, or a Hub repo id (downloaded once, cached)."""
     kind, folder = weights.resolve(source, endpoint)
     if kind == 'export':
+      if step is not None:
+        raise UserError(f'{source} is an export: it holds one step; drop step=')
       return cls(*weights.load_export(folder, 'classify', 'classifier'))
     return cls(*state_lib.load_run(folder, 'classify', 'classifier', step))
 

@@ -34,6 +34,8 @@ class Generator:
     """A workdir's best checkpoint (lowest validation loss) or `step`, an export folder, or a Hub repo id."""
     kind, folder = weights.resolve(source, endpoint)
     if kind == 'export':
+      if step is not None:
+        raise UserError(f'{source} is an export: it holds one step; drop step=')
       return cls(*weights.load_export(folder, 'flow', 'generator'))  # Exports hold the EMA network alone.
     config, graphdef, model_state, step = state_lib.load_run(folder, 'flow', 'generator', step)
     return cls(config, *generate.ema_network(graphdef, model_state), step)

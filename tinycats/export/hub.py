@@ -17,7 +17,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 
 from tinycats.data import augment
 from tinycats.errors import UserError
@@ -25,7 +24,6 @@ from tinycats.export import onnx as onnx_export, weights
 from tinycats.export.weights import ExportError
 
 DEFAULT_LICENSE = 'cc-by-sa-4.0'  # Oxford-IIIT Pet's licence: the weights are derived from it.
-RETRIES = 3
 FLOW_CONVENTION = {
     'path': 'x_t = t * data + (1 - t) * noise, t in [0, 1]: t = 0 is noise, t = 1 is data',
     'target': 'velocity = data - noise', 'time_input': 't in [0, 1] (scaled by 1000 inside the model)',
@@ -96,11 +94,18 @@ def export_config(config, step: int, report: dict, files: list[str]) -> dict:
       'classes': list(config.data.classes), 'num_classes': len(config.data.classes), 'step': step,
       'dataset': _dataset(config)[0], 'labels': config.data.labels if config.data.source == 'tfds' else 'folders',
       'training': dict(config.train.to_dict()), 'weights': weights.WEIGHTS, 'files': files,
-      'metrics': report, 'run_config': config.to_dict()}
+      'metrics': report, 'run_config': _portable(config.to_dict())}
   if config.task == 'flow':
     out.update(flow=dict(FLOW_CONVENTION, timesteps=config.flow.timesteps, label_dropout=config.flow.label_dropout),
                null_label=len(config.data.classes), ema_decay=config.ema.decay, sampling=dict(config.sample.to_dict()))
   return out
+
+
+def _portable(run_config: dict) -> dict:
+  """The run config without this machine's paths (they mean nothing elsewhere, and may be private)."""
+  data = dict(run_config['data'])
+  data.update({k: '' for k in ('data_dir', 'folder', 'cache_dir') if k in data})
+  return dict(run_config, data=data)
 
 
 def _front_matter(config, metrics: list[dict], license_id: str, repo_id: str) -> str:
@@ -108,7 +113,7 @@ def _front_matter(config, metrics: list[dict], license_id: str, repo_id: str) ->
   name, dataset_id = _dataset(config)
   classify = config.task == 'classify'
   task_type = 'image-classification' if classify else 'unconditional-image-generation'
-  tags = ['jax', 'flax', 'onnx', 'safetensors', 'tinycats', 'oxford-iiit-pet']
+  tags = ['jax', 'flax', 'onnx', 'safetensors', 'tinycats'] + (['oxford-iiit-pet'] if dataset_id else [])
   tags += ['resnet', 'image-classification'] if classify else ['dit', 'flow-matching', 'class-conditional']
   results = [EvalResult(task_type=task_type, dataset_type=dataset_id or 'imagefolder', dataset_name=name,
                         dataset_split=m['split'], metric_type=m['type'], metric_name=m['name'], metric_value=m['value'])
@@ -158,13 +163,15 @@ def model_card(config, step: int, report: dict, missing: str, files: list[str], 
   lines += ['## Files', '', '| file | what |', '|---|---|']
   described = {
       weights.WEIGHTS: 'the weights, flat NNX keys (float32)',
-      weights.TORCHVISION_WEIGHTS: "torchvision key names and layouts: `torchvision.models.resnet18(num_classes=...)`"
-                                   '.load_state_dict(safetensors.torch.load_file(...))',
+      weights.TORCHVISION_WEIGHTS: (f'torchvision key names and layouts: `torchvision.models.{m.name}(num_classes='
+                                    f'{len(config.data.classes)}).load_state_dict(safetensors.torch.load_file(...))`'
+                                    + ('' if m.get('width', 64) == 64 else f' (width {m.width}: torchvision builds '
+                                       'width 64; use a ResNet of that width with the same names)')),
       'config.json': 'architecture, normalisation, classes, training recipe, metrics, run config',
       'models.json': 'what the web page reads: file names, inputs and outputs, classes, sampling defaults',
       'samples.png': 'one row per class, sampled from these weights (config sampling settings, seed 0)'}
   for name_ in files:
-    default = 'int8 dynamic quantisation of the ONNX model' if 'quantized' in name_ else 'ONNX (float32), opset 23'
+    default = 'int8 dynamic quantisation of the ONNX model' if 'quantized' in name_ else 'ONNX (float32)'
     lines.append(f'| `{name_}` | {described.get(name_, default if name_.endswith(".onnx") else "")} |')
   lines += ['', '## Use', '', '```python']
   if classify:
@@ -178,35 +185,35 @@ def model_card(config, step: int, report: dict, missing: str, files: list[str], 
     lines += ['![samples](samples.png)', '']
     lines += ['Sampling: start from N(0, 1) noise at t = 0 and integrate the velocity to t = 1 '
               '(`x += dt * v`); the ONNX model has no guidance inside: run it with the class and with the null label '
-              f'({len(config.data.classes)}) and combine `v_null + cfg * (v_class - v_null)`. Images are in [-1, 1].', '']
+              f'({len(config.data.classes)}) and combine `v_null + cfg * (v_class - v_null)`. At t = 1, x is the image '
+              f'normalised by {config.data.normalization!r} (pixels = x * std + mean, in config.json).', '']
   return '\n'.join(lines)
 
 
 def assemble(workdir: str, folder: str, *, repo_id: str, int8: bool = False, license_id: str = DEFAULT_LICENSE,
              step: int | None = None) -> dict:
   """Writes the repository's files into `folder` (staged, then moved in) and returns what was written."""
-  onnx_export.writable_folder(folder)
+  onnx_export.require_export_packages()
   config, graphdef, state, step = onnx_export.load_trained(workdir, step=step)
   report, missing = read_eval(workdir, step)
   if missing:
     print(f'tinycats export: {missing}; the card will show no metrics', file=sys.stderr)
-  with onnx_export.staging(folder) as tmp:
+  with onnx_export.output_folder(folder), onnx_export.staging(folder) as tmp:
     onnx_report = onnx_export.write_onnx(config, state, step, tmp, int8=int8, source=workdir)
     files = [weights.WEIGHTS]
     weights.save(state, os.path.join(tmp, weights.WEIGHTS), metadata={'format': 'flax-nnx', 'step': str(step)})
+    from tinycats import metrics
     if config.task == 'classify':
       state_dict = weights.torchvision_state_dict(state, num_batches_tracked=step)
       from safetensors.numpy import save_file
       save_file(state_dict, os.path.join(tmp, weights.TORCHVISION_WEIGHTS), metadata={'format': 'pt'})
       files.append(weights.TORCHVISION_WEIGHTS)
     else:
-      from tinycats import metrics
       from tinycats.generator import Generator
       grid = Generator(config, graphdef, state, step).sample_grid(per_label=config.sample.per_class, seed=0)
       metrics.save_grid(grid, os.path.join(tmp, 'samples.png'), list(config.data.classes))
       files.append('samples.png')
     files += onnx_report['files'] + ['models.json', 'config.json', 'README.md']
-    from tinycats import metrics
     metrics.write_json(export_config(config, step, report, files), os.path.join(tmp, 'config.json'))
     with open(os.path.join(tmp, 'README.md'), 'w') as f:
       f.write(model_card(config, step, report, missing, files, repo_id, license_id))
@@ -215,27 +222,25 @@ def assemble(workdir: str, folder: str, *, repo_id: str, int8: bool = False, lic
           'metrics': {m['key']: m['value'] for m in card_metrics(config, report)}}
 
 
-def upload(folder: str, repo_id: str, *, token: str, private: bool = False, endpoint: str | None = None,
-           retries: int = RETRIES, wait: float = 2.0) -> str:
-  """Creates the repo if needed and uploads `folder` in one commit; retries what may pass on a second try."""
+def upload(folder: str, repo_id: str, *, token: str, files: list[str] | None = None, private: bool = False,
+           endpoint: str | None = None) -> str:
+  """Creates the repo if needed and uploads `files` of `folder` (all by default) in one commit.
+
+  huggingface_hub retries each request that fails on a connection error or a 5xx answer, with back-off.
+  """
   from huggingface_hub import HfApi
   api = HfApi(endpoint=endpoint or os.environ.get('HF_ENDPOINT'), token=token)
-  for attempt in range(1, retries + 1):
-    try:
-      api.create_repo(repo_id, private=private, exist_ok=True, repo_type='model')
-      commit = api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type='model',
-                                 commit_message='Upload tinycats export')
-      return getattr(commit, 'commit_url', str(commit))
-    except Exception as e:  # pylint: disable=broad-except
-      status = getattr(getattr(e, 'response', None), 'status_code', None)
-      if (status is not None and 400 <= status < 500 and status != 429) or attempt == retries:
-        hint = {401: 'the token is not valid', 403: 'the token may not write to this repo (use a write token)'}
-        raise ExportError(f'uploading to {repo_id!r} failed after {attempt} attempt(s): {type(e).__name__}: {e}'
-                          + (f' ({hint[status]})' if status in hint else '')
-                          + f'; the files are complete in {folder}') from e
-      print(f'tinycats export: upload attempt {attempt} failed ({type(e).__name__}); retrying', file=sys.stderr)
-      time.sleep(wait * 2 ** (attempt - 1))
-  raise AssertionError('unreachable')
+  try:
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type='model')
+    commit = api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type='model', allow_patterns=files,
+                               commit_message='Upload tinycats export')
+  except Exception as e:  # pylint: disable=broad-except  # HTTP, network, auth: one message with the way out.
+    status = getattr(getattr(e, 'response', None), 'status_code', None)
+    hint = {401: 'the token is not valid', 403: 'the token may not write to this repo (use a write token)'}
+    raise ExportError(f'uploading to {repo_id!r} failed: {type(e).__name__}: {e}'
+                      + (f' ({hint[status]})' if status in hint else '')
+                      + f'; the files are complete in {folder}') from e
+  return getattr(commit, 'commit_url', str(commit))
 
 
 def export_hub(workdir: str, repo_id: str, *, private: bool = False, endpoint: str | None = None,
@@ -258,7 +263,8 @@ def export_hub(workdir: str, repo_id: str, *, private: bool = False, endpoint: s
       shutil.rmtree(folder, ignore_errors=True)
     raise
   if not no_upload:
-    result['url'] = upload(folder, repo_id, token=token, private=private, endpoint=endpoint)  # A failure keeps folder.
+    result['url'] = upload(folder, repo_id, token=token, files=result['files'], private=private,
+                           endpoint=endpoint)  # A failure keeps the folder.
     result['repo_id'] = repo_id
     if not out_dir:
       shutil.rmtree(folder, ignore_errors=True)

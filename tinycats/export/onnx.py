@@ -20,6 +20,7 @@ import datetime
 import logging
 import os
 import shutil
+import sys
 import tempfile
 
 import jax
@@ -32,6 +33,7 @@ from tinycats.errors import UserError
 from tinycats.export.weights import ExportError
 
 TOLERANCE = 1e-4
+BATCH = 'batch_size'  # The dynamic batch axis: the same name in the ONNX files and models.json.
 FILES = {'classify': ('cats.onnx', 'cats_quantized.onnx'), 'flow': ('generator.onnx', 'generator_quantized.onnx')}
 KINDS = {'classifier': 'classify', 'generator': 'flow'}
 # The page's sampling defaults (its GENERATOR_CONFIG): Euler, 50 steps, guidance 1.5.
@@ -120,10 +122,10 @@ def convert(config, model):
   size = config.data.image_size
   if config.task == 'classify':
     forward, names, skip = classifier_forward(model, config.data.normalization), ['input'], _RESNET_UNSAFE_PASSES
-    specs, outputs = [('N', 3, size, size)], ['output']
+    specs, outputs = [(BATCH, 3, size, size)], ['output']
   else:
     forward, names, skip = generator_forward(model), ['noise', 'timestep', 'breed'], ()
-    specs = [('N', 3, size, size), ('N',), jax.ShapeDtypeStruct(('N',), jnp.int32)]
+    specs = [(BATCH, 3, size, size), (BATCH,), jax.ShapeDtypeStruct((BATCH,), jnp.int32)]
     outputs = ['velocity']
   with _quiet_and_without(skip):
     proto = to_onnx(forward, specs, model_name=f'tinycats_{config.task}', input_names=names, output_names=outputs)
@@ -181,8 +183,10 @@ def _validation_batch(config):
   import tinycats.data
   try:
     split = tinycats.data.load(config, splits=('val',)).splits['val']
-  except Exception as e:  # pylint: disable=broad-except  # Data absent here (e.g. exported elsewhere): say so.
-    return None, f'the validation data could not be read ({type(e).__name__}: {e})'
+  except (UserError, OSError) as e:  # The data is not on this machine (e.g. trained on Modal): say so.
+    reason = f'the validation data could not be read ({type(e).__name__}: {e})'
+    print(f'tinycats export: int8 accuracy not measured: {reason}', file=sys.stderr)
+    return None, reason
   n = min(QUALITY_BATCH, len(split))
   return (np.asarray(split.images[:n]), np.asarray(split.labels[:n])), None
 
@@ -275,7 +279,7 @@ def models_json(existing: dict, config, paths: dict[str, str], info: dict) -> di
              'description': f'class index 0-{null - 1}; {null} (or -1) is the null label for guidance',
              'range': f'[0, {null}]'}],
         'output': {'name': 'velocity', 'shape': ['batch_size', 3, size, size],
-                   'description': 'dx/dt = data - noise; images are in [-1, 1] at t=1'},
+                   'description': 'dx/dt = data - noise; x at t=1 is the image, normalised as below'},
         'sampling': dict(PAGE_SAMPLING, nullLabel=null, description=(
             'x(t+dt) = x(t) + dt * v from t=0 to 1; guided v = v(null) + cfgScale * (v(breed) - v(null))')),
         'normalization': {'mean': list(augment.normalization(config.data.normalization)[0]),
@@ -294,10 +298,10 @@ def models_json(existing: dict, config, paths: dict[str, str], info: dict) -> di
 
 
 def require_export_packages() -> None:
+  import importlib
   try:
-    import jax2onnx  # noqa: F401  pylint: disable=unused-import
-    import onnx  # noqa: F401  pylint: disable=unused-import
-    import onnxruntime  # noqa: F401  pylint: disable=unused-import
+    for name in ('jax2onnx', 'onnx', 'onnxruntime'):
+      importlib.import_module(name)
   except ImportError as e:
     raise UserError(f"exporting needs the export extra ({e.name} is missing): pip install -e '.[export]'") from e
 
@@ -353,9 +357,39 @@ def load_trained(workdir: str, kind: str | None = None, step: int | None = None)
 def export_onnx(workdir: str, out_dir: str, *, int8: bool = False, kind: str | None = None,
                 step: int | None = None, tolerance: float = TOLERANCE) -> dict:
   """Writes the ONNX file(s) of a workdir's model into `out_dir` and updates `out_dir/models.json`."""
+  require_export_packages()
+  config, _, state, step = load_trained(workdir, kind, step)  # A bad workdir fails before the folder is made.
+  with output_folder(out_dir):
+    return write_onnx(config, state, step, out_dir, int8=int8, source=workdir, tolerance=tolerance)
+
+
+@contextlib.contextmanager
+def output_folder(out_dir: str):
+  """`out_dir`, created and proved writable; a folder this export created is removed again if it fails empty."""
+  created = not os.path.exists(out_dir)
   writable_folder(out_dir)
-  config, _, state, step = load_trained(workdir, kind, step)
-  return write_onnx(config, state, step, out_dir, int8=int8, source=workdir, tolerance=tolerance)
+  try:
+    yield out_dir
+  except BaseException:
+    if created and os.path.isdir(out_dir) and not os.listdir(out_dir):
+      os.rmdir(out_dir)
+    raise
+
+
+def read_models_json(out_dir: str) -> dict:
+  """The folder's models.json (the other model's sections are kept), checked before any work."""
+  import json
+  path = os.path.join(out_dir, 'models.json')
+  if not os.path.isfile(path):
+    return {}
+  try:
+    with open(path) as f:
+      existing = json.load(f)
+    if not isinstance(existing, dict):
+      raise ValueError('not a JSON object')
+  except ValueError as e:
+    raise ExportError(f'{path} is not a readable models.json ({e}); move it away or choose another --out-dir') from e
+  return existing
 
 
 def write_onnx(config, state, step: int, out_dir: str, *, int8: bool = False, source: str = '',
@@ -364,6 +398,7 @@ def write_onnx(config, state, step: int, out_dir: str, *, int8: bool = False, so
   import json
   import onnx
   names = FILES[config.task]
+  existing = read_models_json(out_dir)
   with staging(out_dir) as tmp:
     model = float32_network(config, state)
     proto, forward, inputs = convert(config, model)
@@ -382,15 +417,15 @@ def write_onnx(config, state, step: int, out_dir: str, *, int8: bool = False, so
       quantize(float_path, paths['int8'])
       report['int8'] = quantization_report(config, float_path, paths['int8'])
       report['files'].append(names[1])
-    existing_path = os.path.join(out_dir, 'models.json')
-    existing = {}
-    if os.path.isfile(existing_path):
-      with open(existing_path) as f:
-        existing = json.load(f)
     info = {'step': step, 'max_difference': difference, 'tolerance': tolerance,
             **({'int8': report['int8']} if int8 else {})}
     with open(os.path.join(tmp, 'models.json'), 'w') as f:
       json.dump(models_json(existing, config, paths, info), f, indent=2)
+    stale = os.path.join(out_dir, names[1])
+    if not int8 and os.path.exists(stale):  # An older int8 model would be what the page loads: not this one.
+      os.remove(stale)
+      print(f'tinycats export: removed {stale} (an earlier int8 export); add --int8 to make a new one',
+            file=sys.stderr)
     publish(tmp, report['files'] + ['models.json'], out_dir)  # models.json last: it names the files before it.
   report['out_dir'] = os.path.abspath(out_dir)
   return report

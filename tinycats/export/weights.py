@@ -79,6 +79,12 @@ def is_export(folder: str) -> bool:
   return os.path.isfile(os.path.join(folder, WEIGHTS)) and os.path.isfile(os.path.join(folder, CONFIG))
 
 
+def _looks_local(source: str) -> bool:
+  """A missing path whose first folder exists here is a mistyped path, not a Hub repo id."""
+  first = source.split('/')[0]
+  return not source.startswith('hf-hub:') and os.path.isdir(first)
+
+
 def resolve(source: str, endpoint: str | None = None) -> tuple[str, str]:
   """('workdir' | 'export', local folder) for a workdir, an export folder or a Hub repo id (downloaded, cached)."""
   from tinycats import pretrained
@@ -86,20 +92,22 @@ def resolve(source: str, endpoint: str | None = None) -> tuple[str, str]:
   if os.path.isdir(source):
     return ('export' if is_export(source) and not os.path.isdir(os.path.join(source, 'checkpoints')) else 'workdir',
             source)
-  if not pretrained.is_hub_id(source):
-    raise FileNotFoundError(f'{source}: no such workdir or export folder (nor a Hugging Face Hub id such as '
-                            "'user/tinycats-cats')")
+  if not pretrained.is_hub_id(source) or _looks_local(source):
+    raise FileNotFoundError(f'{source}: no such workdir or export folder (a Hugging Face Hub repo id looks like '
+                            "'user/tinycats-cats'; prefix it with hf-hub: if a local folder has the user's name)")
   import huggingface_hub
   repo = source.removeprefix('hf-hub:')
-  endpoint = endpoint or os.environ.get('HF_ENDPOINT')
-  try:
-    cache = os.environ.get('HF_HUB_CACHE')  # Read now, not at huggingface_hub's import.
-    paths = [huggingface_hub.hf_hub_download(repo, name, endpoint=endpoint, cache_dir=cache) for name in (CONFIG, WEIGHTS)]
-  except Exception as e:  # Offline, unknown repo, missing files: the same advice.
+  try:  # One snapshot: config.json and the weights of the same revision, into huggingface_hub's cache.
+    folder = huggingface_hub.snapshot_download(repo, allow_patterns=[CONFIG, WEIGHTS],
+                                               endpoint=endpoint or os.environ.get('HF_ENDPOINT'),
+                                               cache_dir=os.environ.get('HF_HUB_CACHE'))  # Read now, not at import.
+  except Exception as e:  # Offline, unknown repo, private without a token: the same advice.
     raise ExportError(f'could not download {CONFIG} and {WEIGHTS} of {repo!r} from the Hugging Face Hub '
                       f'({type(e).__name__}: {e}); check the repo id, HF_ENDPOINT and HF_TOKEN for private repos, '
                       'or pass a local export folder') from e
-  return 'export', os.path.dirname(paths[0])
+  if not is_export(folder):
+    raise ExportError(f'{repo!r} on the Hub has no {CONFIG} and {WEIGHTS}: it is not a tinycats export')
+  return 'export', folder
 
 
 def read_config(folder: str) -> dict:
