@@ -53,3 +53,13 @@ def test_bad_settings_are_named(capsys):
   with pytest.raises(SystemExit) as done:
     cli.main(['bench', '--devices', '64', '--results', ''])
   assert done.value.code == 2 and '--devices 64' in capsys.readouterr().err
+
+
+def test_epoch_on_a_folder(capsys, image_folder):
+  rows = run_bench(capsys, '--epoch', 'configs/cats.py:smoke', '--results', '', '--set', 'data.source=folder',
+                   '--set', f'data.folder={image_folder}', '--set', 'model.pretrained=', '--set', 'model.width=8',
+                   '--set', 'data.image_size=32', '--set', 'data.cache_size=36', '--set', 'train.batch_size=16')
+  (row,) = rows
+  assert row['kind'] == 'epoch' and row['steps'] == row['images'] // 16 >= 2
+  assert row['epoch_seconds_with_compile'] == pytest.approx(row['first_step_seconds'] + row['epoch_seconds_after_compile'])
+  assert row['images_per_sec_after_compile'] > 0

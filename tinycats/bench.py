@@ -155,6 +155,52 @@ def train_step(model: str, batch: int, image_size: int, dtype: str = 'bf16', ste
   return dict(result, **machine())
 
 
+def epoch(spec: str, overrides=(), devices: int | None = None) -> dict:
+  """One full training epoch of a classifier config on its real data: the loop's batches, the library's step.
+
+  Wall time with and without the first step's compilation; validation and checkpoints are not part
+  of an epoch here (they are in `train_and_evaluate`).
+  """
+  import tinycats.data
+  from flax import nnx
+  from tinycats import config as config_lib
+  from tinycats.train import loop, state as state_lib, step as step_lib
+  from tinycats.train.tasks import TASKS
+  config = config_lib.load(spec, list(overrides))
+  mesh = step_lib.make_mesh(jax.devices()[:devices] if devices else None)
+  start = time.perf_counter()
+  data = tinycats.data.load(config, splits=('train',))
+  load_seconds = time.perf_counter() - start
+  config.data.classes = tuple(data.classes)
+  train = data.splits['train']
+  batch = config.train.batch_size
+  steps = len(train) // batch
+  if steps < 2:
+    raise UserError(f'{len(train)} training images make {steps} batch(es) of {batch}: too few to time an epoch')
+  task = TASKS[config.task](config, data.classes)
+  net, optimizer, _ = state_lib.create(task, config, steps, steps * max(1, config.train.epochs))
+  graphdef, state = nnx.split((net, optimizer))
+  del net, optimizer
+  state = jax.device_put(state, step_lib.replicated(mesh))
+  update = step_lib.TrainStep(graphdef, task.loss, mesh, wrt=task.trainable, after_update=task.after_update,
+                              grad_accum=config.train.grad_accum)
+  key = jax.random.key(config.seed)
+  start = time.perf_counter()
+  for i in range(steps):
+    state, out = update(state, step_lib.shard_batch(loop.train_batch(train, i, batch, steps, config.seed), mesh),
+                        key, i)
+    if i == 0:
+      jax.block_until_ready(out)
+      first = time.perf_counter() - start
+  jax.block_until_ready(out)
+  total = time.perf_counter() - start
+  return dict(kind='epoch', config=spec, overrides=list(overrides), images=steps * batch, steps=steps, batch=batch,
+              image_size=config.data.image_size, model=config.model.name, data_load_seconds=load_seconds,
+              epoch_seconds_with_compile=total, first_step_seconds=first, epoch_seconds_after_compile=total - first,
+              images_per_sec_after_compile=(steps - 1) * batch / (total - first), last_loss=float(out['loss']),
+              devices=mesh.size, **machine())
+
+
 def pipeline(image_size: int = 224, images: int = 256, batch: int = 64, steps: int = 10,
              source_size: tuple[int, int] = (500, 375)) -> list[dict]:
   """The input pipeline alone: JPEG decode into the cache, and cached batches through on-device augmentation."""

@@ -85,6 +85,10 @@ def _export_hub(args) -> int:
 def _bench(args) -> int:
   from tinycats import bench
   results = args.results or None
+  if args.epoch:
+    overrides = [f'--config.{item}' for item in args.set]
+    bench.emit(bench.epoch(args.epoch, overrides, args.devices), results)
+    return 0
   if args.pipeline:
     for row in bench.pipeline(image_size=args.image_size or 224, batch=args.batch, steps=args.steps):
       bench.emit(row, results)
@@ -180,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--peak-tflops', type=float, default=None, help="the device's peak, for the FLOP utilisation")
   p.add_argument('--baseline', choices=('torch',), default=None, help='also time the same step in plain PyTorch')
   p.add_argument('--pipeline', action='store_true', help='time the input pipeline instead of the train step')
+  p.add_argument('--epoch', default=None, metavar='CONFIG',
+                 help='time one full training epoch of this config on its data, e.g. configs/cats.py:smoke')
   p.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
                  help='a config override, e.g. model.width=8 (repeatable)')
   p.add_argument('--results', default='benchmarks/results.jsonl', help="also append each JSON line here ('' for none)")
