@@ -21,7 +21,8 @@ def run_bench(capsys, *args):
   return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{')]
 
 
-@pytest.mark.parametrize('model', ['resnet18', 'dit'])
+# The DiT pair runs by default; the ResNet pair (30 s, mostly compilation) with `pytest -m slow`.
+@pytest.mark.parametrize('model', [pytest.param('resnet18', marks=pytest.mark.slow), 'dit'])
 def test_train_step_beside_torch(model, capsys, tmp_path):
   results = tmp_path / 'results.jsonl'
   rows = run_bench(capsys, '--model', model, '--batch', '4', '--steps', '2', '--baseline', 'torch',
@@ -55,6 +56,7 @@ def test_bad_settings_are_named(capsys):
   assert done.value.code == 2 and '--devices 64' in capsys.readouterr().err
 
 
+@pytest.mark.slow  # Compiles a ResNet train step (about 25 s); `pytest -m slow` runs it.
 def test_epoch_on_a_folder(capsys, image_folder):
   rows = run_bench(capsys, '--epoch', 'configs/cats.py:smoke', '--results', '', '--set', 'data.source=folder',
                    '--set', f'data.folder={image_folder}', '--set', 'model.pretrained=', '--set', 'model.width=8',

@@ -29,20 +29,19 @@ def classification_report(labels: np.ndarray, predictions: np.ndarray, classes: 
               confusion_matrix=confusion.tolist(), num_examples=int(len(labels)))
 
 
-def _pyplot():
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  return plt
+def _figure(**kwargs):
+  """A figure drawn without pyplot: no global backend switch (a notebook's inline plots keep working)."""
+  from matplotlib.figure import Figure
+  return Figure(**kwargs)
 
 
 def plot_confusion(confusion, classes, path: str, title: str = '') -> None:
   if not writes_files():
     return
-  plt = _pyplot()
   confusion = np.asarray(confusion)
   size = max(4.0, 0.3 * len(classes) + 2)
-  fig, ax = plt.subplots(figsize=(size, size))
+  fig = _figure(figsize=(size, size))
+  ax = fig.subplots()
   ax.imshow(confusion, cmap='Blues')
   ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7 if len(classes) > 10 else 10)
   ax.set_yticks(range(len(classes)), classes, fontsize=7 if len(classes) > 10 else 10)
@@ -54,7 +53,6 @@ def plot_confusion(confusion, classes, path: str, title: str = '') -> None:
   ax.set_title(title)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
-  plt.close(fig)
 
 
 def write_json(obj, path: str) -> None:
@@ -80,8 +78,8 @@ def plot_curves(metrics_path: str, path: str) -> None:
     return
   rows = read_jsonl(metrics_path)
   names = [name for name in ('loss', 'accuracy') if any(p + name in r for r in rows for p in ('train_', 'val_'))]
-  plt = _pyplot()
-  fig, axes = plt.subplots(1, max(len(names), 1), figsize=(5 * max(len(names), 1), 4), squeeze=False)
+  fig = _figure(figsize=(5 * max(len(names), 1), 4))
+  axes = fig.subplots(1, max(len(names), 1), squeeze=False)
   for ax, name in zip(axes[0], names):
     for prefix, style in (('train_', '-'), ('val_', 'o-')):
       points = [(r['step'], r[prefix + name]) for r in rows if prefix + name in r]
@@ -92,7 +90,6 @@ def plot_curves(metrics_path: str, path: str) -> None:
     ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=100)
-  plt.close(fig)
 
 
 def save_grid(images: np.ndarray, path: str, row_labels: list[str] | None = None, gap: int = 2) -> None:

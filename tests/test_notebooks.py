@@ -1,0 +1,47 @@
+"""The notebooks run top to bottom (nbclient, a fresh kernel each) and are committed without outputs."""
+import os
+
+import pytest
+
+nbformat = pytest.importorskip('nbformat')
+nbclient = pytest.importorskip('nbclient')
+
+NOTEBOOKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'notebooks')
+
+
+def run(name, **env):
+  notebook = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
+  with pytest.MonkeyPatch.context() as mp:  # The kernel inherits this process's environment.
+    for key, value in env.items():
+      mp.setenv(key, value)
+    nbclient.NotebookClient(notebook, timeout=600, kernel_name='python3',
+                            resources={'metadata': {'path': NOTEBOOKS}}).execute()
+  return notebook
+
+
+def outputs(notebook, kind='image/png'):
+  return [o for cell in notebook.cells if cell.cell_type == 'code' for o in cell.get('outputs', [])
+          if kind in o.get('data', {})]
+
+
+def test_committed_without_outputs():
+  for name in sorted(os.listdir(NOTEBOOKS)):
+    if name.endswith('.ipynb'):
+      notebook = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
+      assert all(not c.get('outputs') and not c.get('execution_count') for c in notebook.cells if c.cell_type == 'code'), name
+
+
+def test_classify_notebook(folder_run, tmp_path):
+  notebook = run('01_classify.ipynb', TINYCATS_CLASSIFIER=folder_run[0], TINYCATS_NOTEBOOK_DIR=str(tmp_path))
+  assert len(outputs(notebook)) == 2  # The predictions and the confusion matrix.
+
+
+def test_generate_notebook(generator_run, tmp_path):
+  notebook = run('02_generate.ipynb', TINYCATS_GENERATOR=generator_run[0], TINYCATS_NOTEBOOK_DIR=str(tmp_path))
+  assert len(outputs(notebook)) == 2  # The class grid and the guidance x steps grid.
+
+
+def test_train_and_export_notebook(tmp_path):
+  notebook = run('03_train_and_export.ipynb', TINYCATS_NOTEBOOK_DIR=str(tmp_path))
+  assert os.path.isfile(tmp_path / 'export' / 'cats.onnx') and os.path.isfile(tmp_path / 'run' / 'eval.json')
+  assert len(outputs(notebook)) == 1  # The curves.
