@@ -9,6 +9,7 @@ TINY = {'resnet18': ['--image-size', '32', '--set', 'model.width=8'],
         'dit': ['--image-size', '16', '--set', 'model.width=32', '--set', 'model.depth=1', '--set', 'model.heads=2',
                 '--set', 'model.patch_size=4']}
 TRAIN_STEP_FIELDS = {'kind', 'framework', 'model', 'batch', 'image_size', 'dtype', 'steps', 'devices', 'parameters',
+                     'step_memory_bytes', 'cpu_model',
                      'compile_seconds', 'step_ms_median', 'step_ms_min', 'step_ms_p90', 'step_ms_max',
                      'images_per_sec', 'peak_memory_bytes', 'flops_per_step_per_device', 'achieved_tflops_per_device',
                      'peak_tflops_per_device', 'peak_source', 'mfu', 'backend', 'device', 'date', 'jax'}
@@ -35,10 +36,12 @@ def test_train_step_beside_torch(model, capsys, tmp_path):
   assert jax_row['flops_per_step_per_device'] > 0 and jax_row['peak_source'] == '--peak-tflops'
   assert jax_row['mfu'] == pytest.approx(jax_row['achieved_tflops_per_device'] / 1.0)
   assert jax_row['compile_seconds'] > 0 and jax_row['parameters'] > 0
+  if 'skipped' in rows[1]:
+    pytest.skip(rows[1]['skipped'])
   torch_row, comparison = rows[1], rows[2]
-  if 'skipped' in torch_row:
-    pytest.skip(torch_row['skipped'])
   assert torch_row['framework'] == 'torch' and torch_row['images_per_sec'] > 0
+  assert {k for k in jax_row if k.startswith('step_ms')} == {k for k in torch_row if k.startswith('step_ms')}
+  assert torch_row['backend'] == 'cpu' and torch_row['devices'] == 1
   assert abs(torch_row['parameters'] - jax_row['parameters']) / jax_row['parameters'] < 0.01  # Same model shapes.
   assert comparison['jax_over_torch'] == pytest.approx(jax_row['images_per_sec'] / torch_row['images_per_sec'])
   assert [json.loads(line) for line in results.read_text().splitlines()] == rows  # Appended as printed.

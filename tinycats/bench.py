@@ -26,10 +26,12 @@ from tinycats.errors import UserError
 
 MODELS = ('resnet18', 'resnet34', 'dit')
 DTYPES = {'bf16': 'bfloat16', 'f32': 'float32'}
-# Dense peak TFLOP/s per chip from the vendors' datasheets (not measured here): bf16 tensor cores, f32.
-PEAK_TFLOPS = {'H200': {'bf16': 989.0, 'f32': 67.0}, 'H100': {'bf16': 989.0, 'f32': 67.0},
-               'A100': {'bf16': 312.0, 'f32': 19.5}, 'L40S': {'bf16': 362.0, 'f32': 91.6},
-               'L4': {'bf16': 121.0, 'f32': 30.3}, 'T4': {'bf16': 65.0, 'f32': 8.1}}
+# Dense peak TFLOP/s per chip from the vendors' datasheets (not measured here), matched against the
+# device kind in this order: bf16 tensor cores, and TF32 for f32 (XLA's default precision for float32
+# matmuls and convolutions on these GPUs). The H100 PCIe is slower than the SXM part that the H100 row is.
+PEAK_TFLOPS = {'H200': {'bf16': 989.0, 'f32': 495.0}, 'H100 PCIe': {'bf16': 756.0, 'f32': 378.0},
+               'H100': {'bf16': 989.0, 'f32': 495.0}, 'A100': {'bf16': 312.0, 'f32': 156.0},
+               'L40S': {'bf16': 362.0, 'f32': 183.0}, 'L4': {'bf16': 121.0, 'f32': 60.0}}
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -86,38 +88,56 @@ def _timings(seconds: list[float]) -> dict:
           'step_ms_p90': 1e3 * pick(0.9), 'step_ms_max': 1e3 * seconds[-1]}
 
 
+def _cpu_model() -> str:
+  try:
+    with open('/proc/cpuinfo') as f:
+      return next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), platform.machine())
+  except OSError:
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict:
   devices = jax.devices()
   return {'backend': jax.default_backend(), 'device': devices[0].device_kind, 'device_count': len(devices),
-          'host': platform.node(), 'cpus': os.cpu_count(), 'jax': jax.__version__,
+          'host': platform.node(), 'cpus': os.cpu_count(), 'cpu_model': _cpu_model(), 'jax': jax.__version__,
           'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}
+
+
+def _mesh(devices: int | None, batch: int, grad_accum: int = 1):
+  from tinycats.train import step as step_lib
+  available = jax.devices()
+  if devices and devices > len(available):
+    raise UserError(f'--devices {devices}: only {len(available)} {jax.default_backend()} device(s) here')
+  mesh = step_lib.make_mesh(available[:devices] if devices else None)
+  if not batch or batch % (mesh.size * grad_accum):
+    raise UserError(f'batch {batch} must be a positive multiple of the device count ({mesh.size}) times '
+                    f'train.grad_accum ({grad_accum})')
+  return mesh
+
+
+def _build(config, mesh, steps_per_epoch: int, total_steps: int):
+  """(task, jitted step, replicated state, trained parameter count): what the loop builds, for timing."""
+  from flax import nnx
+  from tinycats.train import state as state_lib, step as step_lib
+  from tinycats.train.tasks import TASKS
+  task = TASKS[config.task](config, list(config.data.classes))
+  net, optimizer, _ = state_lib.create(task, config, steps_per_epoch, total_steps)
+  params = sum(x.size for x in jax.tree.leaves(nnx.state(net, task.trainable)))  # The DiT's EMA copy is not.
+  graphdef, state = nnx.split((net, optimizer))
+  return task, step_lib.for_task(task, graphdef, mesh), jax.device_put(state, step_lib.replicated(mesh)), int(params)
 
 
 def train_step(model: str, batch: int, image_size: int, dtype: str = 'bf16', steps: int = 10,
                devices: int | None = None, peak: float | None = None, overrides=()) -> dict:
   """Times the library's jitted train step on a synthetic uint8 batch (compile apart)."""
-  from flax import nnx
-  from tinycats.train import state as state_lib, step as step_lib
-  from tinycats.train.tasks import TASKS
+  from tinycats.train import step as step_lib
   if steps < 1:
     raise UserError(f'--steps must be at least 1, got {steps}')
-  available = jax.devices()
-  if devices and devices > len(available):
-    raise UserError(f'--devices {devices}: only {len(available)} {jax.default_backend()} device(s) here')
-  mesh = step_lib.make_mesh(available[:devices] if devices else None)
-  if batch % mesh.size:
-    raise UserError(f'--batch {batch} must be a multiple of the device count ({mesh.size})')
   config = bench_config(model, batch, image_size, dtype, overrides)
-  task = TASKS[config.task](config, list(config.data.classes))
-  net, optimizer, _ = state_lib.create(task, config, steps_per_epoch=100, total_steps=100 * max(steps, 10))
-  params = sum(x.size for x in jax.tree.leaves(nnx.state(net, nnx.Param)))
-  if model == 'dit':  # The EMA copy is not trained: count the network once.
-    params = sum(x.size for x in jax.tree.leaves(nnx.state(net.net, nnx.Param)))
-  graphdef, state = nnx.split((net, optimizer))
-  del net, optimizer
-  state = jax.device_put(state, step_lib.replicated(mesh))
-  update = step_lib.TrainStep(graphdef, task.loss, mesh, wrt=task.trainable, after_update=task.after_update,
-                              grad_accum=config.train.grad_accum)
+  accum = config.train.get('grad_accum', 1)
+  mesh = _mesh(devices, batch, accum)
+  _, update, state, params = _build(config, mesh, 100, 100 * max(steps, 10))
+  available = jax.devices()
   rng = np.random.default_rng(0)
   side = config.data.cache_size
   host = {'image': rng.integers(0, 256, (batch, side, side, 3), dtype=np.uint8),
@@ -137,13 +157,21 @@ def train_step(model: str, batch: int, image_size: int, dtype: str = 'bf16', ste
     seconds.append(time.perf_counter() - start)
   loss = float(out['loss'])
   result = dict(kind='train_step', framework='jax', model=model, batch=batch, image_size=image_size, dtype=dtype,
-                steps=steps, devices=mesh.size, parameters=int(params), compile_seconds=compile_seconds,
+                steps=steps, devices=mesh.size, parameters=params, compile_seconds=compile_seconds,
                 **_timings(seconds), last_loss=loss)
   result['images_per_sec'] = batch / (result['step_ms_median'] / 1e3)
   stats = available[0].memory_stats() if hasattr(available[0], 'memory_stats') else None
-  result['peak_memory_bytes'] = (stats or {}).get('peak_bytes_in_use')
-  flops = _flops(compiled)
-  result['flops_per_step_per_device'] = flops
+  result['peak_memory_bytes'] = (stats or {}).get('peak_bytes_in_use')  # The process's peak so far.
+  try:  # What XLA planned for this step on one device: arguments, outputs and temporaries.
+    planned = compiled.memory_analysis()
+    result['step_memory_bytes'] = int(planned.argument_size_in_bytes + planned.output_size_in_bytes
+                                      + planned.temp_size_in_bytes - planned.alias_size_in_bytes)
+  except Exception:  # pylint: disable=broad-except  # Not every backend has it.
+    result['step_memory_bytes'] = None
+  # With accumulation the step is a scan, whose body XLA's cost analysis counts once: no FLOP figures then.
+  flops = _flops(compiled) if accum == 1 else None
+  result.update(flops_per_step_per_device=flops, achieved_tflops_per_device=None, peak_tflops_per_device=None,
+                peak_source=None, mfu=None)
   if flops:
     achieved = flops / (result['step_ms_median'] / 1e3)
     result['achieved_tflops_per_device'] = achieved / 1e12
@@ -162,28 +190,20 @@ def epoch(spec: str, overrides=(), devices: int | None = None) -> dict:
   of an epoch here (they are in `train_and_evaluate`).
   """
   import tinycats.data
-  from flax import nnx
   from tinycats import config as config_lib
-  from tinycats.train import loop, state as state_lib, step as step_lib
-  from tinycats.train.tasks import TASKS
+  from tinycats.train import loop, step as step_lib
   config = config_lib.load(spec, list(overrides))
-  mesh = step_lib.make_mesh(jax.devices()[:devices] if devices else None)
+  batch = config.train.batch_size
+  mesh = _mesh(devices, batch, config.train.get('grad_accum', 1))
   start = time.perf_counter()
   data = tinycats.data.load(config, splits=('train',))
   load_seconds = time.perf_counter() - start
   config.data.classes = tuple(data.classes)
   train = data.splits['train']
-  batch = config.train.batch_size
   steps = len(train) // batch
   if steps < 2:
     raise UserError(f'{len(train)} training images make {steps} batch(es) of {batch}: too few to time an epoch')
-  task = TASKS[config.task](config, data.classes)
-  net, optimizer, _ = state_lib.create(task, config, steps, steps * max(1, config.train.epochs))
-  graphdef, state = nnx.split((net, optimizer))
-  del net, optimizer
-  state = jax.device_put(state, step_lib.replicated(mesh))
-  update = step_lib.TrainStep(graphdef, task.loss, mesh, wrt=task.trainable, after_update=task.after_update,
-                              grad_accum=config.train.grad_accum)
+  _, update, state, _ = _build(config, mesh, steps, steps * max(1, config.train.epochs))
   key = jax.random.key(config.seed)
   start = time.perf_counter()
   for i in range(steps):
@@ -225,9 +245,12 @@ def pipeline(image_size: int = 224, images: int = 256, batch: int = 64, steps: i
     decode_seconds = time.perf_counter() - start
     out.append(dict(kind='pipeline', stage='jpeg_decode_to_cache', images=images, source_size=list(source_size),
                     cache_size=side, seconds=decode_seconds, images_per_sec=images / decode_seconds, **machine()))
-    squares = np.asarray(cached.images)
+    squares = np.array(cached.images)  # A copy: the memory-mapped file goes with the folder.
+    del cached
   mesh = step_lib.make_mesh()
   batch = min(batch, images) // mesh.size * mesh.size
+  if not batch:
+    raise UserError(f'--batch must be at least the device count ({mesh.size})')
   transform = jax.jit(lambda x, key: augment.train_transform(x, key, image_size=image_size, color_jitter=0.2))
   key = jax.random.key(0)
 

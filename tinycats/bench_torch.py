@@ -5,7 +5,9 @@ install beside the CPU torch wheel): torchvision's ResNet18/34 layout, and a DiT
 as `configs/dit.py` (adaLN-Zero blocks, fixed sin-cos positions, null label row). The step is
 forward, loss, backward, global-norm clipping and AdamW, in eager mode, with the library's dtype
 policy: float32 parameters, bfloat16 compute under autocast for `bf16`. Inputs are float tensors at
-the training size (the JAX step also crops, flips and colour-jitters on the device; this one does not).
+the training size. Work the JAX step does and this one does not: the on-device crop, flip and colour
+jitter, the ResNet's dropout, the DiT's EMA update; and AdamW here decays every parameter, where the
+library's optimizer leaves biases and normalisation scales out.
 """
 from __future__ import annotations
 
@@ -22,9 +24,17 @@ def _torch():
   return torch
 
 
-def available() -> tuple[bool, str]:
-  if _torch() is None:
-    return False, "torch is not installed (pip install torch==2.13.0 for the CPU wheel)"
+def available(backend: str, devices: int) -> tuple[bool, str]:
+  """Whether a side-by-side run is meaningful here: torch present, on the kind of device JAX uses, one device."""
+  torch = _torch()
+  if torch is None:
+    return False, 'torch is not installed (pip install torch==2.13.0 for the CPU wheel)'
+  if backend not in ('cpu', 'gpu'):
+    return False, f'no PyTorch baseline for the {backend} backend'
+  if backend == 'gpu' and not torch.cuda.is_available():
+    return False, 'this torch has no CUDA: it would put a CPU against the GPU (install a CUDA build of torch)'
+  if devices != 1:
+    return False, f'the baseline runs on one device and JAX used {devices}: pass --devices 1'
   return True, ''
 
 
@@ -109,7 +119,7 @@ def dit(image_size: int, patch: int, width: int, depth: int, heads: int, mlp_rat
 
     def forward(self, x, t, y):
       half = 128
-      freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half)
+      freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
       args = (1000 * t)[:, None].float() * freqs[None]
       c = self.t_embedder(torch.cat([torch.cos(args), torch.sin(args)], -1)) + self.y_embedder(y)
       h = self.x_embedder(x).flatten(2).transpose(1, 2) + self.pos_embed
@@ -124,29 +134,31 @@ def dit(image_size: int, patch: int, width: int, depth: int, heads: int, mlp_rat
   return DiT()
 
 
-def train_step(model: str, batch: int, image_size: int, dtype: str, steps: int, config) -> dict:
-  """Times the plain-PyTorch step at the same batch, size and dtype policy as the JAX one."""
+def train_step(model: str, batch: int, image_size: int, dtype: str, steps: int, config, backend: str = 'cpu') -> dict:
+  """Times the plain-PyTorch step at the same batch, size and dtype policy as the JAX one, on the same kind of device."""
+  from tinycats.bench import _cpu_model, _timings
   torch = _torch()
   torch.manual_seed(0)
+  device = torch.device('cuda' if backend == 'gpu' else 'cpu')
   classes = len(config.data.classes)
   if model == 'dit':
     m = config.model
     net = dit(image_size, m.patch_size, m.width, m.depth, m.heads, m.mlp_ratio, classes)
   else:
     net = resnet(int(model.removeprefix('resnet')), classes, config.model.width)
-  net.train()
+  net.to(device).train()
   t = config.train
   optimizer = torch.optim.AdamW(net.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay)
-  images = torch.randn(batch, 3, image_size, image_size)
-  labels = torch.randint(0, classes, (batch,))
-  autocast = torch.autocast('cpu', dtype=torch.bfloat16, enabled=dtype == 'bf16')
+  images = torch.randn(batch, 3, image_size, image_size, device=device)
+  labels = torch.randint(0, classes, (batch,), device=device)
+  autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == 'bf16')
 
   def step():
     optimizer.zero_grad(set_to_none=True)
     with autocast:
       if model == 'dit':
-        noise, u = torch.randn_like(images), torch.rand(batch)
-        y = torch.where(torch.rand(batch) < config.flow.label_dropout, classes, labels)
+        noise, u = torch.randn_like(images), torch.rand(batch, device=device)
+        y = torch.where(torch.rand(batch, device=device) < config.flow.label_dropout, classes, labels)
         x_t = u[:, None, None, None] * images + (1 - u[:, None, None, None]) * noise
         loss = torch.mean((net(x_t, u, y).float() - (images - noise)) ** 2)
       else:
@@ -154,7 +166,7 @@ def train_step(model: str, batch: int, image_size: int, dtype: str, steps: int, 
     loss.backward()
     torch.nn.utils.clip_grad_norm_(net.parameters(), t.grad_clip)
     optimizer.step()
-    return float(loss.detach())
+    return float(loss.detach())  # Waits for the device.
 
   step()  # Allocations and first-call overheads are not timed (torch has no compilation here).
   seconds = []
@@ -162,10 +174,8 @@ def train_step(model: str, batch: int, image_size: int, dtype: str, steps: int, 
     start = time.perf_counter()
     loss = step()
     seconds.append(time.perf_counter() - start)
-  median = statistics.median(seconds)
-  seconds.sort()
   return dict(kind='train_step', framework='torch', torch=torch.__version__, threads=torch.get_num_threads(),
-              model=model, batch=batch, image_size=image_size, dtype=dtype, steps=steps,
-              parameters=sum(p.numel() for p in net.parameters()), step_ms_median=1e3 * median,
-              step_ms_min=1e3 * seconds[0], step_ms_max=1e3 * seconds[-1], images_per_sec=batch / median,
-              last_loss=loss)
+              backend=device.type, device=torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu',
+              cpu_model=_cpu_model(), model=model, batch=batch, image_size=image_size, dtype=dtype, steps=steps,
+              devices=1, parameters=sum(p.numel() for p in net.parameters()), **_timings(seconds),
+              images_per_sec=batch / statistics.median(seconds), last_loss=loss)

@@ -84,7 +84,12 @@ def _export_hub(args) -> int:
 
 def _bench(args) -> int:
   from tinycats import bench
+  from tinycats.errors import UserError
   results = args.results or None
+  if args.epoch and args.pipeline:
+    raise UserError('--epoch and --pipeline are two benchmarks: run one at a time')
+  if (args.epoch or args.pipeline) and args.baseline:
+    raise UserError('--baseline torch compares train steps: drop --epoch/--pipeline')
   if args.epoch:
     overrides = [f'--config.{item}' for item in args.set]
     bench.emit(bench.epoch(args.epoch, overrides, args.devices), results)
@@ -99,19 +104,20 @@ def _bench(args) -> int:
                              overrides)
   bench.emit(jax_row, results)
   if args.baseline == 'torch':
+    import jax
     from tinycats import bench_torch
-    ok, why = bench_torch.available()
+    ok, why = bench_torch.available(jax.default_backend(), jax_row['devices'])
     if not ok:
       bench.emit({'kind': 'train_step', 'framework': 'torch', 'skipped': why}, results)
       return 0
     config = bench.bench_config(args.model, args.batch, size, args.dtype, overrides)
-    torch_row = dict(bench_torch.train_step(args.model, args.batch, size, args.dtype, args.steps, config),
-                     **bench.machine())
+    torch_row = {**bench.machine(), **bench_torch.train_step(args.model, args.batch, size, args.dtype, args.steps,
+                                                             config, jax.default_backend())}
     bench.emit(torch_row, results)
-    bench.emit({'kind': 'comparison', 'model': args.model, 'batch': args.batch, 'image_size': size,
+    bench.emit({**bench.machine(), 'kind': 'comparison', 'model': args.model, 'batch': args.batch, 'image_size': size,
                 'dtype': args.dtype, 'jax_images_per_sec': jax_row['images_per_sec'],
                 'torch_images_per_sec': torch_row['images_per_sec'],
-                'jax_over_torch': jax_row['images_per_sec'] / torch_row['images_per_sec'], **bench.machine()}, results)
+                'jax_over_torch': jax_row['images_per_sec'] / torch_row['images_per_sec']}, results)
   return 0
 
 

@@ -123,8 +123,7 @@ def train_and_evaluate(config, workdir: str, mesh=None, on_checkpoint=None) -> d
   config_lib.save_json(config, config_path)  # Only once the run can go on.
 
   state = jax.device_put(state, step_lib.replicated(mesh))
-  train_step = step_lib.TrainStep(graphdef, task.loss, mesh, wrt=task.trainable, after_update=task.after_update,
-                                  grad_accum=tc.get('grad_accum', 1))
+  train_step = step_lib.for_task(task, graphdef, mesh)
   rng = jax.random.wrap_key_data(np.asarray(progress['rng'], np.uint32))
   step = progress['step']
   stopped_early = bool(tc.patience) and progress['evals_since_best'] >= tc.patience and step < total_steps

@@ -137,6 +137,12 @@ class TrainStep:
     return self._step.lower(state, batch, rng, np.int32(step))
 
 
+def for_task(task, graphdef, mesh) -> TrainStep:
+  """The train step a task's config asks for: its loss, trainable filter, after-update hook, accumulation."""
+  return TrainStep(graphdef, task.loss, mesh, wrt=task.trainable, after_update=task.after_update,
+                   grad_accum=task.config.train.get('grad_accum', 1))
+
+
 def shard_batch(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
   """Host arrays -> one global array per field, split over the mesh's 'data' axis."""
   sharding = batch_sharding(mesh)
