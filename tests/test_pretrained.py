@@ -1,7 +1,7 @@
 """torchvision-layout weights into the NNX ResNets: numerical parity with PyTorch, strictness, hub ids.
 
-torchvision cannot be installed beside the CPU torch wheel, so the reference ResNets are written
-here in plain torch with torchvision's module names; their state dicts are torchvision's.
+torchvision cannot be installed beside the CPU torch wheel, so the reference ResNets are the plain-torch
+ones of `tinycats.bench_torch`, with torchvision's module names; their state dicts are torchvision's.
 """
 from __future__ import annotations
 
@@ -22,51 +22,13 @@ from tinycats.pretrained import PretrainedError, fetch, load_torchvision, torch_
 IMAGE = 64
 
 
-def torch_resnet(stage_sizes, seed=0, width=64, num_classes=1000):
-  """torchvision's ResNet in plain torch, eval mode, random weights and non-trivial BatchNorm statistics."""
+def torch_resnet(depth, seed=0, width=64, num_classes=1000):
+  """torchvision's ResNet in plain torch (the benchmark's), eval mode, random weights and BatchNorm statistics."""
   torch = pytest.importorskip('torch', reason='torch (the dev extra) is needed for the PyTorch reference ResNets')
+  from tinycats import bench_torch
   nn = torch.nn
-
-  class BasicBlock(nn.Module):
-    def __init__(self, cin, cout, stride):
-      super().__init__()
-      self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-      self.bn1 = nn.BatchNorm2d(cout)
-      self.relu = nn.ReLU(inplace=True)
-      self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-      self.bn2 = nn.BatchNorm2d(cout)
-      self.downsample = None
-      if stride != 1 or cin != cout:
-        self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-      y = self.relu(self.bn1(self.conv1(x)))
-      y = self.bn2(self.conv2(y))
-      return self.relu(y + (x if self.downsample is None else self.downsample(x)))
-
-  class ResNet(nn.Module):
-    def __init__(self, stage_sizes, num_classes=1000):
-      super().__init__()
-      self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
-      self.bn1 = nn.BatchNorm2d(width)
-      self.relu = nn.ReLU(inplace=True)
-      self.maxpool = nn.MaxPool2d(3, 2, 1)
-      cin = width
-      for i, blocks in enumerate(stage_sizes):
-        cout = width * 2**i
-        setattr(self, f'layer{i + 1}', nn.Sequential(
-            *[BasicBlock(cin if b == 0 else cout, cout, 2 if (i > 0 and b == 0) else 1) for b in range(blocks)]))
-        cin = cout
-      self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-      self.fc = nn.Linear(cin, num_classes)
-
-    def forward(self, x):
-      x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-      x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-      return self.fc(torch.flatten(self.avgpool(x), 1))
-
   torch.manual_seed(seed)
-  net = ResNet(stage_sizes, num_classes)
+  net = bench_torch.resnet(depth, num_classes, width)
   with torch.no_grad():
     for m in net.modules():
       if isinstance(m, nn.BatchNorm2d):
@@ -111,7 +73,7 @@ def test_torchvision_key():
 
 
 def test_resnet18_parity_safetensors(tmp_path):
-  net = torch_resnet((2, 2, 2, 2))
+  net = torch_resnet(18)
   path = str(tmp_path / 'resnet18.safetensors')
   from safetensors.torch import save_file as save_torch
   save_torch({k: v.contiguous() for k, v in net.state_dict().items()}, path)
@@ -122,7 +84,7 @@ def test_resnet18_parity_safetensors(tmp_path):
 
 def test_resnet34_parity_pth(tmp_path):
   """ResNet34 through the .pth route, the state dict nested under 'state_dict' as training scripts save it."""
-  net = torch_resnet((3, 4, 6, 3), seed=1)
+  net = torch_resnet(34, seed=1)
   import torch
   path = str(tmp_path / 'resnet34.pth')
   torch.save({'state_dict': net.state_dict(), 'epoch': 90}, path)

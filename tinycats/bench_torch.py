@@ -39,6 +39,7 @@ def available(backend: str, devices: int) -> tuple[bool, str]:
 
 
 def resnet(depth: int, num_classes: int, width: int = 64):
+  """torchvision's ResNet18/34 in plain torch, with its module names: `state_dict()` has torchvision's keys."""
   torch = _torch()
   nn = torch.nn
   stages = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}[depth]
@@ -61,18 +62,19 @@ def resnet(depth: int, num_classes: int, width: int = 64):
       super().__init__()
       self.conv1, self.bn1 = nn.Conv2d(3, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width)
       self.maxpool = nn.MaxPool2d(3, 2, 1)
-      cin, layers = width, []
+      cin = width
       for i, blocks in enumerate(stages):
         cout = width * 2**i
-        layers.append(nn.Sequential(*[BasicBlock(cin if b == 0 else cout, cout, 2 if i and not b else 1)
-                                      for b in range(blocks)]))
+        setattr(self, f'layer{i + 1}', nn.Sequential(
+            *[BasicBlock(cin if b == 0 else cout, cout, 2 if i and not b else 1) for b in range(blocks)]))
         cin = cout
-      self.layers = nn.Sequential(*layers)
+      self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
       self.fc = nn.Linear(cin, num_classes)
 
     def forward(self, x):
       x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
-      return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(self.layers(x), 1), 1))
+      x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+      return self.fc(torch.flatten(self.avgpool(x), 1))
 
   return ResNet()
 
