@@ -247,11 +247,11 @@ def models_json(existing: dict, config, paths: dict[str, str], info: dict) -> di
   size = config.data.image_size
   classes = list(config.data.classes)
   recommended = dict(out.get('recommended', {}))
+  quantized = ({'quantized': _file_entry(paths['int8'], 'int8 dynamic quantisation (ONNX Runtime) of the same model')}
+               if 'int8' in paths else {})
   if config.task == 'classify':
-    entry = {'original': _file_entry(paths['float32'], 'float32 ResNet classifier (single file)')}
-    if 'int8' in paths:
-      entry['quantized'] = _file_entry(paths['int8'], 'int8 dynamic quantisation (ONNX Runtime) of the same model')
-    out['models']['classifier'] = entry
+    out['models']['classifier'] = {'original': _file_entry(paths['float32'], 'float32 ResNet classifier (single file)'),
+                                   **quantized}
     mean, std = augment.normalization('imagenet')
     out['classifier'] = {
         'input': {'name': 'input', 'shape': ['batch_size', 3, size, size],
@@ -264,10 +264,8 @@ def models_json(existing: dict, config, paths: dict[str, str], info: dict) -> di
                             'classes': [{'index': i, 'name': c} for i, c in enumerate(classes)]}
     recommended['classifier'] = 'quantized' if 'int8' in paths else 'original'
   else:
-    entry = _file_entry(paths['float32'], 'class-conditional DiT (EMA weights), velocity for flow-matching sampling')
-    if 'int8' in paths:
-      entry['quantized'] = _file_entry(paths['int8'], 'int8 dynamic quantisation (ONNX Runtime) of the same model')
-    out['models']['generator'] = entry
+    out['models']['generator'] = {**_file_entry(paths['float32'], 'class-conditional DiT (EMA weights), velocity for '
+                                                'flow-matching sampling'), **quantized}
     null = len(classes)
     out['generator'] = {
         'inputs': [
