@@ -175,10 +175,22 @@ def test_int8_models_are_smaller_and_reported(exports):
     assert [i.name for i in session.get_inputs()] == [i.name for i in ort.InferenceSession(
         os.path.join(folder, name)).get_inputs()]
   classifier = exports['classifier'][1]['onnx']['int8']['validation']
-  assert classifier['accuracy_change'] == pytest.approx(classifier['int8_accuracy'] - classifier['float32_accuracy'])
-  assert 0 <= classifier['agreement'] <= 1
+  assert classifier['agreement'] >= 0.9 and abs(classifier['accuracy_change']) <= 0.1  # int8 keeps the predictions.
   generator = exports['generator'][1]['onnx']['int8']['validation']
-  assert generator['int8_flow_loss'] > 0 and generator['float32_flow_loss'] > 0
+  assert abs(generator['flow_loss_change']) <= 0.1 * generator['float32_flow_loss']
+
+
+def test_int8_report_measures_the_exported_model(exports, runs):
+  """The report's float32 accuracy is what cats.onnx scores on the same validation images, recomputed here."""
+  import tinycats.data
+  folder, result = exports['classifier']
+  report = result['onnx']['int8']['validation']
+  val = tinycats.data.load(Classifier.load(runs['classifier']).config, splits=('val',)).splits['val']
+  images, labels = np.asarray(val.images[:report['examples']]), val.labels[:report['examples']]
+  x = np.asarray(augment.eval_transform(images, image_size=32, norm='imagenet')).transpose(0, 3, 1, 2)
+  for name, key in (('cats.onnx', 'float32_accuracy'), ('cats_quantized.onnx', 'int8_accuracy')):
+    predicted = ort.InferenceSession(os.path.join(folder, name)).run(None, {'input': x})[0].argmax(-1)
+    assert np.mean(predicted == labels) == pytest.approx(report[key]), name
 
 
 def test_models_json_describes_both_models_in_one_folder(exports, runs, tmp_path, capsys):
@@ -273,7 +285,7 @@ def test_torchvision_weights_round_trip_and_load_in_torch(exports, runs):
   torch = pytest.importorskip('torch')
   from safetensors.torch import load_file
   from test_pretrained import torch_resnet
-  net = torch_resnet((2, 2, 2, 2), width=8, num_classes=2)
+  net = torch_resnet(18, width=8, num_classes=2)
   net.load_state_dict(load_file(path), strict=True)
   x = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
   session = ort.InferenceSession(os.path.join(folder, 'cats.onnx'))
