@@ -37,6 +37,7 @@ def get_config(arg=None):
   c.data.image_size = 224  # What the network sees.
   c.data.cache_size = 256  # Side of the decoded uint8 squares kept in the cache.
   c.data.cache_dir = ''  # '' = $TINYCATS_CACHE, else beside the data: DATA_DIR/tinycats-cache, FOLDER/.tinycats-cache.
+  c.data.device_cache_gb = 4.0  # A training split up to this size is kept on each device (no per-step copy); 0 = never.
   c.data.normalization = 'imagenet'  # imagenet | none; recorded in the workdir for eval/export.
   c.data.crop_min_scale = 0.35  # Random resized crop: smallest area fraction kept.
   c.data.flip = True

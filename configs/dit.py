@@ -39,6 +39,7 @@ def get_config(arg=None):
   c.data.image_size = 128  # The generated image size.
   c.data.cache_size = 128  # Decoded squares; larger than image_size means a central crop.
   c.data.cache_dir = ''
+  c.data.device_cache_gb = 4.0  # A training split up to this size is kept on each device (no per-step copy); 0 = never.
   c.data.normalization = 'symmetric'  # Pixels in [-1, 1], the scale of the noise.
   c.data.flip = True  # The only augmentation.
 

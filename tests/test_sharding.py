@@ -1,4 +1,5 @@
-"""The data-parallel step on 2 (forced) host devices computes what the 1-device step computes."""
+"""The data-parallel step on 2 (forced) host devices computes what the 1-device step computes,
+with batches gathered on the host or from the split kept on the devices."""
 import json
 import os
 import subprocess
@@ -13,25 +14,29 @@ SCRIPT = textwrap.dedent('''
   import jax, numpy as np
   from flax import nnx
   from conftest import tiny_config
-  from tinycats.train import state as state_lib, step as step_lib, loop
+  from tinycats.data import Split
+  from tinycats.train import feed as feed_lib, state as state_lib, step as step_lib
   from tinycats.train.tasks import TASKS
   assert jax.device_count() == 2, jax.devices()
 
   config = tiny_config('--config.data.source=folder', '--config.data.folder=unused', '--config.model.dtype=float32')
   task = TASKS['classify'](config, ['cat', 'other'])
   rng = np.random.default_rng(0)
-  batches = [{'image': rng.integers(0, 255, (16, 36, 36, 3), dtype=np.uint8),
-              'label': rng.integers(0, 2, 16).astype(np.int32)} for _ in range(3)]
+  split = Split(rng.integers(0, 255, (48, 36, 36, 3), dtype=np.uint8), rng.integers(0, 2, 48).astype(np.int32),
+                [], [])
 
-  def run(devices):
+  def run(devices, device_cache_gb=0.0):
     mesh = step_lib.make_mesh(devices)
     model, optimizer, _ = state_lib.create(task, config, 10, 30)
     graphdef, state = nnx.split((model, optimizer))
     state = jax.device_put(state, step_lib.replicated(mesh))
     train_step = step_lib.TrainStep(graphdef, task.loss, mesh)
+    feed = feed_lib.Feed(split, mesh, batch_size=16, steps_per_epoch=3, seed=0, device_cache_gb=device_cache_gb)
+    assert (feed.source is not None) == bool(device_cache_gb)
     losses = []
-    for i, batch in enumerate(batches):
-      state, metrics = train_step(state, step_lib.shard_batch(batch, mesh), jax.random.key(7), i)
+    for i in range(4):  # Into a second epoch: a new order.
+      batch, source = feed(i)
+      state, metrics = train_step(state, batch, jax.random.key(7), i, source)
       losses.append(float(metrics['loss']))
     sharding = state_lib.to_checkpoint(state)['model']['conv1']['kernel'].sharding
     replicated = sharding.spec == jax.sharding.PartitionSpec() and len(sharding.device_set) == len(devices)
@@ -40,8 +45,11 @@ SCRIPT = textwrap.dedent('''
 
   losses_1, leaves_1, _ = run(jax.devices()[:1])
   losses_2, leaves_2, replicated = run(jax.devices())
-  worst = max(float(np.max(np.abs(leaves_1[k] - leaves_2[k]))) for k in leaves_1)
-  print(json.dumps({'losses_1': losses_1, 'losses_2': losses_2, 'worst_param_diff': worst, 'replicated': replicated}))
+  losses_r, leaves_r, _ = run(jax.devices(), device_cache_gb=1.0)
+  worst = lambda a, b: max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
+  print(json.dumps({'losses_1': losses_1, 'losses_2': losses_2, 'losses_resident': losses_r,
+                    'worst_param_diff': worst(leaves_1, leaves_2), 'resident_param_diff': worst(leaves_2, leaves_r),
+                    'replicated': replicated}))
 ''')
 
 LOOP_SCRIPT = textwrap.dedent('''
@@ -64,9 +72,9 @@ def _run(script, *args):
 
 def test_two_devices_match_one():
   out = _run(SCRIPT)
-  for a, b in zip(out['losses_1'], out['losses_2']):
-    assert abs(a - b) < 1e-5, out
-  assert out['worst_param_diff'] < 1e-5, out
+  for a, b, c in zip(out['losses_1'], out['losses_2'], out['losses_resident'], strict=True):
+    assert abs(a - b) < 1e-5 and abs(b - c) < 1e-6, out
+  assert out['worst_param_diff'] < 1e-5 and out['resident_param_diff'] < 1e-6, out
   assert out['replicated']  # The state is replicated over both devices.
 
 

@@ -191,7 +191,7 @@ def epoch(spec: str, overrides=(), devices: int | None = None) -> dict:
   """
   import tinycats.data
   from tinycats import config as config_lib
-  from tinycats.train import loop, step as step_lib
+  from tinycats.train import feed as feed_lib
   config = config_lib.load(spec, list(overrides))
   batch = config.train.batch_size
   mesh = _mesh(devices, batch, config.train.get('grad_accum', 1))
@@ -205,10 +205,12 @@ def epoch(spec: str, overrides=(), devices: int | None = None) -> dict:
     raise UserError(f'{len(train)} training images make {steps} batch(es) of {batch}: too few to time an epoch')
   _, update, state, _ = _build(config, mesh, steps, steps * max(1, config.train.epochs))
   key = jax.random.key(config.seed)
-  start = time.perf_counter()
+  start = time.perf_counter()  # The copy of a split that fits to the devices is part of the epoch.
+  feed = feed_lib.Feed(train, mesh, batch_size=batch, steps_per_epoch=steps, seed=config.seed,
+                       device_cache_gb=config.data.get('device_cache_gb', 0))
   for i in range(steps):
-    state, out = update(state, step_lib.shard_batch(loop.train_batch(train, i, batch, steps, config.seed), mesh),
-                        key, i)
+    rows, source = feed(i)
+    state, out = update(state, rows, key, i, source)
     if i == 0:
       jax.block_until_ready(out)
       first = time.perf_counter() - start
@@ -218,7 +220,7 @@ def epoch(spec: str, overrides=(), devices: int | None = None) -> dict:
               image_size=config.data.image_size, model=config.model.name, data_load_seconds=load_seconds,
               epoch_seconds_with_compile=total, first_step_seconds=first, epoch_seconds_after_compile=total - first,
               images_per_sec_after_compile=(steps - 1) * batch / (total - first), last_loss=float(out['loss']),
-              devices=mesh.size, **machine())
+              data_on_device=feed.source is not None, devices=mesh.size, **machine())
 
 
 def pipeline(image_size: int = 224, images: int = 256, batch: int = 64, steps: int = 10,
@@ -251,21 +253,29 @@ def pipeline(image_size: int = 224, images: int = 256, batch: int = 64, steps: i
   batch = min(batch, images) // mesh.size * mesh.size
   if not batch:
     raise UserError(f'--batch must be at least the device count ({mesh.size})')
-  transform = jax.jit(lambda x, key: augment.train_transform(x, key, image_size=image_size, color_jitter=0.2))
+  augment_fn = lambda x, key: augment.train_transform(x, key, image_size=image_size, color_jitter=0.2)
+  host_step = jax.jit(augment_fn)
+  device_step = jax.jit(lambda squares, rows, key: augment_fn(squares[rows], key))
+  resident = jax.device_put(squares, step_lib.replicated(mesh))  # What `feed.Feed` keeps on the devices.
   key = jax.random.key(0)
 
-  def one(i):
-    chosen = np.sort(rng.permutation(images)[:batch])  # The loop's host gather and device_put.
-    return transform(step_lib.shard_batch({'image': squares[chosen]}, mesh)['image'], jax.random.fold_in(key, i))
+  def from_host(i):  # The loop's path for a split too big for the devices: host gather, device_put.
+    chosen = np.sort(rng.permutation(images)[:batch])
+    return host_step(step_lib.shard_batch({'image': squares[chosen]}, mesh)['image'], jax.random.fold_in(key, i))
 
-  jax.block_until_ready(one(0))  # Compile.
-  start = time.perf_counter()
-  for i in range(1, steps + 1):
-    jax.block_until_ready(one(i))
-  seconds = time.perf_counter() - start
-  out.append(dict(kind='pipeline', stage='cache_to_augmented_device_batch', batch=batch, steps=steps,
-                  image_size=image_size, cache_size=side, seconds=seconds, images_per_sec=batch * steps / seconds,
-                  **machine()))
+  def on_device(i):  # The loop's path for a split that fits: only the row indices are sent.
+    rows = step_lib.shard_batch({'index': np.sort(rng.permutation(images)[:batch]).astype(np.int32)}, mesh)['index']
+    return device_step(resident, rows, jax.random.fold_in(key, i))
+
+  for stage, one in (('cache_to_augmented_device_batch', from_host),
+                     ('device_cache_to_augmented_batch', on_device)):
+    jax.block_until_ready(one(0))  # Compile.
+    start = time.perf_counter()
+    for i in range(1, steps + 1):
+      jax.block_until_ready(one(i))
+    seconds = time.perf_counter() - start
+    out.append(dict(kind='pipeline', stage=stage, batch=batch, steps=steps, image_size=image_size, cache_size=side,
+                    seconds=seconds, images_per_sec=batch * steps / seconds, **machine()))
   return out
 
 

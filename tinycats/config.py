@@ -118,7 +118,7 @@ _POSITIVE = ('model.width', 'model.patch_size', 'model.depth', 'model.heads', 'm
              'flow.logit_std')
 _FRACTIONS = ('model.dropout', 'data.val_fraction', 'data.test_fraction', 'data.crop_min_scale',
               'data.color_jitter', 'train.label_smoothing', 'flow.label_dropout', 'ema.decay')
-_NON_NEGATIVE = ('data.max_examples', 'train.warmup_epochs', 'train.weight_decay', 'train.grad_clip',
+_NON_NEGATIVE = ('data.max_examples', 'data.device_cache_gb', 'train.warmup_epochs', 'train.weight_decay', 'train.grad_clip',
                  'train.eval_every', 'train.patience', 'train.backbone_lr_scale', 'train.freeze_epochs')
 
 
@@ -177,7 +177,7 @@ def load(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
 # Fields a resumed run may change. Everything else (seeds, data, splits, model, batch size,
 # augmentation) decides which examples and which model the checkpoint belongs to.
 CHANGEABLE_ON_RESUME = frozenset({
-    'name', 'data.data_dir', 'data.folder', 'data.cache_dir', 'train.epochs', 'train.patience',
+    'name', 'data.data_dir', 'data.folder', 'data.cache_dir', 'data.device_cache_gb', 'train.epochs', 'train.patience',
     'train.log_every', 'train.eval_every', 'train.keep_checkpoints', 'train.eval_batch_size',
     'train.learning_rate', 'train.warmup_epochs', 'train.weight_decay', 'train.grad_clip',
     'train.backbone_lr_scale', 'train.freeze_epochs', 'model.pretrained',  # Weights come from the checkpoint.

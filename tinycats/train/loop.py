@@ -1,6 +1,7 @@
 """The one training loop. A task (classify, flow) plugs in its model, loss and validation.
 
-Per step: a deterministic batch (epoch permutation seeded by (seed, epoch)), a key folded from
+Per step: a deterministic batch (`feed.py`: an epoch permutation seeded by (seed, epoch), gathered on
+the device when the split fits there), a key folded from
 the run's RNG by step, one jitted donated update. Metrics stay on the device until a log
 step fetches them all at once (one host sync per `log_every` steps), which is also where a
 non-finite loss is caught. Validation and a checkpoint follow every `eval_every` steps. Because
@@ -10,7 +11,6 @@ the latest checkpoint and ends exactly where an uninterrupted run would.
 from __future__ import annotations
 
 import copy
-import functools
 import json
 import math
 import os
@@ -24,28 +24,13 @@ from tqdm import tqdm
 
 import tinycats.data
 from tinycats import config as config_lib, evaluate, metrics, pretrained
-from tinycats.train import state as state_lib, step as step_lib
+from tinycats.train import feed as feed_lib, state as state_lib, step as step_lib
 from tinycats.errors import UserError
 from tinycats.train.tasks import TASKS
 
 
 class TrainingDiverged(UserError):
   """The loss became NaN or infinite; the last good checkpoint is kept, and a gentler setting resumes."""
-
-
-@functools.lru_cache(maxsize=2)
-def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
-  """The epoch's example order, computed once per epoch rather than once per step."""
-  order = np.random.default_rng([seed, epoch]).permutation(n)
-  order.flags.writeable = False
-  return order
-
-
-def train_batch(split, step: int, batch_size: int, steps_per_epoch: int, seed: int) -> dict[str, np.ndarray]:
-  """The batch for `step`: a function of the step alone, so resuming needs only the step."""
-  epoch, index = divmod(step, steps_per_epoch)
-  chosen = np.sort(epoch_order(seed, epoch, len(split))[index * batch_size:(index + 1) * batch_size])
-  return {'image': np.asarray(split.images[chosen]), 'label': split.labels[chosen]}
 
 
 def _append_jsonl(path: str, row: dict) -> None:
@@ -124,6 +109,8 @@ def train_and_evaluate(config, workdir: str, mesh=None, on_checkpoint=None) -> d
 
   state = jax.device_put(state, step_lib.replicated(mesh))
   train_step = step_lib.for_task(task, graphdef, mesh)
+  feed = feed_lib.Feed(train, mesh, batch_size=tc.batch_size, steps_per_epoch=steps_per_epoch, seed=config.seed,
+                       device_cache_gb=config.data.get('device_cache_gb', 0))
   rng = jax.random.wrap_key_data(np.asarray(progress['rng'], np.uint32))
   step = progress['step']
   stopped_early = bool(tc.patience) and progress['evals_since_best'] >= tc.patience and step < total_steps
@@ -159,8 +146,8 @@ def train_and_evaluate(config, workdir: str, mesh=None, on_checkpoint=None) -> d
   bar = tqdm(total=total_steps, initial=step, desc='train', unit='step', file=sys.stderr, mininterval=2.0)
   try:
     while step < total_steps and not stopped_early:
-      batch = step_lib.shard_batch(train_batch(train, step, tc.batch_size, steps_per_epoch, config.seed), mesh)
-      state, step_metrics = train_step(state, batch, rng, step)
+      batch, source = feed(step)
+      state, step_metrics = train_step(state, batch, rng, step, source)
       pending.append((step, step_metrics))
       step += 1
       bar.update(1)

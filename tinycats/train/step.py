@@ -76,6 +76,10 @@ class TrainStep:
   runs after each update inside the same jit (the generator's EMA); `grad_accum` > 1 splits the
   batch into that many micro-batches, run one after another with their gradients averaged, so a
   batch too big for the device's memory gives the same update as in one piece.
+
+  `source`, when given, is a training split already on the devices ({'image', 'label'}, replicated):
+  the batch is then {'index'}, the rows to take from it, and the gather runs inside the step
+  (`feed.Feed` chooses which).
   """
   graphdef: Any
   loss_fn: LossFn
@@ -87,7 +91,8 @@ class TrainStep:
   def __post_init__(self):
     state_sharding = replicated(self.mesh)
     self._step = jax.jit(self._update, donate_argnums=0,
-                         in_shardings=(state_sharding, batch_sharding(self.mesh), state_sharding, state_sharding),
+                         in_shardings=(state_sharding, batch_sharding(self.mesh), state_sharding, state_sharding,
+                                       state_sharding),
                          out_shardings=(state_sharding, state_sharding))
 
   def _grads(self, model, batch, key):
@@ -118,7 +123,9 @@ class TrainStep:
     nnx.update(model, state)
     return total
 
-  def _update(self, state, batch, rng, step):
+  def _update(self, state, batch, rng, step, source):
+    if source is not None:  # Rows of the resident split; each device gathers its share of the batch.
+      batch = jax.tree.map(lambda field: field[batch['index']], source)
     key = jax.random.fold_in(rng, step)  # Every step's randomness follows from (run key, step).
     model, optimizer = nnx.merge(self.graphdef, state)
     model.train()
@@ -129,12 +136,12 @@ class TrainStep:
     metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
     return nnx.state((model, optimizer)), metrics
 
-  def __call__(self, state, batch, rng, step: int):
-    return self._step(state, batch, rng, np.int32(step))
+  def __call__(self, state, batch, rng, step: int, source=None):
+    return self._step(state, batch, rng, np.int32(step), source)
 
-  def lower(self, state, batch, rng, step: int = 0):
+  def lower(self, state, batch, rng, step: int = 0, source=None):
     """The step lowered for these inputs: `.compile()` it to time compilation or read XLA's cost analysis."""
-    return self._step.lower(state, batch, rng, np.int32(step))
+    return self._step.lower(state, batch, rng, np.int32(step), source)
 
 
 def for_task(task, graphdef, mesh) -> TrainStep:
