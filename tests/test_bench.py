@@ -48,8 +48,8 @@ def test_train_step_beside_torch(model, capsys, tmp_path):
 
 def test_pipeline(capsys):
   rows = run_bench(capsys, '--pipeline', '--image-size', '32', '--batch', '8', '--steps', '2', '--results', '')
-  assert [r['stage'] for r in rows] == ['jpeg_decode_to_cache', 'cache_to_augmented_device_batch',
-                                       'device_cache_to_augmented_batch']
+  assert [r['stage'] for r in rows] == ['jpeg_decode_to_cache', 'host_gather_and_transfer',
+                                       'cache_to_augmented_device_batch', 'device_cache_to_augmented_batch']
   assert all(r['images_per_sec'] > 0 for r in rows)
 
 

@@ -267,7 +267,10 @@ def pipeline(image_size: int = 224, images: int = 256, batch: int = 64, steps: i
     rows = step_lib.shard_batch({'index': np.sort(rng.permutation(images)[:batch]).astype(np.int32)}, mesh)['index']
     return device_step(resident, rows, jax.random.fold_in(key, i))
 
-  for stage, one in (('cache_to_augmented_device_batch', from_host),
+  def transfer_only(i):  # What the device cache saves each step: the host gather and the copy to the devices.
+    return step_lib.shard_batch({'image': squares[np.sort(rng.permutation(images)[:batch])]}, mesh)['image']
+
+  for stage, one in (('host_gather_and_transfer', transfer_only), ('cache_to_augmented_device_batch', from_host),
                      ('device_cache_to_augmented_batch', on_device)):
     jax.block_until_ready(one(0))  # Compile.
     start = time.perf_counter()
