@@ -147,12 +147,12 @@ def train_step(model: str, batch: int, image_size: int, dtype: str = 'bf16', ste
   start = time.perf_counter()
   compiled = update.lower(state, data, key, 0).compile()
   compile_seconds = time.perf_counter() - start
-  state, out = compiled(state, data, key, np.int32(0))  # A first run (allocations) is not timed.
+  state, out = compiled(state, data, key, np.int32(0), None)  # A first run (allocations) is not timed.
   jax.block_until_ready(out)
   seconds = []
   for i in range(1, steps + 1):
     start = time.perf_counter()
-    state, out = compiled(state, data, key, np.int32(i))
+    state, out = compiled(state, data, key, np.int32(i), None)
     jax.block_until_ready(out)
     seconds.append(time.perf_counter() - start)
   loss = float(out['loss'])
