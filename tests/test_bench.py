@@ -53,6 +53,19 @@ def test_pipeline(capsys):
   assert all(r['images_per_sec'] > 0 for r in rows)
 
 
+def test_kernels_beside_torch(capsys):
+  rows = run_bench(capsys, '--kernels', '--batch', '1', '--steps', '1', '--dtype', 'f32', '--baseline', 'torch',
+                   '--results', '')
+  jax_rows = [r for r in rows if r['kind'] == 'kernel' and r['framework'] == 'jax']
+  torch_rows = [r for r in rows if r['kind'] == 'kernel' and r['framework'] == 'torch']
+  comparisons = [r for r in rows if r['kind'] == 'comparison']
+  assert [r['name'] for r in jax_rows] == [r['name'] for r in torch_rows] == [r['name'] for r in comparisons] == [
+      'dit_mlp_matmul', 'resnet_conv3x3']
+  assert jax_rows[0]['shape'] == torch_rows[0]['shape'] == [64, 384, 1536]  # One image's 64 tokens.
+  # A 2-core CPU does between 1 and 10,000 GFLOP/s: a unit slip (s vs ms, FLOPs vs GFLOPs) lands outside.
+  assert all(1 < r['gflops_per_sec'] < 1e4 for r in jax_rows + torch_rows)
+
+
 def test_bad_settings_are_named(capsys):
   with pytest.raises(SystemExit) as done:
     cli.main(['bench', '--devices', '64', '--results', ''])

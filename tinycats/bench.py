@@ -223,6 +223,60 @@ def epoch(spec: str, overrides=(), devices: int | None = None) -> dict:
               data_on_device=feed.source is not None, devices=mesh.size, **machine())
 
 
+def kernel_shapes(batch: int) -> dict[str, tuple[str, tuple[int, ...]]]:
+  """The kernels that dominate the two recipes' steps, at `batch` images: name -> (op, shape).
+
+  The DiT's MLP matmul (tokens of 128 px images at patch 16 x width 384 x hidden 1536) and a
+  ResNet 3x3 convolution of the first stage at 224 px (56 x 56, 64 -> 64 channels).
+  """
+  return {'dit_mlp_matmul': ('matmul', (batch * 64, 384, 1536)), 'resnet_conv3x3': ('conv', (batch, 56, 64, 64))}
+
+
+def kernel_flops(op: str, shape: tuple[int, ...]) -> float:
+  if op == 'matmul':
+    m, k, n = shape
+    return 2.0 * m * k * n
+  b, side, cin, cout = shape
+  return 2.0 * b * side * side * cin * cout * 9
+
+
+def _wait_timings(run, steps: int) -> dict:
+  """`run()` once untimed, then `steps` waited calls: the timing dict of `_timings`."""
+  run()
+  seconds = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    run()
+    seconds.append(time.perf_counter() - start)
+  return _timings(seconds)
+
+
+def kernels(batch: int = 32, dtype: str = 'bf16', steps: int = 10) -> list[dict]:
+  """XLA's matmul and 3x3 convolution alone (forward), in GFLOP/s: whether a slow step is the kernels' doing.
+
+  Inputs are in `dtype` and so is the output (what the models' layers do under the dtype policy).
+  """
+  import jax.numpy as jnp
+  if dtype not in DTYPES:
+    raise UserError(f'unknown --dtype {dtype!r}; choose one of {", ".join(DTYPES)}')
+  kind = jnp.dtype(DTYPES[dtype])
+  rows = []
+  for name, (op, shape) in kernel_shapes(batch).items():
+    if op == 'matmul':
+      m, k, n = shape
+      args = (jnp.ones((m, k), kind), jnp.ones((k, n), kind))
+      fn = jax.jit(lambda a, b: a @ b)
+    else:
+      b, side, cin, cout = shape
+      args = (jnp.ones((b, side, side, cin), kind), jnp.ones((3, 3, cin, cout), kind))
+      fn = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME',
+                                                             dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
+    timing = _wait_timings(lambda: jax.block_until_ready(fn(*args)), steps)
+    rows.append(dict(kind='kernel', framework='jax', name=name, op=op, shape=list(shape), dtype=dtype, steps=steps,
+                     **timing, gflops_per_sec=kernel_flops(op, shape) / timing['step_ms_median'] / 1e6, **machine()))
+  return rows
+
+
 def pipeline(image_size: int = 224, images: int = 256, batch: int = 64, steps: int = 10,
              source_size: tuple[int, int] = (500, 375)) -> list[dict]:
   """The input pipeline alone: JPEG decode into the cache, and cached batches through on-device augmentation."""

@@ -86,10 +86,28 @@ def _bench(args) -> int:
   from tinycats import bench
   from tinycats.errors import UserError
   results = args.results or None
-  if args.epoch and args.pipeline:
-    raise UserError('--epoch and --pipeline are two benchmarks: run one at a time')
+  if sum(map(bool, (args.epoch, args.pipeline, args.kernels))) > 1:
+    raise UserError('--epoch, --pipeline and --kernels are separate benchmarks: run one at a time')
   if (args.epoch or args.pipeline) and args.baseline:
-    raise UserError('--baseline torch compares train steps: drop --epoch/--pipeline')
+    raise UserError('--baseline torch compares train steps and kernels: drop --epoch/--pipeline')
+  if args.kernels:
+    import jax
+    rows = bench.kernels(args.batch, args.dtype, args.steps)
+    for row in rows:
+      bench.emit(row, results)
+    if args.baseline == 'torch':
+      from tinycats import bench_torch
+      ok, why = bench_torch.available(jax.default_backend(), 1)
+      if not ok:
+        bench.emit({'kind': 'kernel', 'framework': 'torch', 'skipped': why}, results)
+        return 0
+      for jax_row, torch_row in zip(rows, bench_torch.kernels(args.batch, args.dtype, args.steps,
+                                                              jax.default_backend()), strict=True):
+        bench.emit({**bench.machine(), **torch_row}, results)
+        bench.emit({**bench.machine(), 'kind': 'comparison', 'name': jax_row['name'], 'dtype': args.dtype,
+                    'jax_gflops_per_sec': jax_row['gflops_per_sec'], 'torch_gflops_per_sec': torch_row['gflops_per_sec'],
+                    'jax_over_torch': jax_row['gflops_per_sec'] / torch_row['gflops_per_sec']}, results)
+    return 0
   if args.epoch:
     overrides = [f'--config.{item}' for item in args.set]
     bench.emit(bench.epoch(args.epoch, overrides, args.devices), results)
@@ -190,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--peak-tflops', type=float, default=None, help="the device's peak, for the FLOP utilisation")
   p.add_argument('--baseline', choices=('torch',), default=None, help='also time the same step in plain PyTorch')
   p.add_argument('--pipeline', action='store_true', help='time the input pipeline instead of the train step')
+  p.add_argument('--kernels', action='store_true',
+                 help="time the models' main matmul and convolution alone (GFLOP/s), with --baseline torch beside them")
   p.add_argument('--epoch', default=None, metavar='CONFIG',
                  help='time one full training epoch of this config on its data, e.g. configs/cats.py:smoke')
   p.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
