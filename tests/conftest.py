@@ -41,6 +41,18 @@ TINY = ['--config.model.pretrained=', '--config.model.width=8', '--config.data.i
 
 
 @pytest.fixture(autouse=True, scope='session')
+def _compilation_cache(tmp_path_factory):
+  """One persistent XLA compilation cache per session, shared with child processes (through the
+  environment): the many tiny runs that compile the same step compile it once."""
+  import jax
+  path = str(tmp_path_factory.mktemp('xla-cache'))
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = path
+  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0.5'
+  jax.config.update('jax_compilation_cache_dir', path)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+
+
+@pytest.fixture(autouse=True, scope='session')
 def _private_cache(tmp_path_factory):
   """Decoded-image caches go to a per-session folder, never to ~/.cache."""
   os.environ['TINYCATS_CACHE'] = str(tmp_path_factory.mktemp('cache'))

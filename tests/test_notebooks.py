@@ -45,3 +45,13 @@ def test_train_and_export_notebook(tmp_path):
   notebook = run('03_train_and_export.ipynb', TINYCATS_NOTEBOOK_DIR=str(tmp_path))
   assert os.path.isfile(tmp_path / 'export' / 'cats.onnx') and os.path.isfile(tmp_path / 'run' / 'eval.json')
   assert len(outputs(notebook)) == 1  # The curves.
+
+
+@pytest.mark.slow  # Each trains its own model first (40-50 s); the default run gives them the suite's runs.
+@pytest.mark.parametrize('name', ['01_classify.ipynb', '02_generate.ipynb'])
+def test_notebooks_train_their_own_model_when_given_none(name, tmp_path, monkeypatch):
+  for key in ('TINYCATS_CLASSIFIER', 'TINYCATS_GENERATOR', 'TINYCATS_DATA_DIR'):
+    monkeypatch.delenv(key, raising=False)
+  notebook = run(name, TINYCATS_NOTEBOOK_DIR=str(tmp_path))
+  assert len(outputs(notebook)) == 2
+  assert any(os.path.isfile(os.path.join(root, 'eval.json')) for root, _, _ in os.walk(tmp_path))  # Its own run.
