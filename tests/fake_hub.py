@@ -1,8 +1,8 @@
 """A small Hugging Face Hub on 127.0.0.1 for `HfApi(endpoint=...)`: create repo, upload in one commit, download.
 
 It speaks the endpoints huggingface_hub uses for `create_repo` + `upload_folder` (repo create,
-validate-yaml, preupload, commit as newline-delimited JSON) and `snapshot_download` (repo info, file
-tree, HEAD/GET resolve).
+validate-yaml, preupload, commit as newline-delimited JSON with added and deleted files, and the file
+tree it lists for deletions) and `snapshot_download` (repo info, file tree, HEAD/GET resolve).
 Every file is declared a 'regular' upload, so its bytes arrive base64 inside the commit (no LFS/Xet).
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ class FakeHub:
     self.token = token
     self.repos: dict[str, dict[str, bytes]] = {}
     self.private: dict[str, bool] = {}
-    self.commits: list[tuple[str, str, list[str]]] = []  # (repo, summary, paths)
+    self.commits: list[tuple[str, str, list[str], list[str]]] = []  # (repo, summary, added paths, deleted paths)
     self.heads: dict[str, str] = {}  # repo -> its latest commit id
     self.requests: list[str] = []
     self.fail_commits = fail_commits  # The next N commits answer 500 (a transient failure).
@@ -94,7 +94,7 @@ class FakeHub:
         if hub.fail_commits:
           hub.fail_commits -= 1
           return self._json(500, {'error': 'Internal Error'})
-        summary, paths = '', []
+        summary, paths, deleted = '', [], []
         for line in body.splitlines():
           item = json.loads(line)
           if item['key'] == 'header':
@@ -102,7 +102,10 @@ class FakeHub:
           elif item['key'] == 'file':
             hub.repos[repo][item['value']['path']] = base64.b64decode(item['value']['content'])
             paths.append(item['value']['path'])
-        hub.commits.append((repo, summary, paths))
+          elif item['key'] == 'deletedFile':
+            hub.repos[repo].pop(item['value']['path'], None)
+            deleted.append(item['value']['path'])
+        hub.commits.append((repo, summary, paths, deleted))
         oid = hashlib.sha1(repr((hub.endpoint, hub.commits)).encode()).hexdigest()
         hub.heads[repo] = oid
         return self._json(200, {'commitUrl': f'{hub.endpoint}/{repo}/commit/{oid}', 'commitOid': oid, 'success': True})

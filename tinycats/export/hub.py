@@ -222,18 +222,27 @@ def assemble(workdir: str, folder: str, *, repo_id: str, int8: bool = False, lic
           'metrics': {m['key']: m['value'] for m in card_metrics(config, report)}}
 
 
-def upload(folder: str, repo_id: str, *, token: str, files: list[str] | None = None, private: bool = False,
-           endpoint: str | None = None) -> str:
-  """Creates the repo if needed and uploads `files` of `folder` (all by default) in one commit.
+def stale_files(files: list[str]) -> list[str]:
+  """The names an export can write that this one did not: left in the repo, they would contradict it
+  (an int8 model models.json no longer lists, a classifier's files beside a generator's)."""
+  possible = {weights.WEIGHTS, weights.TORCHVISION_WEIGHTS, 'samples.png', 'models.json', 'config.json', 'README.md',
+              *(name for names in onnx_export.FILES.values() for name in names)}
+  return sorted(possible - set(files))
 
-  huggingface_hub retries each request that fails on a connection error or a 5xx answer, with back-off.
+
+def upload(folder: str, repo_id: str, *, token: str, files: list[str] | None = None, stale: list[str] = (),
+           private: bool = False, endpoint: str | None = None) -> str:
+  """Creates the repo if needed, uploads `files` of `folder` (all by default) and deletes `stale` in one commit.
+
+  Other files in the repo (a user's own notes, .gitattributes) are left alone. huggingface_hub
+  retries each request that fails on a connection error or a 5xx answer, with back-off.
   """
   from huggingface_hub import HfApi
   api = HfApi(endpoint=endpoint or os.environ.get('HF_ENDPOINT'), token=token)
   try:
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type='model')
     commit = api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type='model', allow_patterns=files,
-                               commit_message='Upload tinycats export')
+                               delete_patterns=list(stale) or None, commit_message='Upload tinycats export')
   except Exception as e:  # pylint: disable=broad-except  # HTTP, network, auth: one message with the way out.
     status = getattr(getattr(e, 'response', None), 'status_code', None)
     hint = {401: 'the token is not valid', 403: 'the token may not write to this repo (use a write token)'}
@@ -263,8 +272,8 @@ def export_hub(workdir: str, repo_id: str, *, private: bool = False, endpoint: s
       shutil.rmtree(folder, ignore_errors=True)
     raise
   if not no_upload:
-    result['url'] = upload(folder, repo_id, token=token, files=result['files'], private=private,
-                           endpoint=endpoint)  # A failure keeps the folder.
+    result['url'] = upload(folder, repo_id, token=token, files=result['files'], stale=stale_files(result['files']),
+                           private=private, endpoint=endpoint)  # A failure keeps the folder.
     result['repo_id'] = repo_id
     if not out_dir:
       shutil.rmtree(folder, ignore_errors=True)
