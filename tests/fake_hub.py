@@ -1,7 +1,7 @@
 """A small Hugging Face Hub on 127.0.0.1 for `HfApi(endpoint=...)`: create repo, upload in one commit, download.
 
 It speaks the endpoints huggingface_hub uses for `create_repo` + `upload_folder` (repo create,
-validate-yaml, preupload, commit as newline-delimited JSON with added and deleted files, and the file
+validate-yaml, visibility settings, preupload, commit as newline-delimited JSON with added and deleted files, and the file
 tree it lists for deletions) and `snapshot_download` (repo info, file tree, HEAD/GET resolve).
 Every file is declared a 'regular' upload, so its bytes arrive base64 inside the commit (no LFS/Xet).
 """
@@ -109,6 +109,17 @@ class FakeHub:
         oid = hashlib.sha1(repr((hub.endpoint, hub.commits)).encode()).hexdigest()
         hub.heads[repo] = oid
         return self._json(200, {'commitUrl': f'{hub.endpoint}/{repo}/commit/{oid}', 'commitOid': oid, 'success': True})
+
+      def do_PUT(self):  # noqa: N802  # Repo settings: only the visibility.
+        hub.requests.append(f'PUT {self.path}')
+        body = self._body()
+        match = re.fullmatch(r'/api/models/([^/]+/[^/]+)/settings', self.path)
+        if not match or not self._authorised():
+          return self._json(404, {'error': 'not found'}) if not match else None
+        if match.group(1) not in hub.repos:
+          return self._send(404, b'', {'X-Error-Code': 'RepoNotFound'})
+        hub.private[match.group(1)] = json.loads(body).get('visibility') == 'private'
+        return self._json(200, {})
 
       def _resolve(self, head: bool):
         hub.requests.append(f'{self.command} {self.path}')

@@ -312,14 +312,15 @@ def test_upload_retries_a_transient_failure(tmp_path, monkeypatch):
     assert after.count('POST /api/repos/create') == 1 and not any('/commit/' in r for r in after)  # No retry.
 
 
-def test_an_export_deletes_what_an_older_export_left_and_nothing_else(runs):
+def test_an_export_deletes_what_an_older_export_left_and_nothing_else_and_makes_it_private(runs):
   old = {'cats_quantized.onnx': b'an older int8 model', 'samples.png': b'a generator once exported here',
          'notes.md': b"the owner's own file"}
   with FakeHub(token=TOKEN) as server, pytest.MonkeyPatch.context() as mp:
     mp.setenv('HF_TOKEN', TOKEN)
     server.repos['someone/again'], server.private['someone/again'] = dict(old), False
-    result = hub.export_hub(runs['classifier'], 'someone/again', endpoint=server.endpoint)  # No --int8.
+    result = hub.export_hub(runs['classifier'], 'someone/again', endpoint=server.endpoint, private=True)  # No --int8.
     assert set(server.repos['someone/again']) == set(result['files']) | {'notes.md'}
+    assert server.private['someone/again']  # The existing public repo, made private as asked.
     (_, _, added, deleted), = server.commits  # One commit adds and deletes.
     assert set(added) == set(result['files']) and sorted(deleted) == ['cats_quantized.onnx', 'samples.png']
 

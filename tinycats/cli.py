@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
   e = kinds.add_parser('hub', help='a model repository: safetensors, config.json, ONNX, models.json, model card')
   e.add_argument('--workdir', required=True)
   e.add_argument('--repo-id', required=True, help='USER/NAME on the Hub (created if missing)')
-  e.add_argument('--private', action='store_true', help='create the repo private')
+  e.add_argument('--private', action='store_true', help='make the repo private (an existing one too)')
   e.add_argument('--endpoint', default=None, help='Hub URL (default: HF_ENDPOINT or https://huggingface.co)')
   e.add_argument('--out-dir', default=None, help='keep the assembled folder here')
   e.add_argument('--no-upload', action='store_true', help='only assemble the folder (needs --out-dir)')

@@ -232,7 +232,8 @@ def stale_files(files: list[str]) -> list[str]:
 
 def upload(folder: str, repo_id: str, *, token: str, files: list[str] | None = None, stale: list[str] = (),
            private: bool = False, endpoint: str | None = None) -> str:
-  """Creates the repo if needed, uploads `files` of `folder` (all by default) and deletes `stale` in one commit.
+  """Creates the repo if needed (made private if `private`, even if it exists), uploads `files` of `folder`
+  (all by default) and deletes `stale` in one commit.
 
   Other files in the repo (a user's own notes, .gitattributes) are left alone. huggingface_hub
   retries each request that fails on a connection error or a 5xx answer, with back-off.
@@ -241,6 +242,8 @@ def upload(folder: str, repo_id: str, *, token: str, files: list[str] | None = N
   api = HfApi(endpoint=endpoint or os.environ.get('HF_ENDPOINT'), token=token)
   try:
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type='model')
+    if private:  # create_repo leaves an existing repo as it was; --private means private before the upload.
+      api.update_repo_settings(repo_id, private=True, repo_type='model')
     commit = api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type='model', allow_patterns=files,
                                delete_patterns=list(stale) or None, commit_message='Upload tinycats export')
   except Exception as e:  # pylint: disable=broad-except  # HTTP, network, auth: one message with the way out.
