@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,6 +11,20 @@ import pytest
 import fake_pets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_configure(config):
+  """One persistent XLA compilation cache per session, shared with child processes (through the
+  environment): the many tiny runs that compile the same step compile it once. Set here, before any
+  test module is imported, because JAX decides whether to use the cache at its first compilation."""
+  import tempfile
+  import jax
+  path = tempfile.mkdtemp(prefix='tinycats-xla-cache-')
+  config.add_cleanup(lambda: shutil.rmtree(path, ignore_errors=True))
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = path
+  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0.5'
+  jax.config.update('jax_compilation_cache_dir', path)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 
 
 def run_tinycats(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -38,18 +53,6 @@ def prepared_pets(tmp_path_factory, pets_archives) -> str:
 TINY = ['--config.model.pretrained=', '--config.model.width=8', '--config.data.image_size=32', '--config.data.cache_size=36',
         '--config.train.batch_size=16', '--config.train.eval_batch_size=32', '--config.train.epochs=6',
         '--config.train.learning_rate=3e-3', '--config.train.log_every=4', '--config.train.patience=0']
-
-
-@pytest.fixture(autouse=True, scope='session')
-def _compilation_cache(tmp_path_factory):
-  """One persistent XLA compilation cache per session, shared with child processes (through the
-  environment): the many tiny runs that compile the same step compile it once."""
-  import jax
-  path = str(tmp_path_factory.mktemp('xla-cache'))
-  os.environ['JAX_COMPILATION_CACHE_DIR'] = path
-  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0.5'
-  jax.config.update('jax_compilation_cache_dir', path)
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 
 
 @pytest.fixture(autouse=True, scope='session')

@@ -79,4 +79,5 @@ def test_epoch_on_a_folder(capsys, image_folder):
                    '--set', 'data.image_size=32', '--set', 'data.cache_size=36', '--set', 'train.batch_size=16')
   (row,) = rows
   assert row['kind'] == 'epoch' and row['steps'] == row['images'] // 16 >= 2
+  assert row['data_on_device']  # The loop's feed: the tiny split fits on the device.
   assert row['images_per_sec_after_compile'] > 0

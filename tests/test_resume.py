@@ -121,9 +121,10 @@ def test_resuming_with_other_settings_is_refused(image_folder, tmp_path):
   with pytest.raises(ConfigError, match=r'data.split_seed: 0 -> 3\n  seed: 0 -> 1\n'):
     loop.train_and_evaluate(tiny_config(*folder, '--config.seed=1', '--config.data.split_seed=3'), str(tmp_path))
   assert (tmp_path / 'config.json').read_text() == saved
-  # More epochs, another patience or learning rate may change: the run goes on from step 10.
-  summary = loop.train_and_evaluate(tiny_config(*folder, '--config.train.epochs=2', '--config.train.patience=5'),
-                                    str(tmp_path))
+  # More epochs, another patience or where batches are gathered may change: the run goes on from step 10,
+  # now fed from the host (the first part gathered its batches on the device).
+  summary = loop.train_and_evaluate(tiny_config(*folder, '--config.train.epochs=2', '--config.train.patience=5',
+                                                '--config.data.device_cache_gb=0'), str(tmp_path))
   assert summary['steps'] == 20
 
 

@@ -207,10 +207,10 @@ def epoch(spec: str, overrides=(), devices: int | None = None) -> dict:
   key = jax.random.key(config.seed)
   start = time.perf_counter()  # The copy of a split that fits to the devices is part of the epoch.
   feed = feed_lib.Feed(train, mesh, batch_size=batch, steps_per_epoch=steps, seed=config.seed,
-                       device_cache_gb=config.data.get('device_cache_gb', 0))
+                       device_cache_gb=config.data.get('device_cache_gb', 0))  # As the loop does.
   for i in range(steps):
-    rows, source = feed(i)
-    state, out = update(state, rows, key, i, source)
+    rows, resident = feed(i)
+    state, out = update(state, rows, key, i, resident)
     if i == 0:
       jax.block_until_ready(out)
       first = time.perf_counter() - start
@@ -220,7 +220,7 @@ def epoch(spec: str, overrides=(), devices: int | None = None) -> dict:
               image_size=config.data.image_size, model=config.model.name, data_load_seconds=load_seconds,
               epoch_seconds_with_compile=total, first_step_seconds=first, epoch_seconds_after_compile=total - first,
               images_per_sec_after_compile=(steps - 1) * batch / (total - first), last_loss=float(out['loss']),
-              data_on_device=feed.source is not None, devices=mesh.size, **machine())
+              data_on_device=feed.resident is not None, devices=mesh.size, **machine())
 
 
 def kernel_shapes(batch: int) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -233,6 +233,7 @@ def kernel_shapes(batch: int) -> dict[str, tuple[str, tuple[int, ...]]]:
 
 
 def kernel_flops(op: str, shape: tuple[int, ...]) -> float:
+  """Multiply-adds x 2 of one call of a `kernel_shapes` entry (the 3x3 convolution is 'SAME', stride 1)."""
   if op == 'matmul':
     m, k, n = shape
     return 2.0 * m * k * n
@@ -240,14 +241,22 @@ def kernel_flops(op: str, shape: tuple[int, ...]) -> float:
   return 2.0 * b * side * side * cin * cout * 9
 
 
-def _wait_timings(run, steps: int) -> dict:
-  """`run()` once untimed, then `steps` waited calls: the timing dict of `_timings`."""
-  run()
+def queued_timings(launch, wait, steps: int, calls: int = 10) -> dict:
+  """Per-call timings of `launch()`: each of `steps` samples queues `calls` launches and waits once.
+
+  One wait per call would time a GPU's launch and sync latency, not a kernel of a few microseconds.
+  One untimed sample first (compilation, allocations).
+  """
+  if steps < 1:
+    raise UserError(f'--steps must be at least 1, got {steps}')
   seconds = []
-  for _ in range(steps):
+  for sample in range(steps + 1):
     start = time.perf_counter()
-    run()
-    seconds.append(time.perf_counter() - start)
+    for _ in range(calls):
+      out = launch()
+    wait(out)
+    if sample:
+      seconds.append((time.perf_counter() - start) / calls)
   return _timings(seconds)
 
 
@@ -259,19 +268,19 @@ def kernels(batch: int = 32, dtype: str = 'bf16', steps: int = 10) -> list[dict]
   import jax.numpy as jnp
   if dtype not in DTYPES:
     raise UserError(f'unknown --dtype {dtype!r}; choose one of {", ".join(DTYPES)}')
-  kind = jnp.dtype(DTYPES[dtype])
+  element = jnp.dtype(DTYPES[dtype])
   rows = []
   for name, (op, shape) in kernel_shapes(batch).items():
     if op == 'matmul':
       m, k, n = shape
-      args = (jnp.ones((m, k), kind), jnp.ones((k, n), kind))
+      args = (jnp.ones((m, k), element), jnp.ones((k, n), element))
       fn = jax.jit(lambda a, b: a @ b)
     else:
       b, side, cin, cout = shape
-      args = (jnp.ones((b, side, side, cin), kind), jnp.ones((3, 3, cin, cout), kind))
+      args = (jnp.ones((b, side, side, cin), element), jnp.ones((3, 3, cin, cout), element))
       fn = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME',
                                                              dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
-    timing = _wait_timings(lambda: jax.block_until_ready(fn(*args)), steps)
+    timing = queued_timings(lambda: fn(*args), jax.block_until_ready, steps)
     rows.append(dict(kind='kernel', framework='jax', name=name, op=op, shape=list(shape), dtype=dtype, steps=steps,
                      **timing, gflops_per_sec=kernel_flops(op, shape) / timing['step_ms_median'] / 1e6, **machine()))
   return rows
@@ -310,7 +319,7 @@ def pipeline(image_size: int = 224, images: int = 256, batch: int = 64, steps: i
   augment_fn = lambda x, key: augment.train_transform(x, key, image_size=image_size, color_jitter=0.2)
   host_step = jax.jit(augment_fn)
   device_step = jax.jit(lambda squares, rows, key: augment_fn(squares[rows], key))
-  resident = jax.device_put(squares, step_lib.replicated(mesh))  # What `feed.Feed` keeps on the devices.
+  resident = step_lib.global_array(squares, step_lib.replicated(mesh))  # What `feed.Feed` keeps on the devices.
   key = jax.random.key(0)
 
   def from_host(i):  # The loop's path for a split too big for the devices: host gather, device_put.

@@ -185,24 +185,24 @@ def train_step(model: str, batch: int, image_size: int, dtype: str, steps: int, 
 
 def kernels(batch: int, dtype: str, steps: int, backend: str = 'cpu') -> list[dict]:
   """`bench.kernels` in PyTorch: the same matmul and 3x3 convolution (channels-last), in `dtype`."""
-  from tinycats.bench import _cpu_model, _wait_timings, kernel_flops, kernel_shapes
+  from tinycats.bench import _cpu_model, kernel_flops, kernel_shapes, queued_timings
   torch = _torch()
   device = torch.device('cuda' if backend == 'gpu' else 'cpu')
-  kind = torch.bfloat16 if dtype == 'bf16' else torch.float32
-  sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+  element = torch.bfloat16 if dtype == 'bf16' else torch.float32
+  wait = (lambda _: torch.cuda.synchronize()) if device.type == 'cuda' else (lambda _: None)  # CPU ops are eager.
   rows = []
   for name, (op, shape) in kernel_shapes(batch).items():
     if op == 'matmul':
       m, k, n = shape
-      a, b = torch.ones(m, k, dtype=kind, device=device), torch.ones(k, n, dtype=kind, device=device)
-      run = lambda a=a, b=b: (a @ b, sync())
+      a, b = torch.ones(m, k, dtype=element, device=device), torch.ones(k, n, dtype=element, device=device)
+      launch = lambda a=a, b=b: a @ b
     else:
       n, side, cin, cout = shape
-      x = torch.ones(n, cin, side, side, dtype=kind, device=device).to(memory_format=torch.channels_last)
-      w = torch.ones(cout, cin, 3, 3, dtype=kind, device=device).to(memory_format=torch.channels_last)
-      run = lambda x=x, w=w: (torch.nn.functional.conv2d(x, w, padding=1), sync())
+      x = torch.ones(n, cin, side, side, dtype=element, device=device).to(memory_format=torch.channels_last)
+      w = torch.ones(cout, cin, 3, 3, dtype=element, device=device).to(memory_format=torch.channels_last)
+      launch = lambda x=x, w=w: torch.nn.functional.conv2d(x, w, padding=1)
     with torch.no_grad():
-      timing = _wait_timings(run, steps)
+      timing = queued_timings(launch, wait, steps)
     rows.append(dict(kind='kernel', framework='torch', torch=torch.__version__, threads=torch.get_num_threads(),
                      backend=device.type, cpu_model=_cpu_model(), name=name, op=op, shape=list(shape), dtype=dtype,
                      steps=steps, **timing, gflops_per_sec=kernel_flops(op, shape) / timing['step_ms_median'] / 1e6))

@@ -37,42 +37,55 @@ def train_batch(split, step: int, batch_size: int, steps_per_epoch: int, seed: i
   return {'image': np.asarray(split.images[chosen]), 'label': split.labels[chosen]}
 
 
-def on_devices(split, mesh, max_gb: float) -> dict[str, jax.Array] | None:
-  """The split's images and labels replicated on every device of `mesh`, or None if it is too big.
+def _device_memory(mesh) -> int | None:
+  """Bytes one of this process's devices can hold, where the backend says (GPUs do; the CPU does not)."""
+  try:
+    stats = mesh.local_devices[0].memory_stats()
+  except (RuntimeError, NotImplementedError):  # jaxlib raises these where a backend keeps no statistics.
+    return None
+  return (stats or {}).get('bytes_limit')
 
-  Too big: over `max_gb` (0 turns this off), or over a quarter of a device's memory where the
-  backend reports it (GPUs do), leaving the rest to the model and its activations.
+
+def fits_on_devices(nbytes: int, max_gb: float, device_memory: int | None) -> bool:
+  """Whether a split of `nbytes` is kept on the devices: at most `max_gb` GB (0: never) and at most a
+  quarter of a device's memory where that is known, leaving the rest to the model and its activations."""
+  return bool(max_gb) and nbytes <= max_gb * 1e9 and (not device_memory or nbytes <= device_memory / 4)
+
+
+def on_devices(split, mesh, max_gb: float) -> dict[str, jax.Array] | None:
+  """The split's images and labels replicated on every device of `mesh`, or None if it does not fit.
+
+  With several processes, process 0's answer is everyone's: one process feeding from the host while
+  another gathers on its devices would run different programs and hang.
   """
   nbytes = split.images.nbytes + split.labels.nbytes
-  if not max_gb or nbytes > max_gb * 2**30:
+  fits = fits_on_devices(nbytes, max_gb, _device_memory(mesh))
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    fits = bool(multihost_utils.broadcast_one_to_all(np.asarray(fits)))
+  if not fits:
     return None
-  try:
-    limit = (mesh.devices.flat[0].memory_stats() or {}).get('bytes_limit')
-  except Exception:  # pylint: disable=broad-except  # Not every backend reports memory.
-    limit = None
-  if limit and nbytes > limit / 4:
-    return None
-  sharding = step_lib.replicated(mesh)
-  print(f'training images kept on each device: {len(split)} images, {nbytes / 2**20:.0f} MiB', file=sys.stderr)
-  return {'image': jax.device_put(np.asarray(split.images), sharding),
-          'label': jax.device_put(np.asarray(split.labels, np.int32), sharding)}
+  print(f'training images kept on each device: {len(split)} images, {nbytes / 1e9:.2f} GB', file=sys.stderr)
+  everywhere = step_lib.replicated(mesh)
+  return {'image': step_lib.global_array(split.images, everywhere),
+          'label': step_lib.global_array(np.asarray(split.labels, np.int32), everywhere)}
 
 
 class Feed:
-  """`feed(step) -> (batch, source)` for `TrainStep(state, batch, rng, step, source)`.
+  """`feed(step) -> (batch, resident)` for `TrainStep(state, batch, rng, step, resident)`.
 
-  With the split on the devices, `batch` is {'index'} and `source` the resident split; otherwise
-  `batch` is {'image', 'label'} gathered on the host and `source` is None.
+  With the split on the devices, `batch` is {'index'} and `resident` the split there; otherwise
+  `batch` is {'image', 'label'} gathered on the host and `resident` is None.
   """
 
   def __init__(self, split, mesh, *, batch_size: int, steps_per_epoch: int, seed: int, device_cache_gb: float):
     self.split, self.mesh = split, mesh
     self.batch_size, self.steps_per_epoch, self.seed = batch_size, steps_per_epoch, seed
-    self.source = on_devices(split, mesh, device_cache_gb)
+    self.resident = on_devices(split, mesh, device_cache_gb)
 
   def __call__(self, step: int):
-    if self.source is None:
+    if self.resident is None:
       host = train_batch(self.split, step, self.batch_size, self.steps_per_epoch, self.seed)
       return step_lib.shard_batch(host, self.mesh), None
     rows = batch_indices(len(self.split), step, self.batch_size, self.steps_per_epoch, self.seed)
-    return step_lib.shard_batch({'index': rows}, self.mesh), self.source
+    return step_lib.shard_batch({'index': rows}, self.mesh), self.resident

@@ -110,7 +110,7 @@ def train_and_evaluate(config, workdir: str, mesh=None, on_checkpoint=None) -> d
   state = jax.device_put(state, step_lib.replicated(mesh))
   train_step = step_lib.for_task(task, graphdef, mesh)
   feed = feed_lib.Feed(train, mesh, batch_size=tc.batch_size, steps_per_epoch=steps_per_epoch, seed=config.seed,
-                       device_cache_gb=config.data.get('device_cache_gb', 0))
+                       device_cache_gb=config.data.get('device_cache_gb', 0))  # A config older than the field: host.
   rng = jax.random.wrap_key_data(np.asarray(progress['rng'], np.uint32))
   step = progress['step']
   stopped_early = bool(tc.patience) and progress['evals_since_best'] >= tc.patience and step < total_steps
@@ -146,8 +146,8 @@ def train_and_evaluate(config, workdir: str, mesh=None, on_checkpoint=None) -> d
   bar = tqdm(total=total_steps, initial=step, desc='train', unit='step', file=sys.stderr, mininterval=2.0)
   try:
     while step < total_steps and not stopped_early:
-      batch, source = feed(step)
-      state, step_metrics = train_step(state, batch, rng, step, source)
+      batch, resident = feed(step)
+      state, step_metrics = train_step(state, batch, rng, step, resident)
       pending.append((step, step_metrics))
       step += 1
       bar.update(1)
@@ -186,6 +186,7 @@ def train_and_evaluate(config, workdir: str, mesh=None, on_checkpoint=None) -> d
     ckpts.wait()
     ckpts.close()
   train_seconds = time.perf_counter() - train_start
+  feed = resident = None  # Frees the devices' copy of the training split before the test set is evaluated.
 
   report = evaluate.evaluate(workdir, split='test', config=config, data=data, mesh=mesh)
   metrics.plot_curves(metrics_path, os.path.join(workdir, 'curves.png'))

@@ -70,16 +70,16 @@ def make_optimizer(train_config, schedule: optax.Schedule, steps_per_epoch: int 
 
 @dataclasses.dataclass
 class TrainStep:
-  """Holds the graph definition; `__call__(state, batch, rng, step)` is the jitted, donated update.
+  """Holds the graph definition; `__call__(state, batch, rng, step[, resident])` is the jitted, donated update.
 
   `wrt` picks the variables that learn (the optimizer's filter); `after_update(model, step)`
   runs after each update inside the same jit (the generator's EMA); `grad_accum` > 1 splits the
   batch into that many micro-batches, run one after another with their gradients averaged, so a
   batch too big for the device's memory gives the same update as in one piece.
 
-  `source`, when given, is a training split already on the devices ({'image', 'label'}, replicated):
-  the batch is then {'index'}, the rows to take from it, and the gather runs inside the step
-  (`feed.Feed` chooses which).
+  `resident`, when given, is the training split already on the devices ({'image', 'label'},
+  replicated): the batch is then {'index'}, the rows to take from it, and each device gathers its
+  share inside the step (`feed.Feed` chooses which).
   """
   graphdef: Any
   loss_fn: LossFn
@@ -89,11 +89,10 @@ class TrainStep:
   grad_accum: int = 1
 
   def __post_init__(self):
-    state_sharding = replicated(self.mesh)
+    everywhere = replicated(self.mesh)
     self._step = jax.jit(self._update, donate_argnums=0,
-                         in_shardings=(state_sharding, batch_sharding(self.mesh), state_sharding, state_sharding,
-                                       state_sharding),
-                         out_shardings=(state_sharding, state_sharding))
+                         in_shardings=(everywhere, batch_sharding(self.mesh), everywhere, everywhere, everywhere),
+                         out_shardings=(everywhere, everywhere))
 
   def _grads(self, model, batch, key):
     """((loss, metrics), grads), averaged over `grad_accum` micro-batches."""
@@ -123,9 +122,9 @@ class TrainStep:
     nnx.update(model, state)
     return total
 
-  def _update(self, state, batch, rng, step, source):
-    if source is not None:  # Rows of the resident split; each device gathers its share of the batch.
-      batch = jax.tree.map(lambda field: field[batch['index']], source)
+  def _update(self, state, batch, rng, step, resident):
+    if resident is not None:  # Rows of the resident split; each device gathers its share of the batch.
+      batch = jax.tree.map(lambda field: field[batch['index']], resident)
     key = jax.random.fold_in(rng, step)  # Every step's randomness follows from (run key, step).
     model, optimizer = nnx.merge(self.graphdef, state)
     model.train()
@@ -136,12 +135,12 @@ class TrainStep:
     metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
     return nnx.state((model, optimizer)), metrics
 
-  def __call__(self, state, batch, rng, step: int, source=None):
-    return self._step(state, batch, rng, np.int32(step), source)
+  def __call__(self, state, batch, rng, step: int, resident=None):
+    return self._step(state, batch, rng, np.int32(step), resident)
 
-  def lower(self, state, batch, rng, step: int = 0, source=None):
+  def lower(self, state, batch, rng, step: int = 0, resident=None):
     """The step lowered for these inputs: `.compile()` it to time compilation or read XLA's cost analysis."""
-    return self._step.lower(state, batch, rng, np.int32(step), source)
+    return self._step.lower(state, batch, rng, np.int32(step), resident)
 
 
 def for_task(task, graphdef, mesh) -> TrainStep:
@@ -150,10 +149,20 @@ def for_task(task, graphdef, mesh) -> TrainStep:
                    grad_accum=task.config.train.get('grad_accum', 1))
 
 
+def global_array(x: np.ndarray, sharding) -> jax.Array:
+  """A global array from a host array that every process holds whole; each process fills only its devices.
+
+  Not `jax.device_put`: with several processes it first checks, with a collective, that all of them
+  passed the same value, which would stall every step until the previous one ends.
+  """
+  x = np.asarray(x)
+  return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
 def shard_batch(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
   """Host arrays -> one global array per field, split over the mesh's 'data' axis."""
   sharding = batch_sharding(mesh)
-  return {k: jax.device_put(v, sharding) for k, v in batch.items()}
+  return {k: global_array(v, sharding) for k, v in batch.items()}
 
 
 
@@ -174,6 +183,6 @@ def run_batched(fn, state, arrays: tuple[np.ndarray, ...], batch_size: int, mesh
     n = len(chunks[0])
     if n < batch_size:
       chunks = [np.concatenate([c, np.zeros((batch_size - n,) + c.shape[1:], c.dtype)]) for c in chunks]
-    pending.append((fn(state, *(jax.device_put(c, sharding) for c in chunks)), n))
+    pending.append((fn(state, *(global_array(c, sharding) for c in chunks)), n))
   outputs = [jax.tree.map(lambda x, n=n: np.asarray(x)[:n], out) for out, n in pending]
   return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
