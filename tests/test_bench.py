@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from tinycats import cli
+from conftest import run_tinycats
+from tinycats import bench, cli
 
 TINY = {'resnet18': ['--image-size', '32', '--set', 'model.width=8'],
         'dit': ['--image-size', '16', '--set', 'model.width=32', '--set', 'model.depth=1', '--set', 'model.heads=2',
@@ -64,6 +65,18 @@ def test_kernels_beside_torch(capsys):
   assert jax_rows[0]['shape'] == torch_rows[0]['shape'] == [64, 384, 1536]  # One image's 64 tokens.
   # A 2-core CPU does between 1 and 10,000 GFLOP/s: a unit slip (s vs ms, FLOPs vs GFLOPs) lands outside.
   assert all(1 < r['gflops_per_sec'] < 1e4 for r in jax_rows + torch_rows)
+
+
+def test_profile_names_the_ops_that_take_the_time():
+  # A child process: XLA:CPU names its ops in the trace only with a flag read when the backend starts.
+  result = run_tinycats('bench', '--model', 'dit', '--batch', '4', '--steps', '1', '--profile', '5', '--results', '',
+                        *TINY['dit'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  ops = json.loads([line for line in result.stdout.splitlines() if line.startswith('{')][-1])['profile']
+  assert 1 <= len(ops) <= 5 and sum(o['share'] for o in ops) <= 1 + 1e-9
+  assert [o['ms_per_step'] for o in ops] == sorted((o['ms_per_step'] for o in ops), reverse=True)
+  assert not any(bench._RUNTIME_EVENT.search(o['op']) for o in ops)  # XLA's ops, not the runtime around them.
+  assert any('fusion' in o['op'] for o in ops)
 
 
 def test_bad_settings_are_named(capsys):

@@ -11,10 +11,14 @@ model-FLOP utilisation. Every result is one JSON line on stdout, also appended t
 """
 from __future__ import annotations
 
+import collections
 import datetime
+import glob
+import gzip
 import json
 import os
 import platform
+import re
 import statistics
 import tempfile
 import time
@@ -127,9 +131,46 @@ def _build(config, mesh, steps_per_epoch: int, total_steps: int):
   return task, step_lib.for_task(task, graphdef, mesh), jax.device_put(state, step_lib.replicated(mesh)), int(params)
 
 
+# Profiler events that are the runtime around the ops, not ops (CPU thunk executor, PjRt, Python).
+_RUNTIME_EVENT = re.compile(r'^(\$|end: )|::|\(|^ParseArguments$')
+
+
+def op_profile(trace_dir: str, steps: int, top: int) -> list[dict]:
+  """The `top` op kinds by time per step, from the profiler's trace of `steps` steps.
+
+  A kind is an XLA op or fusion name without its numeric suffix (`ynn_fusion.12` -> `ynn_fusion`).
+  Where the trace has device lanes (GPUs), only their events count; on the CPU the ops are host
+  events (XLA emits them with `--xla_cpu_enable_xprof_traceme=true`, which `--profile` sets).
+  """
+  files = glob.glob(os.path.join(trace_dir, '**', '*.trace.json.gz'), recursive=True)
+  if not files:
+    return []
+  with gzip.open(max(files, key=os.path.getmtime)) as f:
+    trace = json.load(f)
+  events = trace['traceEvents'] if isinstance(trace, dict) else trace
+  device_pids = {e['pid'] for e in events if e.get('ph') == 'M' and e.get('name') == 'process_name'
+                 and '/device:' in str(e.get('args', {}).get('name', ''))}
+  totals, counts = collections.Counter(), collections.Counter()
+  for e in events:
+    if e.get('ph') != 'X' or not e.get('dur'):
+      continue
+    name = str(e.get('name', ''))
+    if (device_pids and e.get('pid') not in device_pids) or (not device_pids and _RUNTIME_EVENT.search(name)):
+      continue
+    kind = re.sub(r'\.\d+$', '', name)
+    totals[kind] += e['dur']
+    counts[kind] += 1
+  everything = sum(totals.values()) or 1
+  return [dict(op=kind, ms_per_step=micros / 1e3 / steps, share=micros / everything, calls_per_step=counts[kind] / steps)
+          for kind, micros in totals.most_common(top)]
+
+
 def train_step(model: str, batch: int, image_size: int, dtype: str = 'bf16', steps: int = 10,
-               devices: int | None = None, peak: float | None = None, overrides=()) -> dict:
-  """Times the library's jitted train step on a synthetic uint8 batch (compile apart)."""
+               devices: int | None = None, peak: float | None = None, overrides=(), profile: int = 0) -> dict:
+  """Times the library's jitted train step on a synthetic uint8 batch (compile apart).
+
+  `profile` > 0 then traces 2 more steps with the JAX profiler and adds the top `profile` op kinds.
+  """
   from tinycats.train import step as step_lib
   if steps < 1:
     raise UserError(f'--steps must be at least 1, got {steps}')
@@ -180,6 +221,13 @@ def train_step(model: str, batch: int, image_size: int, dtype: str = 'bf16', ste
     result['mfu'] = achieved / (chip_peak * 1e12) if chip_peak else None
   if not np.isfinite(loss):
     raise UserError(f'the benchmark step produced loss {loss}; the figures would be meaningless')
+  if profile:
+    with tempfile.TemporaryDirectory(prefix='tinycats-profile-') as trace_dir:
+      with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+        for i in range(2):
+          state, out = compiled(state, data, key, np.int32(steps + 1 + i), None)
+        jax.block_until_ready(out)
+      result['profile'] = op_profile(trace_dir, steps=2, top=profile)
   return dict(result, **machine())
 
 

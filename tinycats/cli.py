@@ -88,6 +88,8 @@ def _bench(args) -> int:
   results = args.results or None
   if sum(map(bool, (args.epoch, args.pipeline, args.kernels))) > 1:
     raise UserError('--epoch, --pipeline and --kernels are separate benchmarks: run one at a time')
+  if args.profile and (args.epoch or args.pipeline or args.kernels):
+    raise UserError('--profile traces the train step: drop --epoch/--pipeline/--kernels')
   if (args.epoch or args.pipeline) and args.baseline:
     raise UserError('--baseline torch compares train steps and kernels: drop --epoch/--pipeline')
   if args.kernels:
@@ -118,8 +120,10 @@ def _bench(args) -> int:
     return 0
   size = args.image_size or (128 if args.model == 'dit' else 224)
   overrides = [f'--config.{item}' for item in args.set]
+  if args.profile:  # Read when the backend starts: XLA:CPU then names each op in the trace.
+    os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_cpu_enable_xprof_traceme=true').strip()
   jax_row = bench.train_step(args.model, args.batch, size, args.dtype, args.steps, args.devices, args.peak_tflops,
-                             overrides)
+                             overrides, profile=args.profile)
   bench.emit(jax_row, results)
   if args.baseline == 'torch':
     import jax
@@ -208,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--peak-tflops', type=float, default=None, help="the device's peak, for the FLOP utilisation")
   p.add_argument('--baseline', choices=('torch',), default=None, help='also time the same step in plain PyTorch')
   p.add_argument('--pipeline', action='store_true', help='time the input pipeline instead of the train step')
+  p.add_argument('--profile', type=int, default=0, metavar='N',
+                 help='also trace 2 train steps with the JAX profiler and report the N op kinds that take longest')
   p.add_argument('--kernels', action='store_true',
                  help="time the models' main matmul and convolution alone (GFLOP/s), with --baseline torch beside them")
   p.add_argument('--epoch', default=None, metavar='CONFIG',
