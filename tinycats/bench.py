@@ -274,10 +274,15 @@ def epoch(spec: str, overrides=(), devices: int | None = None) -> dict:
 def kernel_shapes(batch: int) -> dict[str, tuple[str, tuple[int, ...]]]:
   """The kernels that dominate the two recipes' steps, at `batch` images: name -> (op, shape).
 
-  The DiT's MLP matmul (tokens of 128 px images at patch 16 x width 384 x hidden 1536) and a
-  ResNet 3x3 convolution of the first stage at 224 px (56 x 56, 64 -> 64 channels).
+  From configs/dit.py and configs/cats.py: the DiT's MLP matmul (its tokens at 128 px x width ->
+  hidden; 64 x 384 -> 1536 per image) and a 3x3 convolution of the ResNet's first stage at 224 px
+  (56 x 56, 64 -> 64 channels).
   """
-  return {'dit_mlp_matmul': ('matmul', (batch * 64, 384, 1536)), 'resnet_conv3x3': ('conv', (batch, 56, 64, 64))}
+  dit = bench_config('dit', batch, 128, 'f32').model
+  tokens = (128 // dit.patch_size) ** 2
+  width = bench_config('resnet18', batch, 224, 'f32').model.width
+  return {'dit_mlp_matmul': ('matmul', (batch * tokens, dit.width, int(dit.width * dit.mlp_ratio))),
+          'resnet_conv3x3': ('conv', (batch, 224 // 4, width, width))}
 
 
 def kernel_flops(op: str, shape: tuple[int, ...]) -> float:
@@ -370,7 +375,7 @@ def pipeline(image_size: int = 224, images: int = 256, batch: int = 64, steps: i
   resident = step_lib.global_array(squares, step_lib.replicated(mesh))  # What `feed.Feed` keeps on the devices.
   key = jax.random.key(0)
 
-  def from_host(i):  # The loop's path for a split too big for the devices: host gather, device_put.
+  def from_host(i):  # The loop's path for a split too big for the devices: host gather, then transfer.
     chosen = np.sort(rng.permutation(images)[:batch])
     return host_step(step_lib.shard_batch({'image': squares[chosen]}, mesh)['image'], jax.random.fold_in(key, i))
 
