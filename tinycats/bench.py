@@ -1,7 +1,9 @@
-"""`tinycats bench`: measured speed of the library's own train step and input pipeline (not a test).
+"""`tinycats bench`: measured speed of the library's own train step, kernels and input pipeline (not a test).
 
-    tinycats bench --model resnet18 --batch 32 --image-size 224 --dtype bf16 --steps 10 [--baseline torch]
+    tinycats bench --model resnet18 --batch 32 --image-size 224 --dtype bf16 --steps 10 [--baseline torch] [--profile N]
+    tinycats bench --kernels --dtype bf16 [--baseline torch]
     tinycats bench --pipeline --image-size 224
+    tinycats bench --epoch configs/cats.py:smoke [--set FIELD=VALUE ...]
 The train step is the one `train_and_evaluate` runs (`TrainStep`: task loss with its on-device
 augmentation, optax update, donated state), built from `configs/cats.py` or `configs/dit.py` with the
 sizes given. Compilation is timed apart (`lower().compile()`); then K steps are timed one by one,
