@@ -19,7 +19,9 @@ def get_config(arg=None):
   c.model.name = 'resnet18'  # resnet18 | resnet34
   c.model.width = 64  # Stem width; torchvision's ResNets use 64.
   c.model.dropout = 0.2  # Before the linear head.
-  c.model.dtype = 'bfloat16'  # Compute dtype; parameters and BatchNorm statistics stay float32.
+  # Compute dtype: auto | bfloat16 | float32; 'auto' is bfloat16 on a GPU or TPU and float32 on a CPU (XLA's
+  # bfloat16 CPU kernels are slower, BENCHMARKS.md). Parameters and BatchNorm statistics stay float32.
+  c.model.dtype = 'auto'
   # Starting weights: 'torchvision' = torchvision's ImageNet weights for model.name (from the Hub,
   # timm/<name>.tv_in1k, cached), a .safetensors/.pth path or another hub id; '' = from scratch.
   c.model.pretrained = 'torchvision'

@@ -24,7 +24,9 @@ def get_config(arg=None):
   c.model.depth = 12
   c.model.heads = 6
   c.model.mlp_ratio = 4.0
-  c.model.dtype = 'bfloat16'  # Compute dtype; parameters, norms, softmax and the loss stay float32.
+  # Compute dtype: auto | bfloat16 | float32; 'auto' is bfloat16 on a GPU or TPU and float32 on a CPU (XLA's
+  # bfloat16 CPU kernels are slower, BENCHMARKS.md). Parameters, norms, softmax and the loss stay float32.
+  c.model.dtype = 'auto'
 
   c.data = ml_collections.ConfigDict()
   c.data.source = 'tfds'  # tfds | folder

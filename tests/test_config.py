@@ -32,6 +32,7 @@ def test_the_caller_config_is_not_modified():
     ('--config.train.batch_size=0', "'train.batch_size' must be > 0"),
     ('--config.data.labels=dogs', "'data.labels' is 'dogs'; allowed: species, breed"),
     ('--config.model.name=resnet50', "allowed: resnet18, resnet34"),
+    ('--config.model.dtype=float16', "'model.dtype' is 'float16'; allowed: auto, bfloat16, float32"),
     ('--config.model.dropout=1.5', "'model.dropout' must be in [0, 1)"),
     ('--config.data.source=folder', "data.folder is empty"),
     ('--config.data.image_size=512', "must not exceed data.cache_size"),

@@ -49,8 +49,7 @@ def test_stem_padding_is_symmetric():
 
 def test_bf16_policy_through_the_library_train_step():
   """After a real TrainStep, parameters, BatchNorm statistics and Adam moments are float32; convs run in bf16."""
-  config = tiny_config('--config.data.source=folder', '--config.data.folder=unused')
-  assert config.model.dtype == 'bfloat16'
+  config = tiny_config('--config.data.source=folder', '--config.data.folder=unused', '--config.model.dtype=bfloat16')
   task = TASKS['classify'](config, ['cat', 'other'])
   model, optimizer, _ = state_lib.create(task, config, 10, 10)
   before = np.asarray(model.bn1.mean[...])
@@ -65,6 +64,17 @@ def test_bf16_policy_through_the_library_train_step():
   model, _ = nnx.merge(graphdef, state)
   assert not np.allclose(model.bn1.mean[...], before)  # Statistics were updated in training mode.
   assert model.conv1(jnp.ones((1, 32, 32, 3))).dtype == jnp.bfloat16
+
+
+def test_auto_dtype_is_float32_on_cpu_and_bfloat16_on_accelerators(monkeypatch):
+  config = tiny_config('--config.data.source=folder', '--config.data.folder=unused')
+  assert config.model.dtype == 'auto'  # The recipes' default.
+  assert models.compute_dtype('auto') == jnp.float32  # The tests run on XLA:CPU.
+  assert models.create_classifier(config.model, 2).conv1(jnp.ones((1, 32, 32, 3))).dtype == jnp.float32
+  assert models.compute_dtype('bfloat16') == jnp.bfloat16  # An explicit choice is kept.
+  for backend, expected in (('gpu', jnp.bfloat16), ('tpu', jnp.bfloat16), ('cpu', jnp.float32)):
+    monkeypatch.setattr(models.jax, 'default_backend', lambda backend=backend: backend)
+    assert models.compute_dtype('auto') == expected, backend
 
 
 def test_eval_mode_is_deterministic_and_uses_running_statistics():

@@ -20,6 +20,7 @@ def test_folder_run_learns_and_leaves_its_files(folder_run):
   assert summary['best'] >= 0.8  # Chance is 0.5.
   assert summary['test_accuracy'] >= 0.75
   assert sum(summary['skipped_images'].values()) == 1  # The corrupt file, wherever the split put it.
+  assert summary['compute_dtype'] == 'float32'  # model.dtype 'auto' on XLA:CPU.
 
   report = json.load(open(os.path.join(workdir, 'eval.json')))
   assert report['classes'] == ['cat', 'other'] and report['split'] == 'test'

@@ -104,7 +104,7 @@ _MODELS = {'classify': ('resnet18', 'resnet34'), 'flow': ('dit',)}
 _CHOICES = {
     'task': tuple(_MODELS),
     'model.name': sum(_MODELS.values(), ()),
-    'model.dtype': ('bfloat16', 'float32'),
+    'model.dtype': ('auto', 'bfloat16', 'float32'),
     'data.source': ('tfds', 'folder'),
     'data.labels': ('species', 'breed', 'cat_breeds'),
     'data.normalization': ('imagenet', 'none', 'symmetric'),

@@ -23,7 +23,7 @@ from flax import nnx
 from tqdm import tqdm
 
 import tinycats.data
-from tinycats import config as config_lib, evaluate, metrics, pretrained
+from tinycats import config as config_lib, evaluate, metrics, models, pretrained
 from tinycats.train import feed as feed_lib, state as state_lib, step as step_lib
 from tinycats.errors import UserError
 from tinycats.train.tasks import TASKS
@@ -197,7 +197,8 @@ def train_and_evaluate(config, workdir: str, mesh=None, on_checkpoint=None) -> d
                  **{f'test_{k}': report[k] for k in task.summary_metrics}, train_seconds=round(train_seconds, 1),
                  compile_seconds=round(compile_seconds or 0.0, 1),
                  images_per_sec=round(float(np.median(speeds)), 1) if speeds else None, skipped_images=skipped,
-                 devices=mesh.size, platform=jax.default_backend())
+                 devices=mesh.size, platform=jax.default_backend(),
+                 compute_dtype=str(models.compute_dtype(config.model.dtype)))  # What 'auto' became here.
   metrics.write_json(summary, os.path.join(workdir, 'summary.json'))
   return summary
 
