@@ -32,10 +32,13 @@ def get_config(arg=None):
   c.data.folder = ''  # Root of an image-folder tree (one sub-folder per class) for source=folder.
   c.data.labels = 'species'  # species (cat vs other) | breed (37 classes); tfds only.
   c.data.classes = ()  # Filled from the data when training starts and recorded in WORKDIR/config.json.
-  c.data.val_fraction = 0.1  # Held out of the TFDS train split, seeded.
+  c.data.val_fraction = 0.1  # Of each class, held out of the TFDS train split (seeded) for validation.
+  # Validation gets at least this many images of each class, taken from training (at most half of a class's
+  # non-test images): it chooses the best checkpoint by balanced accuracy, which needs every class in it.
+  c.data.val_min_per_class = 10
   c.data.test_fraction = 0.1  # folder only: the TFDS source has its own test split.
   c.data.split_seed = 0  # Seeds the train/val(/test) split, independent of the training seed.
-  c.data.max_examples = 0  # Cap per split (0 = all); keeps smoke runs CPU-sized.
+  c.data.max_examples = 0  # Cap per split, classes in proportion (0 = all); val keeps its floor above it.
   c.data.image_size = 224  # What the network sees.
   c.data.cache_size = 256  # Side of the decoded uint8 squares kept in the cache.
   c.data.cache_dir = ''  # '' = $TINYCATS_CACHE, else beside the data: DATA_DIR/tinycats-cache, FOLDER/.tinycats-cache.
@@ -63,8 +66,10 @@ def get_config(arg=None):
   c.train.label_smoothing = 0.0
   c.train.log_every = 20  # Steps between logged metrics (one host sync each).
   c.train.eval_every = 0  # Steps between validation + checkpoint; 0 = once per epoch.
-  c.train.patience = 3  # Evaluations without a better validation accuracy before stopping; 0 = never.
-  c.train.keep_checkpoints = 2  # The last N are kept, plus the best by validation accuracy.
+  c.train.patience = 3  # Evaluations without a better validation balanced accuracy before stopping; 0 = never.
+  # The last N are kept, plus the best by validation balanced accuracy (mean per-class recall; of equal
+  # scores the later step): a model that answers one class for everything scores 1/K, not the majority's share.
+  c.train.keep_checkpoints = 2
 
   c.modal = common.modal_config()  # configs/common.py: GPU, nodes, timeout, retries, volumes.
 

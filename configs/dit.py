@@ -34,10 +34,11 @@ def get_config(arg=None):
   c.data.folder = ''  # Root of an image-folder tree (one sub-folder per class) for source=folder.
   c.data.labels = 'cat_breeds'  # cat_breeds (12 cat breeds + other) | species | breed; tfds only.
   c.data.classes = ()  # Filled from the data when training starts and recorded in WORKDIR/config.json.
-  c.data.val_fraction = 0.05  # Held out of the TFDS train split, seeded.
+  c.data.val_fraction = 0.05  # Of each label, held out of the TFDS train split (seeded) for validation.
+  c.data.val_min_per_class = 4  # At least this many of each label in validation, so its loss covers every label.
   c.data.test_fraction = 0.1  # folder only: the TFDS source has its own test split.
   c.data.split_seed = 0
-  c.data.max_examples = 0  # Cap per split (0 = all).
+  c.data.max_examples = 0  # Cap per split, labels in proportion (0 = all); val keeps its floor above it.
   c.data.image_size = 128  # The generated image size.
   c.data.cache_size = 128  # Decoded squares; larger than image_size means a central crop.
   c.data.cache_dir = ''

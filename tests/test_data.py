@@ -10,7 +10,7 @@ from PIL import Image
 import fake_pets
 import tinycats.data
 from conftest import tiny_config
-from tinycats.data import augment, cache, folder
+from tinycats.data import augment, cache, folder, stratify
 
 
 def _loaders(images):
@@ -59,21 +59,47 @@ def test_folder_listing_and_seeded_split(tmp_path):
   (tmp_path / 'cat' / 'readme.txt').write_text('not an image')
   classes, files, labels = folder.list_images(str(tmp_path))
   assert classes == ['cat', 'other'] and len(files) == 20 and labels.tolist() == [0] * 10 + [1] * 10
-  parts = folder.split_indices(20, seed=3, val_fraction=0.1, test_fraction=0.2)
-  assert [len(parts[k]) for k in ('train', 'val', 'test')] == [14, 2, 4]
-  assert sorted(np.concatenate(list(parts.values())).tolist()) == list(range(20))
-  assert folder.split_indices(20, 3, 0.1, 0.2)['val'].tolist() == parts['val'].tolist()
-  assert folder.split_indices(20, 4, 0.1, 0.2)['test'].tolist() != parts['test'].tolist()
   with pytest.raises(FileNotFoundError, match='ROOT/<class>/<image>'):
     folder.list_images(str(tmp_path / 'missing'))
 
 
-def test_max_examples_is_a_random_subset_not_the_first_class(tmp_path):
+def test_split_is_stratified_and_gives_validation_a_floor_per_class():
+  labels = np.array([0] * 300 + [1] * 40 + [2] * 5)
+  parts = stratify.split_indices(labels, seed=3, val_fraction=0.1, test_fraction=0.1, val_min_per_class=10)
+  count = lambda part: np.bincount(labels[parts[part]], minlength=3).tolist()
+  # 10% of 300; 10% of 40 is 4, raised to the floor; 5 images give at most half of what test leaves (5 // 2).
+  assert count('val') == [30, 10, 2]
+  assert count('test') == [30, 4, 0] and count('train') == [240, 26, 3]
+  assert sorted(np.concatenate(list(parts.values())).tolist()) == list(range(len(labels)))
+  again = stratify.split_indices(labels, 3, 0.1, 0.1, 10)
+  assert all(again[k].tolist() == parts[k].tolist() for k in parts)  # Seeded.
+  assert stratify.split_indices(labels, 4, 0.1, 0.1, 10)['val'].tolist() != parts['val'].tolist()
+  without = stratify.split_indices(labels, 3, 0.1, 0.1)
+  assert np.bincount(labels[without['val']], minlength=3).tolist() == [30, 4, 0]
+
+
+def test_max_examples_keeps_classes_in_proportion_and_the_validation_floor(tmp_path):
   fake_pets.make_image_folder(str(tmp_path), per_class=40, size=8)
   config = tiny_config('--config.data.source=folder', f'--config.data.folder={tmp_path}',
-                       '--config.data.max_examples=20')
-  labels = tinycats.data.load(config, splits=('train',)).splits['train'].labels
-  assert len(labels) == 20 and 5 <= labels.sum() <= 15
+                       '--config.data.max_examples=8')
+  data = tinycats.data.load(config)
+  count = lambda name: np.bincount(data.splits[name].labels, minlength=2).tolist()
+  assert count('train') == count('test') == [4, 4]  # Not the first 8 of a class-ordered listing: one class.
+  assert count('val') == [10, 10]  # data.val_min_per_class holds above the cap.
+  # Proportional, not equal: a class with 3x the images keeps 3x the share.
+  labels = np.array([0] * 30 + [1] * 10)
+  capped = stratify.limit(np.arange(40), lambda: labels, 8, seed=0)
+  assert np.bincount(labels[capped]).tolist() == [6, 2]
+
+
+def test_a_class_too_small_for_the_validation_floor_is_warned_about(tmp_path):
+  paths = fake_pets.make_image_folder(str(tmp_path), per_class=30, size=8)
+  for path in paths['other'][4:]:
+    os.remove(path)
+  config = tiny_config('--config.data.source=folder', f'--config.data.folder={tmp_path}')
+  with pytest.warns(UserWarning, match=r'fewer than data\.val_min_per_class=10 images of other \(2\): too few'):
+    data = tinycats.data.load(config)
+  assert np.bincount(data.splits['val'].labels).tolist() == [10, 2]  # 4 images: 2 stay in training.
 
 
 def test_the_cache_notices_changed_images(tmp_path):
@@ -90,7 +116,8 @@ def test_the_cache_notices_changed_images(tmp_path):
 
 def test_load_folder_splits(tmp_path):
   fake_pets.make_image_folder(str(tmp_path), per_class=10, size=24)
-  config = tiny_config('--config.data.source=folder', f'--config.data.folder={tmp_path}')
+  config = tiny_config('--config.data.source=folder', f'--config.data.folder={tmp_path}',
+                       '--config.data.val_min_per_class=0')  # Fractions alone: 10% of 10 per class.
   data = tinycats.data.load(config)
   assert data.classes == ['cat', 'other']
   assert {k: len(v) for k, v in data.splits.items()} == {'train': 16, 'val': 2, 'test': 2}

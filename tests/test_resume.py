@@ -92,10 +92,15 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(image_folder, tmp_p
 
 
 def _scripted_validation(monkeypatch, scores):
-  """Validation that returns `scores` in turn: the loop's stopping and best-step logic under test."""
+  """Validation whose balanced accuracy is `scores` in turn (and plain accuracy the opposite): the loop's
+  stopping and best-step logic under test."""
   from tinycats.train.classify import ClassifyTask
   calls = iter(scores)
-  monkeypatch.setattr(ClassifyTask, 'validate', lambda self, *args: {'val_accuracy': next(calls), 'val_loss': 0.0})
+
+  def validate(self, *args):
+    score = next(calls)
+    return {'val_accuracy': 1.0 - score, 'val_balanced_accuracy': score, 'val_loss': 0.0}
+  monkeypatch.setattr(ClassifyTask, 'validate', validate)
 
 
 def test_early_stop_and_a_restart_that_respects_it(image_folder, tmp_path, monkeypatch):
@@ -105,13 +110,29 @@ def test_early_stop_and_a_restart_that_respects_it(image_folder, tmp_path, monke
   summary = loop.train_and_evaluate(config, str(tmp_path))
   # 0.7 at step 20 is not beaten by 0.6 (step 30) nor equalled-only by 0.7 (step 40): patience 2 runs out.
   assert summary['stopped_early'] and summary['steps'] == 40 and summary['total_steps'] == 60
-  # Ties go to the later checkpoint, as Orbax's best_step does; evaluation used that one.
-  assert summary['best_step'] == 40 and summary['best'] == 0.7
+  # Balanced accuracy chooses (plain accuracy would pick step 10); ties go to the later checkpoint, as
+  # Orbax's best_step does, and evaluation used that one.
+  assert summary['metric'] == 'val_balanced_accuracy' and summary['best_step'] == 40 and summary['best'] == 0.7
+  assert Checkpoints(str(tmp_path / 'checkpoints'), read_only=True).best_step() == 40
   assert json.load(open(tmp_path / 'eval.json'))['step'] == 40
   assert 40 in _committed_steps(str(tmp_path))
 
   again = loop.train_and_evaluate(config, str(tmp_path))  # Restarting a stopped run trains no further.
   assert again['steps'] == 40 and again['stopped_early']
+
+
+def test_of_equal_scores_orbax_keeps_and_restores_the_later_step(tmp_path):
+  """The rule the loop's own best_step follows (loop.py), checked against Orbax itself."""
+  ckpts = Checkpoints(str(tmp_path / 'checkpoints'), keep=1)
+  for step, score in ((1, 0.5), (2, 0.8), (3, 0.8), (4, 0.6)):
+    ckpts.save(step, {'model': {'w': np.full(2, step, np.float32)}}, {'step': step},
+               metrics={'val_balanced_accuracy': score, 'val_accuracy': 1.0 - score, 'val_loss': 0.0})
+  ckpts.save(5, {'model': {'w': np.zeros(2, np.float32)}}, {'step': 5}, metrics={'val_accuracy': 1.0})
+  ckpts.wait()
+  assert ckpts.best_step() == 3  # Not 2 (an equal, earlier score), nor 5 (saved without the metric).
+  ckpts.close()
+  assert _committed_steps(str(tmp_path)) == [3, 5]  # The latest (keep=1) and the best.
+  assert Checkpoints(str(tmp_path / 'checkpoints'), read_only=True).best_step() == 3  # Read back from disk.
 
 
 def test_resuming_with_other_settings_is_refused(image_folder, tmp_path):
@@ -133,7 +154,7 @@ def test_resuming_on_a_folder_that_gained_images_is_refused(tmp_path):
   root = tmp_path / 'images'
   fake_pets.make_image_folder(str(root), per_class=20, size=16)
   config = tiny_config('--config.data.source=folder', f'--config.data.folder={root}', '--config.train.epochs=1',
-                       '--config.train.batch_size=8')
+                       '--config.train.batch_size=8', '--config.data.val_min_per_class=0')
   loop.train_and_evaluate(config, str(tmp_path / 'run'))
   rng = np.random.default_rng(1)
   for i in range(10):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from tinycats import Classifier, evaluate
+from tinycats import Classifier, evaluate, metrics
 from tinycats.train import loop, state as state_lib
 from tinycats.train.tasks import TASKS
 
@@ -27,22 +27,58 @@ def test_folder_run_learns_and_leaves_its_files(folder_run):
   assert report['num_examples'] == 20 and np.sum(report['confusion_matrix']) == 20
   assert set(report['per_class']['cat']) == {'precision', 'recall', 'f1', 'support'}
   assert report['step'] == summary['best_step']
+  assert summary['metric'] == 'val_balanced_accuracy' and report['degenerate'] is None
+  assert summary['test_balanced_accuracy'] == report['balanced_accuracy'] == np.mean(list(report['recall'].values()))
 
   rows = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
   train_rows = [r for r in rows if 'train_loss' in r]
   assert {'learning_rate', 'grad_norm', 'train_accuracy', 'train_loss'} <= set(train_rows[-1])
   assert any('images_per_sec' in r for r in train_rows)
-  assert len([r for r in rows if 'val_accuracy' in r]) == 6
+  assert len([r for r in rows if 'val_accuracy' in r and 'val_balanced_accuracy' in r]) == 6
   assert train_rows[-1]['train_loss'] < train_rows[0]['train_loss']
 
 
 def test_evaluate_command_rewrites_eval_json(folder_run):
   workdir, _ = folder_run
   report = evaluate.evaluate(workdir, split='val')
-  assert report['split'] == 'val' and report['num_examples'] == 20
+  assert report['split'] == 'val' and report['num_examples'] + report['skipped_images'] == 20  # Wherever the corrupt file is.
   assert json.load(open(os.path.join(workdir, 'eval.json')))['split'] == 'val'
   with pytest.raises(ValueError, match='unknown split'):
     evaluate.evaluate(workdir, split='dev')
+
+
+def test_balanced_accuracy_and_recall_by_hand():
+  # 6 cats, 3 others, 1 fox; a model that gets 5 cats, 1 other and no fox right.
+  labels = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 2])
+  predictions = np.array([0, 0, 0, 0, 0, 1, 1, 0, 0, 0])
+  report = metrics.classification_report(labels, predictions, ['cat', 'other', 'fox'])
+  assert report['accuracy'] == 0.6
+  assert report['recall'] == {'cat': 5 / 6, 'other': 1 / 3, 'fox': 0.0}
+  assert report['balanced_accuracy'] == (5 / 6 + 1 / 3 + 0.0) / 3
+  assert report['degenerate'] is None
+  # A class absent from the labels does not count; answering one class scores 1/K, whatever the majority.
+  assert metrics.balanced_accuracy(np.array([0, 0, 1]), np.array([0, 0, 1]), 3) == 1.0
+  always_cat = metrics.classification_report(labels, np.zeros(10, int), ['cat', 'other', 'fox'])
+  assert always_cat['accuracy'] == 0.6 and always_cat['balanced_accuracy'] == 1 / 3
+  assert always_cat['degenerate'] == 'predicts only "cat" for all 10 images'
+  one_class_split = metrics.classification_report(np.zeros(4, int), np.zeros(4, int), ['cat', 'other'])
+  assert one_class_split['degenerate'] is None  # Right for every image of a one-class split.
+
+
+def test_a_model_that_answers_one_class_is_reported(folder_run, tmp_path, monkeypatch, capsys):
+  import shutil
+  from tinycats.train import classify
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(folder_run[0], workdir)  # Its eval.json stays the shared run's.
+  monkeypatch.setattr(classify, 'predict_logits',
+                      lambda config, graphdef, state, images, *args, **kwargs: np.tile([0.0, 1.0], (len(images), 1)))
+  report = evaluate.evaluate(workdir, split='val')
+  n = report['num_examples']
+  assert report['degenerate'] == f'predicts only "other" for all {n} images' and report['balanced_accuracy'] == 0.5
+  assert json.load(open(os.path.join(workdir, 'eval.json')))['degenerate'] == report['degenerate']
+  warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith('warning:')]
+  assert warnings == [f'warning: the checkpoint at step {report["step"]} of {workdir} predicts only "other" for all '
+                      f'{n} images of the val split']
 
 
 def test_classifier_predicts_any_size(folder_run, image_folder):
@@ -115,6 +151,15 @@ def test_tfds_source_trains_on_prepared_pets(prepared_pets, tmp_path):
   assert summary['steps'] == 6 * (148 // 8)  # 185 fake train images, 20% held out for validation.
   # Always answering 'other' would score 25/37 = 0.68 here.
   assert report['accuracy'] >= 0.8
+
+
+def test_tfds_validation_is_stratified_with_a_floor(prepared_pets):
+  import tinycats.data
+  config = tiny_config(f'--config.data.data_dir={prepared_pets}', '--config.data.val_fraction=0.1')
+  data = tinycats.data.load(config, splits=('train', 'val'))
+  # 60 fake cats and 125 dogs: 10% of the dogs (12), and of the cats the floor of 10, more than 10% (6).
+  assert np.bincount(data.splits['val'].labels).tolist() == [10, 12]
+  assert np.bincount(data.splits['train'].labels).tolist() == [50, 113]
 
 
 def test_breed_labels(prepared_pets):

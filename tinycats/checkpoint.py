@@ -3,13 +3,16 @@
 `WORKDIR/checkpoints/<step>/` holds `model` and `optimizer` (NNX states as plain dicts of arrays,
 separate so that inference and export restore the model alone) and `meta` (JSON: RNG key data,
 data-iterator position, early-stopping counters). The last
-`keep` checkpoints are kept, and the best by the task's validation metric (highest accuracy, lowest loss). Orbax writes into a
-temporary folder and renames it on success, so a run killed mid-save leaves no checkpoint
-that restore would pick up.
+`keep` checkpoints are kept, and the best by the task's validation metric (the classifier's highest
+balanced accuracy, the generator's lowest loss). Of equal scores the later step is the best: Orbax's
+`best_step` and `BestN` both take the last of a stable ascending sort of the steps, and the training
+loop's own `best_step` follows that rule. Orbax writes into a temporary folder and renames it on
+success, so a run killed mid-save leaves no checkpoint that restore would pick up.
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Any
 
@@ -64,11 +67,12 @@ def _restore_target(x) -> jax.ShapeDtypeStruct:
 class Checkpoints:
   """A thin, named wrapper over `ocp.CheckpointManager` with tinycats' retention policy."""
 
-  def __init__(self, directory: str, keep: int = 2, best_metric: str = 'val_accuracy', best_mode: str = 'max',
+  def __init__(self, directory: str, keep: int = 2, best_metric: str = 'val_balanced_accuracy', best_mode: str = 'max',
                read_only: bool = False):
     self.directory = os.path.abspath(directory)
     sign = 1.0 if best_mode == 'max' else -1.0  # Ranked as higher-is-better, so a lower loss ranks higher.
-    best = lambda metrics: sign * metrics[best_metric]
+    # A checkpoint saved before its task recorded `best_metric` ranks below every one that has it.
+    best = lambda metrics: sign * metrics[best_metric] if best_metric in metrics else -math.inf
     policy = policies.AnyPreservationPolicy([
         policies.LatestN(n=keep),
         policies.BestN(get_metric_fn=best, n=1, keep_checkpoints_without_metrics=False),

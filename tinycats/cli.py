@@ -21,7 +21,8 @@ def _evaluate(args) -> int:
   from tinycats import evaluate
   report = evaluate.evaluate(args.workdir, split=args.split, classifier=args.classifier,
                              samples_per_class=args.samples_per_class, seed=args.seed)
-  shown = {k: v for k, v in report.items() if k in ('split', 'step', 'num_examples', 'accuracy', 'flow_loss')}
+  shown = {k: v for k, v in report.items()
+           if k in ('split', 'step', 'num_examples', 'accuracy', 'balanced_accuracy', 'degenerate', 'flow_loss')}
   shown.update({k: v for k, v in report.get('samples', {}).items() if isinstance(v, float)})
   print(json.dumps(shown))
   return 0

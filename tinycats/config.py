@@ -118,8 +118,9 @@ _POSITIVE = ('model.width', 'model.patch_size', 'model.depth', 'model.heads', 'm
              'flow.logit_std')
 _FRACTIONS = ('model.dropout', 'data.val_fraction', 'data.test_fraction', 'data.crop_min_scale',
               'data.color_jitter', 'train.label_smoothing', 'flow.label_dropout', 'ema.decay')
-_NON_NEGATIVE = ('data.max_examples', 'data.device_cache_gb', 'train.warmup_epochs', 'train.weight_decay', 'train.grad_clip',
-                 'train.eval_every', 'train.patience', 'train.backbone_lr_scale', 'train.freeze_epochs')
+_NON_NEGATIVE = ('data.max_examples', 'data.val_min_per_class', 'data.device_cache_gb', 'train.warmup_epochs',
+                 'train.weight_decay', 'train.grad_clip', 'train.eval_every', 'train.patience', 'train.backbone_lr_scale',
+                 'train.freeze_epochs')
 
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -1,12 +1,14 @@
 """`tinycats evaluate`: a workdir's best checkpoint on a split -> eval.json (and a plot).
 
-A classifier gets accuracy, per-class scores and confusion.png. A generator gets its
+A classifier gets accuracy, balanced accuracy, per-class scores and confusion.png, and a warning
+when its model answers one class for every image. A generator gets its
 flow-matching loss on the split and, given a trained classifier, the quality of its samples
 (`sample_quality`) plus the grid of those samples (samples/eval.png).
 """
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 
@@ -44,6 +46,9 @@ def evaluate(workdir: str, split: str = 'test', config=None, data=None, mesh=Non
     generator = Generator(config, *ema_network(graphdef, model_state), step)  # The checkpoint read above.
     report['samples'] = _judge_samples(workdir, generator, data.splits[split], classifier, samples_per_class, seed)
   metrics.write_json(report, os.path.join(workdir, 'eval.json'))
+  if report.get('degenerate') and metrics.writes_files():
+    print(f'warning: the checkpoint at step {step} of {workdir} {report["degenerate"]} of the {split} split',
+          file=sys.stderr)
   return report
 
 

@@ -13,8 +13,20 @@ def writes_files() -> bool:
   return jax.process_index() == 0
 
 
+def balanced_accuracy(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> float:
+  """Mean per-class recall over the classes present in `labels`: answering one class for everything scores 1/K
+  (K classes present), where plain accuracy would give it the majority's share."""
+  labels, predictions = np.asarray(labels, np.int64), np.asarray(predictions, np.int64)
+  support = np.bincount(labels, minlength=num_classes)
+  hits = np.bincount(labels[predictions == labels], minlength=num_classes)
+  present = support > 0
+  return float(np.mean(hits[present] / support[present])) if present.any() else 0.0
+
+
 def classification_report(labels: np.ndarray, predictions: np.ndarray, classes: list[str]) -> dict:
-  """accuracy, per-class precision/recall/f1/support and the confusion matrix (rows: true, columns: predicted)."""
+  """accuracy, balanced accuracy, per-class recall (also inside per_class, with precision/f1/support), the
+  confusion matrix (rows: true, columns: predicted), and `degenerate`: what a model that answers one class
+  for a split holding several says, else None."""
   k = len(classes)
   confusion = np.zeros((k, k), np.int64)
   np.add.at(confusion, (labels, predictions), 1)
@@ -25,8 +37,13 @@ def classification_report(labels: np.ndarray, predictions: np.ndarray, classes: 
   f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=(precision + recall) > 0)
   per_class = {name: dict(precision=float(precision[i]), recall=float(recall[i]), f1=float(f1[i]),
                           support=int(actual[i])) for i, name in enumerate(classes)}
-  return dict(accuracy=float(true_pos.sum() / max(len(labels), 1)), classes=list(classes), per_class=per_class,
-              confusion_matrix=confusion.tolist(), num_examples=int(len(labels)))
+  answered = np.flatnonzero(predicted)
+  degenerate = (f'predicts only "{classes[answered[0]]}" for all {len(labels)} images'
+                if len(answered) == 1 and np.count_nonzero(actual) > 1 else None)
+  return dict(accuracy=float(true_pos.sum() / max(len(labels), 1)),
+              balanced_accuracy=balanced_accuracy(labels, predictions, k), classes=list(classes),
+              recall={name: float(recall[i]) for i, name in enumerate(classes)}, per_class=per_class,
+              confusion_matrix=confusion.tolist(), num_examples=int(len(labels)), degenerate=degenerate)
 
 
 def _figure(**kwargs):
@@ -73,11 +90,12 @@ def read_jsonl(path: str) -> list[dict]:
 
 
 def plot_curves(metrics_path: str, path: str) -> None:
-  """Train and validation curves against step from metrics.jsonl: loss, and accuracy when the task has one."""
+  """Train and validation curves against step from metrics.jsonl: loss, and the accuracies when the task has them."""
   if not writes_files():
     return
   rows = read_jsonl(metrics_path)
-  names = [name for name in ('loss', 'accuracy') if any(p + name in r for r in rows for p in ('train_', 'val_'))]
+  names = [name for name in ('loss', 'accuracy', 'balanced_accuracy')
+           if any(p + name in r for r in rows for p in ('train_', 'val_'))]
   fig = _figure(figsize=(5 * max(len(names), 1), 4))
   axes = fig.subplots(1, max(len(names), 1), squeeze=False)
   for ax, name in zip(axes[0], names):

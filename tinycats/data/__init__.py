@@ -1,18 +1,20 @@
 """Labelled splits for a config: source (TFDS or image folder) -> decoded uint8 cache.
 
 `load(config)` returns the class names and the train/val/test splits as cached uint8 arrays.
-The TFDS train split is divided into train and val (seeded); TFDS's test split is kept for
-the final evaluation. An image folder is divided into all three by seed.
+The TFDS train split is divided into train and val (seeded, stratified by class, at least
+`data.val_min_per_class` of each class in val); TFDS's test split is kept for the final
+evaluation. An image folder is divided into all three the same way (`stratify.py`).
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 
 import numpy as np
 
-from tinycats.data import cache, folder
+from tinycats.data import cache, folder, stratify
 from tinycats.errors import UserError
 
 SPLITS = ('train', 'val', 'test')
@@ -35,11 +37,14 @@ class Data:
   splits: dict[str, Split]
 
 
-def _limit(indices: np.ndarray, max_examples: int, seed: int) -> np.ndarray:
-  """A seeded random subset (sorted): the first N of a class-ordered listing would be one class."""
-  if not max_examples or len(indices) <= max_examples:
-    return indices
-  return np.sort(np.random.default_rng(seed).permutation(indices)[:max_examples])
+def _val_floor(config) -> int:
+  return config.data.get('val_min_per_class', 0)  # A workdir's config.json older than the field: none.
+
+
+def _limit(config, name: str, indices: np.ndarray, labels_of) -> np.ndarray:
+  """`data.max_examples` of a split, classes in proportion; val keeps its per-class floor above the cap."""
+  return stratify.limit(indices, labels_of, config.data.max_examples, config.data.split_seed,
+                        _val_floor(config) if name == 'val' else 0)
 
 
 def _fingerprint(paths) -> str:
@@ -48,20 +53,31 @@ def _fingerprint(paths) -> str:
   return hashlib.sha256(repr(stats).encode()).hexdigest()
 
 
-def _tfds_parts(config):
+@functools.lru_cache(maxsize=4)
+def _tfds_breeds(data_dir: str, split: str, content: str) -> np.ndarray:
+  """Every record's breed, read once per process (`content` names the prepared files): the split is
+  stratified before any image is decoded."""
+  from tinycats.data import pets
+  source = pets.read_split(data_dir, split, skip_decoding=('image', 'segmentation_mask'))
+  chunks = (range(start, min(start + 256, len(source))) for start in range(0, len(source), 256))
+  return np.asarray([int(r['label']) for chunk in chunks for r in source.__getitems__(chunk)], np.int64)
+
+
+def _tfds_parts(config, splits=SPLITS):
   from tinycats.data import pets  # TFDS is imported only for this source.
   data_dir = os.path.abspath(os.path.expanduser(default_tfds_dir(config)))
   sources = {split: pets.read_split(data_dir, split, skip_decoding=('segmentation_mask',))
              for split in ('train', 'test')}
-  n_train = len(sources['train'])
-  order = np.random.default_rng(config.data.split_seed).permutation(n_train)
-  n_val = round(n_train * config.data.val_fraction)
-  parts = {'train': ('train', np.sort(order[n_val:])), 'val': ('train', np.sort(order[:n_val])),
-           'test': ('test', np.arange(len(sources['test'])))}
   label_set = config.data.labels
   variant = pets.variant_dir(data_dir)
   content = _fingerprint(sorted(os.path.join(variant, f) for f in os.listdir(variant)))
   classes = list(pets.LABEL_SETS[label_set])
+  labels = lambda split: pets.labels_for(label_set, _tfds_breeds(data_dir, split, content))
+  parts = {'test': ('test', np.arange(len(sources['test'])))}
+  if {'train', 'val'} & set(splits):  # Only these need the training labels read.
+    d = config.data
+    held = stratify.split_indices(labels('train'), d.split_seed, d.val_fraction, 0.0, _val_floor(config))
+    parts.update(train=('train', held['train']), val=('train', held['val']))
 
   def loader(source, i):
     def load():
@@ -71,7 +87,7 @@ def _tfds_parts(config):
 
   out = {}
   for name, (tfds_split, indices) in parts.items():
-    indices = _limit(indices, config.data.max_examples, config.data.split_seed)
+    indices = _limit(config, name, indices, lambda: labels(tfds_split)[indices])
     key = dict(source='tfds', data_dir=data_dir, split=tfds_split, indices=_digest(indices), content=content,
                size=config.data.cache_size)
     names = [f'{pets.NAME}/{tfds_split}[{i}]' for i in indices]
@@ -80,17 +96,18 @@ def _tfds_parts(config):
   return classes, to_labels, out, os.path.join(data_dir, 'tinycats-cache')
 
 
-def _folder_parts(config):
+def _folder_parts(config, splits=SPLITS):
   root = os.path.abspath(os.path.expanduser(config.data.folder))
   classes, files, labels = folder.list_images(root)
-  parts = folder.split_indices(len(files), config.data.split_seed, config.data.val_fraction, config.data.test_fraction)
+  d = config.data
+  parts = stratify.split_indices(labels, d.split_seed, d.val_fraction, d.test_fraction, _val_floor(config))
 
   def loader(i):
     return lambda: (cache.read_image_file(files[i]), {'label': int(labels[i])})
 
   out = {}
   for name, indices in parts.items():
-    indices = _limit(indices, config.data.max_examples, config.data.split_seed)
+    indices = _limit(config, name, indices, lambda: labels[indices])
     chosen = [files[i] for i in indices]
     key = dict(source='folder', root=root, split=name, files=_digest(chosen), content=_fingerprint(chosen),
                size=config.data.cache_size)
@@ -109,7 +126,8 @@ def _digest(items) -> str:
 
 def load(config, splits=SPLITS) -> Data:
   """Decodes (once; later runs reuse the cache) and returns the requested splits."""
-  classes, to_labels, parts, beside_data = (_tfds_parts if config.data.source == 'tfds' else _folder_parts)(config)
+  parts_of = _tfds_parts if config.data.source == 'tfds' else _folder_parts
+  classes, to_labels, parts, beside_data = parts_of(config, splits)
   cache_dir = os.path.expanduser(config.data.cache_dir or os.environ.get('TINYCATS_CACHE') or beside_data)
   out = {}
   for name in splits:
@@ -118,4 +136,6 @@ def load(config, splits=SPLITS) -> Data:
       raise UserError(f'the {name} split is empty; check data.val_fraction / data.test_fraction / data.max_examples')
     cached = cache.get_or_build(cache_dir, key, names, loaders)
     out[name] = Split(cached.images, to_labels(cached.labels), cached.names, cached.skipped)
+  if 'val' in out:
+    stratify.warn_if_few(out['val'].labels, classes, _val_floor(config))
   return Data(classes, out)

@@ -26,11 +26,3 @@ def list_images(root: str) -> tuple[list[str], list[str], np.ndarray]:
     raise UserError(f'image folder {root!r} needs at least two class sub-folders holding images '
                      f'({", ".join(IMAGE_EXTENSIONS)}); found classes {classes} with {len(files)} images')
   return classes, files, np.asarray(labels, np.int32)
-
-
-def split_indices(n: int, seed: int, val_fraction: float, test_fraction: float) -> dict[str, np.ndarray]:
-  """A seeded train/val/test partition of range(n) (each part sorted)."""
-  order = np.random.default_rng(seed).permutation(n)
-  n_val, n_test = round(n * val_fraction), round(n * test_fraction)
-  parts = {'val': order[:n_val], 'test': order[n_val:n_val + n_test], 'train': order[n_val + n_test:]}
-  return {k: np.sort(v) for k, v in parts.items()}

@@ -1,7 +1,7 @@
 """The classification task: what the one training loop needs to train and judge a classifier.
 
 It supplies the model, the loss (augmentation included, so it runs on the device inside the
-jitted step) and the validation metric; `evaluate` writes `eval.json` and `confusion.png`.
+jitted step) and the validation metrics; `evaluate` writes `eval.json` and `confusion.png`.
 """
 from __future__ import annotations
 
@@ -20,8 +20,10 @@ from tinycats.train.task import Task
 
 
 class ClassifyTask(Task):
-  best_metric = 'val_accuracy'
-  summary_metrics = ('accuracy',)
+  # Balanced accuracy (mean per-class recall) chooses the best checkpoint: a model that answers one class
+  # for everything scores 1/K, where plain accuracy gives it the majority class's share of the split.
+  best_metric = 'val_balanced_accuracy'
+  summary_metrics = ('accuracy', 'balanced_accuracy')
 
   def create_model(self, seed: int) -> nnx.Module:
     return models.create_classifier(self.config.model, len(self.classes), seed=seed)
@@ -41,7 +43,10 @@ class ClassifyTask(Task):
   def validate(self, graphdef, model_state, split, mesh) -> dict[str, float]:
     logits = predict_logits(self.config, graphdef, model_state, split.images, mesh)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, split.labels).mean()
-    return {'val_accuracy': float(np.mean(logits.argmax(-1) == split.labels)), 'val_loss': float(loss)}
+    predictions = logits.argmax(-1)
+    return {'val_accuracy': float(np.mean(predictions == split.labels)),
+            'val_balanced_accuracy': metrics.balanced_accuracy(split.labels, predictions, len(self.classes)),
+            'val_loss': float(loss)}
 
   def report(self, graphdef, model_state, split, mesh) -> dict:
     """The full evaluation of a split: what `eval.json` holds."""

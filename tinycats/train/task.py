@@ -4,7 +4,7 @@ A task has `create_model(seed)`, `loss(model, batch, key) -> (loss, metrics)` (r
 jitted step), `validate(graphdef, model_state, split, mesh) -> dict` (run at every evaluation),
 and `report(...)` (the full evaluation written to eval.json). The attributes below let a task
 choose which variables learn, what happens after each update, and which validation number
-picks the best checkpoint.
+picks the best checkpoint (of equal numbers, the later step) and counts for early stopping.
 """
 from __future__ import annotations
 
