@@ -40,7 +40,12 @@ def get_config(arg=None):
   c.data.split_seed = 0  # Seeds the train/val(/test) split, independent of the training seed.
   c.data.max_examples = 0  # Cap per split, classes in proportion (0 = all); val keeps its floor above it.
   c.data.image_size = 224  # What the network sees.
-  c.data.cache_size = 256  # Side of the decoded uint8 squares kept in the cache.
+  # Each image is cached whole: longer side resized to this, on a square uint8 canvas. A 500x375 photo
+  # keeps 320x240, so the evaluation crop (0.875 x 240 = 210 px) is resized up a little to 224.
+  c.data.cache_size = 320
+  # Evaluation, prediction and export see the central square of this fraction of the shorter side, resized
+  # to image_size: 0.875 is torchvision's Resize(256) + CenterCrop(224). In (0, 1].
+  c.data.eval_crop = 0.875
   c.data.cache_dir = ''  # '' = $TINYCATS_CACHE, else beside the data: DATA_DIR/tinycats-cache, FOLDER/.tinycats-cache.
   c.data.device_cache_gb = 4.0  # A training split up to this size is kept on each device (no per-step copy); 0 = never.
   c.data.normalization = 'imagenet'  # imagenet | none; recorded in the workdir for eval/export.
@@ -78,7 +83,7 @@ def get_config(arg=None):
     # stage at 64 px), so 64 px trains slower than 96 px here.
     c.data.max_examples = 512
     c.data.image_size = 96
-    c.data.cache_size = 108
+    c.data.cache_size = 128  # A 4:3 image's shorter side (96) still covers the input.
     c.train.batch_size = 32
     c.train.eval_batch_size = 64
     c.train.epochs = 3

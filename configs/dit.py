@@ -40,7 +40,12 @@ def get_config(arg=None):
   c.data.split_seed = 0
   c.data.max_examples = 0  # Cap per split, labels in proportion (0 = all); val keeps its floor above it.
   c.data.image_size = 128  # The generated image size.
-  c.data.cache_size = 128  # Decoded squares; larger than image_size means a central crop.
+  # Each image is cached whole: longer side resized to this, on a square uint8 canvas. 176 leaves a
+  # 4:3 image's shorter side (132) above image_size.
+  c.data.cache_size = 176
+  # The training (and validation) images are the central square of this fraction of the shorter side,
+  # resized to image_size, then flipped at random; 1.0 = the whole shorter side. In (0, 1].
+  c.data.eval_crop = 1.0
   c.data.cache_dir = ''
   c.data.device_cache_gb = 4.0  # A training split up to this size is kept on each device (no per-step copy); 0 = never.
   c.data.normalization = 'symmetric'  # Pixels in [-1, 1], the scale of the noise.
@@ -90,7 +95,7 @@ def get_config(arg=None):
     c.model.depth = 3
     c.model.heads = 4
     c.data.image_size = 32
-    c.data.cache_size = 32
+    c.data.cache_size = 44
     c.ema.decay = 0.995
     c.sample.steps = 20
     c.sample.cfg = 3.0  # A short run's class signal is weak; stronger guidance shows it.

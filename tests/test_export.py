@@ -103,12 +103,15 @@ def test_classifier_onnx_agrees_with_the_library_on_real_images(exports, runs, i
   import tinycats.data
   folder, _ = exports['classifier']
   clf = Classifier.load(runs['classifier'])
-  images = tinycats.data.load(clf.config, splits=('val',)).splits['val'].images[:24]
-  x = np.asarray(augment.eval_transform(images, image_size=32, norm='imagenet')).transpose(0, 3, 1, 2)
+  val = tinycats.data.load(clf.config, splits=('val',)).splits['val']
+  n = min(24, len(val))
+  x = np.asarray(augment.eval_transform(val.images[:n], val.sizes[:n], image_size=32,
+                                        crop_fraction=augment.eval_crop(clf.config.data), norm='imagenet'))
+  x = x.transpose(0, 3, 1, 2)
   logits = ort.InferenceSession(os.path.join(folder, 'cats.onnx')).run(None, {'input': x})[0]
   probs = np.exp(logits - logits.max(-1, keepdims=True))
   probs /= probs.sum(-1, keepdims=True)
-  library = clf.predict(images)
+  library = clf.predict([val.image(i) for i in range(n)])  # Whole pictures, fitted as the cache fits them.
   np.testing.assert_allclose(probs, library, atol=0.03)  # bfloat16 vs float32 compute.
   assert np.mean(probs.argmax(-1) == library.argmax(-1)) >= 0.95
 
@@ -185,9 +188,13 @@ def test_int8_report_measures_the_exported_model(exports, runs):
   import tinycats.data
   folder, result = exports['classifier']
   report = result['onnx']['int8']['validation']
-  val = tinycats.data.load(Classifier.load(runs['classifier']).config, splits=('val',)).splits['val']
-  images, labels = np.asarray(val.images[:report['examples']]), val.labels[:report['examples']]
-  x = np.asarray(augment.eval_transform(images, image_size=32, norm='imagenet')).transpose(0, 3, 1, 2)
+  config = Classifier.load(runs['classifier']).config
+  val = tinycats.data.load(config, splits=('val',)).splits['val']
+  n = report['examples']
+  x = np.asarray(augment.eval_transform(val.images[:n], val.sizes[:n], image_size=32,
+                                        crop_fraction=augment.eval_crop(config.data), norm='imagenet'))
+  x = x.transpose(0, 3, 1, 2)
+  labels = val.labels[:n]
   for name, key in (('cats.onnx', 'float32_accuracy'), ('cats_quantized.onnx', 'int8_accuracy')):
     predicted = ort.InferenceSession(os.path.join(folder, name)).run(None, {'input': x})[0].argmax(-1)
     assert np.mean(predicted == labels) == pytest.approx(report[key]), name
@@ -219,6 +226,11 @@ def test_models_json_describes_both_models_in_one_folder(exports, runs, tmp_path
     assert {i['name']: i['shape'] for i in listed} == {k: v[1] for k, v in inputs.items()}
     assert {section['output']['name']: section['output']['shape']} == {k: v[1] for k, v in outputs.items()}
   assert spec['classifier']['input']['normalization']['mean'] == [0.485, 0.456, 0.406]
+  policy = lambda section: {k: spec[section]['preprocess'][k] for k in ('crop', 'crop_fraction', 'resize', 'size')}
+  assert policy('classifier') == {'crop': 'center_square', 'crop_fraction': 0.875, 'resize': 'bilinear, antialiased',
+                                  'size': 32}  # configs/cats.py's data.eval_crop.
+  assert policy('generator') == {'crop': 'center_square', 'crop_fraction': 1.0, 'resize': 'bilinear, antialiased',
+                                 'size': 16}
   assert spec['classifier']['output']['classes'] == ['cat', 'other']
   sampling = spec['generator']['sampling']
   assert (sampling['method'], sampling['steps'], sampling['cfgScale'], sampling['nullLabel']) == (

@@ -8,7 +8,7 @@ from tinycats.train import feed as feed_lib, step as step_lib
 def _split(n=20, side=4):
   rng = np.random.default_rng(0)
   return Split(rng.integers(0, 255, (n, side, side, 3), dtype=np.uint8), rng.integers(0, 5, n).astype(np.int32),
-               [], [])
+               [], [], rng.integers(1, side + 1, (n, 2)).astype(np.int32))
 
 
 def test_an_epoch_visits_every_example_once_in_a_seeded_order():
@@ -29,7 +29,8 @@ def test_the_device_copy_gives_the_host_batches():
     batch, resident = host(step)
     rows, split_there = device(step)
     assert resident is None and set(rows) == {'index'}
-    for field in ('image', 'label'):
+    assert set(batch) == set(split_there) == {'image', 'size', 'label'}
+    for field in ('image', 'size', 'label'):
       np.testing.assert_array_equal(np.asarray(split_there[field][rows['index']]), np.asarray(batch[field]))
 
 
@@ -40,4 +41,4 @@ def test_what_fits_on_the_devices():
   assert not feed_lib.fits_on_devices(5 * gb, 4.0, None)
   assert feed_lib.fits_on_devices(gb, 4.0, 80 * gb)
   assert not feed_lib.fits_on_devices(3 * gb, 4.0, 8 * gb)  # Over a quarter of a device's memory.
-  assert feed_lib.on_devices(_split(), step_lib.make_mesh(), 1e-9) is None  # 1,040 bytes over a 1-byte cap.
+  assert feed_lib.on_devices(_split(), step_lib.make_mesh(), 1e-9) is None  # 1,200 bytes over a 1-byte cap.

@@ -146,10 +146,12 @@ def test_ema_update_moves_the_average_only():
 
 def test_symmetric_normalisation_round_trips_to_uint8():
   images = np.random.default_rng(4).integers(0, 256, (2, 6, 6, 3), dtype=np.uint8)
-  x = augment.eval_transform(jnp.asarray(images), image_size=6, norm='symmetric')
+  sizes = np.full((2, 2), 6, np.int32)
+  x = augment.eval_transform(jnp.asarray(images), sizes, image_size=6, crop_fraction=1.0, norm='symmetric')
   assert float(x.min()) >= -1 and float(x.max()) <= 1
   np.testing.assert_array_equal(augment.to_uint8(x, 'symmetric'), images)
-  flipped = augment.flip_transform(jnp.asarray(images), jax.random.key(0), image_size=6, flip=True)
+  flipped = augment.flip_transform(jnp.asarray(images), sizes, jax.random.key(0), image_size=6, crop_fraction=1.0,
+                                   flip=True)
   for i in range(2):  # Each image is either itself or its mirror.
     same, mirror = np.asarray(x[i]), np.asarray(x[i][:, ::-1])
     assert np.array_equal(flipped[i], same) or np.array_equal(flipped[i], mirror)

@@ -65,9 +65,10 @@ def test_pure_noise_scores_worse_than_real_images_on_every_metric(generator_run,
   real, other_real = data.splits['test'], data.splits['val']
   classifier = Classifier.load(judge)
   rng = np.random.default_rng(0)
-  noise = rng.integers(0, 256, other_real.images.shape, dtype=np.uint8)
-  as_real = sample_quality(classifier, real.images, real.labels, other_real.images, other_real.labels, list(config.data.classes))
-  as_noise = sample_quality(classifier, real.images, real.labels, noise, other_real.labels, list(config.data.classes))
+  pixels, other_pixels = (evaluate._as_generator_data(config, split) for split in (real, other_real))  # As judged.
+  noise = rng.integers(0, 256, other_pixels.shape, dtype=np.uint8)
+  as_real = sample_quality(classifier, pixels, real.labels, other_pixels, other_real.labels, list(config.data.classes))
+  as_noise = sample_quality(classifier, pixels, real.labels, noise, other_real.labels, list(config.data.classes))
   assert as_real['conditional_accuracy'] >= as_noise['conditional_accuracy'] + 0.4
   assert as_noise['frechet_distance'] > 3 * as_real['frechet_distance']
   # The flow loss of the trained model beats an untrained (zero-output) one on the same draws.

@@ -56,7 +56,8 @@ def test_bf16_policy_through_the_library_train_step():
   graphdef, state = nnx.split((model, optimizer))
   mesh = step_lib.make_mesh()
   batch = step_lib.shard_batch({'image': np.random.default_rng(0).integers(0, 255, (16, 36, 36, 3), np.uint8),
-                                'label': np.arange(16, dtype=np.int32) % 2}, mesh)
+                                'size': np.full((16, 2), 36, np.int32), 'label': np.arange(16, dtype=np.int32) % 2},
+                               mesh)
   state, metrics = step_lib.TrainStep(graphdef, task.loss, mesh)(state, batch, jax.random.key(0), 0)
   assert np.isfinite(float(metrics['loss'])) and metrics['loss'].dtype == jnp.float32
   dtypes = {str(v.dtype) for _, v in nnx.to_flat_state(state) if hasattr(v, 'dtype')}

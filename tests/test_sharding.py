@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent('''
   task = TASKS['classify'](config, ['cat', 'other'])
   rng = np.random.default_rng(0)
   split = Split(rng.integers(0, 255, (48, 36, 36, 3), dtype=np.uint8), rng.integers(0, 2, 48).astype(np.int32),
-                [], [])
+                [], [], rng.integers(20, 37, (48, 2)).astype(np.int32))
 
   def run(devices, device_cache_gb=0.0):
     mesh = step_lib.make_mesh(devices)

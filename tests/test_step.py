@@ -56,6 +56,7 @@ def _accumulated_step(config, classes):
   rng = np.random.default_rng(0)
   size = config.data.cache_size
   batch = {'image': rng.integers(0, 255, (8, size, size, 3), dtype=np.uint8),
+           'size': rng.integers(size // 2, size + 1, (8, 2)).astype(np.int32),
            'label': rng.integers(0, classes, 8).astype(np.int32)}
   for step in range(2):  # The first update's warmup learning rate is 0.
     state, metrics = train_step(state, step_lib.shard_batch(batch, mesh), jax.random.key(0), step)

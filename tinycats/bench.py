@@ -53,15 +53,19 @@ def bench_config(model: str, batch: int, image_size: int, dtype: str, overrides=
   if not os.path.isfile(spec):
     raise UserError(f'{spec} not found: run `tinycats bench` from a checkout of the repository')
   common = [f'--config.train.batch_size={batch}', f'--config.data.image_size={image_size}',
-            f'--config.model.dtype={DTYPES[dtype]}']
-  if model == 'dit':
-    common.append(f'--config.data.cache_size={image_size}')
-  else:
-    common += [f'--config.model.name={model}', "--config.model.pretrained=", 
-               f'--config.data.cache_size={round(image_size * 256 / 224)}']  # The recipe's 256/224 ratio.
+            f'--config.model.dtype={DTYPES[dtype]}', f'--config.data.cache_size={_cache_size(spec, image_size)}']
+  if model != 'dit':
+    common += [f'--config.model.name={model}', "--config.model.pretrained="]
   config = config_lib.load(spec, common + list(overrides))
   config.data.classes = tuple(pets.LABEL_SETS[config.data.labels])
   return config
+
+
+def _cache_size(spec: str, image_size: int) -> int:
+  """The recipe's cache size scaled to `image_size`: its ratio (320/224 for the classifier) to the input."""
+  from tinycats import config as config_lib
+  data = config_lib.load_config_file(spec).data
+  return round(image_size * data.cache_size / data.image_size)
 
 
 def _flops(compiled) -> float | None:
@@ -184,6 +188,7 @@ def train_step(model: str, batch: int, image_size: int, dtype: str = 'bf16', ste
   rng = np.random.default_rng(0)
   side = config.data.cache_size
   host = {'image': rng.integers(0, 256, (batch, side, side, 3), dtype=np.uint8),
+          'size': np.tile(np.int32([side * 3 // 4, side]), (batch, 1)),  # 4:3 pictures, Oxford-IIIT Pet's commonest.
           'label': rng.integers(0, len(config.data.classes), batch).astype(np.int32)}
   data = step_lib.shard_batch(host, mesh)
   key = jax.random.key(0)
@@ -347,7 +352,7 @@ def pipeline(image_size: int = 224, images: int = 256, batch: int = 64, steps: i
   from PIL import Image
   from tinycats.data import augment, cache
   from tinycats.train import step as step_lib
-  side = round(image_size * 256 / 224)
+  side = _cache_size(os.path.join(REPO, 'configs', 'cats.py'), image_size)
   rng = np.random.default_rng(0)
   out = []
   with tempfile.TemporaryDirectory(prefix='tinycats-bench-') as tmp:
@@ -365,28 +370,30 @@ def pipeline(image_size: int = 224, images: int = 256, batch: int = 64, steps: i
     decode_seconds = time.perf_counter() - start
     out.append(dict(kind='pipeline', stage='jpeg_decode_to_cache', images=images, source_size=list(source_size),
                     cache_size=side, seconds=decode_seconds, images_per_sec=images / decode_seconds, **machine()))
-    squares = np.array(cached.images)  # A copy: the memory-mapped file goes with the folder.
+    canvases, sizes = np.array(cached.images), cached.sizes  # A copy: the memory-mapped file goes with the folder.
     del cached
   mesh = step_lib.make_mesh()
   batch = min(batch, images) // mesh.size * mesh.size
   if not batch:
     raise UserError(f'--batch must be at least the device count ({mesh.size})')
-  augment_fn = lambda x, key: augment.train_transform(x, key, image_size=image_size, color_jitter=0.2)
+  augment_fn = lambda b, key: augment.train_transform(b['image'], b['size'], key, image_size=image_size,
+                                                      color_jitter=0.2)
   host_step = jax.jit(augment_fn)
-  device_step = jax.jit(lambda squares, rows, key: augment_fn(squares[rows], key))
-  resident = step_lib.global_array(squares, step_lib.replicated(mesh))  # What `feed.Feed` keeps on the devices.
+  device_step = jax.jit(lambda split, rows, key: augment_fn(jax.tree.map(lambda field: field[rows], split), key))
+  everywhere = step_lib.replicated(mesh)  # What `feed.Feed` keeps on the devices:
+  resident = {'image': step_lib.global_array(canvases, everywhere), 'size': step_lib.global_array(sizes, everywhere)}
   key = jax.random.key(0)
 
-  def from_host(i):  # The loop's path for a split too big for the devices: host gather, then transfer.
+  def transfer_only(i):  # What the device cache saves each step: the host gather and the copy to the devices.
     chosen = np.sort(rng.permutation(images)[:batch])
-    return host_step(step_lib.shard_batch({'image': squares[chosen]}, mesh)['image'], jax.random.fold_in(key, i))
+    return step_lib.shard_batch({'image': canvases[chosen], 'size': sizes[chosen]}, mesh)
+
+  def from_host(i):  # The loop's path for a split too big for the devices: host gather, then transfer.
+    return host_step(transfer_only(i), jax.random.fold_in(key, i))
 
   def on_device(i):  # The loop's path for a split that fits: only the row indices are sent.
     rows = step_lib.shard_batch({'index': np.sort(rng.permutation(images)[:batch]).astype(np.int32)}, mesh)['index']
     return device_step(resident, rows, jax.random.fold_in(key, i))
-
-  def transfer_only(i):  # What the device cache saves each step: the host gather and the copy to the devices.
-    return step_lib.shard_batch({'image': squares[np.sort(rng.permutation(images)[:batch])]}, mesh)['image']
 
   for stage, one in (('host_gather_and_transfer', transfer_only), ('cache_to_augmented_device_batch', from_host),
                      ('device_cache_to_augmented_batch', on_device)):

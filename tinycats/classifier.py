@@ -3,8 +3,9 @@
     clf = Classifier.load('workdirs/cats-...')   # or an export folder, or a Hub repo id 'user/tinycats-cats'
     probs = clf.predict(images)   # uint8 (N, H, W, 3), any H and W -> (N, len(clf.classes))
 
-Images go through the same resize as the training cache and the same eval transform as
-validation, read from the workdir's config.json.
+Images go through the same resize as the training cache (`cache.fit`: the whole picture on a
+canvas) and the same eval transform as validation (the central `data.eval_crop` of the shorter
+side), read from the workdir's config.json.
 """
 from __future__ import annotations
 
@@ -40,11 +41,13 @@ class Classifier:
       return cls(*weights.load_export(folder, 'classify', 'classifier'))
     return cls(*state_lib.load_run(folder, 'classify', 'classifier', step))
 
-  def _squares(self, images) -> np.ndarray:
-    """Each image (array or PIL) through the cache's own resize, so prediction sees training's pixels."""
+  def _canvases(self, images) -> tuple[np.ndarray, np.ndarray]:
+    """(canvases, sizes): each image (array or PIL) through the cache's own resize, so prediction sees
+    training's pixels."""
     if isinstance(images, np.ndarray) and images.ndim == 3:
       images = images[None]
-    return np.stack([cache.to_square(image, self.config.data.cache_size) for image in images])
+    canvases, sizes = zip(*(cache.fit(image, self.config.data.cache_size) for image in images))
+    return np.stack(canvases), np.asarray(sizes, np.int32)
 
   def predict(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     """Class probabilities (N, num_classes) for uint8 RGB images (N, H, W, 3) or a list of (H, W, 3)."""
@@ -52,7 +55,7 @@ class Classifier:
 
   def embed(self, images: np.ndarray | Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities, penultimate-layer features (N, D)): the features are what Fréchet distances compare."""
-    logits, features = predict_arrays(self.config, self._graphdef, self._state, self._squares(images), self._mesh)
+    logits, features = predict_arrays(self.config, self._graphdef, self._state, *self._canvases(images), self._mesh)
     return np.asarray(jax.nn.softmax(logits, axis=-1)), features
 
   def predict_files(self, paths: Sequence[str]) -> list[dict]:
@@ -62,7 +65,7 @@ class Classifier:
       try:
         if os.path.isfile(path) and os.path.getsize(path) == 0:
           raise ValueError('empty file')
-        images.append(cache.read_image_file(path))  # to_square makes it RGB, as for the cache.
+        images.append(cache.read_image_file(path))  # fit makes it RGB, as for the cache.
         readable.append(len(results))
         results.append({'file': path})
       except Exception as e:  # pylint: disable=broad-except  # Reported per file, in the output.

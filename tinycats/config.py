@@ -155,6 +155,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if config.model.get('pretrained') and config.data.normalization != 'imagenet':
     raise ConfigError("model.pretrained weights were trained on ImageNet-normalised inputs; keep "
                       "data.normalization='imagenet' or train from scratch with --config.model.pretrained=''")
+  eval_crop = values.get('data.eval_crop')
+  if eval_crop is not None and not 0 < eval_crop <= 1:
+    raise ConfigError(f"config field 'data.eval_crop' must be in (0, 1], got {eval_crop!r}: it is the fraction of "
+                      "the shorter side whose central square evaluation keeps (0.875 = torchvision's 224/256)")
   if config.data.image_size > config.data.cache_size:
     raise ConfigError(f'data.image_size ({config.data.image_size}) must not exceed data.cache_size '
                       f'({config.data.cache_size}): the network input is cropped from the cached image')

@@ -14,6 +14,7 @@ import numpy as np
 
 import tinycats.data
 from tinycats import config as config_lib, metrics
+from tinycats.data import augment
 from tinycats.errors import UserError
 from tinycats.train import state as state_lib, step as step_lib
 from tinycats.train.tasks import TASKS
@@ -61,12 +62,20 @@ def _judge_samples(workdir, generator, split, classifier_dir: str, per_class: in
   grid = generator.sample_grid(per_label=per_class, seed=seed)
   classes = generator.classes
   labels = np.repeat(np.arange(len(classes)), per_class)
-  size, side = config.data.image_size, split.images.shape[1]
-  offset = (side - size) // 2  # The real images as the generator learnt them: the central crop.
-  real = np.asarray(split.images[:, offset:offset + size, offset:offset + size])
+  real = _as_generator_data(config, split)
   out = sample_quality(judge, real, split.labels, grid.reshape((-1,) + grid.shape[2:]), labels, classes)
   s = config.sample
   out.update(classifier=os.path.abspath(classifier_dir), per_class=per_class, seed=seed, sampler=s.sampler,
              steps=s.steps, cfg=s.cfg)
   metrics.save_grid(grid, os.path.join(workdir, 'samples', 'eval.png'), classes)
   return out
+
+
+def _as_generator_data(config, split, batch: int = 256) -> np.ndarray:
+  """The split's real images as the generator learnt them (its transform, unflipped), as uint8 pixels."""
+  d = config.data
+  return np.concatenate([
+      augment.to_uint8(augment.flip_transform(split.images[i:i + batch], split.sizes[i:i + batch], None,
+                                              image_size=d.image_size, crop_fraction=augment.eval_crop(d),
+                                              flip=False, norm=d.normalization), d.normalization)
+      for i in range(0, len(split), batch)])

@@ -1,6 +1,7 @@
 """Labelled splits for a config: source (TFDS or image folder) -> decoded uint8 cache.
 
-`load(config)` returns the class names and the train/val/test splits as cached uint8 arrays.
+`load(config)` returns the class names and the train/val/test splits as cached uint8 arrays: each
+image whole on a padded canvas, with its size (see `cache.py`).
 The TFDS train split is divided into train and val (seeded, stratified by class, at least
 `data.val_min_per_class` of each class in val); TFDS's test split is kept for the final
 evaluation. An image folder is divided into all three the same way (`stratify.py`).
@@ -22,13 +23,19 @@ SPLITS = ('train', 'val', 'test')
 
 @dataclasses.dataclass
 class Split:
-  images: np.ndarray  # (N, S, S, 3) uint8
+  images: np.ndarray  # (N, S, S, 3) uint8 canvases; the picture is the top-left `sizes[i]` of each.
   labels: np.ndarray  # (N,) int32
   names: list[str]
   skipped: list[str]
+  sizes: np.ndarray  # (N, 2) int32: (height, width) of each picture on its canvas.
 
   def __len__(self):
     return len(self.labels)
+
+  def image(self, i: int) -> np.ndarray:
+    """Image `i` as cached, without its canvas's padding: (h, w, 3) uint8, what `Classifier.predict` takes."""
+    h, w = self.sizes[i]
+    return np.asarray(self.images[i, :h, :w])
 
 
 @dataclasses.dataclass
@@ -135,7 +142,7 @@ def load(config, splits=SPLITS) -> Data:
     if not loaders:
       raise UserError(f'the {name} split is empty; check data.val_fraction / data.test_fraction / data.max_examples')
     cached = cache.get_or_build(cache_dir, key, names, loaders)
-    out[name] = Split(cached.images, to_labels(cached.labels), cached.names, cached.skipped)
+    out[name] = Split(cached.images, to_labels(cached.labels), cached.names, cached.skipped, cached.sizes)
   if 'val' in out:
     stratify.warn_if_few(out['val'].labels, classes, _val_floor(config))
   return Data(classes, out)

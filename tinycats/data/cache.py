@@ -1,11 +1,13 @@
-"""Decode every image once into a uint8 array of fixed-size squares, kept on disk and reused.
+"""Decode every image once into a uint8 array of fixed-size canvases, kept on disk and reused.
 
 Training then never decodes JPEGs: batches are slices of this array, and augmentation runs on
-the device (see `augment.py`). The cache lives beside the data (in the TFDS data dir, or a hidden
-folder inside an image folder) so that every later run on that data reuses it. A cache is a
-folder: `images.npy` (N, S, S, 3) uint8, one `<field>.npy` int32 per label field and `meta.json`;
-it is written to a temporary folder and renamed, so an interrupted build leaves nothing
-half-written. Images that fail to decode are
+the device (see `augment.py`). Each canvas holds the whole picture, its longer side resized to
+the cache size, at the top-left (zero padding elsewhere), so that crops can come from all of it.
+The cache lives beside the data (in the TFDS data dir, or a hidden folder inside an image
+folder) so that every later run on that data reuses it. A cache is a folder: `images.npy`
+(N, S, S, 3) uint8, `sizes.npy` (N, 2) int32 (each picture's height and width on its canvas), one
+`<field>.npy` int32 per label field and `meta.json`; it is written to a temporary folder and
+renamed, so an interrupted build leaves nothing half-written. Images that fail to decode are
 skipped with a warning naming them, and counted.
 """
 from __future__ import annotations
@@ -27,12 +29,16 @@ from tqdm import tqdm
 
 from tinycats.errors import UserError
 
+# Part of every cache's key: a cache of another layout (1: centre-cropped squares) is not reused.
+FORMAT = 2
+
 Loader = Callable[[], tuple[np.ndarray | Image.Image, dict[str, int]]]
 
 
 @dataclasses.dataclass
 class CachedSplit:
   images: np.ndarray  # (N, S, S, 3) uint8, memory-mapped.
+  sizes: np.ndarray  # (N, 2) int32: each picture's (height, width) at the top-left of its canvas.
   labels: dict[str, np.ndarray]  # field -> (N,) int32
   names: list[str]  # Source names of the N kept images.
   skipped: list[str]  # Names of images that could not be decoded.
@@ -41,8 +47,9 @@ class CachedSplit:
     return len(self.images)
 
 
-def to_square(image: np.ndarray | Image.Image, size: int) -> np.ndarray:
-  """Resizes the shorter side to `size` (antialiased) and centre-crops: (size, size, 3) uint8.
+def fit(image: np.ndarray | Image.Image, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+  """The whole picture, longer side resized to `size` (antialiased, aspect kept), at the top-left of a
+  (size, size, 3) uint8 zero canvas, and its (height, width) there.
 
   The one host-side resize, shared by the cache and by prediction so they see the same pixels.
   """
@@ -56,11 +63,11 @@ def to_square(image: np.ndarray | Image.Image, size: int) -> np.ndarray:
   w, h = image.size
   if w == 0 or h == 0:
     raise ValueError('empty image')
-  scale = size / min(w, h)
-  nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-  image = image.resize((nw, nh), Image.BILINEAR, reducing_gap=None)
-  left, top = (nw - size) // 2, (nh - size) // 2
-  return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
+  scale = size / max(w, h)
+  nw, nh = min(size, max(1, round(w * scale))), min(size, max(1, round(h * scale)))
+  canvas = np.zeros((size, size, 3), np.uint8)
+  canvas[:nh, :nw] = np.asarray(image.resize((nw, nh), Image.BILINEAR, reducing_gap=None), dtype=np.uint8)
+  return canvas, (nh, nw)
 
 
 def read_image_file(path: str) -> Image.Image:
@@ -71,7 +78,7 @@ def read_image_file(path: str) -> Image.Image:
 
 
 def cache_path(cache_dir: str, key: dict) -> str:
-  digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+  digest = hashlib.sha256(json.dumps(dict(key, format=FORMAT), sort_keys=True).encode()).hexdigest()[:16]
   return os.path.join(cache_dir, f"{key.get('source', 'data')}-{key.get('split', 'split')}-{key['size']}-{digest}")
 
 
@@ -79,14 +86,14 @@ def load(path: str) -> CachedSplit:
   with open(os.path.join(path, 'meta.json')) as f:
     meta = json.load(f)
   labels = {field: np.load(os.path.join(path, f'{field}.npy')) for field in meta['label_fields']}
-  return CachedSplit(np.load(os.path.join(path, 'images.npy'), mmap_mode='r'), labels, meta['names'],
-                     meta['skipped'])
+  return CachedSplit(np.load(os.path.join(path, 'images.npy'), mmap_mode='r'), np.load(os.path.join(path, 'sizes.npy')),
+                     labels, meta['names'], meta['skipped'])
 
 
 def build(path: str, names: Sequence[str], loaders: Sequence[Loader], key: dict) -> CachedSplit:
   """Decodes `loaders` (in threads: PIL releases the GIL) straight into a memory-mapped file at `path`.
 
-  Peak memory stays near one image per thread whatever the split's size: each square is written
+  Peak memory stays near one image per thread whatever the split's size: each canvas is written
   to the file as soon as it is decoded.
   """
   n, size = len(loaders), key['size']
@@ -94,26 +101,27 @@ def build(path: str, names: Sequence[str], loaders: Sequence[Loader], key: dict)
   os.makedirs(tmp)
   try:
     images = np.lib.format.open_memmap(os.path.join(tmp, 'images.npy'), 'w+', np.uint8, (n, size, size, 3))
+    sizes = np.zeros((n, 2), np.int32)
     labels: dict[str, np.ndarray] = {}
     ok = np.zeros(n, bool)
     skipped = []
 
     def decode(i):
       image, fields = loaders[i]()
-      return to_square(image, size), fields
+      return fit(image, size), fields
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 1)) as pool:
       futures = {pool.submit(decode, i): i for i in range(n)}
       for future in tqdm(concurrent.futures.as_completed(futures), total=n, desc=f'decoding {key.get("split", "")}',
                          unit='img', file=sys.stderr, mininterval=1.0, disable=n < 64):
-        i = futures.pop(future)  # Drop the reference: the decoded square lives only in the file.
+        i = futures.pop(future)  # Drop the reference: the decoded canvas lives only in the file.
         try:
-          square, fields = future.result()
+          (canvas, sizes[i]), fields = future.result()
         except Exception as error:  # pylint: disable=broad-except  # A bad image must not end the run.
           skipped.append(names[i])
           warnings.warn(f'skipping unreadable image {names[i]}: {type(error).__name__}: {error}', stacklevel=2)
           continue
-        images[i] = square
+        images[i] = canvas
         ok[i] = True
         for field, value in fields.items():
           labels.setdefault(field, np.full(n, -1, np.int32))[i] = value
@@ -132,9 +140,10 @@ def build(path: str, names: Sequence[str], loaders: Sequence[Loader], key: dict)
     else:
       images.flush()
       del images
+    np.save(os.path.join(tmp, 'sizes.npy'), sizes[ok])
     for field, values in labels.items():
       np.save(os.path.join(tmp, f'{field}.npy'), values[ok])
-    meta = dict(key=key, names=[name for name, keep in zip(names, ok) if keep], skipped=sorted(skipped),
+    meta = dict(key=key, format=FORMAT, names=[name for name, keep in zip(names, ok) if keep], skipped=sorted(skipped),
                 label_fields=sorted(labels))
     with open(os.path.join(tmp, 'meta.json'), 'w') as f:
       json.dump(meta, f)

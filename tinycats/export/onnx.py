@@ -179,7 +179,7 @@ def quantize(source: str, target: str) -> None:
 
 
 def _validation_batch(config):
-  """Up to QUALITY_BATCH validation images and labels, or the reason they cannot be read."""
+  """Up to QUALITY_BATCH validation images (canvases), their sizes and labels, or the reason they cannot be read."""
   import tinycats.data
   try:
     split = tinycats.data.load(config, splits=('val',)).splits['val']
@@ -188,7 +188,7 @@ def _validation_batch(config):
     print(f'tinycats export: int8 accuracy not measured: {reason}', file=sys.stderr)
     return None, reason
   n = min(QUALITY_BATCH, len(split))
-  return (np.asarray(split.images[:n]), np.asarray(split.labels[:n])), None
+  return (np.asarray(split.images[:n]), np.asarray(split.sizes[:n]), np.asarray(split.labels[:n])), None
 
 
 def _run(onnx_session, feeds: dict[str, np.ndarray], batch: int = 32) -> np.ndarray:
@@ -205,17 +205,19 @@ def quantization_report(config, float_path: str, int8_path: str) -> dict:
   if batch is None:
     report['validation'] = {'measured': False, 'reason': reason}
     return report
-  images, labels = batch
+  images, sizes, labels = batch
   sessions = {'float32': session(float_path), 'int8': session(int8_path)}
-  size = config.data.image_size
+  size, crop = config.data.image_size, augment.eval_crop(config.data)
   if config.task == 'classify':
-    x = np.asarray(augment.eval_transform(images, image_size=size, norm='imagenet')).transpose(0, 3, 1, 2)
+    x = np.asarray(augment.eval_transform(images, sizes, image_size=size, crop_fraction=crop, norm='imagenet'))
+    x = x.transpose(0, 3, 1, 2)
     predictions = {k: _run(s, {'input': x}).argmax(-1) for k, s in sessions.items()}
     out = {f'{k}_accuracy': float(np.mean(p == labels)) for k, p in predictions.items()}
     out['agreement'] = float(np.mean(predictions['float32'] == predictions['int8']))
     out['accuracy_change'] = out['int8_accuracy'] - out['float32_accuracy']
   else:
-    data = np.asarray(augment.eval_transform(images, image_size=size, norm=config.data.normalization))
+    data = np.asarray(augment.eval_transform(images, sizes, image_size=size, crop_fraction=crop,
+                                             norm=config.data.normalization))
     data = data.transpose(0, 3, 1, 2)
     rng = np.random.default_rng(0)
     noise = rng.normal(size=data.shape).astype(np.float32)
@@ -240,6 +242,15 @@ def _file_entry(path: str, description: str) -> dict:
           'description': description}
 
 
+def _preprocess(config) -> dict:
+  """How an image becomes the model's input (or a real image the generator's output is compared with):
+  the policy of `augment.eval_transform`, for the page to repeat."""
+  fraction, size = augment.eval_crop(config.data), config.data.image_size
+  return {'crop': 'center_square', 'crop_fraction': fraction, 'resize': 'bilinear, antialiased', 'size': size,
+          'description': f'the central square of side {fraction:g} x the shorter side of the whole image, '
+                         f'resized to {size}x{size} (bilinear, antialiased)'}
+
+
 def models_json(existing: dict, config, paths: dict[str, str], info: dict) -> dict:
   """The page's models.json with this model's sections (re)written; the other model's sections are kept."""
   out = dict(existing)
@@ -259,7 +270,8 @@ def models_json(existing: dict, config, paths: dict[str, str], info: dict) -> di
                   'normalization': {'mean': list(mean), 'std': list(std),
                                     'description': 'pixels in [0, 1], then (x - mean) / std per channel'}},
         'output': {'name': 'output', 'shape': ['batch_size', len(classes)],
-                   'description': 'logits (softmax gives probabilities)', 'classes': classes}}
+                   'description': 'logits (softmax gives probabilities)', 'classes': classes},
+        'preprocess': _preprocess(config)}
     out['breed_classes'] = {'note': f'the classifier outputs {len(classes)} classes',
                             'classes': [{'index': i, 'name': c} for i, c in enumerate(classes)]}
     recommended['classifier'] = 'quantized' if 'int8' in paths else 'original'
@@ -282,7 +294,9 @@ def models_json(existing: dict, config, paths: dict[str, str], info: dict) -> di
             'x(t+dt) = x(t) + dt * v from t=0 to 1; guided v = v(null) + cfgScale * (v(breed) - v(null))')),
         'normalization': {'mean': list(augment.normalization(config.data.normalization)[0]),
                           'std': list(augment.normalization(config.data.normalization)[1]),
-                          'description': 'pixels = x * std + mean, in [0, 1]'}}
+                          'description': 'pixels = x * std + mean, in [0, 1]'},
+        'preprocess': dict(_preprocess(config), note='how the training images were cut: a real image shown '
+                                                      'beside the samples should be cut the same way')}
     out['generator_breeds'] = {'note': f'the generator is conditioned on {null} classes; {null} is the null label',
                                'classes': [{'index': i, 'name': c} for i, c in enumerate(classes)]}
     recommended['generator'] = 'generator'

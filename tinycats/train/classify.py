@@ -31,8 +31,9 @@ class ClassifyTask(Task):
   def loss(self, model, batch, key):
     data = self.config.data
     k_aug, k_drop = jax.random.split(key)
-    x = augment.train_transform(batch['image'], k_aug, image_size=data.image_size, min_scale=data.crop_min_scale,
-                                flip=data.flip, color_jitter=data.color_jitter, norm=data.normalization)
+    x = augment.train_transform(batch['image'], batch['size'], k_aug, image_size=data.image_size,
+                                min_scale=data.crop_min_scale, flip=data.flip, color_jitter=data.color_jitter,
+                                norm=data.normalization)
     logits = model(x, rngs=nnx.Rngs(dropout=k_drop))
     targets = optax.smooth_labels(jax.nn.one_hot(batch['label'], len(self.classes)),
                                   self.config.train.label_smoothing)
@@ -41,7 +42,7 @@ class ClassifyTask(Task):
     return loss, {'accuracy': accuracy}
 
   def validate(self, graphdef, model_state, split, mesh) -> dict[str, float]:
-    logits = predict_logits(self.config, graphdef, model_state, split.images, mesh)
+    logits = predict_logits(self.config, graphdef, model_state, split.images, split.sizes, mesh)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, split.labels).mean()
     predictions = logits.argmax(-1)
     return {'val_accuracy': float(np.mean(predictions == split.labels)),
@@ -50,29 +51,34 @@ class ClassifyTask(Task):
 
   def report(self, graphdef, model_state, split, mesh) -> dict:
     """The full evaluation of a split: what `eval.json` holds."""
-    logits = predict_logits(self.config, graphdef, model_state, split.images, mesh)
+    logits = predict_logits(self.config, graphdef, model_state, split.images, split.sizes, mesh)
     return metrics.classification_report(split.labels, logits.argmax(-1), self.classes)
 
 
 @functools.lru_cache(maxsize=8)
-def _predict_fn(image_size: int, norm: str, graphdef, mesh):
-  """The jitted eval-mode forward pass for uint8 cache-size squares: (logits, pooled features)."""
-  def predict(state, images):
+def _predict_fn(image_size: int, crop_fraction: float, norm: str, graphdef, mesh):
+  """The jitted eval-mode forward pass for uint8 cache canvases and their picture sizes: (logits, pooled features)."""
+  def predict(state, images, sizes):
     model = nnx.merge(graphdef, state)
     model.eval()
-    features = model.features(augment.eval_transform(images, image_size=image_size, norm=norm))
+    features = model.features(augment.eval_transform(images, sizes, image_size=image_size,
+                                                     crop_fraction=crop_fraction, norm=norm))
     return model.fc(features), features
-  return jax.jit(predict, in_shardings=(step_lib.replicated(mesh), step_lib.batch_sharding(mesh)),
+  batch = step_lib.batch_sharding(mesh)
+  return jax.jit(predict, in_shardings=(step_lib.replicated(mesh), batch, batch),
                  out_shardings=step_lib.replicated(mesh))
 
 
-def predict_arrays(config, graphdef, model_state, images: np.ndarray, mesh,
+def predict_arrays(config, graphdef, model_state, images: np.ndarray, sizes: np.ndarray, mesh,
                    batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-  """float32 (logits, penultimate features) for uint8 (N, S, S, 3) images, batch by batch."""
-  fn = _predict_fn(config.data.image_size, config.data.normalization, graphdef, mesh)
-  return step_lib.run_batched(fn, model_state, (images,), batch_size or config.train.eval_batch_size, mesh)
+  """float32 (logits, penultimate features) for uint8 (N, S, S, 3) canvases and picture sizes (N, 2), in batches."""
+  data = config.data
+  fn = _predict_fn(data.image_size, augment.eval_crop(data), data.normalization, graphdef, mesh)
+  return step_lib.run_batched(fn, model_state, (images, np.asarray(sizes, np.int32)),
+                              batch_size or config.train.eval_batch_size, mesh)
 
 
-def predict_logits(config, graphdef, model_state, images: np.ndarray, mesh, batch_size: int | None = None) -> np.ndarray:
-  """float32 logits for uint8 (N, S, S, 3) images."""
-  return predict_arrays(config, graphdef, model_state, images, mesh, batch_size)[0]
+def predict_logits(config, graphdef, model_state, images: np.ndarray, sizes: np.ndarray, mesh,
+                   batch_size: int | None = None) -> np.ndarray:
+  """float32 logits for uint8 (N, S, S, 3) canvases with picture sizes (N, 2)."""
+  return predict_arrays(config, graphdef, model_state, images, sizes, mesh, batch_size)[0]

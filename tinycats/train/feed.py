@@ -1,8 +1,8 @@
 """Training batches as a function of the step alone, from the host cache or from a copy on the devices.
 
 The order is an epoch permutation seeded by (seed, epoch), so a resumed run needs only its step.
-A split small enough (`data.device_cache_gb`: Oxford-IIIT Pet's 3.3k training squares at 256 px
-are 0.65 GB) is copied once to every device; each step then sends only its batch's row indices
+A split small enough (`data.device_cache_gb`: Oxford-IIIT Pet's 3.3k training canvases at 320 px
+are 1.0 GB) is copied once to every device; each step then sends only its batch's row indices
 and the train step gathers the rows there, so no image crosses from the host while training.
 A larger split is gathered on the host and sent each step. Both give the same batches.
 """
@@ -32,9 +32,10 @@ def batch_indices(n: int, step: int, batch_size: int, steps_per_epoch: int, seed
 
 
 def train_batch(split, step: int, batch_size: int, steps_per_epoch: int, seed: int) -> dict[str, np.ndarray]:
-  """The host batch for `step`: the rows of `batch_indices` from the cache."""
+  """The host batch for `step`: the rows of `batch_indices` from the cache (canvases, picture sizes, labels)."""
   chosen = batch_indices(len(split), step, batch_size, steps_per_epoch, seed)
-  return {'image': np.asarray(split.images[chosen]), 'label': split.labels[chosen]}
+  return {'image': np.asarray(split.images[chosen]), 'size': np.asarray(split.sizes[chosen], np.int32),
+          'label': split.labels[chosen]}
 
 
 def _device_memory(mesh) -> int | None:
@@ -53,12 +54,12 @@ def fits_on_devices(nbytes: int, max_gb: float, device_memory: int | None) -> bo
 
 
 def on_devices(split, mesh, max_gb: float) -> dict[str, jax.Array] | None:
-  """The split's images and labels replicated on every device of `mesh`, or None if it does not fit.
+  """The split's images, sizes and labels replicated on every device of `mesh`, or None if it does not fit.
 
   With several processes, process 0's answer is everyone's: one process feeding from the host while
   another gathers on its devices would run different programs and hang.
   """
-  nbytes = split.images.nbytes + split.labels.nbytes
+  nbytes = split.images.nbytes + split.sizes.nbytes + split.labels.nbytes
   fits = fits_on_devices(nbytes, max_gb, _device_memory(mesh))
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
@@ -68,6 +69,7 @@ def on_devices(split, mesh, max_gb: float) -> dict[str, jax.Array] | None:
   print(f'training images kept on each device: {len(split)} images, {nbytes / 1e9:.2f} GB', file=sys.stderr)
   everywhere = step_lib.replicated(mesh)
   return {'image': step_lib.global_array(split.images, everywhere),
+          'size': step_lib.global_array(np.asarray(split.sizes, np.int32), everywhere),
           'label': step_lib.global_array(np.asarray(split.labels, np.int32), everywhere)}
 
 
@@ -75,7 +77,7 @@ class Feed:
   """`feed(step) -> (batch, resident)` for `TrainStep(state, batch, rng, step, resident)`.
 
   With the split on the devices, `batch` is {'index'} and `resident` the split there; otherwise
-  `batch` is {'image', 'label'} gathered on the host and `resident` is None.
+  `batch` is {'image', 'size', 'label'} gathered on the host and `resident` is None.
   """
 
   def __init__(self, split, mesh, *, batch_size: int, steps_per_epoch: int, seed: int, device_cache_gb: float):

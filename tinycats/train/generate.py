@@ -65,7 +65,8 @@ class FlowTask(Task):
   def loss(self, model, batch, key):
     f, d = self.config.flow, self.config.data
     k_flip, k_noise, k_time, k_drop = jax.random.split(key, 4)
-    data = augment.flip_transform(batch['image'], k_flip, image_size=d.image_size, flip=d.flip, norm=d.normalization)
+    data = augment.flip_transform(batch['image'], batch['size'], k_flip, image_size=d.image_size,
+                                  crop_fraction=augment.eval_crop(d), flip=d.flip, norm=d.normalization)
     n = data.shape[0]
     noise = jax.random.normal(k_noise, data.shape, jnp.float32)
     t = flow.sample_timesteps(k_time, n, f.timesteps, f.logit_mean, f.logit_std)
@@ -96,11 +97,11 @@ VALIDATION_DRAWS = 4
 
 
 @functools.lru_cache(maxsize=8)
-def _loss_fn(graphdef, image_size: int, norm: str, mesh):
-  def losses(state, images, labels, index, seed):
+def _loss_fn(graphdef, image_size: int, crop_fraction: float, norm: str, mesh):
+  def losses(state, images, sizes, labels, index, seed):
     model = nnx.merge(graphdef, state)
     model.eval()
-    data = augment.eval_transform(images, image_size=image_size, norm=norm)
+    data = augment.eval_transform(images, sizes, image_size=image_size, crop_fraction=crop_fraction, norm=norm)
     total = 0.0
     for draw in range(VALIDATION_DRAWS):
       keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), i), draw))(index)
@@ -109,7 +110,7 @@ def _loss_fn(graphdef, image_size: int, norm: str, mesh):
       total += flow.per_example_loss(model, data, labels, noise, (draw + u) / VALIDATION_DRAWS)
     return total / VALIDATION_DRAWS
   batch = step_lib.batch_sharding(mesh)
-  return jax.jit(losses, in_shardings=(step_lib.replicated(mesh), batch, batch, batch, None),
+  return jax.jit(losses, in_shardings=(step_lib.replicated(mesh), batch, batch, batch, batch, None),
                  out_shardings=step_lib.replicated(mesh))
 
 
@@ -119,9 +120,11 @@ def validation_loss(config, graphdef, state, split, mesh, seed: int = 0) -> floa
   Each draw's noise and time follow from (seed, image index, draw), so the number does not depend
   on the batch size or the device count, and two checkpoints are compared on the same draws.
   """
-  fn = _loss_fn(graphdef, config.data.image_size, config.data.normalization, mesh)
+  d = config.data
+  fn = _loss_fn(graphdef, d.image_size, augment.eval_crop(d), d.normalization, mesh)
   index = np.arange(len(split), dtype=np.int32)
-  per_example = step_lib.run_batched(lambda st, x, y, i: fn(st, x, y, i, seed), state,
-                                     (split.images, split.labels.astype(np.int32), index),
+  per_example = step_lib.run_batched(lambda st, x, s, y, i: fn(st, x, s, y, i, seed), state,
+                                     (split.images, np.asarray(split.sizes, np.int32), split.labels.astype(np.int32),
+                                      index),
                                      config.train.eval_batch_size, mesh)
   return float(np.mean(per_example))

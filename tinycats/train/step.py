@@ -77,7 +77,7 @@ class TrainStep:
   batch into that many micro-batches, run one after another with their gradients averaged, so a
   batch too big for the device's memory gives the same update as in one piece.
 
-  `resident`, when given, is the training split already on the devices ({'image', 'label'},
+  `resident`, when given, is the training split already on the devices ({'image', 'size', 'label'},
   replicated): the batch is then {'index'}, the rows to take from it, and each device gathers its
   share inside the step (`feed.Feed` chooses which).
   """
