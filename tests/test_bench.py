@@ -1,6 +1,8 @@
 """`tinycats bench` at its smallest settings: it runs the real steps and emits complete JSON lines."""
 import json
+import os
 
+import numpy as np
 import pytest
 
 from conftest import run_tinycats
@@ -94,3 +96,156 @@ def test_epoch_on_a_folder(capsys, image_folder):
   assert row['kind'] == 'epoch' and row['steps'] == row['images'] // 16 >= 2
   assert row['data_on_device']  # The loop's feed: the tiny split fits on the device.
   assert row['images_per_sec_after_compile'] > 0
+
+
+# `tinycats bench --quality`: the harness at test size (the recipes' quality is measured by the command, not here).
+QUALITY_TINY = ['--per-class', '8', '--picture-size', '20', '--classes', '3', '--set', 'model.width=8',
+                '--set', 'data.image_size=32', '--set', 'data.cache_size=36', '--set', 'train.batch_size=8',
+                '--set', 'train.epochs=1']
+JUDGE_TINY = ['--judge-set', 'model.width=8', '--judge-set', 'data.image_size=32', '--judge-set', 'data.cache_size=36',
+              '--judge-set', 'train.batch_size=8', '--judge-set', 'train.epochs=1']
+DIT_QUALITY_TINY = ['--per-class', '8', '--picture-size', '20', '--classes', '3', '--set', 'model.width=32',
+                    '--set', 'model.depth=1', '--set', 'model.heads=2', '--set', 'data.image_size=16',
+                    '--set', 'data.cache_size=20', '--set', 'train.batch_size=8', '--set', 'train.epochs=1',
+                    '--set', 'sample.steps=2', '--samples-per-class', '2']
+QUALITY_FIELDS = {'kind', 'case', 'recipe', 'overrides', 'sweep', 'classes', 'per_class', 'style', 'examples', 'steps',
+                  'total_steps', 'best_step', 'stopped_early', 'train_seconds', 'compile_seconds', 'images_per_sec',
+                  'run_seconds', 'data_seconds', 'wall_seconds', 'workdir', 'backend', 'device', 'date', 'jax'}
+CLASSIFY_FIELDS = QUALITY_FIELDS | {'test_accuracy', 'test_balanced_accuracy', 'test_recall', 'degenerate'}
+GENERATE_FIELDS = QUALITY_FIELDS | {
+    'test_flow_loss', 'samples_per_class', 'conditional_accuracy', 'frechet_distance', 'sample_per_class_accuracy',
+    'real_conditional_accuracy', 'real_per_class_accuracy', 'evaluate_seconds', 'judge_workdir', 'judge_reused',
+    'judge_test_accuracy', 'judge_test_balanced_accuracy', 'judge_train_seconds', 'judge_seconds', 'judge_held_out'}
+
+
+def check_times(row):
+  assert row['wall_seconds'] >= row['run_seconds'] >= row['train_seconds'] > 0, row
+  assert row['compile_seconds'] > 0 and row['data_seconds'] >= 0
+
+
+def check_classifier_row(row, case, classes, per_class):
+  assert CLASSIFY_FIELDS <= set(row), CLASSIFY_FIELDS - set(row)
+  assert (row['kind'], row['case'], row['recipe'], row['style']) == ('quality', case, 'configs/cats.py:smoke', 'HARD')
+  assert row['classes'] == sorted(classes) and row['per_class'] == per_class
+  assert 'model.pretrained=' in row['overrides']  # From scratch.
+  assert sum(row['examples'].values()) == len(classes) * per_class and min(row['examples'].values()) >= len(classes)
+  assert 0 <= row['test_accuracy'] <= 1 and 0 <= row['test_balanced_accuracy'] <= 1
+  assert set(row['test_recall']) == set(classes) and all(0 <= r <= 1 for r in row['test_recall'].values())
+  assert row['steps'] == row['total_steps'] == row['examples']['train'] // 8  # One epoch of batch 8.
+  check_times(row)
+
+
+def test_quality_small_runs_the_recipe_end_to_end(capsys, tmp_path):
+  results = tmp_path / 'results.jsonl'
+  with pytest.raises(SystemExit) as done:
+    cli.main(['bench', '--quality', 'small', '--workdir', str(tmp_path / 'q'), '--results', str(results),
+              *QUALITY_TINY])
+  assert done.value.code == 0
+  out, err = capsys.readouterr()
+  rows = [json.loads(line) for line in out.splitlines()]  # Only JSON on stdout.
+  (row,) = rows
+  check_classifier_row(row, 'small', ['cat', 'dog'], 8)
+  assert row['sweep'] is None and row['workdir'].startswith(str(tmp_path / 'q' / 'small'))
+  assert json.loads((tmp_path / 'q' / 'small' / row['workdir'].rsplit('/', 1)[1] / 'summary.json').read_text())[
+      'test_accuracy'] == row['test_accuracy']  # The loop's own figures.
+  assert [json.loads(line) for line in results.read_text().splitlines()] == rows
+  header, line = err.rstrip().splitlines()[-2:]  # The human-readable table ends stderr.
+  assert header.split()[0] == 'case' and line.split()[:2] == ['small', '-']
+
+
+def test_quality_table():
+  from tinycats import quality
+  row = dict(case='generator', sweep={'train.learning_rate': '0.001'}, test_accuracy=None, conditional_accuracy=0.25,
+             real_conditional_accuracy=0.75, frechet_distance=12.5, judge_test_accuracy=0.9, steps=40,
+             train_seconds=10.0, wall_seconds=30.0)
+  lines = quality.table([row]).splitlines()
+  assert lines[0].split()[:3] == ['case', 'sweep', 'accuracy'] and len(lines) == 2
+  assert lines[1].split() == ['generator', 'learning_rate=0.001', '-', '-', '0.250', '0.750', '12.50', '0.900', '40',
+                              '10.0', '30.0']
+
+
+def test_quality_sweep_grid():
+  from tinycats import config as config_lib, quality
+  from tinycats.errors import UserError
+  axes = quality.parse_sweep(['learning_rate=1e-3,3e-3', 'epochs=3,6', 'seed=1'])
+  assert axes == [('learning_rate', ['1e-3', '3e-3']), ('epochs', ['3', '6']), ('seed', ['1'])]
+  points = quality.grid(axes, [quality.CLASSIFIER_RECIPE, quality.GENERATOR_RECIPE])
+  assert points == [['train.learning_rate=1e-3', 'train.epochs=3', 'seed=1'],
+                    ['train.learning_rate=1e-3', 'train.epochs=6', 'seed=1'],
+                    ['train.learning_rate=3e-3', 'train.epochs=3', 'seed=1'],
+                    ['train.learning_rate=3e-3', 'train.epochs=6', 'seed=1']]
+  assert quality.grid([], [quality.CLASSIFIER_RECIPE]) == [[]]  # No sweep: one run.
+  with pytest.raises(UserError, match='FIELD=V1,V2'):
+    quality.parse_sweep(['learning_rate'])
+  has_steps = 'steps' in config_lib.load_config_file(quality._spec(quality.CLASSIFIER_RECIPE)).train
+  if has_steps:
+    assert quality.grid([('steps', ['10'])], [quality.CLASSIFIER_RECIPE]) == [['train.steps=10']]
+  else:  # The length is train.epochs: a steps sweep says so.
+    with pytest.raises(UserError, match='epochs'):
+      quality.grid([('steps', ['10'])], [quality.CLASSIFIER_RECIPE])
+
+
+def test_quality_refusals_name_the_way_out(capsys, tmp_path):
+  def refused(*args):
+    with pytest.raises(SystemExit) as done:
+      cli.main(['bench', '--results', '', '--workdir', str(tmp_path), *args])
+    assert done.value.code == 2
+    return capsys.readouterr().err
+
+  assert '--judge' in refused('--judge', str(tmp_path))  # Only with --quality.
+  assert 'model.widht' in refused('--quality', 'classifier', '--set', 'model.widht=8')
+  assert 'flow.label_dropout' in refused('--quality', 'small', '--set', 'flow.label_dropout=0.2')  # A DiT field.
+  assert 'summary.json' in refused('--quality', 'generator', '--judge', str(tmp_path), *DIT_QUALITY_TINY)
+  assert 'reused as it is' in refused('--quality', 'generator', '--judge', str(tmp_path), *JUDGE_TINY)
+
+
+def test_generator_view_holds_the_generators_training_pixels(tmp_path):
+  """The judge's copy of the data is, pixel for pixel, what the generator's transform makes of each picture."""
+  from PIL import Image
+  from tinycats import evaluate, quality
+  from tinycats.data import shapes
+  folder, _ = quality.data_folder(str(tmp_path), shapes.SHAPES[:2], 3, 'EASY', 30)
+  config, _ = quality.load_config(quality.GENERATOR_RECIPE, folder, ['data.image_size=16', 'data.cache_size=24',
+                                                                      'data.eval_crop=0.8'])
+  view = quality.generator_view(folder, quality.view_folder(folder, config.data), config.data)
+  split = quality._load(config, splits=('train',)).splits['train']
+  expected = evaluate._as_generator_data(config, split)
+  written = np.stack([np.asarray(Image.open(os.path.join(view, name))) for name in split.names])
+  assert written.shape == (len(split), 16, 16, 3)
+  np.testing.assert_array_equal(written, expected)
+
+
+@pytest.mark.slow  # Two tiny ResNet runs (about 60 s on 2 cores).
+def test_quality_classifier_sweep(capsys, tmp_path):
+  rows = run_bench(capsys, '--quality', 'classifier', '--workdir', str(tmp_path), '--results', '', *QUALITY_TINY,
+                   '--sweep', 'learning_rate=1e-3,3e-3')
+  assert [r['sweep'] for r in rows] == [{'train.learning_rate': '1e-3'}, {'train.learning_rate': '3e-3'}]
+  for row in rows:
+    check_classifier_row(row, 'classifier', ['circle', 'ring', 'triangle'], 8)
+  assert rows[0]['workdir'] != rows[1]['workdir']  # A fresh workdir per run: none resumes another.
+  assert rows[0]['data_seconds'] > 0 and rows[1]['data_seconds'] == 0  # The data folder is written once.
+
+
+@pytest.mark.slow  # A judge and two DiT runs (about 2 minutes on 2 cores).
+def test_quality_generator_and_its_reused_judge(capsys, tmp_path):
+  first, = run_bench(capsys, '--quality', 'generator', '--workdir', str(tmp_path), '--results', '',
+                     *DIT_QUALITY_TINY, *JUDGE_TINY)
+  assert GENERATE_FIELDS <= set(first), GENERATE_FIELDS - set(first)
+  assert (first['case'], first['recipe'], first['style']) == ('generator', 'configs/dit.py:smoke', 'EASY')
+  assert first['classes'] == ['circle', 'ring', 'triangle'] and not first['judge_reused']
+  assert first['judge_held_out'] is True  # The judge never trained on the generator's test images.
+  for key in ('conditional_accuracy', 'real_conditional_accuracy', 'judge_test_accuracy'):
+    assert 0 <= first[key] <= 1, key
+  assert first['frechet_distance'] >= 0 and first['test_flow_loss'] > 0
+  assert first['evaluate_seconds'] > 0 and first['judge_seconds'] > first['judge_train_seconds'] > 0
+  check_times(first)
+  judge_config = json.loads((tmp_path / 'judge' / os.path.basename(first['judge_workdir']) / 'config.json').read_text())
+  assert judge_config['data']['image_size'] == 32 and judge_config['model']['pretrained'] == ''
+  assert judge_config['data']['folder'].endswith('-as-16px-20-crop1')  # The generator's view of the data.
+
+  second, = run_bench(capsys, '--quality', 'generator', '--workdir', str(tmp_path), '--results', '',
+                      *DIT_QUALITY_TINY, '--judge', first['judge_workdir'])
+  assert second['judge_reused'] and second['judge_workdir'] == first['judge_workdir']
+  assert second['judge_test_accuracy'] == first['judge_test_accuracy']  # Read back, not retrained.
+  assert second['judge_seconds'] < 5 and second['workdir'] != first['workdir']
+  assert 0 <= second['conditional_accuracy'] <= 1

@@ -4,6 +4,7 @@
     tinycats bench --kernels --dtype bf16 [--baseline torch]
     tinycats bench --pipeline --image-size 224
     tinycats bench --epoch configs/cats.py:smoke [--set FIELD=VALUE ...]
+    tinycats bench --quality classifier|small|generator|all [--sweep FIELD=V1,V2 ...] [--judge DIR]  (quality.py)
 The train step is the one `train_and_evaluate` runs (`TrainStep`: task loss with its on-device
 augmentation, optax update, donated state), built from `configs/cats.py` or `configs/dit.py` with the
 sizes given. Compilation is timed apart (`lower().compile()`); then K steps are timed one by one,

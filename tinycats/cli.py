@@ -87,8 +87,23 @@ def _bench(args) -> int:
   from tinycats import bench
   from tinycats.errors import UserError
   results = args.results or None
-  if sum(map(bool, (args.epoch, args.pipeline, args.kernels))) > 1:
-    raise UserError('--epoch, --pipeline and --kernels are separate benchmarks: run one at a time')
+  if sum(map(bool, (args.epoch, args.pipeline, args.kernels, args.quality))) > 1:
+    raise UserError('--epoch, --pipeline, --kernels and --quality are separate benchmarks: run one at a time')
+  if args.quality:
+    if args.profile or args.baseline:
+      raise UserError('--profile and --baseline are for the train step and kernels: drop them with --quality')
+    from tinycats import quality
+    rows = quality.run(args.quality, workdir=args.workdir, per_class=args.per_class, classes=args.classes,
+                       picture_size=args.picture_size, overrides=args.set, sweep=args.sweep, judge=args.judge,
+                       judge_overrides=args.judge_set, samples_per_class=args.samples_per_class,
+                       emit=lambda row: bench.emit(row, results))
+    quality.print_table(rows)
+    return 0
+  given = [flag for flag, value in (('--sweep', args.sweep), ('--judge', args.judge), ('--judge-set', args.judge_set),
+                                    ('--per-class', args.per_class), ('--picture-size', args.picture_size))
+           if value]
+  if given:
+    raise UserError(f'{", ".join(given)}: only with --quality')
   if args.profile and (args.epoch or args.pipeline or args.kernels):
     raise UserError('--profile traces the train step: drop --epoch/--pipeline/--kernels')
   if (args.epoch or args.pipeline) and args.baseline:
@@ -203,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
   e.add_argument('--license', default='cc-by-sa-4.0', help="the card's licence (default: Oxford-IIIT Pet's)")
   e.set_defaults(fn=_export_hub)
 
-  p = sub.add_parser('bench', help='time the train step (optionally beside plain PyTorch) or the input pipeline')
+  p = sub.add_parser('bench', help='time the train step (optionally beside plain PyTorch) or the input pipeline, '
+                                    "or train the recipes on shape data (--quality)")
   p.add_argument('--model', choices=('resnet18', 'resnet34', 'dit'), default='resnet18')
   p.add_argument('--batch', type=int, default=32)
   p.add_argument('--image-size', type=int, default=None, help='default 224 (ResNets), 128 (DiT)')
@@ -219,8 +235,28 @@ def build_parser() -> argparse.ArgumentParser:
                  help="time the models' main matmul and convolution alone (GFLOP/s), with --baseline torch beside them")
   p.add_argument('--epoch', default=None, metavar='CONFIG',
                  help='time one full training epoch of this config on its data, e.g. configs/cats.py:smoke')
+  p.add_argument('--quality', choices=('classifier', 'small', 'generator', 'all'), default=None,
+                 help='train the smoke recipes from scratch on shape-labelled pictures and report accuracy '
+                      '(generator: judged by a trained classifier) with times')
   p.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
-                 help='a config override, e.g. model.width=8 (repeatable)')
+                 help='a config override, e.g. model.width=8 (repeatable; with --quality, given to each '
+                      'recipe that has the field)')
+  p.add_argument('--sweep', nargs='+', default=[], metavar='FIELD=V1,V2',
+                 help='--quality: one run per point of this grid, e.g. --sweep learning_rate=1e-3,3e-3 epochs=3,6 '
+                      '(a name without a dot is a train field)')
+  p.add_argument('--per-class', type=int, default=None,
+                 help='--quality: pictures written per class (default: classifier 150, small 160, generator 200)')
+  p.add_argument('--classes', type=int, default=10, help='--quality classifier/generator: how many shapes (2-10)')
+  p.add_argument('--picture-size', type=int, default=None,
+                 help="--quality: the pictures' mean side in pixels (default: 64 classifier and small, 48 generator)")
+  p.add_argument('--judge', default=None, metavar='DIR',
+                 help="--quality generator: a trained judge's workdir to reuse (a row's judge_workdir)")
+  p.add_argument('--judge-set', action='append', default=[], metavar='FIELD=VALUE',
+                 help="--quality generator: an override for the judge's recipe (repeatable)")
+  p.add_argument('--samples-per-class', type=int, default=50,
+                 help='--quality generator: samples of each class the judge scores')
+  p.add_argument('--workdir', default='workdirs/quality',
+                 help='--quality: where the data folders (reused) and one workdir per run go')
   p.add_argument('--results', default='benchmarks/results.jsonl', help="also append each JSON line here ('' for none)")
   p.set_defaults(fn=_bench)
   return parser

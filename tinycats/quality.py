@@ -1,0 +1,415 @@
+"""`tinycats bench --quality`: the smoke recipes trained from scratch on pictures whose labels only shape carries.
+
+    tinycats bench --quality classifier|small|generator|all [--per-class N] [--set FIELD=VALUE ...]
+                   [--sweep FIELD=V1,V2 ...] [--judge DIR] [--workdir DIR] [--results PATH]
+
+Every run takes the library's own path: `config.load(recipe, overrides)` with `data.source=folder`,
+`train.loop.train_and_evaluate`, and for the generator `evaluate.evaluate(..., classifier=JUDGE)`.
+The pictures come from `tinycats.data.shapes` (colour, ground, clutter, position, scale and aspect
+ratio random per image): nothing but the outline tells the class.
+
+- `classifier`: `configs/cats.py:smoke` from scratch on 10 shapes (`shapes.HARD`, 150 per class).
+- `small`: the same recipe on two classes, `shapes.PETS` (cat and dog heads that differ only in their
+  ears, `shapes.HARD`), 160 per class: about 250 training images once validation and test are held out.
+- `generator`: `configs/dit.py:smoke` on 10 shapes (`shapes.EASY`, 200 per class), judged by a classifier
+  (`configs/cats.py:smoke` from scratch, longer: `JUDGE_OVERRIDES`) trained on a copy of the same folder
+  as the generator sees it (`generator_view`), with the generator's own train/val/test partition, so
+  the real images the judge scores are ones it never trained on. `--judge DIR` reuses a trained judge.
+
+Each run is one JSON line (`kind: quality`) with its figures, its wall time and the loop's
+train/compile seconds. `--sweep` trains a case once per point of a grid (one line per point).
+Workdirs (one per run, never reused) and the data folders (reused) go under `--workdir`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import itertools
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from tinycats.errors import UserError
+
+CASES = ('classifier', 'small', 'generator')
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLASSIFIER_RECIPE = 'configs/cats.py:smoke'
+GENERATOR_RECIPE = 'configs/dit.py:smoke'
+PER_CLASS = {'classifier': 150, 'small': 160, 'generator': 200}  # `small`: 128 of each class train (val, test 16).
+# The judge: the classifier smoke recipe from scratch, on every image (no max_examples cap) and for longer.
+JUDGE_OVERRIDES = ('model.pretrained=', 'data.max_examples=0', 'train.epochs=10')
+# The generator's partition, given to the judge so that both hold out the same test images.
+_PARTITION = ('val_fraction', 'val_min_per_class', 'test_fraction', 'split_seed')
+
+
+def _spec(recipe: str) -> str:
+  path, _, arg = recipe.partition(':')
+  full = path if os.path.isabs(path) else os.path.join(REPO, path)
+  if not os.path.isfile(full):
+    raise UserError(f'{full} not found: run `tinycats bench --quality` from a checkout of the repository')
+  return full + (f':{arg}' if arg else '')
+
+
+def _field(item: str) -> str:
+  return item.removeprefix('--').removeprefix('config.').partition('=')[0]
+
+
+def _has(config, field: str) -> bool:
+  node = config
+  for part in field.split('.'):
+    if not hasattr(node, 'keys') or part not in node:
+      return False
+    node = node[part]
+  return True
+
+
+def _check_known(overrides: Iterable[str], recipes: Sequence[str]) -> None:
+  """Every override names a field of at least one of `recipes` (the config loader's error otherwise)."""
+  from tinycats import config as config_lib
+  bases = [config_lib.load_config_file(_spec(r)) for r in recipes]
+  for item in overrides:
+    if not any(_has(base, _field(item)) for base in bases):
+      config_lib.apply_overrides(bases[0], [item])  # Raises, naming the field and the closest one.
+
+
+def _for(config_file, overrides: Iterable[str]) -> list[str]:
+  """The overrides whose field this recipe has: `--set` with several recipes applies to each where it can."""
+  return [item for item in overrides if _has(config_file, _field(item))]
+
+
+def load_config(recipe: str, folder: str, overrides: Iterable[str] = ()):
+  """`recipe` on the image folder, with the overrides (`FIELD=VALUE`) that its fields take."""
+  from tinycats import config as config_lib
+  spec = _spec(recipe)
+  chosen = _for(config_lib.load_config_file(spec), overrides)
+  return config_lib.load(spec, ['--config.data.source=folder', f'--config.data.folder={folder}']
+                         + [f'--config.{_field(i)}={i.partition("=")[2]}' for i in chosen]), chosen
+
+
+# Data ----------------------------------------------------------------------------------------------------------
+
+
+def data_folder(root: str, classes: Sequence[str], per_class: int, style_name: str, picture_size: int | None,
+                seed: int = 0) -> tuple[str, float]:
+  """(folder, seconds spent writing it): `shapes.make_folder`'s pictures under `root`, reused when complete."""
+  from tinycats.data import shapes
+  style = {'HARD': shapes.HARD, 'EASY': shapes.EASY}[style_name]
+  if picture_size:
+    style = dataclasses.replace(style, size=picture_size)
+  spec = dict(classes=list(classes), per_class=per_class, style=dataclasses.asdict(style), style_name=style_name,
+              seed=seed)
+  name = f'{style_name.lower()}-{len(classes)}x{per_class}-{style.size}px-seed{seed}-{_digest(spec)}'
+  folder = os.path.join(root, 'data', name)
+  done = os.path.join(folder, 'bench.json')
+  if os.path.isfile(done):
+    return folder, 0.0
+  start = time.perf_counter()
+  shapes.make_folder(folder, classes, per_class, style, seed)
+  _write_json(spec, done)  # Last: a folder without it is written again.
+  return folder, time.perf_counter() - start
+
+
+def _digest(obj) -> str:
+  import hashlib
+  return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def _write_json(obj, path: str) -> None:
+  with open(f'{path}.tmp', 'w') as f:
+    json.dump(obj, f, indent=1, sort_keys=True)
+  os.replace(f'{path}.tmp', path)
+
+
+def view_folder(folder: str, data) -> str:
+  """Where `generator_view` writes the copy of `folder` for a generator's `data` settings."""
+  from tinycats.data import augment
+  return f'{folder}-as-{data.image_size}px-{data.cache_size}-crop{augment.eval_crop(data):g}'
+
+
+def generator_view(folder: str, out: str, data, batch: int = 256) -> str:
+  """Writes `out/<class>/<name>.png`: each picture of `folder` as the generator trains on it, unflipped.
+
+  The cache's resize (`cache.fit` to `data.cache_size`), then the generator's crop (`augment.eval_transform`:
+  the central square of `data.eval_crop` x the shorter side, resized to `data.image_size`), as
+  `evaluate._as_generator_data` shows a judge the real images. Reused when complete.
+  """
+  from PIL import Image
+  from tinycats.data import augment, cache, folder as folder_lib
+  done = os.path.join(out, 'bench.json')
+  spec = dict(source=os.path.abspath(folder), cache_size=data.cache_size, image_size=data.image_size,
+              eval_crop=augment.eval_crop(data))
+  if os.path.isfile(done):
+    with open(done) as f:
+      if json.load(f) == spec:
+        return out
+  classes, files, _ = folder_lib.list_images(folder)
+  for name in classes:
+    os.makedirs(os.path.join(out, name), exist_ok=True)
+  for start in range(0, len(files), batch):
+    chunk = files[start:start + batch]
+    canvases, sizes = zip(*(cache.fit(cache.read_image_file(path), data.cache_size) for path in chunk))
+    x = augment.eval_transform(np.stack(canvases), np.asarray(sizes, np.int32), image_size=data.image_size,
+                               crop_fraction=augment.eval_crop(data), norm='none')
+    for path, pixels in zip(chunk, augment.to_uint8(x, 'none')):
+      relative = os.path.splitext(os.path.relpath(path, folder))[0] + '.png'  # Same names: same partition.
+      Image.fromarray(pixels).save(os.path.join(out, relative))
+  _write_json(spec, done)
+  return out
+
+
+# Runs ----------------------------------------------------------------------------------------------------------
+
+
+def _run_dir(workdir: str, case: str, label: str) -> str:
+  """A fresh workdir for one run: `train_and_evaluate` would resume from an existing one."""
+  parent = os.path.join(workdir, case)
+  os.makedirs(parent, exist_ok=True)
+  stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+  slug = re.sub(r'[^A-Za-z0-9.=_-]+', '_', label)[:80]
+  return tempfile.mkdtemp(prefix=f'{stamp}{"-" + slug if slug else ""}-', dir=parent)
+
+
+def _load(config, splits=('train', 'val', 'test')):
+  """The run's splits again, from the cache it built (its warnings about the data were given already)."""
+  import warnings
+  import tinycats.data
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore')
+    return tinycats.data.load(config, splits=splits)
+
+
+def _examples(config) -> dict[str, int]:
+  """Images in each split as the run used them."""
+  return {name: len(split) for name, split in _load(config).splits.items()}
+
+
+def _read_json(path: str) -> dict:
+  with open(path) as f:
+    return json.load(f)
+
+
+def _train(config, run_dir: str) -> tuple[dict, dict, float]:
+  """(summary.json, the test split's eval.json, wall seconds of the training and its test evaluation)."""
+  from tinycats.train import loop
+  start = time.perf_counter()
+  summary = loop.train_and_evaluate(config, run_dir)
+  return summary, _read_json(os.path.join(run_dir, 'eval.json')), time.perf_counter() - start
+
+
+def _training_fields(summary: dict, seconds: float) -> dict:
+  return dict(steps=summary['steps'], total_steps=summary['total_steps'], best_step=summary['best_step'],
+              stopped_early=summary['stopped_early'], train_seconds=summary['train_seconds'],
+              compile_seconds=summary['compile_seconds'], images_per_sec=summary['images_per_sec'],
+              run_seconds=seconds)
+
+
+def _classify(case: str, workdir: str, classes: Sequence[str], per_class: int, picture_size: int | None,
+              overrides: Sequence[str], label: str, seed: int) -> dict:
+  start = time.perf_counter()
+  folder, data_seconds = data_folder(workdir, classes, per_class, 'HARD', picture_size, seed)
+  config, applied = load_config(CLASSIFIER_RECIPE, folder, ['model.pretrained=', *overrides])
+  run_dir = _run_dir(workdir, case, label)
+  summary, report, seconds = _train(config, run_dir)
+  return dict(kind='quality', case=case, recipe=CLASSIFIER_RECIPE, overrides=applied, classes=report['classes'],
+              per_class=per_class, style='HARD', examples=_examples(config),
+              test_accuracy=report['accuracy'], test_balanced_accuracy=report['balanced_accuracy'],
+              test_recall=report['recall'], degenerate=report.get('degenerate'), **_training_fields(summary, seconds),
+              data_seconds=data_seconds, wall_seconds=time.perf_counter() - start, workdir=run_dir)
+
+
+def classifier(workdir: str, per_class: int = PER_CLASS['classifier'], classes: int = 10,
+               picture_size: int | None = None, overrides: Sequence[str] = (), label: str = '', seed: int = 0) -> dict:
+  """Case 1: `configs/cats.py:smoke` from scratch on `classes` shapes (`shapes.HARD`): test accuracy and more."""
+  from tinycats.data import shapes
+  return _classify('classifier', workdir, shapes.SHAPES[:classes], per_class, picture_size, overrides, label, seed)
+
+
+def small(workdir: str, per_class: int = PER_CLASS['small'], picture_size: int | None = None,
+          overrides: Sequence[str] = (), label: str = '', seed: int = 0) -> dict:
+  """Case 2: the same recipe on cat and dog heads (`shapes.PETS`, HARD), about 250 training images."""
+  from tinycats.data import shapes
+  return _classify('small', workdir, shapes.PETS, per_class, picture_size, overrides, label, seed)
+
+
+def _judge(workdir: str, folder: str, dit_config, classes: list[str], given: str | None,
+           overrides: Sequence[str]) -> dict:
+  """The judge's figures (its workdir, whether reused, test accuracy, seconds); trained unless `given`."""
+  start = time.perf_counter()
+  if given:
+    summary_path = os.path.join(given, 'summary.json')
+    if not os.path.isfile(summary_path):
+      raise UserError(f'--judge {given}: no summary.json there; give the workdir of a finished classifier run '
+                      '(a row of an earlier `--quality generator` names it as judge_workdir)')
+    config = _read_json(os.path.join(given, 'config.json'))
+    if config.get('task') != 'classify':
+      raise UserError(f'--judge {given} holds a {config.get("task")!r} run; the judge must be a classifier')
+    if list(config['data']['classes']) != list(classes):
+      raise UserError(f'--judge {given} tells {config["data"]["classes"]} apart, the generator learns {classes}; '
+                      'give a judge trained on the same classes, or none (one is trained)')
+    summary, seconds, run_dir, applied = _read_json(summary_path), 0.0, given, None
+  else:
+    d = dit_config.data
+    view = generator_view(folder, view_folder(folder, d), d)
+    partition = [f'data.{name}={d[name]}' for name in _PARTITION if name in d]  # Before the user's: theirs win.
+    config, applied = load_config(CLASSIFIER_RECIPE, view, [*JUDGE_OVERRIDES, *partition, *overrides])
+    run_dir = _run_dir(workdir, 'judge', '')
+    summary, _, seconds = _train(config, run_dir)
+  test = os.path.join(run_dir, 'eval.json')  # The test split's, unless `tinycats evaluate` since wrote another.
+  degenerate = _read_json(test).get('degenerate') if os.path.isfile(test) else None
+  return dict(judge_workdir=os.path.abspath(run_dir), judge_reused=bool(given), judge_recipe=CLASSIFIER_RECIPE,
+              judge_overrides=applied, judge_test_accuracy=summary.get('test_accuracy'),
+              judge_test_balanced_accuracy=summary.get('test_balanced_accuracy'), judge_degenerate=degenerate,
+              judge_steps=summary.get('steps'), judge_train_seconds=summary.get('train_seconds'),
+              judge_compile_seconds=summary.get('compile_seconds'), judge_run_seconds=seconds,
+              judge_seconds=time.perf_counter() - start)
+
+
+def _held_out(judge_dir: str, folder: str, dit_config) -> bool | None:
+  """Whether none of the generator's test images is among the judge's training or validation images;
+  None (not known) for a judge trained on another folder than this data's `view_folder`."""
+  from tinycats import config as config_lib
+  judge_config = config_lib.load_json(os.path.join(judge_dir, 'config.json'))
+  if os.path.abspath(judge_config.data.folder) != os.path.abspath(view_folder(folder, dit_config.data)):
+    return None
+  judge = _load(judge_config, splits=('train', 'val'))
+  seen = {os.path.splitext(n)[0] for split in judge.splits.values() for n in split.names}
+  test = _load(dit_config, splits=('test',)).splits['test'].names
+  return not any(os.path.splitext(n)[0] in seen for n in test)
+
+
+def generator(workdir: str, per_class: int = PER_CLASS['generator'], classes: int = 10,
+              picture_size: int | None = None, overrides: Sequence[str] = (), judge: str | None = None,
+              judge_overrides: Sequence[str] = (), samples_per_class: int = 50, label: str = '', seed: int = 0) -> dict:
+  """Case 3: a judge classifier (trained, or `judge` reused), then `configs/dit.py:smoke` on 10 shapes
+  (`shapes.EASY`), its samples scored by the judge: conditional accuracy and Fréchet distance."""
+  from tinycats import evaluate
+  from tinycats.data import folder as folder_lib, shapes
+  start = time.perf_counter()
+  folder, data_seconds = data_folder(workdir, shapes.SHAPES[:classes], per_class, 'EASY', picture_size, seed)
+  config, applied = load_config(GENERATOR_RECIPE, folder, overrides)
+  judged = _judge(workdir, folder, config, folder_lib.list_images(folder)[0], judge, judge_overrides)
+  run_dir = _run_dir(workdir, 'generator', label)
+  summary, _, seconds = _train(config, run_dir)
+  evaluate_start = time.perf_counter()
+  report = evaluate.evaluate(run_dir, classifier=judged['judge_workdir'], samples_per_class=samples_per_class)
+  evaluate_seconds = time.perf_counter() - evaluate_start
+  samples = report['samples']
+  real = samples.get('real', {})
+  return dict(kind='quality', case='generator', recipe=GENERATOR_RECIPE, overrides=applied,
+              classes=report['classes'], per_class=per_class, style='EASY', examples=_examples(config),
+              test_flow_loss=report['flow_loss'], samples_per_class=samples_per_class,
+              conditional_accuracy=samples.get('conditional_accuracy'), frechet_distance=samples['frechet_distance'],
+              sample_per_class_accuracy=samples.get('per_class_accuracy'),
+              real_conditional_accuracy=real.get('conditional_accuracy'),
+              real_per_class_accuracy=real.get('per_class_accuracy'), num_real=samples.get('num_real'),
+              sampler=samples.get('sampler'), sample_steps=samples.get('steps'), cfg=samples.get('cfg'),
+              **_training_fields(summary, seconds), evaluate_seconds=evaluate_seconds, **judged,
+              judge_held_out=_held_out(judged['judge_workdir'], folder, config), data_seconds=data_seconds,
+              wall_seconds=time.perf_counter() - start, workdir=run_dir)
+
+
+# Sweeps and the command ----------------------------------------------------------------------------------------
+
+
+def parse_sweep(items: Sequence[str]) -> list[tuple[str, list[str]]]:
+  """['learning_rate=1e-3,3e-3', 'epochs=3,6'] -> [('learning_rate', ['1e-3', '3e-3']), ('epochs', ['3', '6'])]."""
+  axes = []
+  for item in items:
+    name, sep, values = item.partition('=')
+    chosen = [v for v in values.split(',') if v]
+    if not sep or not name or not chosen:
+      raise UserError(f'--sweep {item!r} must look like FIELD=V1,V2 (e.g. learning_rate=1e-3,3e-3 epochs=3,6)')
+    axes.append((name, chosen))
+  return axes
+
+
+def _resolve_axis(name: str, recipes: Sequence[str]) -> str:
+  """The config field a sweep name means: a name without a dot is a `train` field, unless every recipe has a
+  top-level field of that name (`seed`)."""
+  from tinycats import config as config_lib
+  if '.' in name:
+    return name
+  bases = [config_lib.load_config_file(_spec(r)) for r in recipes]
+  if all(name in base and not hasattr(base[name], 'keys') for base in bases):
+    return name
+  if name == 'steps' and not any('steps' in base.train for base in bases):
+    raise UserError("--sweep steps=...: these recipes have no train.steps field (they train for train.epochs); "
+                    'sweep epochs=... instead')
+  return f'train.{name}'
+
+
+def grid(axes: Sequence[tuple[str, list[str]]], recipes: Sequence[str]) -> list[list[str]]:
+  """Every point of the grid as overrides; [[]] (one run with none) when there is no sweep."""
+  resolved = [(_resolve_axis(name, recipes), values) for name, values in axes]
+  return [[f'{field}={value}' for (field, _), value in zip(resolved, point)]
+          for point in itertools.product(*(values for _, values in resolved))]
+
+
+def run(cases: str, workdir: str = 'workdirs/quality', per_class: int | None = None, classes: int = 10,
+        picture_size: int | None = None, overrides: Sequence[str] = (), sweep: Sequence[str] = (),
+        judge: str | None = None, judge_overrides: Sequence[str] = (), samples_per_class: int = 50,
+        emit: Callable[[dict], None] = lambda row: None) -> list[dict]:
+  """Runs `cases` ('classifier', 'small', 'generator' or 'all'), each over the sweep's grid; `emit` gets each row
+  as it is done (with the machine's description) and the rows are returned."""
+  from tinycats import bench
+  chosen = CASES if cases == 'all' else (cases,)
+  if any(c not in CASES for c in chosen):
+    raise UserError(f'unknown --quality case {cases!r}; choose one of {", ".join(CASES + ("all",))}')
+  if per_class is not None and per_class < 2:
+    raise UserError(f'--per-class must be at least 2, got {per_class}')
+  if not 2 <= classes <= 10:
+    raise UserError(f'--classes must be 2 to 10 (the shapes there are), got {classes}')
+  recipes = sorted({GENERATOR_RECIPE if c == 'generator' else CLASSIFIER_RECIPE for c in chosen})
+  if judge and judge_overrides:
+    raise UserError('--judge-set configures a judge to train; with --judge DIR that judge is reused as it is')
+  _check_known(overrides, recipes)
+  _check_known(judge_overrides, [CLASSIFIER_RECIPE])
+  points = grid(parse_sweep(sweep), recipes)
+  _check_known([f for point in points for f in point], recipes)
+  workdir = os.path.abspath(workdir)
+  rows = []
+  for case in chosen:
+    for point in points:
+      label = ','.join(item.removeprefix('train.') for item in point)
+      settings = [*overrides, *point]
+      n = per_class or PER_CLASS[case]
+      if case == 'generator':
+        row = generator(workdir, n, classes, picture_size, settings, judge, judge_overrides, samples_per_class, label)
+        judge = row['judge_workdir']  # Trained once: the sweep's later points reuse it.
+      elif case == 'classifier':
+        row = classifier(workdir, n, classes, picture_size, settings, label)
+      else:
+        row = small(workdir, n, picture_size, settings, label)
+      row = dict(row, sweep={item.partition('=')[0]: item.partition('=')[2] for item in point} or None,
+                 **bench.machine())
+      emit(row)
+      rows.append(row)
+  return rows
+
+
+def _figure(value, digits: int = 3) -> str:
+  return '-' if value is None else f'{value:.{digits}f}' if isinstance(value, float) else str(value)
+
+
+def table(rows: Sequence[dict]) -> str:
+  """A short human-readable summary of the rows, one line each."""
+  lines = [(f'{"case":<11} {"sweep":<28} {"accuracy":>8} {"balanced":>8} {"cond.acc":>8} {"real acc":>8} '
+            f'{"Fréchet":>8} {"judge":>6} {"steps":>6} {"train s":>8} {"wall s":>8}')]
+  for r in rows:
+    sweep = ','.join(f'{k.removeprefix("train.")}={v}' for k, v in (r.get('sweep') or {}).items()) or '-'
+    lines.append(f'{r["case"]:<11} {sweep[:28]:<28} {_figure(r.get("test_accuracy")):>8} '
+                 f'{_figure(r.get("test_balanced_accuracy")):>8} {_figure(r.get("conditional_accuracy")):>8} '
+                 f'{_figure(r.get("real_conditional_accuracy")):>8} {_figure(r.get("frechet_distance"), 2):>8} '
+                 f'{_figure(r.get("judge_test_accuracy")):>6} {r["steps"]:>6} {r["train_seconds"]:>8.1f} '
+                 f'{r["wall_seconds"]:>8.1f}')
+  return '\n'.join(lines)
+
+
+def print_table(rows: Sequence[dict], file=None) -> None:
+  print(table(rows), file=file or sys.stderr, flush=True)
