@@ -1,8 +1,15 @@
 """The classifier recipe: ImageNet-style ResNet18 fine-tuned on Oxford-IIIT Pet, cat vs other.
 
-`configs/cats.py` is the real run (224 px, the whole TFDS train split, a GPU);
-`configs/cats.py:smoke` is the same recipe cut to CPU size (96 px, at most 512 images
-per split, 3 epochs: about a minute and a half on 2 cores). Override any field on the command line: `--config.train.batch_size=64`.
+Three variants, one file:
+- `configs/cats.py`: the real run, fine-tuning torchvision's ImageNet weights (224 px, the whole TFDS
+  train split, a GPU).
+- `configs/cats.py:scratch`: the same network and data from random weights, with a from-scratch
+  schedule and augmentation (a GPU). `model.pretrained=''` alone keeps the fine-tuning schedule, which
+  a random network learns poorly from: use this variant instead.
+- `configs/cats.py:smoke`: from scratch at CPU size: ResNet18 at a quarter width (16), 96 px, a fixed
+  1,000 steps of 32 whatever the data's size (about 2.5 minutes on 2 cores). It needs no network and no
+  pretrained weights, and learns shapes, not colours (BENCHMARKS.md, 'Quality').
+Override any field on the command line: `--config.train.batch_size=64`.
 """
 import ml_collections
 
@@ -52,11 +59,15 @@ def get_config(arg=None):
   c.data.crop_min_scale = 0.35  # Random resized crop: smallest area fraction kept.
   c.data.flip = True
   c.data.color_jitter = 0.2  # Brightness/contrast/saturation factor range 1 +- value; 0 = off.
+  # Probability that a training picture's RGB channels are shuffled (and half of those times inverted):
+  # from scratch on few pictures, it stops the network memorising colours instead of learning shapes.
+  c.data.recolor = 0.0
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 128  # Global batch, split over all devices.
   c.train.eval_batch_size = 256
   c.train.epochs = 10
+  c.train.steps = 0  # > 0: train exactly this many steps whatever the data's size (epochs is then unused).
   c.train.optimizer = 'adamw'
   # Run each batch as this many sequential micro-batches, for memory: the gradient is the batch's
   # mean, but BatchNorm statistics and random draws are per micro-batch.
@@ -78,16 +89,28 @@ def get_config(arg=None):
 
   c.modal = common.modal_config()  # configs/common.py: GPU, nodes, timeout, retries, volumes.
 
+  if arg in ('scratch', 'smoke'):  # From random weights: every layer learns at the full rate, for longer.
+    c.model.pretrained = ''
+    c.train.learning_rate = 2e-3
+    c.train.epochs = 60
+    c.train.warmup_epochs = 2
+    c.train.patience = 0  # A from-scratch run keeps improving late; keep its whole schedule.
+    c.data.recolor = 0.2  # Some scrambled colours: shape and texture, not the colour of the few training pets.
   if arg == 'smoke':
-    # 96 px, not 64: XLA's CPU convolutions are pathologically slow on 2x2 maps (ResNet18's last
-    # stage at 64 px), so 64 px trains slower than 96 px here.
-    c.data.max_examples = 512
+    # Measured on 2 cores (BENCHMARKS.md, 'Quality'): a quarter-width ResNet18 at 96 px takes ~300 images/s,
+    # where the full width takes ~30; 96 px, not 64, because XLA's CPU convolutions are slow on 2x2 maps.
+    c.model.width = 16
+    c.data.max_examples = 0
     c.data.image_size = 96
     c.data.cache_size = 128  # A 4:3 image's shorter side (96) still covers the input.
+    c.data.crop_min_scale = 0.7  # Small objects: a smaller crop often cuts the very shape that is the label.
+    c.data.recolor = 0.5  # Few pictures, few steps: without it the network learns their colours first.
     c.train.batch_size = 32
-    c.train.eval_batch_size = 64
-    c.train.epochs = 3
-    c.train.log_every = 5
-  elif arg not in (None, ''):
-    raise ValueError(f"configs/cats.py: unknown config argument {arg!r}; use 'smoke' or nothing.")
+    c.train.eval_batch_size = 128
+    c.train.steps = 1000  # A fixed budget: 250 pictures or 3,000 get the same compute.
+    c.train.warmup_epochs = 0.5
+    c.train.eval_every = 100
+    c.train.log_every = 50
+  elif arg not in (None, '', 'scratch'):
+    raise ValueError(f"configs/cats.py: unknown config argument {arg!r}; use 'smoke', 'scratch' or nothing.")
   return c

@@ -51,7 +51,8 @@ def prepared_pets(tmp_path_factory, pets_archives) -> str:
 
 # Tiny, CPU-sized settings for the classifier recipe: the same code paths as the real run.
 TINY = ['--config.model.pretrained=', '--config.model.width=8', '--config.data.image_size=32', '--config.data.cache_size=36',
-        '--config.train.batch_size=16', '--config.train.eval_batch_size=32', '--config.train.epochs=6',
+        '--config.train.batch_size=16', '--config.train.eval_batch_size=32', '--config.train.steps=0',
+        '--config.train.epochs=6', '--config.train.eval_every=0',
         '--config.train.learning_rate=3e-3', '--config.train.log_every=4', '--config.train.patience=0']
 
 
@@ -61,14 +62,30 @@ def _private_cache(tmp_path_factory):
   os.environ['TINYCATS_CACHE'] = str(tmp_path_factory.mktemp('cache'))
 
 
-@pytest.fixture(scope='session')
-def image_folder(tmp_path_factory) -> str:
-  """A learnable two-class image folder (cat: horizontal stripes, other: vertical) with one corrupt file."""
-  root = str(tmp_path_factory.mktemp('images'))
-  fake_pets.make_image_folder(root, per_class=100, size=40)
+def _pets_folder(root: str, per_class: int, size: int) -> str:
+  """Cat and dog heads told apart by their ears alone (tests/fake_pets.py), and one corrupt file."""
+  fake_pets.make_image_folder(root, per_class=per_class, size=size)
   with open(os.path.join(root, 'cat', 'corrupt.jpg'), 'wb') as f:
     f.write(b'\xff\xd8\xff this is not a JPEG')
   return root
+
+
+@pytest.fixture(scope='session')
+def image_folder(tmp_path_factory) -> str:
+  """A small two-class folder for the tests of the machinery (resume, sharding, Modal, export)."""
+  return _pets_folder(str(tmp_path_factory.mktemp('images')), per_class=100, size=40)
+
+
+@pytest.fixture(scope='session')
+def learning_folder(tmp_path_factory) -> str:
+  """The same kind of pictures, enough of them and large enough (72 px) for a tiny network to learn the ears."""
+  return _pets_folder(str(tmp_path_factory.mktemp('pets')), per_class=200, size=72)
+
+
+# What the tiny network needs to learn shape rather than colour: 64 px (the ImageNet stem leaves 16x16 maps)
+# and 200 steps (the smoke recipe's recolouring and crops included).
+LEARNING = ['--config.data.image_size=64', '--config.data.cache_size=72', '--config.train.steps=200',
+            '--config.train.eval_every=50']
 
 
 def tiny_config(*overrides: str, spec: str = 'configs/cats.py:smoke', base: list[str] | None = None):
@@ -78,16 +95,16 @@ def tiny_config(*overrides: str, spec: str = 'configs/cats.py:smoke', base: list
 
 
 @pytest.fixture(scope='session')
-def folder_run(image_folder, tmp_path_factory):
-  """(workdir, summary): the tiny cat/other classifier trained on `image_folder` (shared by several modules)."""
+def folder_run(learning_folder, tmp_path_factory):
+  """(workdir, summary): the tiny cat/other classifier trained on `learning_folder` (shared by several modules)."""
   from tinycats.train import loop
   workdir = str(tmp_path_factory.mktemp('run'))
-  config = tiny_config('--config.data.source=folder', f'--config.data.folder={image_folder}')
+  config = tiny_config('--config.data.source=folder', f'--config.data.folder={learning_folder}', *LEARNING)
   return workdir, loop.train_and_evaluate(config, workdir)
 
 
 # The generator's tiny set and runs (shared by test_generate and test_export).
-CLASSES = ('red', 'lime', 'cyan', 'violet')  # Written in this order (palette(4); red striped across); listed sorted.
+CLASSES = ('circle', 'cross', 'square', 'triangle')  # Shapes in random colours on random grounds (tests/fake_pets.py).
 # The smoke recipe cut to test size: the same code paths as the real run.
 DIT_TINY = ['--config.model.width=64', '--config.model.depth=2', '--config.model.heads=2', '--config.model.patch_size=4',
             '--config.data.image_size=16', '--config.data.cache_size=16', '--config.data.val_fraction=0.1',
@@ -103,25 +120,25 @@ def dit_config(folder, *overrides):
 
 
 @pytest.fixture(scope='session')
-def colour_folder(tmp_path_factory):
-  root = str(tmp_path_factory.mktemp('colours'))
-  fake_pets.make_image_folder(root, classes=CLASSES, per_class=40, size=20, colours=True)
+def shape_folder(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp('shapes'))
+  fake_pets.make_image_folder(root, classes=CLASSES, per_class=40, size=20)
   return root
 
 
 @pytest.fixture(scope='session')
-def generator_run(colour_folder, tmp_path_factory):
-  """(workdir, summary): the tiny DiT trained on `colour_folder`."""
+def generator_run(shape_folder, tmp_path_factory):
+  """(workdir, summary): the tiny DiT trained on `shape_folder`."""
   from tinycats.train import loop
   workdir = str(tmp_path_factory.mktemp('dit'))
-  return workdir, loop.train_and_evaluate(dit_config(colour_folder), workdir)
+  return workdir, loop.train_and_evaluate(dit_config(shape_folder), workdir)
 
 
 @pytest.fixture(scope='session')
-def judge(colour_folder, tmp_path_factory):
+def judge(shape_folder, tmp_path_factory):
   """A tiny classifier trained on the same images: the judge of the samples."""
   from tinycats.train import loop
   workdir = str(tmp_path_factory.mktemp('judge'))
-  loop.train_and_evaluate(tiny_config('--config.data.source=folder', f'--config.data.folder={colour_folder}',
+  loop.train_and_evaluate(tiny_config('--config.data.source=folder', f'--config.data.folder={shape_folder}',
                                       '--config.data.val_fraction=0.1', '--config.data.test_fraction=0.1'), workdir)
   return workdir

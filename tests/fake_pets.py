@@ -1,13 +1,14 @@
-"""Small fake Oxford-IIIT Pet archives in the official layout, for offline tests.
+"""Small fake Oxford-IIIT Pet archives in the official layout, and image folders, for offline tests.
 
-Cats are drawn with horizontal stripes and dogs ("other") with vertical ones, with random
-colours, stripe widths, phase and noise: a small CNN separates them within a few steps, but
-no two images are the same, so a model that only memorises does not generalise. Each cat
-breed has its own stripe colours (one of 12 hues, light and dark), so a generator conditioned
-on the breed has something visible to learn; dogs' colours stay random.
+Every picture comes from `tinycats.data.shapes`: the class is carried by shape alone. In the
+archives a cat is a head with pointed, upright ears and a dog one with long, hanging ears;
+fur colour, texture, background, clutter, position, size, rotation and the picture's aspect
+ratio are random per image, as in real photos, so nothing but the ears tells the species.
+Breeds within a species look alike (their labels are for the pipeline's tests).
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import os
@@ -16,6 +17,7 @@ import tarfile
 import numpy as np
 from PIL import Image
 
+from tinycats.data import shapes
 from tinycats.data.pets import BREEDS
 
 # Capitalised breed names are cats, lowercase are dogs (TFDS's ClassLabel order).
@@ -40,36 +42,10 @@ def is_cat(breed: str) -> bool:
   return breed[0].isupper()
 
 
-def palette(n: int) -> list[tuple[int, int, int]]:
-  """n saturated colours, evenly spaced in hue."""
-  import colorsys
-  return [tuple(int(round(255 * v)) for v in colorsys.hsv_to_rgb(i / n, 1.0, 1.0)) for i in range(n)]
-
-
-BREED_COLOURS = dict(zip((b for b in BREEDS if is_cat(b)), palette(12)))
-
-
-def striped_image(rng: np.random.Generator, horizontal: bool, size: int | tuple[int, int],
-                  colour: tuple[int, int, int] | None = None) -> np.ndarray:
-  """A uint8 HxWx3 image of stripes: horizontal for cats, vertical for the other class.
-
-  The orientation carries the class; `colour` fixes the stripe colours (it and a dark shade of it), else they are random.
-  """
-  height, width = (size, size) if isinstance(size, int) else size
-  period = rng.uniform(5.0, 12.0)
-  phase = rng.uniform(0.0, 2 * np.pi)
-  coord = np.arange(height if horizontal else width, dtype=np.float32)
-  wave = (np.sin(2 * np.pi * coord / period + phase) > 0).astype(np.float32)
-  wave = wave[:, None] * np.ones((1, width)) if horizontal else np.ones((height, 1)) * wave[None, :]
-  colour_a, colour_b = rng.uniform(0, 255, size=(2, 3))
-  if colour is not None:  # After the draw, so the random stream (and every other image) is unchanged.
-    colour_a = np.asarray(colour, np.float64)
-    colour_b = 0.3 * colour_a  # The same hue, dark: the class's colour is unmistakable.
-  if np.abs(colour_a - colour_b).sum() < 150:  # Keep the stripes visible.
-    colour_b = 255 - colour_a
-  image = wave[..., None] * colour_a + (1 - wave[..., None]) * colour_b
-  image += rng.normal(0, 12, size=image.shape)
-  return np.clip(image, 0, 255).astype(np.uint8)
+def pet_image(rng: np.random.Generator, cat: bool, size: tuple[int, int],
+              style: shapes.Style = shapes.HARD) -> np.ndarray:
+  """A uint8 (H, W, 3) picture of a cat's or a dog's head (`shapes.PETS`), everything but the ears at random."""
+  return shapes.render(rng, 'cat' if cat else 'dog', style, size=size)
 
 
 def _jpeg(image: np.ndarray) -> bytes:
@@ -149,9 +125,8 @@ def make_archives(out_dir: str, per_breed_train: int = 2, per_breed_test: int = 
     for k, index in enumerate(indices):
       split = 'train' if k < per_breed_train else 'test'
       name = f'{breed}_{index}'
-      height = int(size * rng.uniform(0.75, 1.25))
-      width = int(size * rng.uniform(0.75, 1.25))
-      image = striped_image(rng, horizontal=cat, size=(height, width), colour=BREED_COLOURS.get(breed))
+      height, width = shapes.picture_size(rng, shapes.Style(size=size))  # Most are not square, as in the archive.
+      image = pet_image(rng, cat, (height, width))
       if name in CORRUPT_SAMPLES:
         alpha = np.full((height, width, 1), 255, np.uint8)
         images.append((f'images/{name}.jpg', _png(np.concatenate([image, alpha], -1))))
@@ -182,24 +157,33 @@ def make_archives(out_dir: str, per_breed_train: int = 2, per_breed_test: int = 
   return result
 
 
-def make_image_folder(root: str, classes: tuple[str, ...] = ('cat', 'other'), per_class: int = 8,
-                      size: int = 48, seed: int = 0, colours: bool = False) -> dict[str, list[str]]:
-  """Writes `root/<class>/<i>.jpg`: the first class horizontal stripes, the rest vertical.
+def folder_shapes(classes) -> tuple[str, ...]:
+  """The shape drawn for each class name: a shape's own name, cat/other as the pets' heads, else SHAPES in order."""
+  if tuple(classes) == ('cat', 'other'):
+    return ('cat', 'dog')
+  known = shapes.SHAPES + shapes.PETS
+  if all(c in known for c in classes):
+    return tuple(classes)
+  return shapes.SHAPES[:len(classes)]
 
-  With `colours`, each class also has its own stripe colours (a learnable set for generators).
+
+def make_image_folder(root: str, classes: tuple[str, ...] = ('cat', 'other'), per_class: int = 8,
+                      size: int = 48, seed: int = 0, style: shapes.Style = shapes.EASY) -> dict[str, list[str]]:
+  """Writes `root/<class>/<i>.jpg`, each class a shape (`folder_shapes`), all else random per image.
 
   Returns the written paths per class.
   """
   rng = np.random.default_rng(seed)
-  paths = {}
-  for c, name in enumerate(classes):
+  style = dataclasses.replace(style, size=size)
+  drawn = dict(zip(classes, folder_shapes(classes)))
+  paths = {name: [] for name in classes}
+  for name in classes:
     os.makedirs(os.path.join(root, name), exist_ok=True)
-    paths[name] = []
-    for i in range(per_class):
+  for i in range(per_class):  # Interleaved: any prefix of the seed's stream is balanced.
+    for name in classes:
       path = os.path.join(root, name, f'{i}.jpg')
       with open(path, 'wb') as f:
-        colour = palette(len(classes))[c] if colours else None
-        f.write(_jpeg(striped_image(rng, horizontal=c == 0, size=size, colour=colour)))
+        f.write(_jpeg(shapes.render(rng, drawn[name], style)))
       paths[name].append(path)
   return paths
 
@@ -208,7 +192,7 @@ if __name__ == '__main__':
   # Synthetic archives for a CPU smoke run, e.g. the README's figures:
   #   python tests/fake_pets.py OUT_DIR --per-breed-train 20 --per-breed-test 5 --size 160
   import argparse
-  parser = argparse.ArgumentParser(description='Write fake Oxford-IIIT Pet archives (striped images) to OUT_DIR.')
+  parser = argparse.ArgumentParser(description='Write fake Oxford-IIIT Pet archives (cat and dog heads that differ in their ears) to OUT_DIR.')
   parser.add_argument('out_dir')
   parser.add_argument('--per-breed-train', type=int, default=2)
   parser.add_argument('--per-breed-test', type=int, default=1)

@@ -158,7 +158,7 @@ def test_resuming_on_a_folder_that_gained_images_is_refused(tmp_path):
   loop.train_and_evaluate(config, str(tmp_path / 'run'))
   rng = np.random.default_rng(1)
   for i in range(10):
-    Image.fromarray(fake_pets.striped_image(rng, True, 16)).save(root / 'cat' / f'new{i}.jpg')
+    Image.fromarray(fake_pets.pet_image(rng, True, (16, 16))).save(root / 'cat' / f'new{i}.jpg')
   with pytest.raises(ConfigError, match=r'trained on 32 training images, the data now has 40'):
     loop.train_and_evaluate(config, str(tmp_path / 'run'))
   (root / 'renamed').mkdir()

@@ -117,8 +117,8 @@ _POSITIVE = ('model.width', 'model.patch_size', 'model.depth', 'model.heads', 'm
              'train.learning_rate', 'train.log_every', 'train.keep_checkpoints', 'sample.steps', 'sample.per_class',
              'flow.logit_std')
 _FRACTIONS = ('model.dropout', 'data.val_fraction', 'data.test_fraction', 'data.crop_min_scale',
-              'data.color_jitter', 'train.label_smoothing', 'flow.label_dropout', 'ema.decay')
-_NON_NEGATIVE = ('data.max_examples', 'data.val_min_per_class', 'data.device_cache_gb', 'train.warmup_epochs',
+              'data.color_jitter', 'data.recolor', 'train.label_smoothing', 'flow.label_dropout', 'ema.decay')
+_NON_NEGATIVE = ('train.steps', 'data.max_examples', 'data.val_min_per_class', 'data.device_cache_gb', 'train.warmup_epochs',
                  'train.weight_decay', 'train.grad_clip', 'train.eval_every', 'train.patience', 'train.backbone_lr_scale',
                  'train.freeze_epochs')
 
@@ -182,7 +182,7 @@ def load(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
 # Fields a resumed run may change. Everything else (seeds, data, splits, model, batch size,
 # augmentation) decides which examples and which model the checkpoint belongs to.
 CHANGEABLE_ON_RESUME = frozenset({
-    'name', 'data.data_dir', 'data.folder', 'data.cache_dir', 'data.device_cache_gb', 'train.epochs', 'train.patience',
+    'name', 'data.data_dir', 'data.folder', 'data.cache_dir', 'data.device_cache_gb', 'train.epochs', 'train.steps', 'train.patience',
     'train.log_every', 'train.eval_every', 'train.keep_checkpoints', 'train.eval_batch_size',
     'train.learning_rate', 'train.warmup_epochs', 'train.weight_decay', 'train.grad_clip',
     'train.backbone_lr_scale', 'train.freeze_epochs', 'model.pretrained',  # Weights come from the checkpoint.

@@ -8,10 +8,11 @@ Every run takes the library's own path: `config.load(recipe, overrides)` with `d
 The pictures come from `tinycats.data.shapes` (colour, ground, clutter, position, scale and aspect
 ratio random per image): nothing but the outline tells the class.
 
-- `classifier`: `configs/cats.py:smoke` from scratch on 10 shapes (`shapes.HARD`, 150 per class).
+- `classifier`: `configs/cats.py:smoke` from scratch on 10 shapes (`shapes.EASY`, 300 per class; `style='HARD'`
+  for the harder pictures, which the smoke's 1,000 steps do not learn).
 - `small`: the same recipe on two classes, `shapes.PETS` (cat and dog heads that differ only in their
-  ears, `shapes.HARD`), 160 per class: about 250 training images once validation and test are held out.
-- `generator`: `configs/dit.py:smoke` on 10 shapes (`shapes.EASY`, 200 per class), judged by a classifier
+  ears, `shapes.HARD`), 160 per class: 256 training images once validation and test are held out.
+- `generator`: `configs/dit.py:smoke` on 10 shapes (`shapes.EASY`, 300 per class), judged by a classifier
   (`configs/cats.py:smoke` from scratch, longer: `JUDGE_OVERRIDES`) trained on a copy of the same folder
   as the generator sees it (`generator_view`), with the generator's own train/val/test partition, so
   the real images the judge scores are ones it never trained on. `--judge DIR` reuses a trained judge.
@@ -41,9 +42,9 @@ CASES = ('classifier', 'small', 'generator')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSIFIER_RECIPE = 'configs/cats.py:smoke'
 GENERATOR_RECIPE = 'configs/dit.py:smoke'
-PER_CLASS = {'classifier': 150, 'small': 160, 'generator': 200}  # `small`: 128 of each class train (val, test 16).
+PER_CLASS = {'classifier': 300, 'small': 160, 'generator': 300}  # `small`: 128 of each class train (val, test 16).
 # The judge: the classifier smoke recipe from scratch, on every image (no max_examples cap) and for longer.
-JUDGE_OVERRIDES = ('model.pretrained=', 'data.max_examples=0', 'train.epochs=10')
+JUDGE_OVERRIDES = ('model.pretrained=', 'data.max_examples=0', 'train.steps=2000')
 # The generator's partition, given to the judge so that both hold out the same test images.
 _PARTITION = ('val_fraction', 'val_min_per_class', 'test_fraction', 'split_seed')
 
@@ -210,31 +211,33 @@ def _training_fields(summary: dict, seconds: float) -> dict:
 
 
 def _classify(case: str, workdir: str, classes: Sequence[str], per_class: int, picture_size: int | None,
-              overrides: Sequence[str], label: str, seed: int) -> dict:
+              overrides: Sequence[str], label: str, seed: int, style: str) -> dict:
   start = time.perf_counter()
-  folder, data_seconds = data_folder(workdir, classes, per_class, 'HARD', picture_size, seed)
+  folder, data_seconds = data_folder(workdir, classes, per_class, style, picture_size, seed)
   config, applied = load_config(CLASSIFIER_RECIPE, folder, ['model.pretrained=', *overrides])
   run_dir = _run_dir(workdir, case, label)
   summary, report, seconds = _train(config, run_dir)
   return dict(kind='quality', case=case, recipe=CLASSIFIER_RECIPE, overrides=applied, classes=report['classes'],
-              per_class=per_class, style='HARD', examples=_examples(config),
+              per_class=per_class, style=style, examples=_examples(config),
               test_accuracy=report['accuracy'], test_balanced_accuracy=report['balanced_accuracy'],
               test_recall=report['recall'], degenerate=report.get('degenerate'), **_training_fields(summary, seconds),
               data_seconds=data_seconds, wall_seconds=time.perf_counter() - start, workdir=run_dir)
 
 
 def classifier(workdir: str, per_class: int = PER_CLASS['classifier'], classes: int = 10,
-               picture_size: int | None = None, overrides: Sequence[str] = (), label: str = '', seed: int = 0) -> dict:
-  """Case 1: `configs/cats.py:smoke` from scratch on `classes` shapes (`shapes.HARD`): test accuracy and more."""
+               picture_size: int | None = None, overrides: Sequence[str] = (), label: str = '', seed: int = 0,
+               style: str = 'EASY') -> dict:
+  """Case 1: `configs/cats.py:smoke` from scratch on `classes` shapes (`shapes.EASY`): test accuracy and more."""
   from tinycats.data import shapes
-  return _classify('classifier', workdir, shapes.SHAPES[:classes], per_class, picture_size, overrides, label, seed)
+  return _classify('classifier', workdir, shapes.SHAPES[:classes], per_class, picture_size, overrides, label, seed,
+                   style)
 
 
 def small(workdir: str, per_class: int = PER_CLASS['small'], picture_size: int | None = None,
           overrides: Sequence[str] = (), label: str = '', seed: int = 0) -> dict:
   """Case 2: the same recipe on cat and dog heads (`shapes.PETS`, HARD), about 250 training images."""
   from tinycats.data import shapes
-  return _classify('small', workdir, shapes.PETS, per_class, picture_size, overrides, label, seed)
+  return _classify('small', workdir, shapes.PETS, per_class, picture_size, overrides, label, seed, 'HARD')
 
 
 def _judge(workdir: str, folder: str, dit_config, classes: list[str], given: str | None,

@@ -117,18 +117,33 @@ def _color_jitter(key, x, strength):
   return jnp.clip(x, 0.0, 1.0)
 
 
-def train_transform(images, sizes, key, *, image_size, min_scale=0.35, flip=True, color_jitter=0.0, norm='imagenet'):
+def _recolor(key, x, probability):
+  """With `probability`, the picture's RGB channels in a random order and, half of those times, inverted.
+
+  A network trained from scratch on few pictures memorises their colours long before it learns
+  their shapes; scrambled colours leave it only the shapes (and a grey picture only its polarity).
+  """
+  k_apply, k_order, k_invert = jax.random.split(key, 3)
+  scrambled = x[..., jax.random.permutation(k_order, 3)]
+  scrambled = jnp.where(jax.random.bernoulli(k_invert), 1.0 - scrambled, scrambled)
+  return jnp.where(jax.random.bernoulli(k_apply, probability), scrambled, x)
+
+
+def train_transform(images, sizes, key, *, image_size, min_scale=0.35, flip=True, color_jitter=0.0, recolor=0.0,
+                    norm='imagenet'):
   """uint8 canvases (B, S, S, 3) with picture sizes (B, 2) -> float32 (B, image_size, image_size, 3),
   randomly augmented per image; the crop may come from anywhere in the picture."""
 
   def one(image, size, key):
-    k_box, k_flip, k_jitter = jax.random.split(key, 3)
+    k_box, k_flip, k_jitter, k_recolor = jax.random.split(key, 4)
     x = image.astype(jnp.float32) / 255.0
     x = _crop_resize(x, *_random_box(k_box, size[0], size[1], min_scale), image_size, size)
     if flip:
       x = jnp.where(jax.random.bernoulli(k_flip), x[:, ::-1], x)
     if color_jitter > 0:
       x = _color_jitter(k_jitter, x, color_jitter)
+    if recolor > 0:
+      x = _recolor(k_recolor, x, recolor)
     return jnp.clip(x, 0.0, 1.0)
 
   x = jax.vmap(one)(images, _valid(sizes), jax.random.split(key, images.shape[0]))

@@ -33,7 +33,7 @@ class ClassifyTask(Task):
     k_aug, k_drop = jax.random.split(key)
     x = augment.train_transform(batch['image'], batch['size'], k_aug, image_size=data.image_size,
                                 min_scale=data.crop_min_scale, flip=data.flip, color_jitter=data.color_jitter,
-                                norm=data.normalization)
+                                recolor=data.get('recolor', 0.0), norm=data.normalization)
     logits = model(x, rngs=nnx.Rngs(dropout=k_drop))
     targets = optax.smooth_labels(jax.nn.one_hot(batch['label'], len(self.classes)),
                                   self.config.train.label_smoothing)

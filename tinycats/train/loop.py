@@ -73,7 +73,7 @@ def train_and_evaluate(config, workdir: str, mesh=None, on_checkpoint=None) -> d
 
   task = TASKS[config.task](config, data.classes)
   steps_per_epoch = len(train) // tc.batch_size
-  total_steps = tc.epochs * steps_per_epoch
+  total_steps = tc.get('steps', 0) or tc.epochs * steps_per_epoch  # A fixed budget, else whole epochs.
   eval_every = tc.eval_every or steps_per_epoch
   ckpts = state_lib.checkpoints(workdir, task, keep=tc.keep_checkpoints)
   model, optimizer, schedule = state_lib.create(task, config, steps_per_epoch, total_steps)
