@@ -70,3 +70,11 @@ def test_make_folder_writes_the_folder_layout(tmp_path):
 def test_unknown_shape_is_named():
   with pytest.raises(ValueError, match="unknown shape 'blob'"):
     shapes.render(np.random.default_rng(0), 'blob')
+
+
+def test_the_command_writes_a_folder_and_names_unknown_classes(tmp_path, capsys):
+  shapes.main([str(tmp_path / 'out'), '--classes', 'cat,dog', '--per-class', '2', '--style', 'hard'])
+  assert sorted(os.listdir(tmp_path / 'out')) == ['cat', 'dog'] and '4 pictures of 2 classes' in capsys.readouterr().out
+  with pytest.raises(SystemExit) as exit_info:
+    shapes.main([str(tmp_path / 'bad'), '--classes', 'cat,blob'])
+  assert exit_info.value.code == 2 and "unknown classes ['blob']" in capsys.readouterr().err

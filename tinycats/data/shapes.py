@@ -11,8 +11,8 @@ classifier on per-image colour statistics stays at chance (tests/test_shapes.py)
     make_folder('data/shapes', per_class=100)          # data/shapes/<class>/<i>.png: data.source=folder
     image = render(np.random.default_rng(0), 'star')   # one uint8 (H, W, 3) picture
 
-`Style` sets how hard the pictures are; `EASY` (large objects, little clutter) suits tiny test
-models and the 32 px generator, `HARD` the classifier benchmarks.
+`Style` sets how hard the pictures are: `HARD` (textures, clutter, small objects), `EASY` (large
+objects, plain or noisy grounds, little clutter) and `FLAT` (one colour on another: the generator's).
 """
 from __future__ import annotations
 
@@ -44,6 +44,9 @@ class Style:
 HARD = Style()
 EASY = Style(size=48, aspect=(0.75, 1.33), area=(0.14, 0.3), stretch=(0.85, 1.18), rotation=15.0, clutter=(0, 1),
              textured=0.0, grounds=('flat', 'gradient', 'noise'))
+# One colour on one colour: the least a generator has to model besides the shape (colours still random).
+FLAT = Style(size=48, aspect=(0.75, 1.33), area=(0.18, 0.35), stretch=(0.85, 1.18), rotation=15.0, clutter=(0, 0),
+             textured=0.0, grounds=('flat',))
 _SUPERSAMPLE = 3  # Outlines are drawn this much larger and reduced: smooth, antialiased edges.
 
 
@@ -230,3 +233,29 @@ def colour_probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.n
     w -= learning_rate * (a.T @ grad + 1e-3 * w)
     bias -= learning_rate * grad.sum(0)
   return float(np.mean((b @ w + bias).argmax(1) == test_y))
+
+
+def main(argv=None) -> None:
+  """`python -m tinycats.data.shapes OUT_DIR`: a shape folder to train on with `data.source=folder`."""
+  import argparse
+  parser = argparse.ArgumentParser(prog='python -m tinycats.data.shapes', description=main.__doc__)
+  parser.add_argument('out_dir')
+  parser.add_argument('--classes', default='10', help="a count (the first N of SHAPES), or names: 'cat,dog'")
+  parser.add_argument('--per-class', type=int, default=300)
+  parser.add_argument('--style', choices=('hard', 'easy', 'flat'), default='easy')
+  parser.add_argument('--size', type=int, default=None, help='mean picture side in pixels (the style\'s own by default)')
+  parser.add_argument('--seed', type=int, default=0)
+  args = parser.parse_args(argv)
+  style = {'hard': HARD, 'easy': EASY, 'flat': FLAT}[args.style]
+  if args.size:
+    style = dataclasses.replace(style, size=args.size)
+  classes = SHAPES[:int(args.classes)] if args.classes.isdigit() else tuple(args.classes.split(','))
+  unknown = [name for name in classes if name not in SHAPES + PETS]
+  if unknown:
+    parser.error(f'unknown classes {unknown}; known: {", ".join(SHAPES + PETS)}')
+  paths = make_folder(args.out_dir, classes, args.per_class, style, args.seed)
+  print(f'{sum(map(len, paths.values()))} pictures of {len(paths)} classes in {args.out_dir}')
+
+
+if __name__ == '__main__':
+  main()
