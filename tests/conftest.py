@@ -9,6 +9,7 @@ import sys
 import pytest
 
 import fake_pets
+from tinycats.data import shapes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -104,13 +105,13 @@ def folder_run(learning_folder, tmp_path_factory):
 
 
 # The generator's tiny set and runs (shared by test_generate and test_export).
-CLASSES = ('circle', 'cross', 'square', 'triangle')  # Shapes in random colours on random grounds (tests/fake_pets.py).
+CLASSES = ('circle', 'cross', 'square', 'triangle')  # One random colour on another (shapes.FLAT): only the shape differs.
 # The smoke recipe cut to test size: the same code paths as the real run.
 DIT_TINY = ['--config.model.width=64', '--config.model.depth=2', '--config.model.heads=2', '--config.model.patch_size=4',
-            '--config.data.image_size=16', '--config.data.cache_size=16', '--config.data.val_fraction=0.1',
+            '--config.data.image_size=16', '--config.data.cache_size=20', '--config.data.val_fraction=0.1',
             '--config.data.test_fraction=0.1', '--config.train.batch_size=32', '--config.train.eval_batch_size=64',
-            '--config.train.epochs=40', '--config.train.learning_rate=2e-3', '--config.train.warmup_epochs=2',
-            '--config.train.log_every=10', '--config.train.eval_every=80', '--config.ema.decay=0.99',
+            '--config.train.steps=400', '--config.train.learning_rate=4e-3', '--config.train.warmup_epochs=2',
+            '--config.train.log_every=10', '--config.train.eval_every=100', '--config.ema.decay=0.99',
             '--config.sample.steps=10', '--config.sample.per_class=3', '--config.sample.cfg=2.0']
 
 
@@ -122,7 +123,7 @@ def dit_config(folder, *overrides):
 @pytest.fixture(scope='session')
 def shape_folder(tmp_path_factory):
   root = str(tmp_path_factory.mktemp('shapes'))
-  fake_pets.make_image_folder(root, classes=CLASSES, per_class=40, size=20)
+  fake_pets.make_image_folder(root, classes=CLASSES, per_class=100, size=20, style=shapes.FLAT)
   return root
 
 
@@ -136,9 +137,13 @@ def generator_run(shape_folder, tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def judge(shape_folder, tmp_path_factory):
-  """A tiny classifier trained on the same images: the judge of the samples."""
+  """A tiny classifier trained on the same images as the generator sees them (16 px): the judge of the samples."""
+  from tinycats import quality
   from tinycats.train import loop
   workdir = str(tmp_path_factory.mktemp('judge'))
-  loop.train_and_evaluate(tiny_config('--config.data.source=folder', f'--config.data.folder={shape_folder}',
-                                      '--config.data.val_fraction=0.1', '--config.data.test_fraction=0.1'), workdir)
+  view = quality.generator_view(shape_folder, str(tmp_path_factory.mktemp('view')), dit_config(shape_folder).data)
+  # The generator's partition (its fractions and floor), so the judge never trains on the generator's test images.
+  loop.train_and_evaluate(tiny_config('--config.data.source=folder', f'--config.data.folder={view}', *LEARNING,
+                                      '--config.data.val_fraction=0.1', '--config.data.test_fraction=0.1',
+                                      '--config.data.val_min_per_class=4'), workdir)
   return workdir

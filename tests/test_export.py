@@ -27,7 +27,7 @@ TOKEN = 'hf_test_token'
 
 @pytest.fixture(scope='module')
 def runs(folder_run, generator_run):
-  """{'classifier': workdir, 'generator': workdir}: the suite's tiny trained runs (cat/other 32 px; 4 colours 16 px)."""
+  """{'classifier': workdir, 'generator': workdir}: the suite's tiny trained runs (cat/other 32 px; 4 shapes 16 px)."""
   return {'classifier': folder_run[0], 'generator': generator_run[0]}
 
 
@@ -235,7 +235,7 @@ def test_models_json_describes_both_models_in_one_folder(exports, runs, tmp_path
   sampling = spec['generator']['sampling']
   assert (sampling['method'], sampling['steps'], sampling['cfgScale'], sampling['nullLabel']) == (
       'Euler integration', 50, 1.5, 4)
-  assert [c['name'] for c in spec['generator_breeds']['classes']] == ['cyan', 'lime', 'red', 'violet']
+  assert [c['name'] for c in spec['generator_breeds']['classes']] == ['circle', 'cross', 'square', 'triangle']
   assert spec['recommended'] == {'classifier': 'quantized', 'generator': 'generator'}
 
 
@@ -267,7 +267,7 @@ def test_hub_repo_holds_the_files_and_a_card_from_eval_json(exports, runs, hub_s
     assert card['pipeline_tag'] == ('image-classification' if kind == 'classifier' else 'unconditional-image-generation')
     config = json.loads(files['config.json'])
     assert config['metrics'] == evaluated and config['step'] == evaluated['step']
-    assert config['classes'] == (['cat', 'other'] if kind == 'classifier' else ['cyan', 'lime', 'red', 'violet'])
+    assert config['classes'] == (['cat', 'other'] if kind == 'classifier' else ['circle', 'cross', 'square', 'triangle'])
 
 
 def test_models_load_back_from_the_hub(exports, runs, hub_server, tmp_path, monkeypatch):
