@@ -5,11 +5,14 @@ import pytest
 from tinycats import config as config_lib
 
 
-def test_smoke_is_the_same_recipe_cut_down():
-  real, smoke = config_lib.load('configs/cats.py'), config_lib.load('configs/cats.py:smoke')
-  assert real.model.name == smoke.model.name == 'resnet18'
-  assert (real.data.image_size, real.data.source, real.data.max_examples) == (224, 'tfds', 0)
-  assert smoke.data.image_size < real.data.image_size and smoke.data.max_examples > 0
+def test_scratch_and_smoke_train_from_random_weights_with_their_own_schedule():
+  real, scratch, smoke = (config_lib.load(f'configs/cats.py{arg}') for arg in ('', ':scratch', ':smoke'))
+  assert real.model.name == scratch.model.name == smoke.model.name == 'resnet18'
+  assert (real.data.image_size, real.data.source, real.model.pretrained) == (224, 'tfds', 'torchvision')
+  assert scratch.model.pretrained == smoke.model.pretrained == ''
+  assert scratch.data.image_size == 224 and scratch.train.epochs > real.train.epochs and scratch.data.recolor > 0
+  assert smoke.data.image_size < real.data.image_size and smoke.model.width < real.model.width
+  assert smoke.train.steps > 0  # A fixed budget: the same compute on 250 pictures or 3,000.
 
 
 def test_overrides_take_the_field_type():
