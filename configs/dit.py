@@ -74,6 +74,7 @@ def get_config(arg=None):
   # mean, but BatchNorm statistics and random draws are per micro-batch.
   c.train.grad_accum = 1
   c.train.epochs = 800
+  c.train.steps = 0  # > 0: train exactly this many steps whatever the data's size (epochs is then unused).
   c.train.optimizer = 'adamw'
   c.train.learning_rate = 3e-4
   c.train.warmup_epochs = 10
@@ -100,13 +101,14 @@ def get_config(arg=None):
     c.sample.steps = 20
     c.sample.cfg = 3.0  # A short run's class signal is weak; stronger guidance shows it.
     c.sample.per_class = 6
+    c.data.flip = False  # A short run learns the pictures as they are; mirrored copies are more to learn.
     c.train.batch_size = 64
     c.train.eval_batch_size = 128
-    c.train.epochs = 40
-    c.train.learning_rate = 2e-3
+    c.train.steps = 1200  # A fixed budget whatever the data's size (BENCHMARKS.md, 'Quality': about 5 minutes).
+    c.train.learning_rate = 4e-3
     c.train.warmup_epochs = 1
-    c.train.log_every = 20
-    c.train.eval_every = 200
+    c.train.log_every = 50
+    c.train.eval_every = 300
   elif arg not in (None, ''):
     raise ValueError(f"configs/dit.py: unknown config argument {arg!r}; use 'smoke', 'patch8' or nothing.")
   return c

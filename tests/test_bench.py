@@ -101,12 +101,13 @@ def test_epoch_on_a_folder(capsys, image_folder):
 # `tinycats bench --quality`: the harness at test size (the recipes' quality is measured by the command, not here).
 QUALITY_TINY = ['--per-class', '8', '--picture-size', '20', '--classes', '3', '--set', 'model.width=8',
                 '--set', 'data.image_size=32', '--set', 'data.cache_size=36', '--set', 'train.batch_size=8',
-                '--set', 'train.epochs=1']
+                '--set', 'train.epochs=1', '--set', 'train.steps=0', '--set', 'data.test_fraction=0.2']
 JUDGE_TINY = ['--judge-set', 'model.width=8', '--judge-set', 'data.image_size=32', '--judge-set', 'data.cache_size=36',
-              '--judge-set', 'train.batch_size=8', '--judge-set', 'train.epochs=1']
+              '--judge-set', 'train.batch_size=8', '--judge-set', 'train.epochs=1', '--judge-set', 'train.steps=0']
 DIT_QUALITY_TINY = ['--per-class', '8', '--picture-size', '20', '--classes', '3', '--set', 'model.width=32',
                     '--set', 'model.depth=1', '--set', 'model.heads=2', '--set', 'data.image_size=16',
                     '--set', 'data.cache_size=20', '--set', 'train.batch_size=8', '--set', 'train.epochs=1',
+                    '--set', 'train.steps=0',
                     '--set', 'sample.steps=2', '--samples-per-class', '2']
 QUALITY_FIELDS = {'kind', 'case', 'recipe', 'overrides', 'sweep', 'classes', 'per_class', 'style', 'examples', 'steps',
                   'total_steps', 'best_step', 'stopped_early', 'train_seconds', 'compile_seconds', 'images_per_sec',
@@ -125,7 +126,8 @@ def check_times(row):
 
 def check_classifier_row(row, case, classes, per_class):
   assert CLASSIFY_FIELDS <= set(row), CLASSIFY_FIELDS - set(row)
-  assert (row['kind'], row['case'], row['recipe'], row['style']) == ('quality', case, 'configs/cats.py:smoke', 'HARD')
+  style = 'HARD' if case == 'small' else 'EASY'
+  assert (row['kind'], row['case'], row['recipe'], row['style']) == ('quality', case, 'configs/cats.py:smoke', style)
   assert row['classes'] == sorted(classes) and row['per_class'] == per_class
   assert 'model.pretrained=' in row['overrides']  # From scratch.
   assert sum(row['examples'].values()) == len(classes) * per_class and min(row['examples'].values()) >= len(classes)
@@ -139,12 +141,12 @@ def test_quality_small_runs_the_recipe_end_to_end(capsys, tmp_path):
   results = tmp_path / 'results.jsonl'
   with pytest.raises(SystemExit) as done:
     cli.main(['bench', '--quality', 'small', '--workdir', str(tmp_path / 'q'), '--results', str(results),
-              *QUALITY_TINY])
+              *QUALITY_TINY, '--per-class', '12'])  # Two classes: enough to train one batch of 8.
   assert done.value.code == 0
   out, err = capsys.readouterr()
   rows = [json.loads(line) for line in out.splitlines()]  # Only JSON on stdout.
   (row,) = rows
-  check_classifier_row(row, 'small', ['cat', 'dog'], 8)
+  check_classifier_row(row, 'small', ['cat', 'dog'], 12)
   assert row['sweep'] is None and row['workdir'].startswith(str(tmp_path / 'q' / 'small'))
   assert json.loads((tmp_path / 'q' / 'small' / row['workdir'].rsplit('/', 1)[1] / 'summary.json').read_text())[
       'test_accuracy'] == row['test_accuracy']  # The loop's own figures.
