@@ -11,6 +11,7 @@ import pytest
 import yaml
 from flax import nnx
 
+from conftest import LEARNING
 from fake_hub import FakeHub
 from tinycats import Classifier, Generator, cli, models, pretrained
 from tinycats.data import augment
@@ -23,11 +24,12 @@ ort = pytest.importorskip('onnxruntime', reason="the export extra (pip install -
 onnx = pytest.importorskip('onnx')
 
 TOKEN = 'hf_test_token'
+SIZE = int(next(a for a in LEARNING if 'image_size' in a).rpartition('=')[2])  # The classifier run's input.
 
 
 @pytest.fixture(scope='module')
 def runs(folder_run, generator_run):
-  """{'classifier': workdir, 'generator': workdir}: the suite's tiny trained runs (cat/other 32 px; 4 shapes 16 px)."""
+  """{'classifier': workdir, 'generator': workdir}: the suite's tiny trained runs (cat/other 64 px; 4 shapes 16 px)."""
   return {'classifier': folder_run[0], 'generator': generator_run[0]}
 
 
@@ -85,13 +87,13 @@ def jitted(net):
 def test_classifier_onnx_meets_the_contract(exports, runs):
   folder, _ = exports['classifier']
   inputs, outputs = onnx_io(os.path.join(folder, 'cats.onnx'))
-  assert inputs == {'input': (onnx.TensorProto.FLOAT, ['batch_size', 3, 32, 32])}
+  assert inputs == {'input': (onnx.TensorProto.FLOAT, ['batch_size', 3, SIZE, SIZE])}
   assert outputs == {'output': (onnx.TensorProto.FLOAT, ['batch_size', 2])}
   config, net = reference(runs['classifier'])
   net = jitted(net)
   session = ort.InferenceSession(os.path.join(folder, 'cats.onnx'))
   for n in (1, 3):
-    x = np.random.default_rng(n).normal(size=(n, 3, 32, 32)).astype(np.float32)
+    x = np.random.default_rng(n).normal(size=(n, 3, SIZE, SIZE)).astype(np.float32)
     expected = np.asarray(net(jnp.asarray(x.transpose(0, 2, 3, 1))))
     got = session.run(None, {'input': x})[0]
     assert got.shape == (n, 2)
@@ -105,7 +107,7 @@ def test_classifier_onnx_agrees_with_the_library_on_real_images(exports, runs, i
   clf = Classifier.load(runs['classifier'])
   val = tinycats.data.load(clf.config, splits=('val',)).splits['val']
   n = min(24, len(val))
-  x = np.asarray(augment.eval_transform(val.images[:n], val.sizes[:n], image_size=32,
+  x = np.asarray(augment.eval_transform(val.images[:n], val.sizes[:n], image_size=SIZE,
                                         crop_fraction=augment.eval_crop(clf.config.data), norm='imagenet'))
   x = x.transpose(0, 3, 1, 2)
   logits = ort.InferenceSession(os.path.join(folder, 'cats.onnx')).run(None, {'input': x})[0]
@@ -191,7 +193,7 @@ def test_int8_report_measures_the_exported_model(exports, runs):
   config = Classifier.load(runs['classifier']).config
   val = tinycats.data.load(config, splits=('val',)).splits['val']
   n = report['examples']
-  x = np.asarray(augment.eval_transform(val.images[:n], val.sizes[:n], image_size=32,
+  x = np.asarray(augment.eval_transform(val.images[:n], val.sizes[:n], image_size=SIZE,
                                         crop_fraction=augment.eval_crop(config.data), norm='imagenet'))
   x = x.transpose(0, 3, 1, 2)
   labels = val.labels[:n]
@@ -228,7 +230,7 @@ def test_models_json_describes_both_models_in_one_folder(exports, runs, tmp_path
   assert spec['classifier']['input']['normalization']['mean'] == [0.485, 0.456, 0.406]
   policy = lambda section: {k: spec[section]['preprocess'][k] for k in ('crop', 'crop_fraction', 'resize', 'size')}
   assert policy('classifier') == {'crop': 'center_square', 'crop_fraction': 0.875, 'resize': 'bilinear, antialiased',
-                                  'size': 32}  # configs/cats.py's data.eval_crop.
+                                  'size': SIZE}  # configs/cats.py's data.eval_crop.
   assert policy('generator') == {'crop': 'center_square', 'crop_fraction': 1.0, 'resize': 'bilinear, antialiased',
                                  'size': 16}
   assert spec['classifier']['output']['classes'] == ['cat', 'other']
@@ -299,7 +301,7 @@ def test_torchvision_weights_round_trip_and_load_in_torch(exports, runs):
   from test_pretrained import torch_resnet
   net = torch_resnet(18, width=8, num_classes=2)
   net.load_state_dict(load_file(path), strict=True)
-  x = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
+  x = np.random.default_rng(0).normal(size=(2, 3, SIZE, SIZE)).astype(np.float32)
   session = ort.InferenceSession(os.path.join(folder, 'cats.onnx'))
   with torch.no_grad():
     np.testing.assert_allclose(net(torch.from_numpy(x)).numpy(), session.run(None, {'input': x})[0], atol=1e-4)
