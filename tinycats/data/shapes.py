@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import colorsys
 import dataclasses
+import functools
 import math
 import os
 
@@ -88,17 +89,25 @@ def _unit_outline(shape: str) -> list[list[tuple[float, float]]]:
   raise ValueError(f'unknown shape {shape!r}; known: {", ".join(SHAPES + PETS)}')
 
 
+_HOLES = ('ring', 'crescent')  # Their second polygon is cut out of the first.
+
+
+@functools.lru_cache(maxsize=None)
+def _unit_area(shape: str) -> float:
+  """The outline's own area at unit scale, measured once on a fine grid: it sets the scale for a drawn area."""
+  unit = _coverage(_unit_outline(shape), shape in _HOLES, 128, 128,
+                   lambda p: ((p[0] + 1.5) * 128 / 3, (p[1] + 1.5) * 128 / 3))
+  return float(unit.sum() / (128 / 3) ** 2)
+
+
 def _mask(rng: np.random.Generator, shape: str, height: int, width: int, style: Style) -> np.ndarray:
   """float32 (H, W) coverage in [0, 1] of the object, placed, scaled, stretched and rotated at random."""
   polygons = _unit_outline(shape)
-  holes = shape in ('ring', 'crescent')  # The second polygon is cut out of the first.
+  holes = shape in _HOLES
   area = rng.uniform(*style.area) * height * width
   stretch = math.exp(rng.uniform(*np.log(style.stretch)))
   angle = math.radians(rng.uniform(-style.rotation, style.rotation))
-  # The outline's own area at unit scale, measured once on a fine grid, sets the scale for the drawn area.
-  unit = _coverage(polygons, holes, 128, 128, lambda p: ((p[0] + 1.5) * 128 / 3, (p[1] + 1.5) * 128 / 3))
-  unit_area = unit.sum() / (128 / 3) ** 2
-  scale = math.sqrt(area / unit_area)
+  scale = math.sqrt(area / _unit_area(shape))
   sx, sy = scale * math.sqrt(stretch), scale / math.sqrt(stretch)
   cos, sin = math.cos(angle), math.sin(angle)
   corners = [(sx * x * cos - sy * y * sin, sx * x * sin + sy * y * cos) for x, y in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
