@@ -18,7 +18,7 @@ import common  # configs/common.py (the loader puts configs/ on the path).
 
 def get_config(arg=None):
   c = ml_collections.ConfigDict()
-  c.task = 'classify'
+  c.task = 'classifier'
   c.seed = 0
   c.name = 'cats'  # Run name prefix; also the Modal app name.
 

@@ -13,7 +13,7 @@ import common  # configs/common.py (the loader puts configs/ on the path).
 
 def get_config(arg=None):
   c = ml_collections.ConfigDict()
-  c.task = 'flow'
+  c.task = 'generator'
   c.seed = 0
   c.name = 'dit'  # Run name prefix; also the Modal app name.
 

@@ -50,8 +50,8 @@ def test_bad_fields_and_values_are_named(override, message):
 
 
 @pytest.mark.parametrize('spec, override, message', [
-    ('configs/cats.py', '--config.model.name=dit', "model.name 'dit' does not fit task 'classify'"),
-    ('configs/dit.py', '--config.task=classify', "model.name 'dit' does not fit task 'classify'"),
+    ('configs/cats.py', '--config.model.name=dit', "model.name 'dit' does not fit task 'classifier'"),
+    ('configs/dit.py', '--config.task=classifier', "model.name 'dit' does not fit task 'classifier'"),
     ('configs/dit.py', '--config.model.patch_size=24', 'data.image_size (128) must be a multiple of model.patch_size'),
     ('configs/dit.py', '--config.model.heads=5', 'model.width (384) must be a multiple of model.heads (5)'),
     ('configs/dit.py', '--config.train.grad_accum=3', 'must be a multiple of train.grad_accum (3)'),
@@ -68,7 +68,7 @@ def test_generator_config_errors_are_named(spec, override, message):
 def test_generator_configs_load():
   for arg in ('', ':smoke', ':patch8'):
     c = config_lib.load(f'configs/dit.py{arg}')
-    assert c.task == 'flow' and c.data.labels == 'cat_breeds' and c.data.normalization == 'symmetric'
+    assert c.task == 'generator' and c.data.labels == 'cat_breeds' and c.data.normalization == 'symmetric'
   assert config_lib.load('configs/dit.py:patch8').model.patch_size == 8
 
 
@@ -86,3 +86,14 @@ def test_json_round_trip(tmp_path):
   assert config_lib.load_json(str(tmp_path / 'config.json')).to_dict() == json.loads(json.dumps(c.to_dict()))
   with pytest.raises(config_lib.ConfigError, match='is this a tinycats workdir'):
     config_lib.load_json(str(tmp_path / 'missing.json'))
+
+
+@pytest.mark.parametrize('spec, old', [('configs/cats.py', 'classify'), ('configs/dit.py', 'flow')])
+def test_a_workdir_written_with_the_old_task_names_still_loads(tmp_path, spec, old):
+  config = config_lib.load(spec)
+  stored = config.to_dict()
+  stored['task'] = old  # What config.json held before the tasks were named classifier and generator.
+  path = tmp_path / 'config.json'
+  path.write_text(json.dumps(stored))
+  loaded = config_lib.load_json(str(path))
+  assert loaded.task == config.task and config_lib.resume_conflicts(loaded, config) == []

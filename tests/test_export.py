@@ -13,12 +13,11 @@ from flax import nnx
 
 from conftest import LEARNING
 from fake_hub import FakeHub
-from tinycats import Classifier, Generator, cli, models, pretrained
+from tinycats import Classifier, Generator, cli, inference, models, pretrained
 from tinycats.data import augment
 from tinycats.errors import UserError
 from tinycats.export import hub, onnx as onnx_export, weights
-from tinycats.export.weights import ExportError
-from tinycats.train import state as state_lib
+from tinycats.inference import ExportError
 
 ort = pytest.importorskip('onnxruntime', reason="the export extra (pip install -e '.[export]') is needed")
 onnx = pytest.importorskip('onnx')
@@ -62,13 +61,11 @@ def onnx_io(path):
 def reference(workdir):
   """(config, eval-mode float32 network) built here from the checkpoint, independently of the exporter."""
   import ml_collections
-  from tinycats.train import generate
   task = json.load(open(os.path.join(workdir, 'config.json')))['task']
-  config, graphdef, state, _ = state_lib.load_run(workdir, task, 'model')
+  config, graphdef, state, _ = inference.load(workdir, task)  # The generator's EMA network.
   model_config = ml_collections.ConfigDict(config.model.to_dict())
   model_config.dtype = 'float32'  # Float32 compute; the parameters are float32 already.
-  if task == 'flow':
-    graphdef, state = generate.ema_network(graphdef, state)
+  if task == 'generator':
     net = models.create_generator(model_config, len(config.data.classes), config.data.image_size)
   else:
     net = models.create_classifier(model_config, len(config.data.classes))
@@ -290,7 +287,7 @@ def test_models_load_back_from_the_hub(exports, runs, hub_server, tmp_path, monk
 def test_torchvision_weights_round_trip_and_load_in_torch(exports, runs):
   folder, _ = exports['classifier']
   path = os.path.join(folder, weights.TORCHVISION_WEIGHTS)
-  config, _, trained, _ = state_lib.load_run(runs['classifier'], 'classify', 'classifier')
+  config, _, trained, _ = inference.load(runs['classifier'], 'classifier')
   fresh = models.create_classifier(config.model, 2, seed=9)
   pretrained.load_torchvision(fresh, path)  # The converter of the pretrained-weights path, strict.
   for (p, a), (q, b) in zip(nnx.to_flat_state(nnx.state(fresh)), nnx.to_flat_state(trained)):
@@ -352,7 +349,7 @@ def test_missing_token_fails_before_any_work(runs, tmp_path, monkeypatch):
   import huggingface_hub.constants
   monkeypatch.delenv('HF_TOKEN', raising=False)
   monkeypatch.setattr(huggingface_hub.constants, 'HF_TOKEN_PATH', str(tmp_path / 'no-login' / 'token'))
-  monkeypatch.setattr(onnx_export, 'load_trained', lambda *a, **k: pytest.fail('worked before checking the token'))
+  monkeypatch.setattr(inference, 'load', lambda *a, **k: pytest.fail('worked before checking the token'))
   with pytest.raises(UserError, match='HF_TOKEN'):
     hub.export_hub(runs['classifier'], 'someone/x', out_dir=str(tmp_path / 'out'))
   assert not os.path.exists(tmp_path / 'out')
@@ -365,7 +362,7 @@ def test_bad_inputs_are_clear_errors_and_write_nothing(runs, tmp_path, capsys):
   with pytest.raises(FileNotFoundError, match='no checkpoint'):
     onnx_export.export_onnx(str(empty), str(tmp_path / 'a'))
   assert not os.path.exists(tmp_path / 'a')  # Nothing made for an export that could not start.
-  with pytest.raises(UserError, match="holds a 'classify' run, not a generator"):
+  with pytest.raises(UserError, match="holds a 'classifier' run, not a generator"):
     onnx_export.export_onnx(runs['classifier'], str(tmp_path / 'b'), kind='generator')
   blocker = tmp_path / 'file'
   blocker.write_text('not a folder')

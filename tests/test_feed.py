@@ -2,7 +2,8 @@
 import numpy as np
 
 from tinycats.data import Split
-from tinycats.train import feed as feed_lib, step as step_lib
+from tinycats import sharding
+from tinycats.train import feed as feed_lib
 
 
 def _split(n=20, side=4):
@@ -21,7 +22,7 @@ def test_an_epoch_visits_every_example_once_in_a_seeded_order():
 
 
 def test_the_device_copy_gives_the_host_batches():
-  split, mesh = _split(), step_lib.make_mesh()
+  split, mesh = _split(), sharding.make_mesh()
   host = feed_lib.Feed(split, mesh, batch_size=4, steps_per_epoch=5, seed=1, device_cache_gb=0)
   device = feed_lib.Feed(split, mesh, batch_size=4, steps_per_epoch=5, seed=1, device_cache_gb=1)
   assert host.resident is None and device.resident is not None
@@ -41,4 +42,4 @@ def test_what_fits_on_the_devices():
   assert not feed_lib.fits_on_devices(5 * gb, 4.0, None)
   assert feed_lib.fits_on_devices(gb, 4.0, 80 * gb)
   assert not feed_lib.fits_on_devices(3 * gb, 4.0, 8 * gb)  # Over a quarter of a device's memory.
-  assert feed_lib.on_devices(_split(), step_lib.make_mesh(), 1e-9) is None  # 1,200 bytes over a 1-byte cap.
+  assert feed_lib.on_devices(_split(), sharding.make_mesh(), 1e-9) is None  # 1,200 bytes over a 1-byte cap.

@@ -8,7 +8,7 @@ from flax import nnx
 from tinycats import flow
 from tinycats.data import augment
 from tinycats.models.dit import DiT
-from tinycats.train import generate
+from tinycats.models import ema
 
 
 class ExactVelocity:
@@ -127,21 +127,21 @@ def test_seeds_reproduce_samples_and_different_seeds_differ(tiny_dit):
 
 
 def test_ema_decay_ramps_up_to_its_ceiling():
-  decays = [float(generate.ema_decay(step, 0.999)) for step in (0, 10, 100, 10**6)]
+  decays = [float(ema.ema_decay(step, 0.999)) for step in (0, 10, 100, 10**6)]
   assert decays[0] == pytest.approx(0.1) and decays[0] < decays[1] < decays[2] and decays[3] == pytest.approx(0.999)
 
 
 def test_ema_update_moves_the_average_only():
   net = DiT(image_size=8, patch_size=4, width=16, depth=1, heads=2, num_classes=2, dtype=jnp.float32,
             rngs=nnx.Rngs(0))
-  model = generate.EMAModel(net)
+  model = ema.EMAModel(net)
   before = nnx.to_pure_dict(nnx.state(model.ema, nnx.Param))
   nnx.update(model.net, jax.tree.map(lambda p: p + 1.0, nnx.state(model.net, nnx.Param)))
-  generate.update_ema(model, 0.75)
+  ema.update_ema(model, 0.75)
   after = nnx.to_pure_dict(nnx.state(model.ema, nnx.Param))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b + 0.25, rtol=1e-6, atol=1e-6), after, before)
   # The optimizer's filter sees the network, never the average.
-  assert 'ema' not in nnx.to_pure_dict(nnx.state(model, generate.TRAINABLE))
+  assert 'ema' not in nnx.to_pure_dict(nnx.state(model, ema.TRAINABLE))
 
 
 def test_symmetric_normalisation_round_trips_to_uint8():

@@ -9,7 +9,7 @@ from PIL import Image
 
 from conftest import dit_config, run_tinycats
 from tinycats import Classifier, Generator, evaluate
-from tinycats.checkpoint import Checkpoints
+from tinycats.train.checkpoint import Checkpoints
 from tinycats.errors import UserError
 from tinycats.sample_quality import sample_quality
 from tinycats.train import loop, state as state_lib
@@ -34,8 +34,8 @@ def test_generator_trains_and_leaves_its_files(generator_run):
 def test_ema_weights_differ_from_the_network_and_are_the_ones_used(generator_run):
   workdir, summary = generator_run
   config = Generator.load(workdir).config
-  task = TASKS['flow'](config, list(config.data.classes))
-  _, model_state, step = state_lib.load_for_inference(workdir, config, task)
+  task = TASKS['generator'](config, list(config.data.classes))
+  _, model_state, step = state_lib.restore_model(workdir, task)
   stored = nnx.to_pure_dict(model_state)
   net, ema = stored['net'], stored['ema']
   kernel = lambda tree: np.asarray(tree['final_layer']['linear']['kernel'])
@@ -80,10 +80,11 @@ def test_pure_noise_scores_worse_than_real_images_on_every_metric(generator_run,
   assert as_noise['frechet_distance'] > 3 * as_real['frechet_distance']
   # The flow loss of the trained model beats an untrained (zero-output) one on the same draws.
   trained = json.load(open(os.path.join(workdir, 'eval.json')))['flow_loss']
-  task = TASKS['flow'](config, list(config.data.classes))
-  from tinycats.train import generate, step as step_lib
+  task = TASKS['generator'](config, list(config.data.classes))
+  from tinycats import sharding
+  from tinycats.train.tasks import generator as generator_task
   fresh = nnx.split(task.create_model(0).ema)
-  untrained = generate.validation_loss(config, *fresh, real, step_lib.make_mesh())
+  untrained = generator_task.validation_loss(config, *fresh, real, sharding.make_mesh())
   assert trained < 0.5 * untrained
 
 
@@ -142,9 +143,9 @@ def test_generator_resumes_to_the_uninterrupted_result(shape_folder, tmp_path, m
 
   def final(workdir):
     config = Generator.load(workdir).config
-    task = TASKS['flow'](config, list(config.data.classes))
+    task = TASKS['generator'](config, list(config.data.classes))
     latest = Checkpoints(os.path.join(workdir, 'checkpoints'), read_only=True).latest_step()
-    _, state, _ = state_lib.load_for_inference(workdir, config, task, step=latest)
+    _, state, _ = state_lib.restore_model(workdir, task, step=latest)
     return {'.'.join(map(str, k)): np.asarray(v) for k, v in nnx.to_flat_state(state)}
 
   a, b = final(straight), final(resumed)

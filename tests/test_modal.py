@@ -8,7 +8,7 @@ import pytest
 
 from conftest import REPO, tiny_config
 from launch import body, modal_app, plan as plan_lib
-from tinycats.checkpoint import Checkpoints
+from tinycats.train.checkpoint import Checkpoints
 
 
 def _dry_run(*args):
@@ -31,7 +31,7 @@ def test_dry_run_prints_the_whole_plan(spec):
   assert plan['volumes']['data'] == {'name': 'tinycats-data', 'mount': '/data', 'tfds_data_dir': '/data/tfds'}
   assert plan['volumes']['outputs'] == {'name': 'tinycats-outputs', 'mount': '/outputs'}
   assert plan['config']['data']['data_dir'] == '/data/tfds' and plan['config']['modal']['gpu'] == 'H100:8'
-  assert plan['config']['task'] == ('classify' if 'cats' in spec else 'flow')
+  assert plan['config']['task'] == ('classifier' if 'cats' in spec else 'generator')
   assert plan['fetch'] == 'modal volume get tinycats-outputs run1 runs/run1'
 
 

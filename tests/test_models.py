@@ -5,7 +5,7 @@ import pytest
 from flax import nnx
 
 from conftest import tiny_config
-from tinycats import models
+from tinycats import models, sharding
 from tinycats.models import resnet
 from tinycats.train import state as state_lib, step as step_lib
 from tinycats.train.tasks import TASKS
@@ -50,12 +50,12 @@ def test_stem_padding_is_symmetric():
 def test_bf16_policy_through_the_library_train_step():
   """After a real TrainStep, parameters, BatchNorm statistics and Adam moments are float32; convs run in bf16."""
   config = tiny_config('--config.data.source=folder', '--config.data.folder=unused', '--config.model.dtype=bfloat16')
-  task = TASKS['classify'](config, ['cat', 'other'])
+  task = TASKS['classifier'](config, ['cat', 'other'])
   model, optimizer, _ = state_lib.create(task, config, 10, 10)
   before = np.asarray(model.bn1.mean[...])
   graphdef, state = nnx.split((model, optimizer))
-  mesh = step_lib.make_mesh()
-  batch = step_lib.shard_batch({'image': np.random.default_rng(0).integers(0, 255, (16, 36, 36, 3), np.uint8),
+  mesh = sharding.make_mesh()
+  batch = sharding.shard_batch({'image': np.random.default_rng(0).integers(0, 255, (16, 36, 36, 3), np.uint8),
                                 'size': np.full((16, 2), 36, np.int32), 'label': np.arange(16, dtype=np.int32) % 2},
                                mesh)
   state, metrics = step_lib.TrainStep(graphdef, task.loss, mesh)(state, batch, jax.random.key(0), 0)

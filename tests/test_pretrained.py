@@ -238,8 +238,7 @@ def test_fine_tuning_starts_from_the_weights_with_a_frozen_backbone(image_folder
                        f'--config.model.pretrained={tmp_path / "resnet18-w8.safetensors"}',
                        '--config.train.epochs=1', '--config.train.freeze_epochs=1')
   loop.train_and_evaluate(config, str(tmp_path / 'run'))
-  graphdef, model_state, _ = state_lib.load_for_inference(str(tmp_path / 'run'), config,
-                                                           TASKS['classify'](config, ['cat', 'other']))
+  graphdef, model_state, _ = state_lib.restore_model(str(tmp_path / 'run'), TASKS['classifier'](config, ['cat', 'other']))
   model = nnx.merge(graphdef, model_state)
   # The backbone is the checkpoint's, untouched by the frozen epoch; the 2-class head was trained.
   np.testing.assert_array_equal(model.conv1.kernel[...], donor.conv1.kernel[...])
@@ -253,8 +252,9 @@ def test_backbone_learning_rate_scale_and_freeze():
   import ml_collections
   import optax
   from tinycats.train import step as step_lib
+  from tinycats.train.tasks.classifier import head_or_backbone
   train = ml_collections.ConfigDict(dict(grad_clip=0.0, weight_decay=0.0, backbone_lr_scale=0.25, freeze_epochs=2.0))
-  tx = step_lib.make_optimizer(train, optax.constant_schedule(0.1), steps_per_epoch=1)
+  tx = step_lib.make_optimizer(train, optax.constant_schedule(0.1), steps_per_epoch=1, param_groups=head_or_backbone)
   params = {'fc': {'kernel': jnp.ones((2, 2))}, 'conv1': {'kernel': jnp.ones((2, 2))}}
   grads = jax.tree.map(jnp.ones_like, params)
   state = tx.init(params)
@@ -266,6 +266,7 @@ def test_backbone_learning_rate_scale_and_freeze():
   # frozen (steps 0 and 1), then by 0.25 x 0.1.
   np.testing.assert_allclose(moves, [(-0.1, 0.0), (-0.1, 0.0), (-0.1, -0.025)], rtol=1e-4, atol=1e-7)
   # From scratch a random backbone learns at the full rate from the first step.
-  scratch = step_lib.make_optimizer(train, optax.constant_schedule(0.1), steps_per_epoch=1, fine_tuning=False)
+  scratch = step_lib.make_optimizer(train, optax.constant_schedule(0.1), steps_per_epoch=1, fine_tuning=False,
+                                    param_groups=head_or_backbone)
   updates, _ = scratch.update(grads, scratch.init(params), params)
   np.testing.assert_allclose(updates['conv1']['kernel'], -0.1, rtol=1e-4)

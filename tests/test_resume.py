@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 
 from conftest import REPO, TINY, tiny_config
-from tinycats.checkpoint import Checkpoints
+from tinycats.train.checkpoint import Checkpoints
 from tinycats.config import ConfigError
 from tinycats.train import loop, state as state_lib
 from tinycats.train.tasks import TASKS
@@ -26,9 +26,9 @@ def _launch_command(image_folder, workdir):
 
 def _final_model_state(workdir, image_folder):
   config = tiny_config('--config.data.source=folder', f'--config.data.folder={image_folder}')
-  task = TASKS['classify'](config, ['cat', 'other'])
+  task = TASKS['classifier'](config, ['cat', 'other'])
   latest = Checkpoints(os.path.join(workdir, 'checkpoints'), read_only=True).latest_step()
-  _, model_state, _ = state_lib.load_for_inference(workdir, config, task, step=latest)
+  _, model_state, _ = state_lib.restore_model(workdir, task, step=latest)
   return latest, {'.'.join(map(str, k)): np.asarray(v) for k, v in nnx.to_flat_state(model_state)}
 
 
@@ -94,13 +94,13 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(image_folder, tmp_p
 def _scripted_validation(monkeypatch, scores):
   """Validation whose balanced accuracy is `scores` in turn (and plain accuracy the opposite): the loop's
   stopping and best-step logic under test."""
-  from tinycats.train.classify import ClassifyTask
+  from tinycats.train.tasks.classifier import ClassifierTask
   calls = iter(scores)
 
   def validate(self, *args):
     score = next(calls)
     return {'val_accuracy': 1.0 - score, 'val_balanced_accuracy': score, 'val_loss': 0.0}
-  monkeypatch.setattr(ClassifyTask, 'validate', validate)
+  monkeypatch.setattr(ClassifierTask, 'validate', validate)
 
 
 def test_early_stop_and_a_restart_that_respects_it(image_folder, tmp_path, monkeypatch):

@@ -15,21 +15,22 @@ SCRIPT = textwrap.dedent('''
   from flax import nnx
   from conftest import tiny_config
   from tinycats.data import Split
+  from tinycats import sharding as sharding_lib
   from tinycats.train import feed as feed_lib, state as state_lib, step as step_lib
   from tinycats.train.tasks import TASKS
   assert jax.device_count() == 2, jax.devices()
 
   config = tiny_config('--config.data.source=folder', '--config.data.folder=unused', '--config.model.dtype=float32')
-  task = TASKS['classify'](config, ['cat', 'other'])
+  task = TASKS['classifier'](config, ['cat', 'other'])
   rng = np.random.default_rng(0)
   split = Split(rng.integers(0, 255, (48, 36, 36, 3), dtype=np.uint8), rng.integers(0, 2, 48).astype(np.int32),
                 [], [], rng.integers(20, 37, (48, 2)).astype(np.int32))
 
   def run(devices, device_cache_gb=0.0):
-    mesh = step_lib.make_mesh(devices)
+    mesh = sharding_lib.make_mesh(devices)
     model, optimizer, _ = state_lib.create(task, config, 10, 30)
     graphdef, state = nnx.split((model, optimizer))
-    state = jax.device_put(state, step_lib.replicated(mesh))
+    state = jax.device_put(state, sharding_lib.replicated(mesh))
     train_step = step_lib.TrainStep(graphdef, task.loss, mesh)
     feed = feed_lib.Feed(split, mesh, batch_size=16, steps_per_epoch=3, seed=0, device_cache_gb=device_cache_gb)
     assert (feed.resident is not None) == bool(device_cache_gb)

@@ -5,6 +5,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from tinycats import sharding
 from tinycats.train import step as step_lib
 
 
@@ -25,11 +26,11 @@ def _one_step(grad_accum):
   model = Linear()
   optimizer = nnx.Optimizer(model, optax.adamw(0.1), wrt=nnx.Param)
   graphdef, state = nnx.split((model, optimizer))
-  mesh = step_lib.make_mesh()
+  mesh = sharding.make_mesh()
   train_step = step_lib.TrainStep(graphdef, _loss, mesh, grad_accum=grad_accum)
   rng = np.random.default_rng(0)
   batch = {'x': rng.normal(size=(8, 3)).astype(np.float32), 'y': rng.normal(size=(8, 2)).astype(np.float32)}
-  state, metrics = train_step(state, step_lib.shard_batch(batch, mesh), jax.random.key(0), 0)
+  state, metrics = train_step(state, sharding.shard_batch(batch, mesh), jax.random.key(0), 0)
   return nnx.to_pure_dict(state[0]), jax.device_get(metrics)
 
 
@@ -50,7 +51,7 @@ def _accumulated_step(config, classes):
   model, optimizer, _ = state_lib.create(task, config, 10, 30)
   graphdef, state = nnx.split((model, optimizer))
   before = jax.tree.map(np.asarray, nnx.to_pure_dict(state[0]))
-  mesh = step_lib.make_mesh()
+  mesh = sharding.make_mesh()
   train_step = step_lib.TrainStep(graphdef, task.loss, mesh, wrt=task.trainable, after_update=task.after_update,
                                   grad_accum=2)
   rng = np.random.default_rng(0)
@@ -59,7 +60,7 @@ def _accumulated_step(config, classes):
            'size': rng.integers(size // 2, size + 1, (8, 2)).astype(np.int32),
            'label': rng.integers(0, classes, 8).astype(np.int32)}
   for step in range(2):  # The first update's warmup learning rate is 0.
-    state, metrics = train_step(state, step_lib.shard_batch(batch, mesh), jax.random.key(0), step)
+    state, metrics = train_step(state, sharding.shard_batch(batch, mesh), jax.random.key(0), step)
   return metrics, before, nnx.to_pure_dict(state[0])
 
 
@@ -81,10 +82,10 @@ class Normed(nnx.Module):
 def test_gradient_accumulation_carries_batchnorm_statistics_through_the_micro_batches():
   model = Normed()
   graphdef, state = nnx.split((model, nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)))
-  mesh = step_lib.make_mesh()
+  mesh = sharding.make_mesh()
   rng = np.random.default_rng(0)
   batch = {'x': rng.normal(3.0, 1.0, size=(8, 3)).astype(np.float32), 'y': rng.normal(size=(8, 2)).astype(np.float32)}
-  state, _ = step_lib.TrainStep(graphdef, _loss, mesh, grad_accum=2)(state, step_lib.shard_batch(batch, mesh),
+  state, _ = step_lib.TrainStep(graphdef, _loss, mesh, grad_accum=2)(state, sharding.shard_batch(batch, mesh),
                                                                      jax.random.key(0), 0)
   mean = np.asarray(nnx.to_pure_dict(state[0])['norm']['mean'])
   assert np.all(mean != 0)  # Both micro-batches updated the running mean (it starts at 0).

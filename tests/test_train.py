@@ -68,10 +68,10 @@ def test_balanced_accuracy_and_recall_by_hand():
 
 def test_a_model_that_answers_one_class_is_reported(folder_run, tmp_path, monkeypatch, capsys):
   import shutil
-  from tinycats.train import classify
+  from tinycats.train.tasks import classifier as classifier_task
   workdir = str(tmp_path / 'run')
   shutil.copytree(folder_run[0], workdir)  # Its eval.json stays the shared run's.
-  monkeypatch.setattr(classify, 'predict_logits',
+  monkeypatch.setattr(classifier_task, 'predict_logits',
                       lambda config, graphdef, state, images, *args, **kwargs: np.tile([0.0, 1.0], (len(images), 1)))
   report = evaluate.evaluate(workdir, split='val')
   n = report['num_examples']
@@ -118,9 +118,9 @@ def test_predict_command_reports_bad_files_and_continues(folder_run, image_folde
 def test_restoring_into_another_shape_names_the_leaf(folder_run):
   workdir, _ = folder_run
   config = tiny_config('--config.data.source=folder', '--config.data.folder=unused', '--config.model.width=16')
-  task = TASKS['classify'](config, ['cat', 'other'])
+  task = TASKS['classifier'](config, ['cat', 'other'])
   with pytest.raises(ValueError, match=r'conv1\.kernel: checkpoint \(7, 7, 3, 8\) vs model \(7, 7, 3, 16\)'):
-    state_lib.load_for_inference(workdir, config, task)
+    state_lib.restore_model(workdir, task)
 
 
 def test_checkpoints_store_float32_model_and_optimizer(folder_run):
@@ -173,3 +173,20 @@ def test_breed_labels(prepared_pets):
   data = tinycats.data.load(config, splits=('test',))
   assert len(data.classes) == 37 and data.classes[0] == 'Abyssinian'
   assert sorted(set(data.splits['test'].labels.tolist())) == list(range(37))
+
+
+def test_itstime_is_every_n_steps_and_the_last():
+  assert [s for s in range(1, 11) if loop.itstime(s, 4, 10)] == [4, 8, 10]
+  assert [s for s in range(1, 4) if loop.itstime(s, 0, 3)] == [3]  # 0: only at the end.
+
+
+def test_metric_writer_starts_fresh_or_drops_the_rows_after_the_resumed_step(tmp_path):
+  path = str(tmp_path / 'metrics.jsonl')
+  writer = metrics.MetricWriter(path)
+  for step in (10, 20, 30):
+    writer.write(step, {'train_loss': 1.0 / step})
+  assert [r['step'] for r in metrics.read_jsonl(path)] == [10, 20, 30]
+  resumed = metrics.MetricWriter(path, resume_step=20)  # Step 30 will be logged again.
+  assert [r['step'] for r in resumed.rows()] == [10, 20]
+  metrics.MetricWriter(path)
+  assert metrics.read_jsonl(path) == []

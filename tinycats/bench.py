@@ -27,9 +27,16 @@ import tempfile
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
+from PIL import Image
 
+import tinycats.data
+from tinycats import config as config_lib, sharding
+from tinycats.data import augment, cache, pets
 from tinycats.errors import UserError
+from tinycats.train import feed as feed_lib, state as state_lib, step as step_lib, tasks
 
 MODELS = ('resnet18', 'resnet34', 'dit')
 DTYPES = {'bf16': 'bfloat16', 'f32': 'float32'}
@@ -44,8 +51,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def bench_config(model: str, batch: int, image_size: int, dtype: str, overrides=()):
   """The recipe's config (configs/cats.py or configs/dit.py) at the benchmark's sizes."""
-  from tinycats import config as config_lib
-  from tinycats.data import pets
   if model not in MODELS:
     raise UserError(f'unknown --model {model!r}; choose one of {", ".join(MODELS)}')
   if dtype not in DTYPES:
@@ -64,7 +69,6 @@ def bench_config(model: str, batch: int, image_size: int, dtype: str, overrides=
 
 def _cache_size(spec: str, image_size: int) -> int:
   """The recipe's cache size scaled to `image_size`: its ratio (320/224 for the classifier) to the input."""
-  from tinycats import config as config_lib
   data = config_lib.load_config_file(spec).data
   return round(image_size * data.cache_size / data.image_size)
 
@@ -115,11 +119,10 @@ def machine() -> dict:
 
 
 def _mesh(devices: int | None, batch: int, grad_accum: int = 1):
-  from tinycats.train import step as step_lib
   available = jax.devices()
   if devices and devices > len(available):
     raise UserError(f'--devices {devices}: only {len(available)} {jax.default_backend()} device(s) here')
-  mesh = step_lib.make_mesh(available[:devices] if devices else None)
+  mesh = sharding.make_mesh(available[:devices] if devices else None)
   if not batch or batch % (mesh.size * grad_accum):
     raise UserError(f'batch {batch} must be a positive multiple of the device count ({mesh.size}) times '
                     f'train.grad_accum ({grad_accum})')
@@ -128,14 +131,11 @@ def _mesh(devices: int | None, batch: int, grad_accum: int = 1):
 
 def _build(config, mesh, steps_per_epoch: int, total_steps: int):
   """(task, jitted step, replicated state, trained parameter count): what the loop builds, for timing."""
-  from flax import nnx
-  from tinycats.train import state as state_lib, step as step_lib
-  from tinycats.train.tasks import TASKS
-  task = TASKS[config.task](config, list(config.data.classes))
+  task = tasks.get(config)
   net, optimizer, _ = state_lib.create(task, config, steps_per_epoch, total_steps)
   params = sum(x.size for x in jax.tree.leaves(nnx.state(net, task.trainable)))  # The DiT's EMA copy is not.
   graphdef, state = nnx.split((net, optimizer))
-  return task, step_lib.for_task(task, graphdef, mesh), jax.device_put(state, step_lib.replicated(mesh)), int(params)
+  return task, step_lib.for_task(task, graphdef, mesh), jax.device_put(state, sharding.replicated(mesh)), int(params)
 
 
 # Profiler events that are the runtime around the ops, not ops (CPU thunk executor, PjRt, Python).
@@ -178,7 +178,6 @@ def train_step(model: str, batch: int, image_size: int, dtype: str = 'bf16', ste
 
   `profile` > 0 then traces 2 more steps with the JAX profiler and adds the top `profile` op kinds.
   """
-  from tinycats.train import step as step_lib
   if steps < 1:
     raise UserError(f'--steps must be at least 1, got {steps}')
   config = bench_config(model, batch, image_size, dtype, overrides)
@@ -191,7 +190,7 @@ def train_step(model: str, batch: int, image_size: int, dtype: str = 'bf16', ste
   host = {'image': rng.integers(0, 256, (batch, side, side, 3), dtype=np.uint8),
           'size': np.tile(np.int32([side * 3 // 4, side]), (batch, 1)),  # 4:3 pictures, Oxford-IIIT Pet's commonest.
           'label': rng.integers(0, len(config.data.classes), batch).astype(np.int32)}
-  data = step_lib.shard_batch(host, mesh)
+  data = sharding.shard_batch(host, mesh)
   key = jax.random.key(0)
   start = time.perf_counter()
   compiled = update.lower(state, data, key, 0).compile()
@@ -245,9 +244,6 @@ def epoch(spec: str, overrides=(), devices: int | None = None) -> dict:
   Wall time with and without the first step's compilation; validation and checkpoints are not part
   of an epoch here (they are in `train_and_evaluate`).
   """
-  import tinycats.data
-  from tinycats import config as config_lib
-  from tinycats.train import feed as feed_lib
   config = config_lib.load(spec, list(overrides))
   batch = config.train.batch_size
   mesh = _mesh(devices, batch, config.train.get('grad_accum', 1))
@@ -326,7 +322,6 @@ def kernels(batch: int = 32, dtype: str = 'bf16', steps: int = 10) -> list[dict]
 
   Inputs are in `dtype` and so is the output (what the models' layers do under the dtype policy).
   """
-  import jax.numpy as jnp
   if dtype not in DTYPES:
     raise UserError(f'unknown --dtype {dtype!r}; choose one of {", ".join(DTYPES)}')
   element = jnp.dtype(DTYPES[dtype])
@@ -350,9 +345,6 @@ def kernels(batch: int = 32, dtype: str = 'bf16', steps: int = 10) -> list[dict]
 def pipeline(image_size: int = 224, images: int = 256, batch: int = 64, steps: int = 10,
              source_size: tuple[int, int] = (500, 375)) -> list[dict]:
   """The input pipeline alone: JPEG decode into the cache, and cached batches through on-device augmentation."""
-  from PIL import Image
-  from tinycats.data import augment, cache
-  from tinycats.train import step as step_lib
   side = _cache_size(os.path.join(REPO, 'configs', 'cats.py'), image_size)
   rng = np.random.default_rng(0)
   out = []
@@ -373,7 +365,7 @@ def pipeline(image_size: int = 224, images: int = 256, batch: int = 64, steps: i
                     cache_size=side, seconds=decode_seconds, images_per_sec=images / decode_seconds, **machine()))
     canvases, sizes = np.array(cached.images), cached.sizes  # A copy: the memory-mapped file goes with the folder.
     del cached
-  mesh = step_lib.make_mesh()
+  mesh = sharding.make_mesh()
   batch = min(batch, images) // mesh.size * mesh.size
   if not batch:
     raise UserError(f'--batch must be at least the device count ({mesh.size})')
@@ -381,19 +373,19 @@ def pipeline(image_size: int = 224, images: int = 256, batch: int = 64, steps: i
                                                       color_jitter=0.2)
   host_step = jax.jit(augment_fn)
   device_step = jax.jit(lambda split, rows, key: augment_fn(jax.tree.map(lambda field: field[rows], split), key))
-  everywhere = step_lib.replicated(mesh)  # What `feed.Feed` keeps on the devices:
-  resident = {'image': step_lib.global_array(canvases, everywhere), 'size': step_lib.global_array(sizes, everywhere)}
+  everywhere = sharding.replicated(mesh)  # What `feed.Feed` keeps on the devices:
+  resident = {'image': sharding.global_array(canvases, everywhere), 'size': sharding.global_array(sizes, everywhere)}
   key = jax.random.key(0)
 
   def transfer_only(i):  # What the device cache saves each step: the host gather and the copy to the devices.
     chosen = np.sort(rng.permutation(images)[:batch])
-    return step_lib.shard_batch({'image': canvases[chosen], 'size': sizes[chosen]}, mesh)
+    return sharding.shard_batch({'image': canvases[chosen], 'size': sizes[chosen]}, mesh)
 
   def from_host(i):  # The loop's path for a split too big for the devices: host gather, then transfer.
     return host_step(transfer_only(i), jax.random.fold_in(key, i))
 
   def on_device(i):  # The loop's path for a split that fits: only the row indices are sent.
-    rows = step_lib.shard_batch({'index': np.sort(rng.permutation(images)[:batch]).astype(np.int32)}, mesh)['index']
+    rows = sharding.shard_batch({'index': np.sort(rng.permutation(images)[:batch]).astype(np.int32)}, mesh)['index']
     return device_step(resident, rows, jax.random.fold_in(key, i))
 
   for stage, one in (('host_gather_and_transfer', transfer_only), ('cache_to_augmented_device_batch', from_host),

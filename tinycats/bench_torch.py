@@ -15,6 +15,8 @@ import math
 import statistics
 import time
 
+from tinycats.bench import _cpu_model, _timings, kernel_flops, kernel_shapes, queued_timings
+
 
 def _torch():
   try:
@@ -142,7 +144,6 @@ def dit(image_size: int, patch: int, width: int, depth: int, heads: int, mlp_rat
 
 def train_step(model: str, batch: int, image_size: int, dtype: str, steps: int, config, backend: str = 'cpu') -> dict:
   """Times the plain-PyTorch step at the same batch, size and dtype policy as the JAX one, on the same kind of device."""
-  from tinycats.bench import _cpu_model, _timings
   torch = _torch()
   torch.manual_seed(0)
   device = torch.device('cuda' if backend == 'gpu' else 'cpu')
@@ -189,7 +190,6 @@ def train_step(model: str, batch: int, image_size: int, dtype: str, steps: int, 
 
 def kernels(batch: int, dtype: str, steps: int, backend: str = 'cpu') -> list[dict]:
   """`bench.kernels` in PyTorch: the same matmul and 3x3 convolution (channels-last), in `dtype`."""
-  from tinycats.bench import _cpu_model, kernel_flops, kernel_shapes, queued_timings
   torch = _torch()
   device = torch.device('cuda' if backend == 'gpu' else 'cpu')
   element = torch.bfloat16 if dtype == 'bf16' else torch.float32

@@ -15,11 +15,9 @@ from typing import Sequence
 import jax
 import numpy as np
 
+from tinycats import inference, sharding
 from tinycats.data import cache
-from tinycats.errors import UserError
-from tinycats.export import weights
-from tinycats.train import state as state_lib, step as step_lib
-from tinycats.train.classify import predict_arrays
+from tinycats.train.tasks.classifier import predict_arrays
 
 
 class Classifier:
@@ -29,17 +27,12 @@ class Classifier:
     self.classes = list(config.data.classes)
     self.step = step
     self._graphdef, self._state = graphdef, model_state
-    self._mesh = mesh or step_lib.make_mesh()
+    self._mesh = mesh or sharding.make_mesh()
 
   @classmethod
   def load(cls, source: str, step: int | None = None, *, endpoint: str | None = None) -> 'Classifier':
     """A workdir's best checkpoint (or `step`), an export folder, or a Hub repo id (downloaded once, cached)."""
-    kind, folder = weights.resolve(source, endpoint)
-    if kind == 'export':
-      if step is not None:
-        raise UserError(f'{source} is an export: it holds one step; drop step=')
-      return cls(*weights.load_export(folder, 'classify', 'classifier'))
-    return cls(*state_lib.load_run(folder, 'classify', 'classifier', step))
+    return cls(*inference.load(source, 'classifier', step, endpoint=endpoint))
 
   def _canvases(self, images) -> tuple[np.ndarray, np.ndarray]:
     """(canvases, sizes): each image (array or PIL) through the cache's own resize, so prediction sees

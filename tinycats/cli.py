@@ -9,16 +9,25 @@ import json
 import os
 import sys
 
+import jax
+import numpy as np
+from PIL import Image
+
+from tinycats import bench, bench_torch, evaluate, metrics, quality
+from tinycats.classifier import Classifier
+from tinycats.data import pets
+from tinycats.errors import UserError
+from tinycats.export import hub, onnx as onnx_export
+from tinycats.generator import Generator
+
 
 def _prepare(args) -> int:
-  from tinycats.data import pets
   counts = pets.prepare(args.data_dir, archives=args.archives, verify=not args.no_verify)
   print(json.dumps({'data_dir': args.data_dir, 'splits': counts}))
   return 0
 
 
 def _evaluate(args) -> int:
-  from tinycats import evaluate
   report = evaluate.evaluate(args.workdir, split=args.split, classifier=args.classifier,
                              samples_per_class=args.samples_per_class, seed=args.seed)
   shown = {k: v for k, v in report.items()
@@ -29,10 +38,6 @@ def _evaluate(args) -> int:
 
 
 def _sample(args) -> int:
-  import numpy as np
-  from PIL import Image
-  from tinycats import metrics
-  from tinycats.generator import Generator
   generator = Generator.load(args.workdir)
   labels = args.label or list(range(len(generator.classes)))
   grid = generator.sample_grid(labels, per_label=args.num, steps=args.steps, cfg=args.cfg, seed=args.seed,
@@ -56,7 +61,6 @@ def _sample(args) -> int:
 
 
 def _predict(args) -> int:
-  from tinycats.classifier import Classifier
   results = Classifier.load(args.workdir).predict_files(args.images)
   for row in results:
     print(json.dumps(row))
@@ -64,7 +68,6 @@ def _predict(args) -> int:
 
 
 def _export_onnx(args) -> int:
-  from tinycats.export import onnx as onnx_export
   report = onnx_export.export_onnx(args.workdir, args.out_dir, int8=args.int8, kind=args.model,
                                    tolerance=args.tolerance)
   print(f'tinycats export: ONNX Runtime vs JAX max difference {report["max_difference"]:.3g} '
@@ -74,7 +77,6 @@ def _export_onnx(args) -> int:
 
 
 def _export_hub(args) -> int:
-  from tinycats.export import hub
   result = hub.export_hub(args.workdir, args.repo_id, private=args.private, endpoint=args.endpoint,
                           out_dir=args.out_dir, no_upload=args.no_upload, int8=args.int8, license_id=args.license)
   print(f'tinycats export: ONNX Runtime vs JAX max difference {result["onnx"]["max_difference"]:.3g}',
@@ -84,15 +86,12 @@ def _export_hub(args) -> int:
 
 
 def _bench(args) -> int:
-  from tinycats import bench
-  from tinycats.errors import UserError
   results = args.results or None
   if sum(map(bool, (args.epoch, args.pipeline, args.kernels, args.quality))) > 1:
     raise UserError('--epoch, --pipeline, --kernels and --quality are separate benchmarks: run one at a time')
   if args.quality:
     if args.profile or args.baseline:
       raise UserError('--profile and --baseline are for the train step and kernels: drop them with --quality')
-    from tinycats import quality
     rows = quality.run(args.quality, workdir=args.workdir, per_class=args.per_class, classes=args.classes,
                        picture_size=args.picture_size, overrides=args.set, sweep=args.sweep, judge=args.judge,
                        judge_overrides=args.judge_set, samples_per_class=args.samples_per_class,
@@ -109,12 +108,10 @@ def _bench(args) -> int:
   if (args.epoch or args.pipeline) and args.baseline:
     raise UserError('--baseline torch compares train steps and kernels: drop --epoch/--pipeline')
   if args.kernels:
-    import jax
     rows = bench.kernels(args.batch, args.dtype, args.steps)
     for row in rows:
       bench.emit(row, results)
     if args.baseline == 'torch':
-      from tinycats import bench_torch
       ok, why = bench_torch.available(jax.default_backend(), 1)
       if not ok:
         bench.emit({'kind': 'kernel', 'framework': 'torch', 'skipped': why}, results)
@@ -142,8 +139,6 @@ def _bench(args) -> int:
                              overrides, profile=args.profile)
   bench.emit(jax_row, results)
   if args.baseline == 'torch':
-    import jax
-    from tinycats import bench_torch
     ok, why = bench_torch.available(jax.default_backend(), jax_row['devices'])
     if not ok:
       bench.emit({'kind': 'train_step', 'framework': 'torch', 'skipped': why}, results)
@@ -263,7 +258,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> None:
-  from tinycats.errors import UserError
   parser = build_parser()
   args = parser.parse_args(argv)
   if args.command == 'sample' and not (args.out or args.out_dir):

@@ -100,7 +100,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
   return config
 
 
-_MODELS = {'classify': ('resnet18', 'resnet34'), 'flow': ('dit',)}
+_MODELS = {'classifier': ('resnet18', 'resnet34'), 'generator': ('dit',)}
 _CHOICES = {
     'task': tuple(_MODELS),
     'model.name': sum(_MODELS.values(), ()),
@@ -145,7 +145,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if config.model.name not in _MODELS[config.task]:
     raise ConfigError(f"model.name {config.model.name!r} does not fit task {config.task!r}; "
                       f"it takes {', '.join(_MODELS[config.task])} (configs/cats.py classifies, configs/dit.py generates)")
-  if config.task == 'flow':
+  if config.task == 'generator':
     _check_dit(config)
   if config.train.batch_size % config.train.get('grad_accum', 1):
     raise ConfigError(f'train.batch_size ({config.train.batch_size}) must be a multiple of train.grad_accum '
@@ -204,9 +204,21 @@ def save_json(config: ml_collections.ConfigDict, path: str) -> None:
   metrics.write_json(config.to_dict(), path)
 
 
+# Task names that runs written before the rename recorded in config.json.
+_OLD_TASKS = {'classify': 'classifier', 'flow': 'generator'}
+
+
+def from_dict(values: dict) -> ml_collections.ConfigDict:
+  """A stored config (a workdir's or an export's) as a ConfigDict, older names mapped to today's."""
+  config = ml_collections.ConfigDict(values)
+  if config.get('task') in _OLD_TASKS:
+    config.task = _OLD_TASKS[config.task]
+  return config
+
+
 def load_json(path: str) -> ml_collections.ConfigDict:
   if not os.path.isfile(path):
     raise ConfigError(f'{path} not found: is this a tinycats workdir? Train one with '
                       '`python -m launch.modal_train --config configs/cats.py --local --workdir DIR`')
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    return from_dict(json.load(f))

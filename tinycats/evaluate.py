@@ -13,50 +13,39 @@ import sys
 import numpy as np
 
 import tinycats.data
-from tinycats import config as config_lib, metrics
+from tinycats import config as config_lib, inference, metrics, sharding
+from tinycats.classifier import Classifier
 from tinycats.data import augment
 from tinycats.errors import UserError
-from tinycats.train import state as state_lib, step as step_lib
-from tinycats.train.tasks import TASKS
+from tinycats.generator import Generator
+from tinycats.sample_quality import sample_quality
+from tinycats.train import tasks
 
 
-def evaluate(workdir: str, split: str = 'test', config=None, data=None, mesh=None, classifier: str | None = None,
-             samples_per_class: int = 16, seed: int = 0) -> dict:
+def evaluate(workdir: str, split: str = 'test', classifier: str | None = None, samples_per_class: int = 16,
+             seed: int = 0, mesh=None) -> dict:
   """Writes and returns `WORKDIR/eval.json`. `classifier` (a classifier workdir) is for generators only."""
   if split not in tinycats.data.SPLITS:
     raise UserError(f'unknown split {split!r}; choose one of {", ".join(tinycats.data.SPLITS)}')
-  config = config or config_lib.load_json(os.path.join(workdir, 'config.json'))
-  if classifier and config.task != 'flow':
+  config = config_lib.load_json(os.path.join(workdir, 'config.json'))  # Before the data: a bad workdir fails first.
+  if classifier and config.task != 'generator':
     raise UserError('--classifier judges generated images; this workdir holds a classifier')
-  if data is None or split not in data.splits:
-    data = tinycats.data.load(config, splits=(split,))
+  data = tinycats.data.load(config, splits=(split,))
   if list(config.data.classes) != list(data.classes):
     raise UserError(f'the data now has classes {data.classes}, but {workdir} was trained on '
                      f'{list(config.data.classes)}; evaluate on the data it was trained on')
-  mesh = mesh or step_lib.make_mesh()
-  task = TASKS[config.task](config, data.classes)
-  graphdef, model_state, step = state_lib.load_for_inference(workdir, config, task)
-  report = task.report(graphdef, model_state, data.splits[split], mesh)
-  report.update(split=split, step=step, skipped_images=len(data.splits[split].skipped))
-  if config.task == 'classify':
-    metrics.plot_confusion(report['confusion_matrix'], report['classes'], os.path.join(workdir, 'confusion.png'),
-                           title=f'{split}: accuracy {report["accuracy"]:.4f} (step {step})')
-  elif classifier:
-    from tinycats.generator import Generator  # pylint: disable=import-outside-toplevel
-    from tinycats.train.generate import ema_network  # pylint: disable=import-outside-toplevel
-    generator = Generator(config, *ema_network(graphdef, model_state), step)  # The checkpoint read above.
+  config, graphdef, state, step = inference.load(workdir)
+  report = tasks.get(config).evaluate(graphdef, state, data.splits[split], mesh or sharding.make_mesh(), name=split,
+                                      step=step, workdir=workdir)
+  if classifier:
+    generator = Generator(config, graphdef, state, step)  # The checkpoint read above.
     report['samples'] = _judge_samples(workdir, generator, data.splits[split], classifier, samples_per_class, seed)
-  metrics.write_json(report, os.path.join(workdir, 'eval.json'))
-  if report.get('degenerate') and metrics.writes_files():
-    print(f'warning: the checkpoint at step {step} of {workdir} {report["degenerate"]} of the {split} split',
-          file=sys.stderr)
+  metrics.write_report(report, workdir)
   return report
 
 
 def _judge_samples(workdir, generator, split, classifier_dir: str, per_class: int, seed: int) -> dict:
   """Samples `per_class` images of every class (seeded) and scores them against the split's real images."""
-  from tinycats.classifier import Classifier
-  from tinycats.sample_quality import sample_quality
   judge = Classifier.load(classifier_dir)
   config = generator.config
   grid = generator.sample_grid(per_label=per_class, seed=seed)

@@ -11,11 +11,9 @@ from typing import Sequence
 
 import numpy as np
 
-from tinycats import flow
-from tinycats.data import augment
+from tinycats import flow, inference
 from tinycats.errors import UserError
-from tinycats.export import weights
-from tinycats.train import generate, state as state_lib
+from tinycats.train.tasks import generator as generator_task
 
 
 class Generator:
@@ -32,13 +30,7 @@ class Generator:
   @classmethod
   def load(cls, source: str, step: int | None = None, *, endpoint: str | None = None) -> 'Generator':
     """A workdir's best checkpoint (lowest validation loss) or `step`, an export folder, or a Hub repo id."""
-    kind, folder = weights.resolve(source, endpoint)
-    if kind == 'export':
-      if step is not None:
-        raise UserError(f'{source} is an export: it holds one step; drop step=')
-      return cls(*weights.load_export(folder, 'flow', 'generator'))  # Exports hold the EMA network alone.
-    config, graphdef, model_state, step = state_lib.load_run(folder, 'flow', 'generator', step)
-    return cls(config, *generate.ema_network(graphdef, model_state), step)
+    return cls(*inference.load(source, 'generator', step, endpoint=endpoint))
 
   def label_index(self, label: int | str) -> int:
     """A class name or index (the null label, len(classes), means unconditional) -> index."""
@@ -77,18 +69,8 @@ class Generator:
       noise = flow.noise_like(seed, len(index), self.image_size)
     elif noise.shape != (len(index), self.image_size, self.image_size, 3):
       raise UserError(f'noise must be float32 {(len(index), self.image_size, self.image_size, 3)}, got {noise.shape}')
-    out = []
-    size = min(batch_size, len(index))  # Fixed shapes: the last chunk is padded, one compilation per call size.
-    for start in range(0, len(index), size):
-      chunk, labels_chunk = noise[start:start + size], index[start:start + size]
-      n = len(chunk)
-      pad = size - n
-      if pad:
-        chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-        labels_chunk = np.concatenate([labels_chunk, np.zeros(pad, np.int32)])
-      x = flow.sample(self._graphdef, self._state, chunk, labels_chunk, steps=steps, cfg=cfg, sampler=sampler)
-      out.append(np.asarray(x)[:n])
-    return augment.to_uint8(np.concatenate(out), self.config.data.normalization)
+    return generator_task.sample(self.config, self._graphdef, self._state, index, noise, steps=steps, cfg=cfg,
+                                 sampler=sampler, batch_size=batch_size)
 
   def sample_grid(self, labels: Sequence[int | str] | None = None, per_label: int = 8, **kwargs) -> np.ndarray:
     """uint8 (len(labels), per_label, S, S, 3): one row per label (all classes by default)."""

@@ -1,15 +1,19 @@
-"""Classification metrics and the files a run leaves in its workdir (JSON, curves.png, confusion.png)."""
+"""Classification metrics and the files a run leaves in its workdir (JSON, metrics.jsonl, curves.png, confusion.png)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import sys
 
+import jax
 import numpy as np
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw
 
 
 def writes_files() -> bool:
   """Whether this process writes a run's files: in a multi-process run all compute, process 0 writes."""
-  import jax
   return jax.process_index() == 0
 
 
@@ -48,7 +52,6 @@ def classification_report(labels: np.ndarray, predictions: np.ndarray, classes: 
 
 def _figure(**kwargs):
   """A figure drawn without pyplot: no global backend switch (a notebook's inline plots keep working)."""
-  from matplotlib.figure import Figure
   return Figure(**kwargs)
 
 
@@ -80,6 +83,54 @@ def write_json(obj, path: str) -> None:
   with open(tmp, 'w') as f:
     json.dump(obj, f, indent=2, sort_keys=True)
   os.replace(tmp, path)
+
+
+def write_report(report: dict, workdir: str) -> None:
+  """Writes an evaluation's report as WORKDIR/eval.json, warning when the model answers one class for everything."""
+  write_json(report, os.path.join(workdir, 'eval.json'))
+  if report.get('degenerate') and writes_files():
+    print(f'warning: the checkpoint at step {report["step"]} of {workdir} {report["degenerate"]} of the '
+          f'{report["split"]} split', file=sys.stderr)
+
+
+class MetricWriter:
+  """A run's scalars by step: appended to `metrics.jsonl`, and to TensorBoard when tensorboardX is installed.
+
+  `resume_step`: the step a resumed run continues from; rows logged after it are dropped (they will be
+  logged again). Without it the file starts empty. Only process 0 writes.
+  """
+
+  def __init__(self, path: str, resume_step: int | None = None):
+    self.path = path
+    self._tensorboard = None
+    if not writes_files():
+      return
+    if resume_step is None:
+      if os.path.exists(path):
+        os.remove(path)
+    else:
+      rows = [r for r in read_jsonl(path) if r['step'] <= resume_step]
+      with open(path, 'w') as f:
+        f.writelines(json.dumps(r) + '\n' for r in rows)
+    if importlib.util.find_spec('tensorboardX') is not None:  # Optional: never a dependency.
+      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+      self._tensorboard = SummaryWriter(os.path.join(os.path.dirname(path), 'tensorboard'))
+
+  def write(self, step: int, scalars: dict[str, float]) -> None:
+    if not writes_files():
+      return
+    with open(self.path, 'a') as f:
+      f.write(json.dumps({'step': step, **scalars}) + '\n')
+    if self._tensorboard is not None:
+      for name, value in scalars.items():
+        self._tensorboard.add_scalar(name, value, step)
+
+  def rows(self) -> list[dict]:
+    return read_jsonl(self.path)
+
+  def close(self) -> None:
+    if self._tensorboard is not None:
+      self._tensorboard.close()
 
 
 def read_jsonl(path: str) -> list[dict]:
@@ -114,7 +165,6 @@ def save_grid(images: np.ndarray, path: str, row_labels: list[str] | None = None
   """Writes uint8 images (rows, cols, H, W, 3) as one PNG, a label left of each row (atomically)."""
   if not writes_files():
     return
-  from PIL import Image, ImageDraw
   rows, cols, h, w, _ = images.shape
   margin = 8 * max((len(label) for label in row_labels or ()), default=0) + (gap if row_labels else 0)
   canvas = Image.new('RGB', (margin + cols * (w + gap) + gap, rows * (h + gap) + gap), 'white')

@@ -12,10 +12,12 @@ from __future__ import annotations
 import os
 import sys
 
+import huggingface_hub
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from safetensors.numpy import load_file
 
 from tinycats.errors import UserError
 
@@ -91,7 +93,6 @@ def fetch(source: str, *, cache_dir: str | None = None, endpoint: str | None = N
                           "Pass a .safetensors/.pth file, a Hugging Face Hub id such as 'timm/resnet18.tv_in1k', "
                           "or train from scratch with --config.model.pretrained=''.")
   repo = source.removeprefix('hf-hub:')
-  import huggingface_hub
   try:
     return huggingface_hub.hf_hub_download(repo, HUB_FILENAME, cache_dir=cache_dir or os.environ.get('HF_HUB_CACHE'),
                                            endpoint=endpoint or os.environ.get('HF_ENDPOINT'))
@@ -103,7 +104,6 @@ def fetch(source: str, *, cache_dir: str | None = None, endpoint: str | None = N
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
   """A torchvision state dict as numpy arrays, from a .safetensors file or (with torch) a .pth/.pt file."""
   if path.endswith('.safetensors'):
-    from safetensors.numpy import load_file
     return load_file(path)
   try:
     import torch

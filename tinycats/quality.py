@@ -34,9 +34,17 @@ import tempfile
 import time
 from typing import Callable, Iterable, Sequence
 
-import numpy as np
+import hashlib
+import warnings
 
+import numpy as np
+from PIL import Image
+
+import tinycats.data
+from tinycats import bench, config as config_lib, evaluate
+from tinycats.data import augment, cache, folder as folder_lib, shapes
 from tinycats.errors import UserError
+from tinycats.train import loop
 
 CASES = ('classifier', 'small', 'generator')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,7 +83,6 @@ def _has(config, field: str) -> bool:
 
 def _check_known(overrides: Iterable[str], recipes: Sequence[str]) -> None:
   """Every override names a field of at least one of `recipes` (the config loader's error otherwise)."""
-  from tinycats import config as config_lib
   bases = [config_lib.load_config_file(_spec(r)) for r in recipes]
   for item in overrides:
     if not any(_has(base, _field(item)) for base in bases):
@@ -89,7 +96,6 @@ def _for(config_file, overrides: Iterable[str]) -> list[str]:
 
 def load_config(recipe: str, folder: str, overrides: Iterable[str] = ()):
   """`recipe` on the image folder, with the overrides (`FIELD=VALUE`) that its fields take."""
-  from tinycats import config as config_lib
   spec = _spec(recipe)
   chosen = _for(config_lib.load_config_file(spec), overrides)
   return config_lib.load(spec, ['--config.data.source=folder', f'--config.data.folder={folder}']
@@ -102,7 +108,6 @@ def load_config(recipe: str, folder: str, overrides: Iterable[str] = ()):
 def data_folder(root: str, classes: Sequence[str], per_class: int, style_name: str, picture_size: int | None,
                 seed: int = 0) -> tuple[str, float]:
   """(folder, seconds spent writing it): `shapes.make_folder`'s pictures under `root`, reused when complete."""
-  from tinycats.data import shapes
   style = {'HARD': shapes.HARD, 'EASY': shapes.EASY}[style_name]
   if picture_size:
     style = dataclasses.replace(style, size=picture_size)
@@ -120,7 +125,6 @@ def data_folder(root: str, classes: Sequence[str], per_class: int, style_name: s
 
 
 def _digest(obj) -> str:
-  import hashlib
   return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:8]
 
 
@@ -132,7 +136,6 @@ def _write_json(obj, path: str) -> None:
 
 def view_folder(folder: str, data) -> str:
   """Where `generator_view` writes the copy of `folder` for a generator's `data` settings."""
-  from tinycats.data import augment
   return f'{folder}-as-{data.image_size}px-{data.cache_size}-crop{augment.eval_crop(data):g}'
 
 
@@ -143,8 +146,6 @@ def generator_view(folder: str, out: str, data, batch: int = 256) -> str:
   the central square of `data.eval_crop` x the shorter side, resized to `data.image_size`), as
   `evaluate._as_generator_data` shows a judge the real images. Reused when complete.
   """
-  from PIL import Image
-  from tinycats.data import augment, cache, folder as folder_lib
   done = os.path.join(out, 'bench.json')
   spec = dict(source=os.path.abspath(folder), cache_size=data.cache_size, image_size=data.image_size,
               eval_crop=augment.eval_crop(data))
@@ -181,8 +182,6 @@ def _run_dir(workdir: str, case: str, label: str) -> str:
 
 def _load(config, splits=('train', 'val', 'test')):
   """The run's splits again, from the cache it built (its warnings about the data were given already)."""
-  import warnings
-  import tinycats.data
   with warnings.catch_warnings():
     warnings.simplefilter('ignore')
     return tinycats.data.load(config, splits=splits)
@@ -200,7 +199,6 @@ def _read_json(path: str) -> dict:
 
 def _train(config, run_dir: str) -> tuple[dict, dict, float]:
   """(summary.json, the test split's eval.json, wall seconds of the training and its test evaluation)."""
-  from tinycats.train import loop
   start = time.perf_counter()
   summary = loop.train_and_evaluate(config, run_dir)
   return summary, _read_json(os.path.join(run_dir, 'eval.json')), time.perf_counter() - start
@@ -231,7 +229,6 @@ def classifier(workdir: str, per_class: int = PER_CLASS['classifier'], classes: 
                picture_size: int | None = None, overrides: Sequence[str] = (), label: str = '', seed: int = 0,
                style: str = 'EASY') -> dict:
   """Case 1: `configs/cats.py:smoke` from scratch on `classes` shapes (`shapes.EASY`): test accuracy and more."""
-  from tinycats.data import shapes
   return _classify('classifier', workdir, shapes.SHAPES[:classes], per_class, picture_size, overrides, label, seed,
                    style)
 
@@ -239,7 +236,6 @@ def classifier(workdir: str, per_class: int = PER_CLASS['classifier'], classes: 
 def small(workdir: str, per_class: int = PER_CLASS['small'], picture_size: int | None = None,
           overrides: Sequence[str] = (), label: str = '', seed: int = 0) -> dict:
   """Case 2: the same recipe on cat and dog heads (`shapes.PETS`, HARD), about 250 training images."""
-  from tinycats.data import shapes
   return _classify('small', workdir, shapes.PETS, per_class, picture_size, [*SMALL_SPLIT, *overrides], label, seed,
                    'HARD')
 
@@ -253,8 +249,8 @@ def _judge(workdir: str, folder: str, dit_config, classes: list[str], given: str
     if not os.path.isfile(summary_path):
       raise UserError(f'--judge {given}: no summary.json there; give the workdir of a finished classifier run '
                       '(a row of an earlier `--quality generator` names it as judge_workdir)')
-    config = _read_json(os.path.join(given, 'config.json'))
-    if config.get('task') != 'classify':
+    config = config_lib.load_json(os.path.join(given, 'config.json'))
+    if config.get('task') != 'classifier':
       raise UserError(f'--judge {given} holds a {config.get("task")!r} run; the judge must be a classifier')
     if list(config['data']['classes']) != list(classes):
       raise UserError(f'--judge {given} tells {config["data"]["classes"]} apart, the generator learns {classes}; '
@@ -280,7 +276,6 @@ def _judge(workdir: str, folder: str, dit_config, classes: list[str], given: str
 def _held_out(judge_dir: str, folder: str, dit_config) -> bool | None:
   """Whether none of the generator's test images is among the judge's training or validation images;
   None (not known) for a judge trained on another folder than this data's `view_folder`."""
-  from tinycats import config as config_lib
   judge_config = config_lib.load_json(os.path.join(judge_dir, 'config.json'))
   if os.path.abspath(judge_config.data.folder) != os.path.abspath(view_folder(folder, dit_config.data)):
     return None
@@ -295,8 +290,6 @@ def generator(workdir: str, per_class: int = PER_CLASS['generator'], classes: in
               judge_overrides: Sequence[str] = (), samples_per_class: int = 50, label: str = '', seed: int = 0) -> dict:
   """Case 3: a judge classifier (trained, or `judge` reused), then `configs/dit.py:smoke` on 10 shapes
   (`shapes.EASY`), its samples scored by the judge: conditional accuracy and Fréchet distance."""
-  from tinycats import evaluate
-  from tinycats.data import folder as folder_lib, shapes
   start = time.perf_counter()
   folder, data_seconds = data_folder(workdir, shapes.SHAPES[:classes], per_class, 'EASY', picture_size, seed)
   config, applied = load_config(GENERATOR_RECIPE, folder, overrides)
@@ -339,7 +332,6 @@ def parse_sweep(items: Sequence[str]) -> list[tuple[str, list[str]]]:
 def _resolve_axis(name: str, recipes: Sequence[str]) -> str:
   """The config field a sweep name means: a name without a dot is a `train` field, unless every recipe has a
   top-level field of that name (`seed`)."""
-  from tinycats import config as config_lib
   if '.' in name:
     return name
   bases = [config_lib.load_config_file(_spec(r)) for r in recipes]
@@ -364,7 +356,6 @@ def run(cases: str, workdir: str = 'workdirs/quality', per_class: int | None = N
         emit: Callable[[dict], None] = lambda row: None) -> list[dict]:
   """Runs `cases` ('classifier', 'small', 'generator' or 'all'), each over the sweep's grid; `emit` gets each row
   as it is done (with the machine's description) and the rows are returned."""
-  from tinycats import bench
   chosen = CASES if cases == 'all' else (cases,)
   if any(c not in CASES for c in chosen):
     raise UserError(f'unknown --quality case {cases!r}; choose one of {", ".join(CASES + ("all",))}')

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from tinycats.data import cache, folder, stratify
+from tinycats.data import cache, folder, pets, stratify
 from tinycats.errors import UserError
 
 SPLITS = ('train', 'val', 'test')
@@ -64,14 +64,12 @@ def _fingerprint(paths) -> str:
 def _tfds_breeds(data_dir: str, split: str, content: str) -> np.ndarray:
   """Every record's breed, read once per process (`content` names the prepared files): the split is
   stratified before any image is decoded."""
-  from tinycats.data import pets
   source = pets.read_split(data_dir, split, skip_decoding=('image', 'segmentation_mask'))
   chunks = (range(start, min(start + 256, len(source))) for start in range(0, len(source), 256))
   return np.asarray([int(r['label']) for chunk in chunks for r in source.__getitems__(chunk)], np.int64)
 
 
 def _tfds_parts(config, splits=SPLITS):
-  from tinycats.data import pets  # TFDS is imported only for this source.
   data_dir = os.path.abspath(os.path.expanduser(default_tfds_dir(config)))
   sources = {split: pets.read_split(data_dir, split, skip_decoding=('segmentation_mask',))
              for split in ('train', 'test')}

@@ -13,6 +13,7 @@ import sys
 import tempfile
 
 import numpy as np
+from tqdm import tqdm
 
 from tinycats.errors import UserError
 
@@ -83,7 +84,6 @@ def _counts(builder) -> dict[str, int]:
 
 def _sha256(path: str) -> tuple[str, int]:
   """SHA-256 and size of a file, with a progress bar (the images archive is 792 MB)."""
-  from tqdm import tqdm
   digest, size = hashlib.sha256(), os.path.getsize(path)
   with open(path, 'rb') as f, tqdm(total=size, unit='B', unit_scale=True, desc=f'sha256 {os.path.basename(path)}',
                                    file=sys.stderr, leave=False) as bar:

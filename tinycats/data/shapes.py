@@ -16,6 +16,7 @@ objects, plain or noisy grounds, little clutter) and `FLAT` (one colour on anoth
 """
 from __future__ import annotations
 
+import argparse
 import colorsys
 import dataclasses
 import functools
@@ -246,7 +247,6 @@ def colour_probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.n
 
 def main(argv=None) -> None:
   """`python -m tinycats.data.shapes OUT_DIR`: a shape folder to train on with `data.source=folder`."""
-  import argparse
   parser = argparse.ArgumentParser(prog='python -m tinycats.data.shapes', description=main.__doc__)
   parser.add_argument('out_dir')
   parser.add_argument('--classes', default='10', help="a count (the first N of SHAPES), or names: 'cat,dog'")

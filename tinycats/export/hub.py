@@ -18,10 +18,16 @@ import shutil
 import sys
 import tempfile
 
+from huggingface_hub import EvalResult, HfApi, ModelCardData, get_token
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+from safetensors.numpy import save_file
+
+from tinycats import inference, metrics
 from tinycats.data import augment
 from tinycats.errors import UserError
 from tinycats.export import onnx as onnx_export, weights
-from tinycats.export.weights import ExportError
+from tinycats.inference import ExportError
+from tinycats.train.tasks import generator as generator_task
 
 DEFAULT_LICENSE = 'cc-by-sa-4.0'  # Oxford-IIIT Pet's licence: the weights are derived from it.
 FLOW_CONVENTION = {
@@ -40,7 +46,6 @@ _SAMPLE_METRICS = (('conditional_accuracy', 'accuracy', 'Conditional accuracy of
 
 def hub_token() -> str:
   """HF_TOKEN, else the token `hf auth login` stored; none is an error before any work."""
-  from huggingface_hub import get_token
   token = get_token()
   if not token:
     raise UserError('no Hugging Face token: set HF_TOKEN=hf_... (a write token from '
@@ -66,11 +71,11 @@ def card_metrics(config, report: dict) -> list[dict]:
   """[{key, type, name, value, split}] for each metric eval.json holds (none are made up or defaulted)."""
   split = report.get('split', 'test')
   out = []
-  table = _CLASSIFIER_METRICS if config.task == 'classify' else _GENERATOR_METRICS
+  table = _CLASSIFIER_METRICS if config.task == 'classifier' else _GENERATOR_METRICS
   for key, kind, name in table:
     if isinstance(report.get(key), (int, float)):
       out.append(dict(key=key, type=kind, name=f'{name} ({split})', value=report[key], split=split))
-  for key, kind, name in _SAMPLE_METRICS if config.task == 'flow' else ():
+  for key, kind, name in _SAMPLE_METRICS if config.task == 'generator' else ():
     value = report.get('samples', {}).get(key)
     if isinstance(value, (int, float)):
       out.append(dict(key=f'samples.{key}', type=kind, name=name, value=value, split=split))
@@ -88,14 +93,14 @@ def export_config(config, step: int, report: dict, files: list[str]) -> dict:
   """The export's config.json: what the model is, how it was trained, what was measured, and the run config."""
   mean, std = augment.normalization(config.data.normalization)
   out = {
-      'library': 'tinycats', 'task': 'classification' if config.task == 'classify' else 'flow-matching generation',
+      'library': 'tinycats', 'task': 'classification' if config.task == 'classifier' else 'flow-matching generation',
       'architecture': dict(config.model.to_dict()), 'image_size': config.data.image_size,
       'normalization': {'name': config.data.normalization, 'mean': list(mean), 'std': list(std)},
       'classes': list(config.data.classes), 'num_classes': len(config.data.classes), 'step': step,
       'dataset': _dataset(config)[0], 'labels': config.data.labels if config.data.source == 'tfds' else 'folders',
       'training': dict(config.train.to_dict()), 'weights': weights.WEIGHTS, 'files': files,
       'metrics': report, 'run_config': _portable(config.to_dict())}
-  if config.task == 'flow':
+  if config.task == 'generator':
     out.update(flow=dict(FLOW_CONVENTION, timesteps=config.flow.timesteps, label_dropout=config.flow.label_dropout),
                null_label=len(config.data.classes), ema_decay=config.ema.decay, sampling=dict(config.sample.to_dict()))
   return out
@@ -109,9 +114,8 @@ def _portable(run_config: dict) -> dict:
 
 
 def _front_matter(config, metrics: list[dict], license_id: str, repo_id: str) -> str:
-  from huggingface_hub import EvalResult, ModelCardData
   name, dataset_id = _dataset(config)
-  classify = config.task == 'classify'
+  classify = config.task == 'classifier'
   task_type = 'image-classification' if classify else 'unconditional-image-generation'
   tags = ['jax', 'flax', 'onnx', 'safetensors', 'tinycats'] + (['oxford-iiit-pet'] if dataset_id else [])
   tags += ['resnet', 'image-classification'] if classify else ['dit', 'flow-matching', 'class-conditional']
@@ -129,7 +133,7 @@ def model_card(config, step: int, report: dict, missing: str, files: list[str], 
                license_id: str = DEFAULT_LICENSE) -> str:
   """README.md: YAML front matter and a card whose numbers come only from eval.json."""
   metrics = card_metrics(config, report)
-  classify = config.task == 'classify'
+  classify = config.task == 'classifier'
   m, t = config.model, config.train
   name, _ = _dataset(config)
   if classify:
@@ -194,7 +198,7 @@ def assemble(workdir: str, folder: str, *, repo_id: str, int8: bool = False, lic
              step: int | None = None) -> dict:
   """Writes the repository's files into `folder` (staged, then moved in) and returns what was written."""
   onnx_export.require_export_packages()
-  config, graphdef, state, step = onnx_export.load_trained(workdir, step=step)
+  config, graphdef, state, step = inference.load(workdir, step=step)
   report, missing = read_eval(workdir, step)
   if missing:
     print(f'tinycats export: {missing}; the card will show no metrics', file=sys.stderr)
@@ -202,15 +206,12 @@ def assemble(workdir: str, folder: str, *, repo_id: str, int8: bool = False, lic
     onnx_report = onnx_export.write_onnx(config, state, step, tmp, int8=int8, source=workdir)
     files = [weights.WEIGHTS]
     weights.save(state, os.path.join(tmp, weights.WEIGHTS), metadata={'format': 'flax-nnx', 'step': str(step)})
-    from tinycats import metrics
-    if config.task == 'classify':
+    if config.task == 'classifier':
       state_dict = weights.torchvision_state_dict(state, num_batches_tracked=step)
-      from safetensors.numpy import save_file
       save_file(state_dict, os.path.join(tmp, weights.TORCHVISION_WEIGHTS), metadata={'format': 'pt'})
       files.append(weights.TORCHVISION_WEIGHTS)
     else:
-      from tinycats.generator import Generator
-      grid = Generator(config, graphdef, state, step).sample_grid(per_label=config.sample.per_class, seed=0)
+      grid = generator_task.sample_grid(config, graphdef, state, per_label=config.sample.per_class, seed=0)
       metrics.save_grid(grid, os.path.join(tmp, 'samples.png'), list(config.data.classes))
       files.append('samples.png')
     files += onnx_report['files'] + ['models.json', 'config.json', 'README.md']
@@ -238,7 +239,6 @@ def upload(folder: str, repo_id: str, *, token: str, files: list[str] | None = N
   Other files in the repo (a user's own notes, .gitattributes) are left alone. huggingface_hub
   retries each request that fails on a connection error or a 5xx answer, with back-off.
   """
-  from huggingface_hub import HfApi
   api = HfApi(endpoint=endpoint or os.environ.get('HF_ENDPOINT'), token=token)
   try:
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type='model')
@@ -259,7 +259,6 @@ def export_hub(workdir: str, repo_id: str, *, private: bool = False, endpoint: s
                out_dir: str | None = None, no_upload: bool = False, int8: bool = False,
                license_id: str = DEFAULT_LICENSE) -> dict:
   """Assembles the repository folder (in `out_dir`, else a temporary one) and, unless `no_upload`, uploads it."""
-  from huggingface_hub.utils import HFValidationError, validate_repo_id
   try:
     validate_repo_id(repo_id)
   except HFValidationError as e:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import importlib
+import json
 import logging
 import os
 import shutil
@@ -25,17 +27,20 @@ import tempfile
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from flax import nnx
 
+import tinycats.data
+from tinycats import flow, inference
 from tinycats.data import augment
 from tinycats.errors import UserError
-from tinycats.export.weights import ExportError
+from tinycats.inference import ExportError
+from tinycats.train import tasks
 
 TOLERANCE = 1e-4
 BATCH = 'batch_size'  # The dynamic batch axis: the same name in the ONNX files and models.json.
-FILES = {'classify': ('cats.onnx', 'cats_quantized.onnx'), 'flow': ('generator.onnx', 'generator_quantized.onnx')}
-KINDS = {'classifier': 'classify', 'generator': 'flow'}
+FILES = {'classifier': ('cats.onnx', 'cats_quantized.onnx'), 'generator': ('generator.onnx', 'generator_quantized.onnx')}
 # The page's sampling defaults (its GENERATOR_CONFIG): Euler, 50 steps, guidance 1.5.
 PAGE_SAMPLING = {'method': 'Euler integration', 'steps': 50, 'cfgScale': 1.5}
 QUALITY_BATCH = 256
@@ -47,16 +52,10 @@ _RESNET_UNSAFE_PASSES = ('remove_redundant_transpose_pairs',)
 
 def float32_network(config, state) -> nnx.Module:
   """The trained network (`state`: the classifier, or the EMA DiT) rebuilt with float32 compute, in eval mode."""
-  import ml_collections
-  from tinycats import models
-  model_config = ml_collections.ConfigDict(config.model.to_dict())
-  model_config.dtype = 'float32'
-  classes = len(config.data.classes)
-  if config.task == 'classify':
-    build = lambda: models.create_classifier(model_config, classes)
-  else:
-    build = lambda: models.create_generator(model_config, classes, config.data.image_size)
-  graphdef, abstract = nnx.split(nnx.eval_shape(build))
+  float32 = ml_collections.ConfigDict(config.to_dict())
+  float32.model.dtype = 'float32'
+  task = tasks.get(float32)
+  graphdef, abstract = task.network(*nnx.split(nnx.eval_shape(lambda: task.create_model(config.seed))))
   nnx.replace_by_pure_dict(abstract, nnx.to_pure_dict(state))
   model = nnx.merge(graphdef, abstract)
   model.eval()
@@ -120,7 +119,7 @@ def convert(config, model):
   import onnx
   from jax2onnx import to_onnx
   size = config.data.image_size
-  if config.task == 'classify':
+  if config.task == 'classifier':
     forward, names, skip = classifier_forward(model, config.data.normalization), ['input'], _RESNET_UNSAFE_PASSES
     specs, outputs = [(BATCH, 3, size, size)], ['output']
   else:
@@ -129,7 +128,7 @@ def convert(config, model):
     outputs = ['velocity']
   with _quiet_and_without(skip):
     proto = to_onnx(forward, specs, model_name=f'tinycats_{config.task}', input_names=names, output_names=outputs)
-  if config.task == 'flow':
+  if config.task == 'generator':
     _int64_input(proto, 'breed')
   onnx.checker.check_model(proto)
   return proto, forward, names
@@ -139,7 +138,7 @@ def parity_inputs(config, batch: int, seed: int) -> dict[str, np.ndarray]:
   """Seeded inputs in the ONNX contract: the classifier sees N(0,1) 'normalised' pixels; the generator all labels."""
   rng = np.random.default_rng(seed)
   size = config.data.image_size
-  if config.task == 'classify':
+  if config.task == 'classifier':
     return {'input': rng.normal(size=(batch, 3, size, size)).astype(np.float32)}
   null = len(config.data.classes)
   return {'noise': rng.normal(size=(batch, 3, size, size)).astype(np.float32),
@@ -180,7 +179,6 @@ def quantize(source: str, target: str) -> None:
 
 def _validation_batch(config):
   """Up to QUALITY_BATCH validation images (canvases), their sizes and labels, or the reason they cannot be read."""
-  import tinycats.data
   try:
     split = tinycats.data.load(config, splits=('val',)).splits['val']
   except (UserError, OSError) as e:  # The data is not on this machine (e.g. trained on Modal): say so.
@@ -208,7 +206,7 @@ def quantization_report(config, float_path: str, int8_path: str) -> dict:
   images, sizes, labels = batch
   sessions = {'float32': session(float_path), 'int8': session(int8_path)}
   size, crop = config.data.image_size, augment.eval_crop(config.data)
-  if config.task == 'classify':
+  if config.task == 'classifier':
     x = np.asarray(augment.eval_transform(images, sizes, image_size=size, crop_fraction=crop, norm='imagenet'))
     x = x.transpose(0, 3, 1, 2)
     predictions = {k: _run(s, {'input': x}).argmax(-1) for k, s in sessions.items()}
@@ -222,10 +220,11 @@ def quantization_report(config, float_path: str, int8_path: str) -> dict:
     rng = np.random.default_rng(0)
     noise = rng.normal(size=data.shape).astype(np.float32)
     t = rng.uniform(size=len(data)).astype(np.float32)
-    x_t = t[:, None, None, None] * data + (1 - t[:, None, None, None]) * noise
+    x_t = np.asarray(flow.interpolate(data, noise, t))
     feeds = {'noise': x_t, 'timestep': t, 'breed': labels.astype(np.int64)}
     velocity = {k: _run(s, feeds) for k, s in sessions.items()}
-    out = {f'{k}_flow_loss': float(np.mean((v - (data - noise)) ** 2)) for k, v in velocity.items()}
+    target = np.asarray(flow.target_velocity(data, noise))
+    out = {f'{k}_flow_loss': float(np.mean((v - target) ** 2)) for k, v in velocity.items()}
     out['flow_loss_change'] = out['int8_flow_loss'] - out['float32_flow_loss']
     out['max_velocity_difference'] = float(np.max(np.abs(velocity['int8'] - velocity['float32'])))
   report['validation'] = dict(measured=True, split='val', examples=len(labels), **out)
@@ -260,7 +259,7 @@ def models_json(existing: dict, config, paths: dict[str, str], info: dict) -> di
   recommended = dict(out.get('recommended', {}))
   quantized = ({'quantized': _file_entry(paths['int8'], 'int8 dynamic quantisation (ONNX Runtime) of the same model')}
                if 'int8' in paths else {})
-  if config.task == 'classify':
+  if config.task == 'classifier':
     out['models']['classifier'] = {'original': _file_entry(paths['float32'], 'float32 ResNet classifier (single file)'),
                                    **quantized}
     mean, std = augment.normalization('imagenet')
@@ -305,12 +304,11 @@ def models_json(existing: dict, config, paths: dict[str, str], info: dict) -> di
                     'recommendedProvider': 'wasm'}
   out.setdefault('version', '2.0.0')
   out['generatedAt'] = datetime.date.today().isoformat()
-  out.setdefault('tinycats', {})[('classifier' if config.task == 'classify' else 'generator')] = info
+  out.setdefault('tinycats', {})[config.task] = info
   return out
 
 
 def require_export_packages() -> None:
-  import importlib
   try:
     for name in ('jax2onnx', 'onnx', 'onnxruntime'):
       importlib.import_module(name)
@@ -350,27 +348,14 @@ def staging(out_dir: str):
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def load_trained(workdir: str, kind: str | None = None, step: int | None = None):
-  """(config, graphdef, state, step): the classifier, or the generator's EMA DiT, of a workdir's best checkpoint."""
-  from tinycats import config as config_lib
-  from tinycats.train import generate, state as state_lib
-  task = config_lib.load_json(os.path.join(workdir, 'config.json')).task
-  if kind is not None:
-    if kind not in KINDS:
-      raise UserError(f'unknown model kind {kind!r}; choose one of {", ".join(KINDS)}')
-    task = KINDS[kind]
-  what = {v: k for k, v in KINDS.items()}[task]
-  config, graphdef, state, step = state_lib.load_run(workdir, task, what, step)
-  if task == 'flow':
-    graphdef, state = generate.ema_network(graphdef, state)
-  return config, graphdef, state, step
-
-
 def export_onnx(workdir: str, out_dir: str, *, int8: bool = False, kind: str | None = None,
                 step: int | None = None, tolerance: float = TOLERANCE) -> dict:
-  """Writes the ONNX file(s) of a workdir's model into `out_dir` and updates `out_dir/models.json`."""
+  """Writes the ONNX file(s) of a workdir's model into `out_dir` and updates `out_dir/models.json`.
+
+  `kind` ('classifier' or 'generator') refuses a workdir that holds the other.
+  """
   require_export_packages()
-  config, _, state, step = load_trained(workdir, kind, step)  # A bad workdir fails before the folder is made.
+  config, _, state, step = inference.load(workdir, kind, step)  # A bad workdir fails before the folder is made.
   with output_folder(out_dir):
     return write_onnx(config, state, step, out_dir, int8=int8, source=workdir, tolerance=tolerance)
 
@@ -390,7 +375,6 @@ def output_folder(out_dir: str):
 
 def read_models_json(out_dir: str) -> dict:
   """The folder's models.json (the other model's sections are kept), checked before any work."""
-  import json
   path = os.path.join(out_dir, 'models.json')
   if not os.path.isfile(path):
     return {}
@@ -406,8 +390,7 @@ def read_models_json(out_dir: str) -> dict:
 
 def write_onnx(config, state, step: int, out_dir: str, *, int8: bool = False, source: str = '',
                tolerance: float = TOLERANCE) -> dict:
-  """`export_onnx` for a network already loaded (`load_trained`): convert, check, quantise, move in."""
-  import json
+  """`export_onnx` for a network already loaded (`inference.load`): convert, check, quantise, move in."""
   import onnx
   names = FILES[config.task]
   existing = read_models_json(out_dir)

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tinycats.models.dit import DiT
+from tinycats.models.ema import EMAModel
 from tinycats.models.resnet import ResNet, resnet18, resnet34
 
 _RESNETS = {'resnet18': resnet18, 'resnet34': resnet34}
@@ -31,4 +32,4 @@ def create_generator(model_config, num_classes: int, image_size: int, seed: int 
              num_classes=num_classes, dtype=compute_dtype(model_config.dtype), rngs=nnx.Rngs(seed))
 
 
-__all__ = ['DiT', 'ResNet', 'resnet18', 'resnet34', 'compute_dtype', 'create_classifier', 'create_generator']
+__all__ = ['DiT', 'EMAModel', 'ResNet', 'resnet18', 'resnet34', 'compute_dtype', 'create_classifier', 'create_generator']

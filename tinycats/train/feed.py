@@ -13,8 +13,9 @@ import sys
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
-from tinycats.train import step as step_lib
+from tinycats import sharding
 
 
 @functools.lru_cache(maxsize=2)
@@ -62,15 +63,14 @@ def on_devices(split, mesh, max_gb: float) -> dict[str, jax.Array] | None:
   nbytes = split.images.nbytes + split.sizes.nbytes + split.labels.nbytes
   fits = fits_on_devices(nbytes, max_gb, _device_memory(mesh))
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
     fits = bool(multihost_utils.broadcast_one_to_all(np.asarray(fits)))
   if not fits:
     return None
   print(f'training images kept on each device: {len(split)} images, {nbytes / 1e9:.2f} GB', file=sys.stderr)
-  everywhere = step_lib.replicated(mesh)
-  return {'image': step_lib.global_array(split.images, everywhere),
-          'size': step_lib.global_array(np.asarray(split.sizes, np.int32), everywhere),
-          'label': step_lib.global_array(np.asarray(split.labels, np.int32), everywhere)}
+  everywhere = sharding.replicated(mesh)
+  return {'image': sharding.global_array(split.images, everywhere),
+          'size': sharding.global_array(np.asarray(split.sizes, np.int32), everywhere),
+          'label': sharding.global_array(np.asarray(split.labels, np.int32), everywhere)}
 
 
 class Feed:
@@ -88,6 +88,6 @@ class Feed:
   def __call__(self, step: int):
     if self.resident is None:
       host = train_batch(self.split, step, self.batch_size, self.steps_per_epoch, self.seed)
-      return step_lib.shard_batch(host, self.mesh), None
+      return sharding.shard_batch(host, self.mesh), None
     rows = batch_indices(len(self.split), step, self.batch_size, self.steps_per_epoch, self.seed)
-    return step_lib.shard_batch({'index': rows}, self.mesh), self.resident
+    return sharding.shard_batch({'index': rows}, self.mesh), self.resident

@@ -16,25 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
 
-from tinycats.errors import UserError
+from tinycats.sharding import batch_sharding, replicated
 
 # A task's loss: (model, batch, rng key) -> (scalar float32 loss, dict of float32 scalar metrics).
 LossFn = Callable[[nnx.Module, dict, jax.Array], tuple[jax.Array, dict]]
-
-
-def make_mesh(devices=None) -> jax.sharding.Mesh:
-  devices = np.asarray(devices if devices is not None else jax.devices())
-  return jax.sharding.Mesh(devices, ('data',))
-
-
-def batch_sharding(mesh) -> NamedSharding:
-  return NamedSharding(mesh, P('data'))
-
-
-def replicated(mesh) -> NamedSharding:
-  return NamedSharding(mesh, P())
 
 
 def learning_rate_schedule(train_config, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
@@ -43,15 +29,17 @@ def learning_rate_schedule(train_config, steps_per_epoch: int, total_steps: int)
   return optax.warmup_cosine_decay_schedule(0.0, train_config.learning_rate, warmup, max(total_steps, warmup + 1))
 
 
-def _head_or_backbone(params):
-  """'head' for the classification layer (`fc`), 'backbone' for everything else."""
-  first_key = lambda path: getattr(path[0], 'key', getattr(path[0], 'name', None))
-  return jax.tree_util.tree_map_with_path(lambda path, _: 'head' if first_key(path) == 'fc' else 'backbone', params)
+def all_backbone(params):
+  """The parameter groups of a network without a separate head: every parameter is 'backbone'."""
+  return jax.tree.map(lambda _: 'backbone', params)
 
 
-def make_optimizer(train_config, schedule: optax.Schedule, steps_per_epoch: int = 1,
-                   fine_tuning: bool = True) -> optax.GradientTransformation:
+def make_optimizer(train_config, schedule: optax.Schedule, steps_per_epoch: int = 1, fine_tuning: bool = True,
+                   param_groups: Callable[[Any], Any] = all_backbone) -> optax.GradientTransformation:
   """AdamW behind global-norm clipping; when fine-tuning, the backbone's rate is scaled and zero while frozen.
+
+  `param_groups(params)` labels each parameter 'head' or 'backbone' (the task's hook: the
+  classifier's `fc` is its head).
 
   From scratch (`fine_tuning=False`) a random backbone must learn at the full rate, so the scale
   and the freeze do not apply. Weight decay skips biases and norm scales (ndim < 2). The
@@ -64,7 +52,7 @@ def make_optimizer(train_config, schedule: optax.Schedule, steps_per_epoch: int 
                                  mask=lambda params: jax.tree.map(lambda p: p.ndim > 1, params))
   parts = [optax.clip_by_global_norm(train_config.grad_clip)] if train_config.grad_clip > 0 else []
   parts.append(optax.multi_transform({'head': adamw(schedule), 'backbone': adamw(backbone_schedule)},
-                                     _head_or_backbone))
+                                     param_groups))
   return optax.chain(*parts)
 
 
@@ -147,42 +135,3 @@ def for_task(task, graphdef, mesh) -> TrainStep:
   """The train step a task's config asks for: its loss, trainable filter, after-update hook, accumulation."""
   return TrainStep(graphdef, task.loss, mesh, wrt=task.trainable, after_update=task.after_update,
                    grad_accum=task.config.train.get('grad_accum', 1))
-
-
-def global_array(x: np.ndarray, sharding) -> jax.Array:
-  """A global array from a host array that every process holds whole; each process fills only its devices.
-
-  Not `jax.device_put`: with several processes it first checks, with a collective, that all of them
-  passed the same value, which would stall every step until the previous one ends.
-  """
-  x = np.asarray(x)
-  return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
-
-
-def shard_batch(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
-  """Host arrays -> one global array per field, split over the mesh's 'data' axis."""
-  sharding = batch_sharding(mesh)
-  return {k: global_array(v, sharding) for k, v in batch.items()}
-
-
-
-def run_batched(fn, state, arrays: tuple[np.ndarray, ...], batch_size: int, mesh):
-  """`fn(state, *batch)` over `arrays` in fixed-size batches (the last one padded), outputs concatenated.
-
-  One shape means one compilation; every batch is dispatched before any result is fetched, so
-  the device never waits on the host. The batch is rounded up so every device gets the same share.
-  """
-  total = len(arrays[0])
-  if total == 0:
-    raise UserError('no images to run the model on')
-  batch_size = -(-min(batch_size, total) // mesh.size) * mesh.size
-  sharding = batch_sharding(mesh)
-  pending = []
-  for start in range(0, total, batch_size):
-    chunks = [np.asarray(a[start:start + batch_size]) for a in arrays]
-    n = len(chunks[0])
-    if n < batch_size:
-      chunks = [np.concatenate([c, np.zeros((batch_size - n,) + c.shape[1:], c.dtype)]) for c in chunks]
-    pending.append((fn(state, *(global_array(c, sharding) for c in chunks)), n))
-  outputs = [jax.tree.map(lambda x, n=n: np.asarray(x)[:n], out) for out, n in pending]
-  return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)

@@ -5,8 +5,8 @@ separate so that inference and export restore the model alone) and `meta` (JSON:
 data-iterator position, early-stopping counters). The last
 `keep` checkpoints are kept, and the best by the task's validation metric (the classifier's highest
 balanced accuracy, the generator's lowest loss). Of equal scores the later step is the best: Orbax's
-`best_step` and `BestN` both take the last of a stable ascending sort of the steps, and the training
-loop's own `best_step` follows that rule. Orbax writes into a temporary folder and renames it on
+`best_step` and `BestN` both take the last of a stable ascending sort of the steps; the training
+loop reads the best step from here and tracks none of its own. Orbax writes into a temporary folder and renames it on
 success, so a run killed mid-save leaves no checkpoint that restore would pick up.
 """
 from __future__ import annotations
@@ -89,6 +89,10 @@ class Checkpoints:
 
   def best_step(self) -> int | None:
     return self._manager.best_step()
+
+  def metrics(self, step: int) -> dict | None:
+    """The metrics a checkpoint was saved with (its validation), as Orbax recorded them."""
+    return self._manager.metrics(step)
 
   def save(self, step: int, items: dict[str, Any], meta: dict, metrics: dict | None = None) -> None:
     """Saves `items` ({'model': ..., 'optimizer': ...}) and `meta` asynchronously."""

@@ -1,11 +1,13 @@
-"""The classification task: what the one training loop needs to train and judge a classifier.
+"""The classifier task: what the one training loop needs to train and judge a classifier.
 
-It supplies the model, the loss (augmentation included, so it runs on the device inside the
-jitted step) and the validation metrics; `evaluate` writes `eval.json` and `confusion.png`.
+It supplies the model and its ImageNet-pretrained weights, the head/backbone parameter groups,
+the loss (augmentation included, so it runs on the device inside the jitted step), the
+validation metrics and the full report (eval.json, with confusion.png beside it).
 """
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -13,20 +15,39 @@ import numpy as np
 import optax
 from flax import nnx
 
-from tinycats import metrics, models
+from tinycats import metrics, models, pretrained, sharding
 from tinycats.data import augment
-from tinycats.train import step as step_lib
-from tinycats.train.task import Task
+from tinycats.train.tasks.base import Task
 
 
-class ClassifyTask(Task):
+def head_or_backbone(params):
+  """'head' for the classification layer (`fc`), 'backbone' for everything else."""
+  first_key = lambda path: getattr(path[0], 'key', getattr(path[0], 'name', None))
+  return jax.tree_util.tree_map_with_path(lambda path, _: 'head' if first_key(path) == 'fc' else 'backbone', params)
+
+
+class ClassifierTask(Task):
   # Balanced accuracy (mean per-class recall) chooses the best checkpoint: a model that answers one class
   # for everything scores 1/K, where plain accuracy gives it the majority class's share of the split.
   best_metric = 'val_balanced_accuracy'
   summary_metrics = ('accuracy', 'balanced_accuracy')
+  param_groups = staticmethod(head_or_backbone)
+
+  @property
+  def fine_tuning(self) -> bool:
+    """From pretrained weights: the backbone's rate is scaled and frozen at first (`train.make_optimizer`)."""
+    return bool(self.config.model.get('pretrained'))
 
   def create_model(self, seed: int) -> nnx.Module:
     return models.create_classifier(self.config.model, len(self.classes), seed=seed)
+
+  @staticmethod
+  def fetch_weights(config):
+    return pretrained.fetch(pretrained.resolve(config.model)) if config.model.get('pretrained') else None
+
+  def init_weights(self, model, weights) -> None:
+    if weights:
+      pretrained.load_torchvision(model, weights)
 
   def loss(self, model, batch, key):
     data = self.config.data
@@ -54,6 +75,10 @@ class ClassifyTask(Task):
     logits = predict_logits(self.config, graphdef, model_state, split.images, split.sizes, mesh)
     return metrics.classification_report(split.labels, logits.argmax(-1), self.classes)
 
+  def plot_report(self, report: dict, workdir: str) -> None:
+    metrics.plot_confusion(report['confusion_matrix'], report['classes'], os.path.join(workdir, 'confusion.png'),
+                           title=f'{report["split"]}: accuracy {report["accuracy"]:.4f} (step {report["step"]})')
+
 
 @functools.lru_cache(maxsize=8)
 def _predict_fn(image_size: int, crop_fraction: float, norm: str, graphdef, mesh):
@@ -64,9 +89,9 @@ def _predict_fn(image_size: int, crop_fraction: float, norm: str, graphdef, mesh
     features = model.features(augment.eval_transform(images, sizes, image_size=image_size,
                                                      crop_fraction=crop_fraction, norm=norm))
     return model.fc(features), features
-  batch = step_lib.batch_sharding(mesh)
-  return jax.jit(predict, in_shardings=(step_lib.replicated(mesh), batch, batch),
-                 out_shardings=step_lib.replicated(mesh))
+  batch = sharding.batch_sharding(mesh)
+  return jax.jit(predict, in_shardings=(sharding.replicated(mesh), batch, batch),
+                 out_shardings=sharding.replicated(mesh))
 
 
 def predict_arrays(config, graphdef, model_state, images: np.ndarray, sizes: np.ndarray, mesh,
@@ -74,7 +99,7 @@ def predict_arrays(config, graphdef, model_state, images: np.ndarray, sizes: np.
   """float32 (logits, penultimate features) for uint8 (N, S, S, 3) canvases and picture sizes (N, 2), in batches."""
   data = config.data
   fn = _predict_fn(data.image_size, augment.eval_crop(data), data.normalization, graphdef, mesh)
-  return step_lib.run_batched(fn, model_state, (images, np.asarray(sizes, np.int32)),
+  return sharding.run_batched(fn, model_state, (images, np.asarray(sizes, np.int32)),
                               batch_size or config.train.eval_batch_size, mesh)
 
 
