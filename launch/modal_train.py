@@ -17,9 +17,15 @@ import os
 import sys
 import time
 
+from launch import plan as plan_lib
+from tinycats import cli, config as config_lib
+from tinycats.errors import USER_ERROR, run_command
+
+PROG = 'python -m launch.modal_train'
+
 
 def parse_args(argv=None):
-  parser = argparse.ArgumentParser(prog='python -m launch.modal_train', description=__doc__,
+  parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--config', required=True, help='config file, optionally with an argument: configs/cats.py:smoke')
   parser.add_argument('--local', action='store_true', help='run the same training body on this machine')
@@ -32,15 +38,7 @@ def parse_args(argv=None):
   parser.add_argument('--prepare', action='store_true',
                       help='Modal: prepare the TFDS data into the data volume (once), instead of training')
   args, rest = parser.parse_known_args(argv)
-  overrides, bad = [], []
-  while rest:  # `--config.a.b=value` or `--config.a.b value`.
-    item = rest.pop(0)
-    if not item.startswith('--config.'):
-      bad.append(item)
-    elif '=' in item or not rest or rest[0].startswith('--'):
-      overrides.append(item)
-    else:
-      overrides.append(f'{item}={rest.pop(0)}')
+  overrides, bad = config_lib.split_overrides(rest)
   if bad:
     parser.error(f'unrecognized arguments: {" ".join(bad)} (config fields are set as --config.train.batch_size=64)')
   return args, overrides
@@ -48,11 +46,11 @@ def parse_args(argv=None):
 
 def modal_token_configured() -> bool:
   """A token in the environment or in the active profile of ~/.modal.toml (read locally; no network)."""
-  import modal.config
+  import modal.config  # pylint: disable=import-outside-toplevel
   return bool(modal.config.config.get('token_id') and modal.config.config.get('token_secret'))
 
 
-NO_TOKEN = ('error: no Modal token is configured. Authenticate once with `modal setup` (or `modal token new`), '
+NO_TOKEN = (f'{PROG}: error: no Modal token is configured. Authenticate once with `modal setup` (or `modal token new`), '
             'or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET; or add --local to train on this machine.')
 
 
@@ -62,12 +60,11 @@ def local_workdir(args, name: str) -> str:
 
 
 def _run_local(args, config, name) -> int:
-  from launch import body  # pylint: disable=import-outside-toplevel
   if args.prepare:
-    print('error: --prepare is for the Modal data volume; here run `tinycats prepare --data-dir DIR`', file=sys.stderr)
-    return 2
-  print(json.dumps(body.train(config.to_dict(), local_workdir(args, name)), indent=2))
-  return 0
+    print(f'{PROG}: error: --prepare is for the Modal data volume; here run `tinycats prepare --data-dir DIR`',
+          file=sys.stderr)
+    return USER_ERROR
+  return cli.train(config, local_workdir(args, name))  # What `tinycats train` runs.
 
 
 def _run_modal(args, plan) -> int:
@@ -91,30 +88,25 @@ def _run_modal(args, plan) -> int:
   return 0
 
 
+def _main(args, overrides) -> int:
+  config = config_lib.load(args.config, overrides)
+  name = args.name or f'{config.name}-{time.strftime("%Y%m%d-%H%M%S")}'
+  if args.local and not args.dry_run:
+    return _run_local(args, config, name)
+  plan = plan_lib.launch_plan(config, name)
+  if args.dry_run:
+    print(json.dumps(plan, indent=2))
+    return 0
+  if not modal_token_configured():  # Before any image is built.
+    print(NO_TOKEN, file=sys.stderr)
+    return USER_ERROR
+  return _run_modal(args, plan)
+
+
 def main(argv=None) -> int:
+  """The exit code: 0, 2 for a user error (config, data, weights, workdir, no token), 1 for a bug (a traceback)."""
   args, overrides = parse_args(argv)
-  from tinycats import config as config_lib  # pylint: disable=import-outside-toplevel
-  from tinycats.errors import UserError  # pylint: disable=import-outside-toplevel
-  from launch import plan as plan_lib  # pylint: disable=import-outside-toplevel
-  try:
-    config = config_lib.load(args.config, overrides)
-    name = args.name or f'{config.name}-{time.strftime("%Y%m%d-%H%M%S")}'
-    if args.local and not args.dry_run:
-      return _run_local(args, config, name)
-    plan = plan_lib.launch_plan(config, name)
-    if args.dry_run:
-      print(json.dumps(plan, indent=2))
-      return 0
-    if not modal_token_configured():  # Before any image is built.
-      print(NO_TOKEN, file=sys.stderr)
-      return 2
-    return _run_modal(args, plan)
-  except config_lib.ConfigError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  except (UserError, FileNotFoundError) as e:  # Bad data, weights, workdir or a diverged run: the way out, no traceback.
-    print(f'error: {e}', file=sys.stderr)
-    return 1
+  return run_command(PROG, lambda: _main(args, overrides))
 
 
 if __name__ == '__main__':

@@ -23,6 +23,17 @@ def test_overrides_take_the_field_type():
   assert c.data.flip is False and c.data.labels == 'breed'
 
 
+def test_one_parser_reads_overrides_off_a_command_line():
+  overrides, rest = config_lib.split_overrides(
+      ['--workdir', 'w', '--config.train.batch_size=64', '--config.data.labels', 'breed', '--config.model.pretrained=',
+       '--config.data.flip', '--local', '--epochs=3'])
+  assert overrides == ['train.batch_size=64', 'data.labels=breed', 'model.pretrained=', 'data.flip']
+  assert rest == ['--workdir', 'w', '--local', '--epochs=3']
+  assert config_lib.parse_override('--config.a.b=c=d') == ('a.b', 'c=d')
+  with pytest.raises(config_lib.ConfigError, match='must look like --config.train.batch_size=64'):
+    config_lib.load('configs/cats.py', overrides)  # `--config.data.flip` with no value.
+
+
 def test_the_caller_config_is_not_modified():
   base = config_lib.load_config_file('configs/cats.py')
   config_lib.apply_overrides(base, ['train.batch_size=7'])

@@ -13,6 +13,10 @@ def _launch(*args):
                         text=True, timeout=120)
 
 
+# The two commands that train here: one code path, one override parser, the same exit codes.
+TRAIN_HERE = {'launch': lambda *a: _launch('--local', *a), 'tinycats': lambda *a: run_tinycats('train', *a)}
+
+
 def _no_modal_token_env(tmp_path):
   env = {k: v for k, v in os.environ.items() if not k.startswith('MODAL_')}
   env['HOME'] = str(tmp_path)  # No ~/.modal.toml.
@@ -32,20 +36,30 @@ def test_without_a_modal_token_it_says_how_to_authenticate_before_any_build(tmp_
     (['--config.data.labels', 'dogs'], "'data.labels' is 'dogs'"),
     (['--config.train.epochs=two'], "bad value for config field 'train.epochs'"),
 ])
-def test_config_errors_name_the_field(args, message):
-  result = _launch('--config', 'configs/cats.py', '--local', *args)
+@pytest.mark.parametrize('command', TRAIN_HERE)
+def test_config_errors_name_the_field(command, args, message, tmp_path):
+  result = TRAIN_HERE[command]('--config', 'configs/cats.py', '--workdir', str(tmp_path / 'run'), *args)
   assert result.returncode == 2 and message in result.stderr, result.stderr
+  assert 'Traceback' not in result.stderr and not (tmp_path / 'run').exists()
 
 
-def test_unknown_flags_are_refused():
-  result = _launch('--config', 'configs/cats.py', '--local', '--epochs=3')
+@pytest.mark.parametrize('command', TRAIN_HERE)
+def test_unknown_flags_are_refused(command, tmp_path):
+  result = TRAIN_HERE[command]('--config', 'configs/cats.py', '--workdir', str(tmp_path), '--epochs=3')
   assert result.returncode == 2 and 'unrecognized arguments: --epochs=3' in result.stderr
+  assert 'config fields are set as --config.train.batch_size=64' in result.stderr
 
 
-def test_missing_tfds_data_says_how_to_prepare(tmp_path):
-  result = _launch('--config', 'configs/cats.py:smoke', '--local', '--workdir', str(tmp_path / 'run'),
-                   f'--config.data.data_dir={tmp_path}', '--config.model.pretrained=')
-  assert result.returncode == 1
+def test_config_overrides_belong_to_train_only():
+  result = run_tinycats('evaluate', '--workdir', 'w', '--config.train.epochs=3')
+  assert result.returncode == 2 and 'unrecognized arguments: --config.train.epochs=3' in result.stderr
+
+
+@pytest.mark.parametrize('command', TRAIN_HERE)
+def test_missing_tfds_data_says_how_to_prepare(command, tmp_path):
+  result = TRAIN_HERE[command]('--config', 'configs/cats.py:smoke', '--workdir', str(tmp_path / 'run'),
+                               f'--config.data.data_dir={tmp_path}', '--config.model.pretrained=')
+  assert result.returncode == 2 and 'Traceback' not in result.stderr
   assert f'tinycats prepare --archives DIR --data-dir {tmp_path}' in result.stderr, result.stderr
 
 
@@ -64,7 +78,7 @@ def test_evaluate_on_a_folder_that_is_not_a_workdir(tmp_path):
 def test_missing_pretrained_weights_stop_before_any_work(tmp_path):
   result = _launch('--config', 'configs/cats.py:smoke', '--local', '--workdir', str(tmp_path / 'run'),
                    f'--config.data.data_dir={tmp_path}', f'--config.model.pretrained={tmp_path}/resnet18.safetensors')
-  assert result.returncode == 1
+  assert result.returncode == 2
   assert 'no such file' in result.stderr and "--config.model.pretrained=''" in result.stderr
   assert 'tinycats prepare' not in result.stderr  # It stopped before looking at the data.
   assert not (tmp_path / 'run' / 'config.json').exists()
@@ -75,5 +89,5 @@ def test_unusable_image_folder_is_one_line_not_a_traceback(tmp_path):
   result = _launch('--config', 'configs/cats.py:smoke', '--local', '--workdir', str(tmp_path / 'run'),
                    '--config.data.source=folder', f'--config.data.folder={tmp_path / "images"}',
                    '--config.model.pretrained=')
-  assert result.returncode == 1 and 'needs at least two class sub-folders' in result.stderr
+  assert result.returncode == 2 and 'needs at least two class sub-folders' in result.stderr
   assert 'Traceback' not in result.stderr

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, tiny_config
+from conftest import REPO, TINY, tiny_config
 from launch import body, modal_app, plan as plan_lib
 from tinycats.train.checkpoint import Checkpoints
 
@@ -82,6 +82,23 @@ def test_train_body_commits_each_checkpoint_and_a_second_call_resumes(image_fold
   assert summary['steps'] == 20
   assert [c[-1] for c in resumed.commits] == [15, 20, 20]  # Nothing retrained.
   assert Checkpoints(os.path.join(workdir, 'checkpoints'), read_only=True).latest_step() == 20
+
+
+def test_tinycats_train_and_launch_local_are_one_run(image_folder, tmp_path, capsys):
+  from launch import modal_train
+  from tinycats import cli
+  workdir = str(tmp_path / 'run')
+  args = ['--config', os.path.join(REPO, 'configs/cats.py:smoke'), '--workdir', workdir, *TINY,
+          '--config.data.source', 'folder', f'--config.data.folder={image_folder}', '--config.train.eval_every=5']
+  with pytest.raises(SystemExit) as exit_:
+    cli.main(['train', *args, '--config.train.epochs=1'])
+  assert exit_.value.code == 0 and json.loads(capsys.readouterr().out)['steps'] == 10
+  # The launcher's --local resumes what `tinycats train` wrote: one more epoch, nothing retrained.
+  assert modal_train.main([*args, '--local', '--config.train.epochs=2']) == 0
+  summary = json.loads(capsys.readouterr().out)
+  assert summary['steps'] == 20 and summary['workdir'] == workdir
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    assert [row['step'] for row in map(json.loads, f) if 'val_loss' in row or 'val_accuracy' in row] == [5, 10, 15, 20]
 
 
 def test_local_runs_go_under_the_runs_dir():

@@ -1,6 +1,7 @@
-"""`tinycats <command>`: prepare, evaluate, predict, sample, export, bench.
+"""`tinycats <command>`: prepare, train, evaluate, predict, sample, export, bench.
 
-Training is launched with `python -m launch.modal_train` (locally with `--local`).
+`tinycats train` trains here; `python -m launch.modal_train` trains on Modal (with `--local`, here, through
+the same `train` function). Exit codes: 0, 2 for a user error (one line with the way out), 1 for a bug.
 """
 from __future__ import annotations
 
@@ -13,18 +14,29 @@ import jax
 import numpy as np
 from PIL import Image
 
-from tinycats import bench, bench_torch, evaluate, metrics, quality
+from tinycats import bench, bench_torch, config as config_lib, evaluate, metrics, quality
 from tinycats.classifier import Classifier
 from tinycats.data import pets
-from tinycats.errors import UserError
+from tinycats.errors import UserError, run_command
 from tinycats.export import hub, onnx as onnx_export
 from tinycats.generator import Generator
+from tinycats.train import loop
 
 
 def _prepare(args) -> int:
   counts = pets.prepare(args.data_dir, archives=args.archives, verify=not args.no_verify)
   print(json.dumps({'data_dir': args.data_dir, 'splits': counts}))
   return 0
+
+
+def train(config, workdir: str) -> int:
+  """`tinycats train` and `python -m launch.modal_train --local`: train (or resume) `workdir` here, print the summary."""
+  print(json.dumps(loop.run(config, workdir), indent=2))
+  return 0
+
+
+def _train(args) -> int:
+  return train(config_lib.load(args.config, args.overrides), args.workdir)
 
 
 def _evaluate(args) -> int:
@@ -124,15 +136,14 @@ def _bench(args) -> int:
                     'jax_over_torch': jax_row['gflops_per_sec'] / torch_row['gflops_per_sec']}, results)
     return 0
   if args.epoch:
-    overrides = [f'--config.{item}' for item in args.set]
-    bench.emit(bench.epoch(args.epoch, overrides, args.devices), results)
+    bench.emit(bench.epoch(args.epoch, args.set, args.devices), results)
     return 0
   if args.pipeline:
     for row in bench.pipeline(image_size=args.image_size or 224, batch=args.batch, steps=args.steps):
       bench.emit(row, results)
     return 0
   size = args.image_size or (128 if args.model == 'dit' else 224)
-  overrides = [f'--config.{item}' for item in args.set]
+  overrides = args.set  # `a.b=value`, as config.apply_overrides takes them.
   if args.profile:  # Read when the backend starts: XLA:CPU then names each op in the trace.
     os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_cpu_enable_xprof_traceme=true').strip()
   jax_row = bench.train_step(args.model, args.batch, size, args.dtype, args.steps, args.devices, args.peak_tflops,
@@ -164,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
                  help='folder holding images.tar.gz and annotations.tar.gz; without it TFDS downloads them')
   p.add_argument('--no-verify', action='store_true', help="accept archives whose SHA-256 differs from TFDS's registered one")
   p.set_defaults(fn=_prepare)
+
+  p = sub.add_parser('train', help='train (or resume) a config in a workdir on this machine; the summary as JSON',
+                     description='Also takes --config.FIELD=VALUE (or --config.FIELD VALUE) for any field of the config.')
+  p.add_argument('--config', required=True, help='config file, optionally with an argument: configs/cats.py:smoke')
+  p.add_argument('--workdir', required=True, help='the run folder; a workdir with checkpoints resumes')
+  p.set_defaults(fn=_train)
 
   p = sub.add_parser('evaluate', help="evaluate a workdir's best checkpoint: writes eval.json and confusion.png")
   p.add_argument('--workdir', required=True)
@@ -258,15 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> None:
+  """Exits 0, 2 for a user error (argparse's, a UserError or a missing file: one line), 1 for a bug (a traceback)."""
   parser = build_parser()
-  args = parser.parse_args(argv)
+  args, rest = parser.parse_known_args(argv)
+  args.overrides, unknown = config_lib.split_overrides(rest)
+  if unknown or (args.overrides and args.command != 'train'):
+    parser.error(f'unrecognized arguments: {" ".join(rest)}'
+                 + (' (config fields are set as --config.train.batch_size=64)' if args.command == 'train' else ''))
   if args.command == 'sample' and not (args.out or args.out_dir):
     parser.error('sample: give --out FILE.png (a grid) and/or --out-dir DIR (single images)')
   if getattr(args, 'num', 1) < 1 or getattr(args, 'samples_per_class', 1) < 1:
     parser.error('the number of samples must be at least 1')
-  try:
-    code = args.fn(args)
-  except (UserError, FileNotFoundError) as e:  # They carry the way out; other exceptions keep their traceback.
-    print(f'tinycats {args.command}: error: {e}', file=sys.stderr)
-    code = 2
-  sys.exit(code)
+  sys.exit(run_command(f'tinycats {args.command}', lambda: args.fn(args)))

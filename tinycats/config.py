@@ -77,15 +77,37 @@ def _parse_value(field: str, text: str, current: Any) -> Any:
         f'bad value for config field {field!r}: {text!r} is not a {type(current).__name__} ({e})') from None
 
 
+def split_overrides(argv: Iterable[str]) -> tuple[list[str], list[str]]:
+  """(overrides, the rest) of a command line: `--config.a.b=value` and `--config.a.b value` become `a.b=value`.
+
+  The one parser of overrides on a command line (`tinycats train`, `python -m launch.modal_train`).
+  """
+  argv, overrides, rest = list(argv), [], []
+  while argv:
+    item = argv.pop(0)
+    if not item.startswith('--config.'):
+      rest.append(item)
+    elif '=' in item or not argv or argv[0].startswith('--'):
+      overrides.append(item.removeprefix('--config.'))
+    else:
+      overrides.append(f'{item.removeprefix("--config.")}={argv.pop(0)}')
+  return overrides, rest
+
+
+def parse_override(item: str) -> tuple[str, str]:
+  """('a.b', 'value') from `a.b=value` or `--config.a.b=value`."""
+  field, sep, value = item.removeprefix('--').removeprefix('config.').partition('=')
+  if not sep or not field:
+    raise ConfigError(f'config override {item!r} must look like --config.train.batch_size=64')
+  return field, value
+
+
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> ml_collections.ConfigDict:
   """Applies `a.b=value` (or `--config.a.b=value`) strings; unknown fields are named with a suggestion."""
   config = ml_collections.ConfigDict(config.to_dict())  # A copy: the caller's config is untouched.
   known = list(_leaves(config))
   for item in overrides:
-    text = item.removeprefix('--').removeprefix('config.')
-    field, sep, value = text.partition('=')
-    if not sep:
-      raise ConfigError(f'config override {item!r} must look like --config.train.batch_size=64')
+    field, value = parse_override(item)
     if field not in known:
       if any(name.startswith(field + '.') for name in known):
         raise ConfigError(f'config field {field!r} is a group; set one of its fields, e.g. --config.{field}.<name>=...')

@@ -230,3 +230,16 @@ def train_and_evaluate(config, workdir: str, mesh=None, on_checkpoint=None) -> d
                  compute_dtype=str(models.compute_dtype(config.model.dtype)))  # What 'auto' became here.
   metrics.write_json(summary, os.path.join(workdir, 'summary.json'))
   return summary
+
+
+def run(config, workdir: str, on_checkpoint=None, distributed: dict | None = None) -> dict:
+  """What every training command runs (`tinycats train`, `launch.modal_train --local`, the Modal function).
+
+  Joins the JAX processes first when `distributed` (jax.distributed.initialize kwargs) is given, says where
+  it runs, then trains (or resumes) the run in `workdir`; returns the summary.
+  """
+  if distributed:
+    jax.distributed.initialize(**distributed)
+  print(f'tinycats: {jax.process_count()} process(es), {jax.device_count()} device(s) '
+        f'({jax.devices()[0].device_kind}); workdir {workdir}', file=sys.stderr, flush=True)
+  return train_and_evaluate(config, workdir, on_checkpoint=on_checkpoint)
