@@ -11,6 +11,7 @@ Three variants, one file:
   pretrained weights, and learns shapes, not colours (BENCHMARKS.md, 'Quality').
 Override any field on the command line: `--config.train.batch_size=64`.
 """
+
 import ml_collections
 
 import common  # configs/common.py (the loader puts configs/ on the path).

@@ -1,4 +1,5 @@
 """Config parts both recipes share. A config file imports this module as `common`."""
+
 import ml_collections
 
 

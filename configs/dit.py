@@ -6,6 +6,7 @@ depth 12, 6 heads: about 33M parameters, a GPU); `:patch8` is the same at patch 
 tokens); `:smoke` is a small DiT at 32 px: 1,200 steps, about 5 minutes on 2 CPU cores.
 Override any field on the command line: `--config.train.batch_size=64`.
 """
+
 import ml_collections
 
 import common  # configs/common.py (the loader puts configs/ on the path).
@@ -52,7 +53,9 @@ def get_config(arg=None):
   c.data.flip = True  # The only augmentation.
 
   c.flow = ml_collections.ConfigDict()
-  c.flow.timesteps = 'uniform'  # uniform | logit_normal (sigmoid of N(mean, std): more weight mid-flow, less near noise).
+  c.flow.timesteps = (
+    'uniform'  # uniform | logit_normal (sigmoid of N(mean, std): more weight mid-flow, less near noise).
+  )
   c.flow.logit_mean = 0.0
   c.flow.logit_std = 1.0
   c.flow.label_dropout = 0.1  # Fraction of labels replaced by the null label, for guidance.
@@ -84,7 +87,6 @@ def get_config(arg=None):
   c.train.eval_every = 1000  # Steps between validation, sample grid and checkpoint.
   c.train.patience = 0  # Evaluations without a lower validation loss before stopping; 0 = never.
   c.train.keep_checkpoints = 2  # The last N are kept, plus the one with the lowest validation loss.
-
 
   c.modal = common.modal_config()  # configs/common.py: GPU, nodes, timeout, retries, volumes.
 

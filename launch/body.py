@@ -5,6 +5,7 @@ multi-node cluster, joining the JAX processes first. Because the loop resumes fr
 checkpoint in its workdir, a call that Modal retries after a preemption, or the same command run
 again, continues the run.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -15,12 +16,14 @@ from tinycats.data import pets
 from tinycats.train import loop
 
 
-def train(config_dict: dict, workdir: str, commit: Callable[[], None] | None = None,
-          distributed: dict | None = None) -> dict:
+def train(
+  config_dict: dict, workdir: str, commit: Callable[[], None] | None = None, distributed: dict | None = None
+) -> dict:
   """Trains (or resumes) the run in `workdir`; returns the summary. `distributed`: jax.distributed.initialize kwargs."""
   commit = commit or (lambda: None)
-  summary = loop.run(ml_collections.ConfigDict(config_dict), workdir, on_checkpoint=lambda step: commit(),
-                     distributed=distributed)
+  summary = loop.run(
+    ml_collections.ConfigDict(config_dict), workdir, on_checkpoint=lambda step: commit(), distributed=distributed
+  )
   commit()
   return dict(summary, workdir=workdir)
 

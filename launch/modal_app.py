@@ -3,6 +3,7 @@
 Both functions call `launch.body`, the code `--local` runs here. Defining the app contacts
 nobody; only running it does (`modal_train` checks for a token first).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,24 +28,30 @@ class ModalRun:
 def _cluster_process() -> dict | None:
   """jax.distributed.initialize kwargs on a Modal cluster: node 0 coordinates, one process per node."""
   from modal import experimental  # pylint: disable=import-outside-toplevel
+
   info = experimental.get_cluster_info()
   if len(info.container_ips) <= 1:
     return None
-  return dict(coordinator_address=f'[{info.container_ips[0]}]:1234', num_processes=len(info.container_ips),
-              process_id=info.rank)
+  return dict(
+    coordinator_address=f'[{info.container_ips[0]}]:1234', num_processes=len(info.container_ips), process_id=info.rank
+  )
 
 
 def build(plan: dict) -> ModalRun:
   """The app for `plan` (launch.plan.launch_plan)."""
   app = modal.App(plan['app'])
-  image = (modal.Image.debian_slim(python_version=plan['image']['python'])
-           .uv_pip_install(*plan['image']['packages'])
-           .add_local_python_source(*plan['image']['local_sources']))
+  image = (
+    modal.Image.debian_slim(python_version=plan['image']['python'])
+    .uv_pip_install(*plan['image']['packages'])
+    .add_local_python_source(*plan['image']['local_sources'])
+  )
   for local, remote in plan['image']['local_dirs'].items():
     image = image.add_local_dir(os.path.join(REPO, local), remote)
-  prepare_image = (modal.Image.debian_slim(python_version=plan['prepare_image']['python'])
-                   .uv_pip_install(*plan['prepare_image']['packages'])
-                   .add_local_python_source(*plan['image']['local_sources']))
+  prepare_image = (
+    modal.Image.debian_slim(python_version=plan['prepare_image']['python'])
+    .uv_pip_install(*plan['prepare_image']['packages'])
+    .add_local_python_source(*plan['image']['local_sources'])
+  )
   volumes = plan['volumes']
   data_volume = modal.Volume.from_name(volumes['data']['name'], create_if_missing=True)
   outputs_volume = modal.Volume.from_name(volumes['outputs']['name'], create_if_missing=True)
@@ -54,22 +61,36 @@ def build(plan: dict) -> ModalRun:
 
   def train(config_dict: dict, run_name: str) -> dict:
     if config_dict['data']['source'] == 'tfds' and not body.data_ready(data_dir):
-      raise RuntimeError(f'no prepared oxford_iiit_pet in the {volumes["data"]["name"]} volume; prepare it once with '
-                         f'`python -m launch.modal_train --config CONFIG --prepare`')
+      raise RuntimeError(
+        f'no prepared oxford_iiit_pet in the {volumes["data"]["name"]} volume; prepare it once with '
+        f'`python -m launch.modal_train --config CONFIG --prepare`'
+      )
     distributed = _cluster_process() if nodes > 1 else None
     process_zero = distributed is None or distributed['process_id'] == 0
-    return body.train(config_dict, f'{outputs}/{run_name}', commit=outputs_volume.commit if process_zero else None,
-                      distributed=distributed)
+    return body.train(
+      config_dict,
+      f'{outputs}/{run_name}',
+      commit=outputs_volume.commit if process_zero else None,
+      distributed=distributed,
+    )
 
   if nodes > 1:
     train = modal.clustered(size=nodes)(train)
   train_function = app.function(
-      image=image, gpu=plan['gpu'], timeout=plan['timeout'], retries=modal.Retries(**plan['retries']),
-      memory=plan['memory_mb'], volumes=mounts, serialized=True, name='train')(train)
+    image=image,
+    gpu=plan['gpu'],
+    timeout=plan['timeout'],
+    retries=modal.Retries(**plan['retries']),
+    memory=plan['memory_mb'],
+    volumes=mounts,
+    serialized=True,
+    name='train',
+  )(train)
 
   def prepare() -> dict:
     return body.prepare(data_dir, commit=data_volume.commit)
 
-  prepare_function = app.function(image=prepare_image, timeout=3600, volumes={volumes['data']['mount']: data_volume},
-                                  serialized=True, name='prepare')(prepare)
+  prepare_function = app.function(
+    image=prepare_image, timeout=3600, volumes={volumes['data']['mount']: data_volume}, serialized=True, name='prepare'
+  )(prepare)
   return ModalRun(app, train_function, prepare_function, data_volume, outputs_volume)

@@ -9,6 +9,7 @@ A run's workdir is /outputs/<run name> on the outputs volume (locally RUNS_DIR/<
 call that Modal retries after a preemption, or the same command with the same --name, resumes
 from the run's latest checkpoint.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,18 +26,21 @@ PROG = 'python -m launch.modal_train'
 
 
 def parse_args(argv=None):
-  parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--config', required=True, help='config file, optionally with an argument: configs/cats.py:smoke')
   parser.add_argument('--local', action='store_true', help='run the same training body on this machine')
   parser.add_argument('--workdir', default=None, help='--local: the run folder (default RUNS_DIR/<run name>)')
   parser.add_argument('--runs-dir', default='runs', help='--local: where run folders go (default ./runs)')
-  parser.add_argument('--name', default=None,
-                      help='run name (default <config.name>-<time>); the same name resumes that run')
+  parser.add_argument(
+    '--name', default=None, help='run name (default <config.name>-<time>); the same name resumes that run'
+  )
   parser.add_argument('--detach', action='store_true', help='Modal: keep running after this command exits')
   parser.add_argument('--dry-run', action='store_true', help='print the launch plan as JSON; contact nobody')
-  parser.add_argument('--prepare', action='store_true',
-                      help='Modal: prepare the TFDS data into the data volume (once), instead of training')
+  parser.add_argument(
+    '--prepare',
+    action='store_true',
+    help='Modal: prepare the TFDS data into the data volume (once), instead of training',
+  )
   args, rest = parser.parse_known_args(argv)
   overrides, bad = config_lib.split_overrides(rest)
   if bad:
@@ -47,11 +51,14 @@ def parse_args(argv=None):
 def modal_token_configured() -> bool:
   """A token in the environment or in the active profile of ~/.modal.toml (read locally; no network)."""
   import modal.config  # pylint: disable=import-outside-toplevel
+
   return bool(modal.config.config.get('token_id') and modal.config.config.get('token_secret'))
 
 
-NO_TOKEN = (f'{PROG}: error: no Modal token is configured. Authenticate once with `modal setup` (or `modal token new`), '
-            'or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET; or add --local to train on this machine.')
+NO_TOKEN = (
+  f'{PROG}: error: no Modal token is configured. Authenticate once with `modal setup` (or `modal token new`), '
+  'or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET; or add --local to train on this machine.'
+)
 
 
 def local_workdir(args, name: str) -> str:
@@ -61,8 +68,10 @@ def local_workdir(args, name: str) -> str:
 
 def _run_local(args, config, name) -> int:
   if args.prepare:
-    print(f'{PROG}: error: --prepare is for the Modal data volume; here run `tinycats prepare --data-dir DIR`',
-          file=sys.stderr)
+    print(
+      f'{PROG}: error: --prepare is for the Modal data volume; here run `tinycats prepare --data-dir DIR`',
+      file=sys.stderr,
+    )
     return USER_ERROR
   return cli.train(config, local_workdir(args, name))  # What `tinycats train` runs.
 
@@ -70,6 +79,7 @@ def _run_local(args, config, name) -> int:
 def _run_modal(args, plan) -> int:
   import modal  # pylint: disable=import-outside-toplevel
   from launch import modal_app  # pylint: disable=import-outside-toplevel
+
   run = modal_app.build(plan)
   with modal.enable_output(), run.app.run(detach=args.detach):
     if args.prepare:
@@ -77,10 +87,12 @@ def _run_modal(args, plan) -> int:
       return 0
     if args.detach:
       run.train.spawn(plan['config'], plan['run_name'])
-      print(f'{plan["run_name"]} is running on Modal and keeps running after this command exits.\n'
-            f'  follow it:   modal app logs {run.app.app_id}\n'
-            f'  fetch it:    {plan["fetch"]}\n'
-            f'  resume it:   the same command with --name {plan["run_name"]}')
+      print(
+        f'{plan["run_name"]} is running on Modal and keeps running after this command exits.\n'
+        f'  follow it:   modal app logs {run.app.app_id}\n'
+        f'  fetch it:    {plan["fetch"]}\n'
+        f'  resume it:   the same command with --name {plan["run_name"]}'
+      )
       return 0
     summary = run.train.remote(plan['config'], plan['run_name'])
   print(json.dumps(summary, indent=2))

@@ -3,6 +3,7 @@
 `--dry-run` prints it; `modal_app.build` turns it into a `modal.App`. Keeping it plain data means
 what will run can be read, tested and diffed before anything is built or paid for.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,10 @@ def parse_gpu(spec: str) -> tuple[str, int]:
   match = re.fullmatch(r'([A-Za-z0-9!-]+)(?::(\d+))?', spec or '')
   kind, count = (match.group(1).upper(), int(match.group(2) or 1)) if match else (None, 0)
   if kind not in GPU_TYPES or not 1 <= count <= MAX_GPUS:
-    raise ConfigError(f'config field modal.gpu is {spec!r}; use TYPE or TYPE:COUNT with TYPE one of '
-                      f'{", ".join(GPU_TYPES)} and COUNT 1-{MAX_GPUS}, e.g. --config.modal.gpu=H100:8')
+    raise ConfigError(
+      f'config field modal.gpu is {spec!r}; use TYPE or TYPE:COUNT with TYPE one of '
+      f'{", ".join(GPU_TYPES)} and COUNT 1-{MAX_GPUS}, e.g. --config.modal.gpu=H100:8'
+    )
   return kind, count
 
 
@@ -44,11 +47,15 @@ def check(config) -> None:
   m = config.modal
   parse_gpu(m.gpu)
   if not 0 < m.timeout <= MAX_TIMEOUT:
-    raise ConfigError(f'config field modal.timeout is {m.timeout}; it is in seconds, > 0 and at most {MAX_TIMEOUT} '
-                      '(a longer run resumes across calls: run the same command again)')
+    raise ConfigError(
+      f'config field modal.timeout is {m.timeout}; it is in seconds, > 0 and at most {MAX_TIMEOUT} '
+      '(a longer run resumes across calls: run the same command again)'
+    )
   if m.retries < 0 or m.nodes < 1 or m.memory_gb < 0:
-    raise ConfigError('config fields modal.retries and modal.memory_gb must be >= 0 and modal.nodes >= 1 '
-                      f'(got {m.retries}, {m.memory_gb}, {m.nodes})')
+    raise ConfigError(
+      'config fields modal.retries and modal.memory_gb must be >= 0 and modal.nodes >= 1 '
+      f'(got {m.retries}, {m.memory_gb}, {m.nodes})'
+    )
   for field in ('app', 'data_volume', 'outputs_volume'):
     if not re.fullmatch(r'[A-Za-z0-9._-]{1,64}', m[field]):
       raise ConfigError(f'config field modal.{field} is {m[field]!r}; use letters, digits, ".", "_" or "-"')
@@ -65,23 +72,29 @@ def launch_plan(config, run_name: str) -> dict:
   if config.data.source == 'tfds':
     resolved['data']['data_dir'] = data_dir
   return {
-      'app': m.app,
-      'run_name': run_name,
-      'workdir': workdir,
-      'gpu': f'{gpu_type}:{gpu_count}' if gpu_count > 1 else gpu_type,
-      'gpu_count': gpu_count,
-      'nodes': m.nodes,
-      'devices': gpu_count * m.nodes,
-      'timeout': m.timeout,
-      'retries': {'max_retries': m.retries, 'backoff_coefficient': 2.0, 'initial_delay': 10.0, 'max_delay': 60.0},
-      'memory_mb': int(m.memory_gb * 1024) or None,
-      # The functions are pickled here and unpickled there: the container runs this Python's version.
-      'image': {'python': PYTHON, 'packages': requirements('gpu'), 'local_sources': ['tinycats', 'launch'],
-                'local_dirs': {'configs': '/root/configs'}},
-      'prepare_image': {'python': PYTHON, 'packages': requirements('prepare')},
-      'volumes': {'data': {'name': m.data_volume, 'mount': DATA_MOUNT, 'tfds_data_dir': data_dir},
-                  'outputs': {'name': m.outputs_volume, 'mount': OUTPUTS_MOUNT}},
-      'follow': f'modal app logs {m.app}',
-      'fetch': f'modal volume get {m.outputs_volume} {run_name} runs/{run_name}',
-      'config': resolved,
+    'app': m.app,
+    'run_name': run_name,
+    'workdir': workdir,
+    'gpu': f'{gpu_type}:{gpu_count}' if gpu_count > 1 else gpu_type,
+    'gpu_count': gpu_count,
+    'nodes': m.nodes,
+    'devices': gpu_count * m.nodes,
+    'timeout': m.timeout,
+    'retries': {'max_retries': m.retries, 'backoff_coefficient': 2.0, 'initial_delay': 10.0, 'max_delay': 60.0},
+    'memory_mb': int(m.memory_gb * 1024) or None,
+    # The functions are pickled here and unpickled there: the container runs this Python's version.
+    'image': {
+      'python': PYTHON,
+      'packages': requirements('gpu'),
+      'local_sources': ['tinycats', 'launch'],
+      'local_dirs': {'configs': '/root/configs'},
+    },
+    'prepare_image': {'python': PYTHON, 'packages': requirements('prepare')},
+    'volumes': {
+      'data': {'name': m.data_volume, 'mount': DATA_MOUNT, 'tfds_data_dir': data_dir},
+      'outputs': {'name': m.outputs_volume, 'mount': OUTPUTS_MOUNT},
+    },
+    'follow': f'modal app logs {m.app}',
+    'fetch': f'modal volume get {m.outputs_volume} {run_name} runs/{run_name}',
+    'config': resolved,
   }

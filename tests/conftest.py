@@ -1,4 +1,5 @@
 """Shared fixtures: fake Oxford-IIIT Pet archives and a TFDS data_dir prepared from them."""
+
 from __future__ import annotations
 
 import os
@@ -20,6 +21,7 @@ def pytest_configure(config):
   test module is imported, because JAX decides whether to use the cache at its first compilation."""
   import tempfile
   import jax
+
   path = tempfile.mkdtemp(prefix='tinycats-xla-cache-')
   config.add_cleanup(lambda: shutil.rmtree(path, ignore_errors=True))
   os.environ['JAX_COMPILATION_CACHE_DIR'] = path
@@ -30,8 +32,9 @@ def pytest_configure(config):
 
 def run_tinycats(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
   """`python -m tinycats ARGS` in a child process, so TensorFlow never loads in the test process."""
-  return subprocess.run([sys.executable, '-m', 'tinycats', *args], cwd=REPO, capture_output=True, text=True,
-                        timeout=timeout)
+  return subprocess.run(
+    [sys.executable, '-m', 'tinycats', *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+  )
 
 
 @pytest.fixture(scope='session')
@@ -51,10 +54,20 @@ def prepared_pets(tmp_path_factory, pets_archives) -> str:
 
 
 # Tiny, CPU-sized settings for the classifier recipe: the same code paths as the real run.
-TINY = ['--config.model.pretrained=', '--config.model.width=8', '--config.data.image_size=32', '--config.data.cache_size=36',
-        '--config.train.batch_size=16', '--config.train.eval_batch_size=32', '--config.train.steps=0',
-        '--config.train.epochs=6', '--config.train.eval_every=0',
-        '--config.train.learning_rate=3e-3', '--config.train.log_every=4', '--config.train.patience=0']
+TINY = [
+  '--config.model.pretrained=',
+  '--config.model.width=8',
+  '--config.data.image_size=32',
+  '--config.data.cache_size=36',
+  '--config.train.batch_size=16',
+  '--config.train.eval_batch_size=32',
+  '--config.train.steps=0',
+  '--config.train.epochs=6',
+  '--config.train.eval_every=0',
+  '--config.train.learning_rate=3e-3',
+  '--config.train.log_every=4',
+  '--config.train.patience=0',
+]
 
 
 @pytest.fixture(autouse=True, scope='session')
@@ -85,13 +98,18 @@ def learning_folder(tmp_path_factory) -> str:
 
 # What the tiny network needs to learn shape rather than colour: 64 px (the ImageNet stem leaves 16x16 maps)
 # and 200 steps (the smoke recipe's recolouring and crops included).
-LEARNING = ['--config.data.image_size=64', '--config.data.cache_size=72', '--config.train.steps=200',
-            '--config.train.eval_every=50']
+LEARNING = [
+  '--config.data.image_size=64',
+  '--config.data.cache_size=72',
+  '--config.train.steps=200',
+  '--config.train.eval_every=50',
+]
 
 
 def tiny_config(*overrides: str, spec: str = 'configs/cats.py:smoke', base: list[str] | None = None):
   """`spec` with the tiny settings (`base`, TINY by default) and then `overrides` applied."""
   from tinycats import config as config_lib
+
   return config_lib.load(os.path.join(REPO, spec), (TINY if base is None else base) + list(overrides))
 
 
@@ -99,25 +117,51 @@ def tiny_config(*overrides: str, spec: str = 'configs/cats.py:smoke', base: list
 def folder_run(learning_folder, tmp_path_factory):
   """(workdir, summary): the tiny cat/other classifier trained on `learning_folder` (shared by several modules)."""
   from tinycats.train import loop
+
   workdir = str(tmp_path_factory.mktemp('run'))
   config = tiny_config('--config.data.source=folder', f'--config.data.folder={learning_folder}', *LEARNING)
   return workdir, loop.train_and_evaluate(config, workdir)
 
 
 # The generator's tiny set and runs (shared by test_generate and test_export).
-CLASSES = ('circle', 'cross', 'square', 'triangle')  # One random colour on another (shapes.FLAT): only the shape differs.
+CLASSES = (
+  'circle',
+  'cross',
+  'square',
+  'triangle',
+)  # One random colour on another (shapes.FLAT): only the shape differs.
 # The smoke recipe cut to test size: the same code paths as the real run.
-DIT_TINY = ['--config.model.width=64', '--config.model.depth=2', '--config.model.heads=2', '--config.model.patch_size=4',
-            '--config.data.image_size=16', '--config.data.cache_size=20', '--config.data.val_fraction=0.1',
-            '--config.data.test_fraction=0.1', '--config.train.batch_size=32', '--config.train.eval_batch_size=64',
-            '--config.train.steps=400', '--config.train.learning_rate=4e-3', '--config.train.warmup_epochs=2',
-            '--config.train.log_every=10', '--config.train.eval_every=100', '--config.ema.decay=0.99',
-            '--config.sample.steps=10', '--config.sample.per_class=3', '--config.sample.cfg=2.0']
+DIT_TINY = [
+  '--config.model.width=64',
+  '--config.model.depth=2',
+  '--config.model.heads=2',
+  '--config.model.patch_size=4',
+  '--config.data.image_size=16',
+  '--config.data.cache_size=20',
+  '--config.data.val_fraction=0.1',
+  '--config.data.test_fraction=0.1',
+  '--config.train.batch_size=32',
+  '--config.train.eval_batch_size=64',
+  '--config.train.steps=400',
+  '--config.train.learning_rate=4e-3',
+  '--config.train.warmup_epochs=2',
+  '--config.train.log_every=10',
+  '--config.train.eval_every=100',
+  '--config.ema.decay=0.99',
+  '--config.sample.steps=10',
+  '--config.sample.per_class=3',
+  '--config.sample.cfg=2.0',
+]
 
 
 def dit_config(folder, *overrides):
-  return tiny_config('--config.data.source=folder', f'--config.data.folder={folder}', *overrides,
-                     spec='configs/dit.py:smoke', base=DIT_TINY)
+  return tiny_config(
+    '--config.data.source=folder',
+    f'--config.data.folder={folder}',
+    *overrides,
+    spec='configs/dit.py:smoke',
+    base=DIT_TINY,
+  )
 
 
 @pytest.fixture(scope='session')
@@ -131,6 +175,7 @@ def shape_folder(tmp_path_factory):
 def generator_run(shape_folder, tmp_path_factory):
   """(workdir, summary): the tiny DiT trained on `shape_folder`."""
   from tinycats.train import loop
+
   workdir = str(tmp_path_factory.mktemp('dit'))
   return workdir, loop.train_and_evaluate(dit_config(shape_folder), workdir)
 
@@ -140,10 +185,19 @@ def judge(shape_folder, tmp_path_factory):
   """A tiny classifier trained on the same images as the generator sees them (16 px): the judge of the samples."""
   from tinycats import quality
   from tinycats.train import loop
+
   workdir = str(tmp_path_factory.mktemp('judge'))
   view = quality.generator_view(shape_folder, str(tmp_path_factory.mktemp('view')), dit_config(shape_folder).data)
   # The generator's partition (its fractions and floor), so the judge never trains on the generator's test images.
-  loop.train_and_evaluate(tiny_config('--config.data.source=folder', f'--config.data.folder={view}', *LEARNING,
-                                      '--config.data.val_fraction=0.1', '--config.data.test_fraction=0.1',
-                                      '--config.data.val_min_per_class=4'), workdir)
+  loop.train_and_evaluate(
+    tiny_config(
+      '--config.data.source=folder',
+      f'--config.data.folder={view}',
+      *LEARNING,
+      '--config.data.val_fraction=0.1',
+      '--config.data.test_fraction=0.1',
+      '--config.data.val_min_per_class=4',
+    ),
+    workdir,
+  )
   return workdir

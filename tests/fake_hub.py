@@ -5,6 +5,7 @@ validate-yaml, visibility settings, preupload, commit as newline-delimited JSON 
 tree it lists for deletions) and `snapshot_download` (repo info, file tree, HEAD/GET resolve).
 Every file is declared a 'regular' upload, so its bytes arrive base64 inside the commit (no LFS/Xet).
 """
+
 from __future__ import annotations
 
 import base64
@@ -16,7 +17,6 @@ import threading
 
 
 class FakeHub:
-
   def __init__(self, token: str = 'hf_test_token', fail_commits: int = 0):
     self.token = token
     self.repos: dict[str, dict[str, bytes]] = {}
@@ -44,7 +44,6 @@ class FakeHub:
     hub = self
 
     class Handler(http.server.BaseHTTPRequestHandler):
-
       def _send(self, status: int, body: bytes = b'', headers: dict | None = None, head: bool = False):
         self.send_response(status)
         for k, v in (headers or {}).items():
@@ -89,8 +88,9 @@ class FakeHub:
           return self._send(404, b'', {'X-Error-Code': 'RepoNotFound'})
         if action == 'preupload':
           files = json.loads(body)['files']
-          return self._json(200, {'files': [{'path': f['path'], 'uploadMode': 'regular', 'shouldIgnore': False}
-                                            for f in files]})
+          return self._json(
+            200, {'files': [{'path': f['path'], 'uploadMode': 'regular', 'shouldIgnore': False} for f in files]}
+          )
         if hub.fail_commits:
           hub.fail_commits -= 1
           return self._json(500, {'error': 'Internal Error'})
@@ -125,22 +125,40 @@ class FakeHub:
         hub.requests.append(f'{self.command} {self.path}')
         tree = re.fullmatch(r'/api/models/([^/]+/[^/]+)/tree/([^/?]+)(\?.*)?', self.path)
         if tree and tree.group(1) in hub.repos:  # The file listing snapshot_download filters.
-          return self._json(200, [{'type': 'file', 'path': n, 'size': len(d), 'oid': hashlib.sha1(d).hexdigest()}
-                                  for n, d in hub.repos[tree.group(1)].items()])
+          return self._json(
+            200,
+            [
+              {'type': 'file', 'path': n, 'size': len(d), 'oid': hashlib.sha1(d).hexdigest()}
+              for n, d in hub.repos[tree.group(1)].items()
+            ],
+          )
         info = re.fullmatch(r'/api/models/([^/]+/[^/]+)/revision/([^/?]+)(\?.*)?', self.path)
         if info:  # Repo info, as snapshot_download asks for it first.
           repo = info.group(1)
           if repo not in hub.repos:
             return self._send(404, b'', {'X-Error-Code': 'RepoNotFound'}, head)
-          return self._json(200, {'id': repo, 'modelId': repo, 'sha': hub.heads.get(repo, '0' * 40),
-                                  'private': hub.private[repo], 'siblings': [{'rfilename': n} for n in hub.repos[repo]]})
+          return self._json(
+            200,
+            {
+              'id': repo,
+              'modelId': repo,
+              'sha': hub.heads.get(repo, '0' * 40),
+              'private': hub.private[repo],
+              'siblings': [{'rfilename': n} for n in hub.repos[repo]],
+            },
+          )
         match = re.fullmatch(r'/([^/]+/[^/]+)/resolve/([^/]+)/(.+)', self.path)
         data = hub.repos.get(match.group(1), {}).get(match.group(3)) if match else None
         if data is None:
-          return self._send(404, b'', {'X-Error-Code': 'EntryNotFound' if match and match.group(1) in hub.repos
-                                       else 'RepoNotFound'}, head)
-        self._send(200, data, {'X-Repo-Commit': hub.heads[match.group(1)],
-                               'ETag': f'"{hashlib.sha256(data).hexdigest()}"'}, head)
+          return self._send(
+            404,
+            b'',
+            {'X-Error-Code': 'EntryNotFound' if match and match.group(1) in hub.repos else 'RepoNotFound'},
+            head,
+          )
+        self._send(
+          200, data, {'X-Repo-Commit': hub.heads[match.group(1)], 'ETag': f'"{hashlib.sha256(data).hexdigest()}"'}, head
+        )
 
       def do_HEAD(self):  # noqa: N802
         self._resolve(head=True)

@@ -6,6 +6,7 @@ fur colour, texture, background, clutter, position, size, rotation and the pictu
 ratio are random per image, as in real photos, so nothing but the ears tells the species.
 Breeds within a species look alike (their labels are for the pipeline's tests).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,17 +25,26 @@ from tinycats.data.pets import BREEDS
 # Names TFDS's builder re-encodes with TensorFlow (its `_CORRUPT_SAMPLES`); we store these as
 # PNG-with-alpha bytes under the .jpg name, like the broken files in the real archive.
 CORRUPT_SAMPLES = (
-    'beagle_116', 'chihuahua_121', 'Abyssinian_5', 'Abyssinian_34', 'Egyptian_Mau_14',
-    'Egyptian_Mau_139', 'Egyptian_Mau_145', 'Egyptian_Mau_156', 'Egyptian_Mau_167',
-    'Egyptian_Mau_177', 'Egyptian_Mau_186', 'Egyptian_Mau_191',
+  'beagle_116',
+  'chihuahua_121',
+  'Abyssinian_5',
+  'Abyssinian_34',
+  'Egyptian_Mau_14',
+  'Egyptian_Mau_139',
+  'Egyptian_Mau_145',
+  'Egyptian_Mau_156',
+  'Egyptian_Mau_167',
+  'Egyptian_Mau_177',
+  'Egyptian_Mau_186',
+  'Egyptian_Mau_191',
 )
 _HEADER = (
-    '#Image CLASS-ID SPECIES BREED ID\n'
-    '#ID: 1:37 Class ids\n'
-    '#SPECIES: 1:Cat 2:Dog\n'
-    '#BREED ID: 1-25:Cat 1:12:Dog\n'
-    '#All images with 1st letter as captial are cat images\n'
-    '#images with small first letter are dog images\n'
+  '#Image CLASS-ID SPECIES BREED ID\n'
+  '#ID: 1:37 Class ids\n'
+  '#SPECIES: 1:Cat 2:Dog\n'
+  '#BREED ID: 1-25:Cat 1:12:Dog\n'
+  '#All images with 1st letter as captial are cat images\n'
+  '#images with small first letter are dog images\n'
 )
 
 
@@ -42,8 +52,9 @@ def is_cat(breed: str) -> bool:
   return breed[0].isupper()
 
 
-def pet_image(rng: np.random.Generator, cat: bool, size: tuple[int, int],
-              style: shapes.Style = shapes.HARD) -> np.ndarray:
+def pet_image(
+  rng: np.random.Generator, cat: bool, size: tuple[int, int], style: shapes.Style = shapes.HARD
+) -> np.ndarray:
   """A uint8 (H, W, 3) picture of a cat's or a dog's head (`shapes.PETS`), everything but the ears at random."""
   return shapes.render(rng, 'cat' if cat else 'dog', style, size=size)
 
@@ -65,21 +76,22 @@ def _trimap(height: int, width: int, box: tuple[int, int, int, int]) -> np.ndarr
   xmin, ymin, xmax, ymax = box
   trimap = np.full((height, width), 2, np.uint8)
   trimap[ymin:ymax, xmin:xmax] = 3
-  trimap[ymin + 1:ymax - 1, xmin + 1:xmax - 1] = 1
+  trimap[ymin + 1 : ymax - 1, xmin + 1 : xmax - 1] = 1
   return trimap
 
 
 def _xml(name: str, breed: str, height: int, width: int, box: tuple[int, int, int, int]) -> bytes:
   xmin, ymin, xmax, ymax = box
   return (
-      f'<annotation><folder>OXIIIT</folder><filename>{name}.jpg</filename>'
-      '<source><database>OXIIIT</database></source>'
-      f'<size><width>{width}</width><height>{height}</height><depth>3</depth></size>'
-      '<segmented>0</segmented>'
-      f'<object><name>{"cat" if is_cat(breed) else "dog"}</name><pose>Frontal</pose>'
-      '<truncated>0</truncated><occluded>0</occluded>'
-      f'<bndbox><xmin>{xmin}</xmin><ymin>{ymin}</ymin><xmax>{xmax}</xmax><ymax>{ymax}</ymax></bndbox>'
-      '<difficult>0</difficult></object></annotation>\n').encode()
+    f'<annotation><folder>OXIIIT</folder><filename>{name}.jpg</filename>'
+    '<source><database>OXIIIT</database></source>'
+    f'<size><width>{width}</width><height>{height}</height><depth>3</depth></size>'
+    '<segmented>0</segmented>'
+    f'<object><name>{"cat" if is_cat(breed) else "dog"}</name><pose>Frontal</pose>'
+    '<truncated>0</truncated><occluded>0</occluded>'
+    f'<bndbox><xmin>{xmin}</xmin><ymin>{ymin}</ymin><xmax>{xmax}</xmax><ymax>{ymax}</ymax></bndbox>'
+    '<difficult>0</difficult></object></annotation>\n'
+  ).encode()
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -97,9 +109,14 @@ def _indices(breed: str, n: int) -> list[int]:
   return indices
 
 
-def make_archives(out_dir: str, per_breed_train: int = 2, per_breed_test: int = 1,
-                  breeds: tuple[str, ...] | list[str] | None = None, size: int = 48,
-                  seed: int = 0) -> dict:
+def make_archives(
+  out_dir: str,
+  per_breed_train: int = 2,
+  per_breed_test: int = 1,
+  breeds: tuple[str, ...] | list[str] | None = None,
+  size: int = 48,
+  seed: int = 0,
+) -> dict:
   """Writes `images.tar.gz` and `annotations.tar.gz` into out_dir, as published.
 
   Image sizes vary around `size` (the real images vary too). Returns names per split, labels,
@@ -113,8 +130,15 @@ def make_archives(out_dir: str, per_breed_train: int = 2, per_breed_test: int = 
   os.makedirs(out_dir, exist_ok=True)
   cat_ids = {b: i + 1 for i, b in enumerate(b for b in BREEDS if is_cat(b))}
   dog_ids = {b: i + 1 for i, b in enumerate(b for b in BREEDS if not is_cat(b))}
-  result = {'train': [], 'test': [], 'labels': {}, 'species': {}, 'shapes': {}, 'corrupt': [],
-            'species_counts': {'train': {'cat': 0, 'other': 0}, 'test': {'cat': 0, 'other': 0}}}
+  result = {
+    'train': [],
+    'test': [],
+    'labels': {},
+    'species': {},
+    'shapes': {},
+    'corrupt': [],
+    'species_counts': {'train': {'cat': 0, 'other': 0}, 'test': {'cat': 0, 'other': 0}},
+  }
   lines = {'train': [], 'test': []}
   images, annotations = [], []
   for breed in breeds:
@@ -145,13 +169,15 @@ def make_archives(out_dir: str, per_breed_train: int = 2, per_breed_test: int = 
       result['shapes'][name] = (height, width, 3)
       result['species_counts'][split]['cat' if cat else 'other'] += 1
   annotations += [
-      ('annotations/trainval.txt', ''.join(lines['train']).encode()),
-      ('annotations/test.txt', ''.join(lines['test']).encode()),
-      ('annotations/list.txt', (_HEADER + ''.join(sorted(lines['train'] + lines['test']))).encode()),
+    ('annotations/trainval.txt', ''.join(lines['train']).encode()),
+    ('annotations/test.txt', ''.join(lines['test']).encode()),
+    ('annotations/list.txt', (_HEADER + ''.join(sorted(lines['train'] + lines['test']))).encode()),
   ]
   for archive, entries in (('images.tar.gz', images), ('annotations.tar.gz', annotations)):
-    with gzip.GzipFile(os.path.join(out_dir, archive), 'wb', mtime=0) as gz, \
-        tarfile.open(fileobj=gz, mode='w', format=tarfile.USTAR_FORMAT) as tar:
+    with (
+      gzip.GzipFile(os.path.join(out_dir, archive), 'wb', mtime=0) as gz,
+      tarfile.open(fileobj=gz, mode='w', format=tarfile.USTAR_FORMAT) as tar,
+    ):
       for name, data in entries:
         _add(tar, name, data)
   return result
@@ -164,11 +190,17 @@ def folder_shapes(classes) -> tuple[str, ...]:
   known = shapes.SHAPES + shapes.PETS
   if all(c in known for c in classes):
     return tuple(classes)
-  return shapes.SHAPES[:len(classes)]
+  return shapes.SHAPES[: len(classes)]
 
 
-def make_image_folder(root: str, classes: tuple[str, ...] = ('cat', 'other'), per_class: int = 8,
-                      size: int = 48, seed: int = 0, style: shapes.Style = shapes.EASY) -> dict[str, list[str]]:
+def make_image_folder(
+  root: str,
+  classes: tuple[str, ...] = ('cat', 'other'),
+  per_class: int = 8,
+  size: int = 48,
+  seed: int = 0,
+  style: shapes.Style = shapes.EASY,
+) -> dict[str, list[str]]:
   """Writes `root/<class>/<i>.jpg`, each class a shape (`folder_shapes`), all else random per image.
 
   Returns the written paths per class.
@@ -192,7 +224,10 @@ if __name__ == '__main__':
   # Synthetic archives for a CPU smoke run, e.g. the README's figures:
   #   python tests/fake_pets.py OUT_DIR --per-breed-train 20 --per-breed-test 5 --size 160
   import argparse
-  parser = argparse.ArgumentParser(description='Write fake Oxford-IIIT Pet archives (cat and dog heads that differ in their ears) to OUT_DIR.')
+
+  parser = argparse.ArgumentParser(
+    description='Write fake Oxford-IIIT Pet archives (cat and dog heads that differ in their ears) to OUT_DIR.'
+  )
   parser.add_argument('out_dir')
   parser.add_argument('--per-breed-train', type=int, default=2)
   parser.add_argument('--per-breed-test', type=int, default=1)

@@ -1,4 +1,5 @@
 """`tinycats bench` at its smallest settings: it runs the real steps and emits complete JSON lines."""
+
 import json
 import os
 
@@ -8,14 +9,50 @@ import pytest
 from conftest import run_tinycats
 from tinycats import bench, cli
 
-TINY = {'resnet18': ['--image-size', '32', '--set', 'model.width=8'],
-        'dit': ['--image-size', '16', '--set', 'model.width=32', '--set', 'model.depth=1', '--set', 'model.heads=2',
-                '--set', 'model.patch_size=4']}
-TRAIN_STEP_FIELDS = {'kind', 'framework', 'model', 'batch', 'image_size', 'dtype', 'steps', 'devices', 'parameters',
-                     'step_memory_bytes', 'cpu_model',
-                     'compile_seconds', 'step_ms_median', 'step_ms_min', 'step_ms_p90', 'step_ms_max',
-                     'images_per_sec', 'peak_memory_bytes', 'flops_per_step_per_device', 'achieved_tflops_per_device',
-                     'peak_tflops_per_device', 'peak_source', 'mfu', 'backend', 'device', 'date', 'jax'}
+TINY = {
+  'resnet18': ['--image-size', '32', '--set', 'model.width=8'],
+  'dit': [
+    '--image-size',
+    '16',
+    '--set',
+    'model.width=32',
+    '--set',
+    'model.depth=1',
+    '--set',
+    'model.heads=2',
+    '--set',
+    'model.patch_size=4',
+  ],
+}
+TRAIN_STEP_FIELDS = {
+  'kind',
+  'framework',
+  'model',
+  'batch',
+  'image_size',
+  'dtype',
+  'steps',
+  'devices',
+  'parameters',
+  'step_memory_bytes',
+  'cpu_model',
+  'compile_seconds',
+  'step_ms_median',
+  'step_ms_min',
+  'step_ms_p90',
+  'step_ms_max',
+  'images_per_sec',
+  'peak_memory_bytes',
+  'flops_per_step_per_device',
+  'achieved_tflops_per_device',
+  'peak_tflops_per_device',
+  'peak_source',
+  'mfu',
+  'backend',
+  'device',
+  'date',
+  'jax',
+}
 
 
 def run_bench(capsys, *args):
@@ -29,8 +66,22 @@ def run_bench(capsys, *args):
 @pytest.mark.parametrize('model', [pytest.param('resnet18', marks=pytest.mark.slow), 'dit'])
 def test_train_step_beside_torch(model, capsys, tmp_path):
   results = tmp_path / 'results.jsonl'
-  rows = run_bench(capsys, '--model', model, '--batch', '4', '--steps', '2', '--baseline', 'torch',
-                   '--peak-tflops', '1.0', '--results', str(results), *TINY[model])
+  rows = run_bench(
+    capsys,
+    '--model',
+    model,
+    '--batch',
+    '4',
+    '--steps',
+    '2',
+    '--baseline',
+    'torch',
+    '--peak-tflops',
+    '1.0',
+    '--results',
+    str(results),
+    *TINY[model],
+  )
   jax_row = rows[0]
   assert TRAIN_STEP_FIELDS <= set(jax_row), TRAIN_STEP_FIELDS - set(jax_row)
   assert (jax_row['framework'], jax_row['model'], jax_row['batch'], jax_row['steps']) == ('jax', model, 4, 2)
@@ -51,19 +102,28 @@ def test_train_step_beside_torch(model, capsys, tmp_path):
 
 def test_pipeline(capsys):
   rows = run_bench(capsys, '--pipeline', '--image-size', '32', '--batch', '8', '--steps', '2', '--results', '')
-  assert [r['stage'] for r in rows] == ['jpeg_decode_to_cache', 'host_gather_and_transfer',
-                                       'cache_to_augmented_device_batch', 'device_cache_to_augmented_batch']
+  assert [r['stage'] for r in rows] == [
+    'jpeg_decode_to_cache',
+    'host_gather_and_transfer',
+    'cache_to_augmented_device_batch',
+    'device_cache_to_augmented_batch',
+  ]
   assert all(r['images_per_sec'] > 0 for r in rows)
 
 
 def test_kernels_beside_torch(capsys):
-  rows = run_bench(capsys, '--kernels', '--batch', '1', '--steps', '1', '--dtype', 'f32', '--baseline', 'torch',
-                   '--results', '')
+  rows = run_bench(
+    capsys, '--kernels', '--batch', '1', '--steps', '1', '--dtype', 'f32', '--baseline', 'torch', '--results', ''
+  )
   jax_rows = [r for r in rows if r['kind'] == 'kernel' and r['framework'] == 'jax']
   torch_rows = [r for r in rows if r['kind'] == 'kernel' and r['framework'] == 'torch']
   comparisons = [r for r in rows if r['kind'] == 'comparison']
-  assert [r['name'] for r in jax_rows] == [r['name'] for r in torch_rows] == [r['name'] for r in comparisons] == [
-      'dit_mlp_matmul', 'resnet_conv3x3']
+  assert (
+    [r['name'] for r in jax_rows]
+    == [r['name'] for r in torch_rows]
+    == [r['name'] for r in comparisons]
+    == ['dit_mlp_matmul', 'resnet_conv3x3']
+  )
   assert jax_rows[0]['shape'] == torch_rows[0]['shape'] == [64, 384, 1536]  # One image's 64 tokens.
   # A 2-core CPU does between 1 and 10,000 GFLOP/s: a unit slip (s vs ms, FLOPs vs GFLOPs) lands outside.
   assert all(1 < r['gflops_per_sec'] < 1e4 for r in jax_rows + torch_rows)
@@ -71,8 +131,9 @@ def test_kernels_beside_torch(capsys):
 
 def test_profile_names_the_ops_that_take_the_time():
   # A child process: XLA:CPU names its ops in the trace only with a flag read when the backend starts.
-  result = run_tinycats('bench', '--model', 'dit', '--batch', '4', '--steps', '1', '--profile', '5', '--results', '',
-                        *TINY['dit'])
+  result = run_tinycats(
+    'bench', '--model', 'dit', '--batch', '4', '--steps', '1', '--profile', '5', '--results', '', *TINY['dit']
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   ops = json.loads([line for line in result.stdout.splitlines() if line.startswith('{')][-1])['profile']
   assert 1 <= len(ops) <= 5 and sum(o['share'] for o in ops) <= 1 + 1e-9
@@ -89,9 +150,27 @@ def test_bad_settings_are_named(capsys):
 
 @pytest.mark.slow  # Compiles a ResNet train step (about 25 s); `pytest -m slow` runs it.
 def test_epoch_on_a_folder(capsys, image_folder):
-  rows = run_bench(capsys, '--epoch', 'configs/cats.py:smoke', '--results', '', '--set', 'data.source=folder',
-                   '--set', f'data.folder={image_folder}', '--set', 'model.pretrained=', '--set', 'model.width=8',
-                   '--set', 'data.image_size=32', '--set', 'data.cache_size=36', '--set', 'train.batch_size=16')
+  rows = run_bench(
+    capsys,
+    '--epoch',
+    'configs/cats.py:smoke',
+    '--results',
+    '',
+    '--set',
+    'data.source=folder',
+    '--set',
+    f'data.folder={image_folder}',
+    '--set',
+    'model.pretrained=',
+    '--set',
+    'model.width=8',
+    '--set',
+    'data.image_size=32',
+    '--set',
+    'data.cache_size=36',
+    '--set',
+    'train.batch_size=16',
+  )
   (row,) = rows
   assert row['kind'] == 'epoch' and row['steps'] == row['images'] // 16 >= 2
   assert row['data_on_device']  # The loop's feed: the tiny split fits on the device.
@@ -99,24 +178,114 @@ def test_epoch_on_a_folder(capsys, image_folder):
 
 
 # `tinycats bench --quality`: the harness at test size (the recipes' quality is measured by the command, not here).
-QUALITY_TINY = ['--per-class', '8', '--picture-size', '20', '--classes', '3', '--set', 'model.width=8',
-                '--set', 'data.image_size=32', '--set', 'data.cache_size=36', '--set', 'train.batch_size=8',
-                '--set', 'train.epochs=1', '--set', 'train.steps=0', '--set', 'data.test_fraction=0.2']
-JUDGE_TINY = ['--judge-set', 'model.width=8', '--judge-set', 'data.image_size=32', '--judge-set', 'data.cache_size=36',
-              '--judge-set', 'train.batch_size=8', '--judge-set', 'train.epochs=1', '--judge-set', 'train.steps=0']
-DIT_QUALITY_TINY = ['--per-class', '8', '--picture-size', '20', '--classes', '3', '--set', 'model.width=32',
-                    '--set', 'model.depth=1', '--set', 'model.heads=2', '--set', 'data.image_size=16',
-                    '--set', 'data.cache_size=20', '--set', 'train.batch_size=8', '--set', 'train.epochs=1',
-                    '--set', 'train.steps=0',
-                    '--set', 'sample.steps=2', '--samples-per-class', '2']
-QUALITY_FIELDS = {'kind', 'case', 'recipe', 'overrides', 'sweep', 'classes', 'per_class', 'style', 'examples', 'steps',
-                  'total_steps', 'best_step', 'stopped_early', 'train_seconds', 'compile_seconds', 'images_per_sec',
-                  'run_seconds', 'data_seconds', 'wall_seconds', 'workdir', 'backend', 'device', 'date', 'jax'}
+QUALITY_TINY = [
+  '--per-class',
+  '8',
+  '--picture-size',
+  '20',
+  '--classes',
+  '3',
+  '--set',
+  'model.width=8',
+  '--set',
+  'data.image_size=32',
+  '--set',
+  'data.cache_size=36',
+  '--set',
+  'train.batch_size=8',
+  '--set',
+  'train.epochs=1',
+  '--set',
+  'train.steps=0',
+  '--set',
+  'data.test_fraction=0.2',
+]
+JUDGE_TINY = [
+  '--judge-set',
+  'model.width=8',
+  '--judge-set',
+  'data.image_size=32',
+  '--judge-set',
+  'data.cache_size=36',
+  '--judge-set',
+  'train.batch_size=8',
+  '--judge-set',
+  'train.epochs=1',
+  '--judge-set',
+  'train.steps=0',
+]
+DIT_QUALITY_TINY = [
+  '--per-class',
+  '8',
+  '--picture-size',
+  '20',
+  '--classes',
+  '3',
+  '--set',
+  'model.width=32',
+  '--set',
+  'model.depth=1',
+  '--set',
+  'model.heads=2',
+  '--set',
+  'data.image_size=16',
+  '--set',
+  'data.cache_size=20',
+  '--set',
+  'train.batch_size=8',
+  '--set',
+  'train.epochs=1',
+  '--set',
+  'train.steps=0',
+  '--set',
+  'sample.steps=2',
+  '--samples-per-class',
+  '2',
+]
+QUALITY_FIELDS = {
+  'kind',
+  'case',
+  'recipe',
+  'overrides',
+  'sweep',
+  'classes',
+  'per_class',
+  'style',
+  'examples',
+  'steps',
+  'total_steps',
+  'best_step',
+  'stopped_early',
+  'train_seconds',
+  'compile_seconds',
+  'images_per_sec',
+  'run_seconds',
+  'data_seconds',
+  'wall_seconds',
+  'workdir',
+  'backend',
+  'device',
+  'date',
+  'jax',
+}
 CLASSIFY_FIELDS = QUALITY_FIELDS | {'test_accuracy', 'test_balanced_accuracy', 'test_recall', 'degenerate'}
 GENERATE_FIELDS = QUALITY_FIELDS | {
-    'test_flow_loss', 'samples_per_class', 'conditional_accuracy', 'frechet_distance', 'sample_per_class_accuracy',
-    'real_conditional_accuracy', 'real_per_class_accuracy', 'evaluate_seconds', 'judge_workdir', 'judge_reused',
-    'judge_test_accuracy', 'judge_test_balanced_accuracy', 'judge_train_seconds', 'judge_seconds', 'judge_held_out'}
+  'test_flow_loss',
+  'samples_per_class',
+  'conditional_accuracy',
+  'frechet_distance',
+  'sample_per_class_accuracy',
+  'real_conditional_accuracy',
+  'real_per_class_accuracy',
+  'evaluate_seconds',
+  'judge_workdir',
+  'judge_reused',
+  'judge_test_accuracy',
+  'judge_test_balanced_accuracy',
+  'judge_train_seconds',
+  'judge_seconds',
+  'judge_held_out',
+}
 
 
 def check_times(row):
@@ -140,16 +309,32 @@ def check_classifier_row(row, case, classes, per_class):
 def test_quality_small_runs_the_recipe_end_to_end(capsys, tmp_path):
   results = tmp_path / 'results.jsonl'
   with pytest.raises(SystemExit) as done:
-    cli.main(['bench', '--quality', 'small', '--workdir', str(tmp_path / 'q'), '--results', str(results),
-              *QUALITY_TINY, '--per-class', '12'])  # Two classes: enough to train one batch of 8.
+    cli.main(
+      [
+        'bench',
+        '--quality',
+        'small',
+        '--workdir',
+        str(tmp_path / 'q'),
+        '--results',
+        str(results),
+        *QUALITY_TINY,
+        '--per-class',
+        '12',
+      ]
+    )  # Two classes: enough to train one batch of 8.
   assert done.value.code == 0
   out, err = capsys.readouterr()
   rows = [json.loads(line) for line in out.splitlines()]  # Only JSON on stdout.
   (row,) = rows
   check_classifier_row(row, 'small', ['cat', 'dog'], 12)
   assert row['sweep'] is None and row['workdir'].startswith(str(tmp_path / 'q' / 'small'))
-  assert json.loads((tmp_path / 'q' / 'small' / row['workdir'].rsplit('/', 1)[1] / 'summary.json').read_text())[
-      'test_accuracy'] == row['test_accuracy']  # The loop's own figures.
+  assert (
+    json.loads((tmp_path / 'q' / 'small' / row['workdir'].rsplit('/', 1)[1] / 'summary.json').read_text())[
+      'test_accuracy'
+    ]
+    == row['test_accuracy']
+  )  # The loop's own figures.
   assert [json.loads(line) for line in results.read_text().splitlines()] == rows
   header, line = err.rstrip().splitlines()[-2:]  # The human-readable table ends stderr.
   assert header.split()[0] == 'case' and line.split()[:2] == ['small', '-']
@@ -157,25 +342,49 @@ def test_quality_small_runs_the_recipe_end_to_end(capsys, tmp_path):
 
 def test_quality_table():
   from tinycats import quality
-  row = dict(case='generator', sweep={'train.learning_rate': '0.001'}, test_accuracy=None, conditional_accuracy=0.25,
-             real_conditional_accuracy=0.75, frechet_distance=12.5, judge_test_accuracy=0.9, steps=40,
-             train_seconds=10.0, wall_seconds=30.0)
+
+  row = dict(
+    case='generator',
+    sweep={'train.learning_rate': '0.001'},
+    test_accuracy=None,
+    conditional_accuracy=0.25,
+    real_conditional_accuracy=0.75,
+    frechet_distance=12.5,
+    judge_test_accuracy=0.9,
+    steps=40,
+    train_seconds=10.0,
+    wall_seconds=30.0,
+  )
   lines = quality.table([row]).splitlines()
   assert lines[0].split()[:3] == ['case', 'sweep', 'accuracy'] and len(lines) == 2
-  assert lines[1].split() == ['generator', 'learning_rate=0.001', '-', '-', '0.250', '0.750', '12.50', '0.900', '40',
-                              '10.0', '30.0']
+  assert lines[1].split() == [
+    'generator',
+    'learning_rate=0.001',
+    '-',
+    '-',
+    '0.250',
+    '0.750',
+    '12.50',
+    '0.900',
+    '40',
+    '10.0',
+    '30.0',
+  ]
 
 
 def test_quality_sweep_grid():
   from tinycats import config as config_lib, quality
   from tinycats.errors import UserError
+
   axes = quality.parse_sweep(['learning_rate=1e-3,3e-3', 'epochs=3,6', 'seed=1'])
   assert axes == [('learning_rate', ['1e-3', '3e-3']), ('epochs', ['3', '6']), ('seed', ['1'])]
   points = quality.grid(axes, [quality.CLASSIFIER_RECIPE, quality.GENERATOR_RECIPE])
-  assert points == [['train.learning_rate=1e-3', 'train.epochs=3', 'seed=1'],
-                    ['train.learning_rate=1e-3', 'train.epochs=6', 'seed=1'],
-                    ['train.learning_rate=3e-3', 'train.epochs=3', 'seed=1'],
-                    ['train.learning_rate=3e-3', 'train.epochs=6', 'seed=1']]
+  assert points == [
+    ['train.learning_rate=1e-3', 'train.epochs=3', 'seed=1'],
+    ['train.learning_rate=1e-3', 'train.epochs=6', 'seed=1'],
+    ['train.learning_rate=3e-3', 'train.epochs=3', 'seed=1'],
+    ['train.learning_rate=3e-3', 'train.epochs=6', 'seed=1'],
+  ]
   assert quality.grid([], [quality.CLASSIFIER_RECIPE]) == [[]]  # No sweep: one run.
   with pytest.raises(UserError, match='FIELD=V1,V2'):
     quality.parse_sweep(['learning_rate'])
@@ -206,9 +415,11 @@ def test_generator_view_holds_the_generators_training_pixels(tmp_path):
   from PIL import Image
   from tinycats import evaluate, quality
   from tinycats.data import shapes
+
   folder, _ = quality.data_folder(str(tmp_path), shapes.SHAPES[:2], 3, 'EASY', 30)
-  config, _ = quality.load_config(quality.GENERATOR_RECIPE, folder, ['data.image_size=16', 'data.cache_size=24',
-                                                                      'data.eval_crop=0.8'])
+  config, _ = quality.load_config(
+    quality.GENERATOR_RECIPE, folder, ['data.image_size=16', 'data.cache_size=24', 'data.eval_crop=0.8']
+  )
   view = quality.generator_view(folder, quality.view_folder(folder, config.data), config.data)
   split = quality._load(config, splits=('train',)).splits['train']
   expected = evaluate._as_generator_data(config, split)
@@ -219,8 +430,18 @@ def test_generator_view_holds_the_generators_training_pixels(tmp_path):
 
 @pytest.mark.slow  # Two tiny ResNet runs (about 60 s on 2 cores).
 def test_quality_classifier_sweep(capsys, tmp_path):
-  rows = run_bench(capsys, '--quality', 'classifier', '--workdir', str(tmp_path), '--results', '', *QUALITY_TINY,
-                   '--sweep', 'learning_rate=1e-3,3e-3')
+  rows = run_bench(
+    capsys,
+    '--quality',
+    'classifier',
+    '--workdir',
+    str(tmp_path),
+    '--results',
+    '',
+    *QUALITY_TINY,
+    '--sweep',
+    'learning_rate=1e-3,3e-3',
+  )
   assert [r['sweep'] for r in rows] == [{'train.learning_rate': '1e-3'}, {'train.learning_rate': '3e-3'}]
   for row in rows:
     check_classifier_row(row, 'classifier', ['circle', 'ring', 'triangle'], 8)
@@ -230,8 +451,9 @@ def test_quality_classifier_sweep(capsys, tmp_path):
 
 @pytest.mark.slow  # A judge and two DiT runs (about 2 minutes on 2 cores).
 def test_quality_generator_and_its_reused_judge(capsys, tmp_path):
-  first, = run_bench(capsys, '--quality', 'generator', '--workdir', str(tmp_path), '--results', '',
-                     *DIT_QUALITY_TINY, *JUDGE_TINY)
+  (first,) = run_bench(
+    capsys, '--quality', 'generator', '--workdir', str(tmp_path), '--results', '', *DIT_QUALITY_TINY, *JUDGE_TINY
+  )
   assert GENERATE_FIELDS <= set(first), GENERATE_FIELDS - set(first)
   assert (first['case'], first['recipe'], first['style']) == ('generator', 'configs/dit.py:smoke', 'EASY')
   assert first['classes'] == ['circle', 'ring', 'triangle'] and not first['judge_reused']
@@ -245,8 +467,18 @@ def test_quality_generator_and_its_reused_judge(capsys, tmp_path):
   assert judge_config['data']['image_size'] == 32 and judge_config['model']['pretrained'] == ''
   assert judge_config['data']['folder'].endswith('-as-16px-20-crop1')  # The generator's view of the data.
 
-  second, = run_bench(capsys, '--quality', 'generator', '--workdir', str(tmp_path), '--results', '',
-                      *DIT_QUALITY_TINY, '--judge', first['judge_workdir'])
+  (second,) = run_bench(
+    capsys,
+    '--quality',
+    'generator',
+    '--workdir',
+    str(tmp_path),
+    '--results',
+    '',
+    *DIT_QUALITY_TINY,
+    '--judge',
+    first['judge_workdir'],
+  )
   assert second['judge_reused'] and second['judge_workdir'] == first['judge_workdir']
   assert second['judge_test_accuracy'] == first['judge_test_accuracy']  # Read back, not retrained.
   assert second['judge_seconds'] < 5 and second['workdir'] != first['workdir']

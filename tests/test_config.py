@@ -16,8 +16,15 @@ def test_scratch_and_smoke_train_from_random_weights_with_their_own_schedule():
 
 
 def test_overrides_take_the_field_type():
-  c = config_lib.load('configs/cats.py', ['--config.train.batch_size=64', 'config.train.learning_rate=3e-4',
-                                          '--config.data.flip=false', '--config.data.labels=breed'])
+  c = config_lib.load(
+    'configs/cats.py',
+    [
+      '--config.train.batch_size=64',
+      'config.train.learning_rate=3e-4',
+      '--config.data.flip=false',
+      '--config.data.labels=breed',
+    ],
+  )
   assert c.train.batch_size == 64 and isinstance(c.train.batch_size, int)
   assert c.train.learning_rate == pytest.approx(3e-4)
   assert c.data.flip is False and c.data.labels == 'breed'
@@ -25,8 +32,18 @@ def test_overrides_take_the_field_type():
 
 def test_one_parser_reads_overrides_off_a_command_line():
   overrides, rest = config_lib.split_overrides(
-      ['--workdir', 'w', '--config.train.batch_size=64', '--config.data.labels', 'breed', '--config.model.pretrained=',
-       '--config.data.flip', '--local', '--epochs=3'])
+    [
+      '--workdir',
+      'w',
+      '--config.train.batch_size=64',
+      '--config.data.labels',
+      'breed',
+      '--config.model.pretrained=',
+      '--config.data.flip',
+      '--local',
+      '--epochs=3',
+    ]
+  )
   assert overrides == ['train.batch_size=64', 'data.labels=breed', 'model.pretrained=', 'data.flip']
   assert rest == ['--workdir', 'w', '--local', '--epochs=3']
   assert config_lib.parse_override('--config.a.b=c=d') == ('a.b', 'c=d')
@@ -40,36 +57,42 @@ def test_the_caller_config_is_not_modified():
   assert base.train.batch_size == 128
 
 
-@pytest.mark.parametrize('override, message', [
+@pytest.mark.parametrize(
+  'override, message',
+  [
     ('--config.train.batchsize=64', "unknown config field 'train.batchsize'; did you mean 'train.batch_size'"),
     ('--config.train.batch_size=lots', "bad value for config field 'train.batch_size'"),
     ('--config.train.batch_size=0', "'train.batch_size' must be > 0"),
     ('--config.data.val_min_per_class=-1', "'data.val_min_per_class' must be >= 0"),
     ('--config.data.labels=dogs', "'data.labels' is 'dogs'; allowed: species, breed"),
-    ('--config.model.name=resnet50', "allowed: resnet18, resnet34"),
+    ('--config.model.name=resnet50', 'allowed: resnet18, resnet34'),
     ('--config.model.dtype=float16', "'model.dtype' is 'float16'; allowed: auto, bfloat16, float32"),
     ('--config.model.dropout=1.5', "'model.dropout' must be in [0, 1)"),
-    ('--config.data.source=folder', "data.folder is empty"),
-    ('--config.data.image_size=512', "must not exceed data.cache_size"),
-    ('--config.train=3', "is a group"),
-    ('--config.train.batch_size', "must look like"),
-])
+    ('--config.data.source=folder', 'data.folder is empty'),
+    ('--config.data.image_size=512', 'must not exceed data.cache_size'),
+    ('--config.train=3', 'is a group'),
+    ('--config.train.batch_size', 'must look like'),
+  ],
+)
 def test_bad_fields_and_values_are_named(override, message):
   with pytest.raises(config_lib.ConfigError, match=None) as info:
     config_lib.load('configs/cats.py', [override])
   assert message in str(info.value)
 
 
-@pytest.mark.parametrize('spec, override, message', [
+@pytest.mark.parametrize(
+  'spec, override, message',
+  [
     ('configs/cats.py', '--config.model.name=dit', "model.name 'dit' does not fit task 'classifier'"),
     ('configs/dit.py', '--config.task=classifier', "model.name 'dit' does not fit task 'classifier'"),
     ('configs/dit.py', '--config.model.patch_size=24', 'data.image_size (128) must be a multiple of model.patch_size'),
     ('configs/dit.py', '--config.model.heads=5', 'model.width (384) must be a multiple of model.heads (5)'),
     ('configs/dit.py', '--config.train.grad_accum=3', 'must be a multiple of train.grad_accum (3)'),
-    ('configs/dit.py', '--config.flow.timesteps=cosine', "allowed: uniform, logit_normal"),
-    ('configs/dit.py', '--config.sample.sampler=rk4', "allowed: euler, heun"),
+    ('configs/dit.py', '--config.flow.timesteps=cosine', 'allowed: uniform, logit_normal'),
+    ('configs/dit.py', '--config.sample.sampler=rk4', 'allowed: euler, heun'),
     ('configs/dit.py', '--config.flow.label_dropout=1', "'flow.label_dropout' must be in [0, 1)"),
-])
+  ],
+)
 def test_generator_config_errors_are_named(spec, override, message):
   with pytest.raises(config_lib.ConfigError) as info:
     config_lib.load(spec, [override])

@@ -1,4 +1,5 @@
 """The decoded cache, the image-folder source and the on-device augmentations."""
+
 import os
 
 import jax
@@ -53,6 +54,7 @@ def test_a_cache_of_another_format_is_not_reused(tmp_path, monkeypatch):
 def test_cache_build_that_fails_leaves_nothing(tmp_path):
   def broken():
     raise ValueError('bad')
+
   with pytest.warns(UserWarning), pytest.raises(ValueError, match='no readable images'):
     cache.get_or_build(str(tmp_path), dict(source='x', split='y', size=8), ['a', 'b'], [broken, broken])
   assert os.listdir(tmp_path) == []
@@ -103,8 +105,9 @@ def test_split_is_stratified_and_gives_validation_a_floor_per_class():
 
 def test_max_examples_keeps_classes_in_proportion_and_the_validation_floor(tmp_path):
   fake_pets.make_image_folder(str(tmp_path), per_class=40, size=8)
-  config = tiny_config('--config.data.source=folder', f'--config.data.folder={tmp_path}',
-                       '--config.data.max_examples=8')
+  config = tiny_config(
+    '--config.data.source=folder', f'--config.data.folder={tmp_path}', '--config.data.max_examples=8'
+  )
   data = tinycats.data.load(config)
   count = lambda name: np.bincount(data.splits[name].labels, minlength=2).tolist()
   assert count('train') == count('test') == [4, 4]  # Not the first 8 of a class-ordered listing: one class.
@@ -128,7 +131,9 @@ def test_a_class_too_small_for_the_validation_floor_is_warned_about(tmp_path):
 def test_the_cache_notices_changed_images(tmp_path):
   root = tmp_path / 'images'
   fake_pets.make_image_folder(str(root), per_class=10, size=16)
-  config = tiny_config('--config.data.source=folder', f'--config.data.folder={root}', f'--config.data.cache_dir={tmp_path / "c"}')
+  config = tiny_config(
+    '--config.data.source=folder', f'--config.data.folder={root}', f'--config.data.cache_dir={tmp_path / "c"}'
+  )
   before = np.asarray(tinycats.data.load(config).splits['train'].images).copy()
   for path in (root / 'cat').iterdir():
     Image.new('RGB', (16, 16), (255, 0, 0)).save(path, format='JPEG')
@@ -139,8 +144,9 @@ def test_the_cache_notices_changed_images(tmp_path):
 
 def test_load_folder_splits(tmp_path):
   fake_pets.make_image_folder(str(tmp_path), per_class=10, size=24)
-  config = tiny_config('--config.data.source=folder', f'--config.data.folder={tmp_path}',
-                       '--config.data.val_min_per_class=0')  # Fractions alone: 10% of 10 per class.
+  config = tiny_config(
+    '--config.data.source=folder', f'--config.data.folder={tmp_path}', '--config.data.val_min_per_class=0'
+  )  # Fractions alone: 10% of 10 per class.
   data = tinycats.data.load(config)
   assert data.classes == ['cat', 'other']
   assert {k: len(v) for k, v in data.splits.items()} == {'train': 16, 'val': 2, 'test': 2}
@@ -167,12 +173,20 @@ def test_crop_boxes_and_the_central_eval_crop():
   # Resampled, it is jax.image's antialiased linear resize of that box of the picture.
   box = 0.875 * 32
   scale, offset = 20 / box, jnp.asarray([(32 - box) / 2, (36 - box) / 2])
-  expected = jax.image.scale_and_translate(images[1, :32].astype(jnp.float32) / 255, (20, 20, 3), (0, 1),
-                                           jnp.full(2, scale), -offset * scale, method='linear', antialias=True)
+  expected = jax.image.scale_and_translate(
+    images[1, :32].astype(jnp.float32) / 255,
+    (20, 20, 3),
+    (0, 1),
+    jnp.full(2, scale),
+    -offset * scale,
+    method='linear',
+    antialias=True,
+  )
   resized = augment.eval_transform(images, sizes, image_size=20, crop_fraction=0.875, norm='none')
   np.testing.assert_allclose(resized[1], expected, atol=1e-5)
-  whole_canvas = augment.eval_transform(images, np.int32([[36, 36]] * 2), image_size=20, crop_fraction=0.875,
-                                        norm='none')
+  whole_canvas = augment.eval_transform(
+    images, np.int32([[36, 36]] * 2), image_size=20, crop_fraction=0.875, norm='none'
+  )
   assert not np.allclose(whole_canvas[1], expected, atol=1e-3)  # The sizes are read, not the canvas's shape.
   # A box twice the output size is downsampled with antialiasing: a 2x2 checkerboard averages to grey.
   checker = (np.indices((32, 32)).sum(0) % 2).astype(np.float32)[..., None].repeat(3, -1)
@@ -189,9 +203,10 @@ def test_the_canvas_padding_never_reaches_the_transforms():
   padded = np.full((3, 40, 40, 3), 255, np.uint8)
   padded[:, :20, :30] = picture
   sizes = np.tile(np.int32([20, 30]), (3, 1))
-  for fn in (lambda im: augment.eval_transform(im, sizes, image_size=16, crop_fraction=1.0, norm='none'),
-             lambda im: augment.train_transform(im, sizes, jax.random.key(3), image_size=16, min_scale=0.9,
-                                                norm='none')):
+  for fn in (
+    lambda im: augment.eval_transform(im, sizes, image_size=16, crop_fraction=1.0, norm='none'),
+    lambda im: augment.train_transform(im, sizes, jax.random.key(3), image_size=16, min_scale=0.9, norm='none'),
+  ):
     np.testing.assert_allclose(fn(jnp.asarray(padded)), fn(jnp.asarray(tight)), atol=1e-5)
 
 
@@ -245,8 +260,9 @@ def test_train_transform_shapes_ranges_and_determinism():
 
 def test_flip_mirrors_about_half_of_the_images():
   images = jnp.zeros((32, 16, 16, 3), jnp.uint8).at[:, :, 8:].set(255)  # Black left half, white right half.
-  flips = lambda on: augment.train_transform(images, np.full((32, 2), 16, np.int32), jax.random.key(0), image_size=16,
-                                             min_scale=0.99, flip=on, norm='none')
+  flips = lambda on: augment.train_transform(
+    images, np.full((32, 2), 16, np.int32), jax.random.key(0), image_size=16, min_scale=0.99, flip=on, norm='none'
+  )
   mirrored = lambda out: np.asarray(out[:, :, :8].mean((1, 2, 3)) > out[:, :, 8:].mean((1, 2, 3)))
   assert not mirrored(flips(False)).any()
   assert 8 <= mirrored(flips(True)).sum() <= 24
@@ -255,12 +271,14 @@ def test_flip_mirrors_about_half_of_the_images():
 def test_imagenet_normalisation():
   white = jnp.full((1, 4, 4, 3), 255, jnp.uint8)
   out = augment.eval_transform(white, np.int32([[4, 4]]), image_size=4, crop_fraction=1.0, norm='imagenet')
-  np.testing.assert_allclose(out[0, 0, 0], (1 - np.array(augment.IMAGENET_MEAN)) / np.array(augment.IMAGENET_STD),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    out[0, 0, 0], (1 - np.array(augment.IMAGENET_MEAN)) / np.array(augment.IMAGENET_STD), rtol=1e-5
+  )
 
 
 def test_eval_crop_is_a_fraction_of_the_shorter_side_and_old_configs_keep_theirs():
   from tinycats.config import ConfigError
+
   for bad in ('0', '1.5', '-0.2'):
     with pytest.raises(ConfigError, match=r"'data.eval_crop' must be in \(0, 1\]"):
       tiny_config(f'--config.data.eval_crop={bad}')

@@ -1,5 +1,6 @@
 """The remote code path on 4 devices: two JAX processes of 2 devices each (jax.distributed on 127.0.0.1) train
 like one process with 4 devices and the same global batch."""
+
 import json
 import os
 import socket
@@ -12,7 +13,7 @@ import pytest
 from conftest import REPO
 from test_resume import _final_model_state
 
-_RUN = '''
+_RUN = """
 import json, sys
 sys.path.insert(0, 'tests')
 from conftest import tiny_config
@@ -22,7 +23,7 @@ config = tiny_config('--config.data.source=folder', f'--config.data.folder={fold
                      '--config.train.eval_every=5', '--config.model.dtype=float32')
 distributed = dict(coordinator_address=f'127.0.0.1:{port}', num_processes=2, process_id=process_id) if port else None
 print(json.dumps(body.train(config.to_dict(), workdir, distributed=distributed)))
-'''
+"""
 
 
 def _free_port() -> int:
@@ -33,8 +34,14 @@ def _free_port() -> int:
 
 def _start(args, env, tmp_path, process_id):
   cache = dict(env, TINYCATS_CACHE=str(tmp_path / f'cache{process_id}'))  # Each node has its own disk.
-  return subprocess.Popen([sys.executable, '-c', _RUN, str(process_id), *args], cwd=REPO, env=cache,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  return subprocess.Popen(
+    [sys.executable, '-c', _RUN, str(process_id), *args],
+    cwd=REPO,
+    env=cache,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
 
 
 @pytest.mark.slow  # Three processes compiling at once: about 75 s on 2 cores. `pytest -m slow` runs it.
@@ -42,8 +49,7 @@ def test_two_processes_train_as_one_with_the_same_global_batch(image_folder, tmp
   env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=2')
   port, joint, single = str(_free_port()), str(tmp_path / 'joint'), str(tmp_path / 'single')
   processes = [_start([port, joint, image_folder], env, tmp_path, i) for i in range(2)]
-  one = _start(['', single, image_folder], dict(env, XLA_FLAGS='--xla_force_host_platform_device_count=4'),
-               tmp_path, 2)
+  one = _start(['', single, image_folder], dict(env, XLA_FLAGS='--xla_force_host_platform_device_count=4'), tmp_path, 2)
   outputs = [p.communicate(timeout=400) for p in processes + [one]]
   for p, (out, err) in zip(processes + [one], outputs):
     assert p.returncode == 0, err[-3000:]

@@ -63,8 +63,16 @@ def test_patchify_token_order():
   x = np.arange(1 * 4 * 6 * 2, dtype=np.float32).reshape(1, 4, 6, 2)
   tokens = np.asarray(dit.patchify(x, 2))
   assert tokens.shape == (1, 6, 8)
-  expected0 = [x[0, 0, 0, 0], x[0, 0, 0, 1], x[0, 0, 1, 0], x[0, 0, 1, 1],
-               x[0, 1, 0, 0], x[0, 1, 0, 1], x[0, 1, 1, 0], x[0, 1, 1, 1]]
+  expected0 = [
+    x[0, 0, 0, 0],
+    x[0, 0, 0, 1],
+    x[0, 0, 1, 0],
+    x[0, 0, 1, 1],
+    x[0, 1, 0, 0],
+    x[0, 1, 0, 1],
+    x[0, 1, 1, 0],
+    x[0, 1, 1, 1],
+  ]
   np.testing.assert_array_equal(tokens[0, 0], expected0)
   np.testing.assert_array_equal(tokens[0, 1], x[0, 0:2, 2:4].reshape(-1))
   np.testing.assert_array_equal(tokens[0, 3], x[0, 2:4, 0:2].reshape(-1))
@@ -84,11 +92,15 @@ def test_patch_embedding_is_a_linear_on_patchify_tokens():
 def test_pos_embed_hand_computed_small_case():
   """dim 4: omega = [1]; the first half encodes the column (DiT's meshgrid(grid_w, grid_h)), the second the row."""
   s, c = math.sin(1.0), math.cos(1.0)
-  expected = np.array([[0, 1, 0, 1],   # (row 0, col 0)
-                       [s, c, 0, 1],   # (row 0, col 1)
-                       [0, 1, s, c],   # (row 1, col 0)
-                       [s, c, s, c]],  # (row 1, col 1)
-                      np.float32)
+  expected = np.array(
+    [
+      [0, 1, 0, 1],  # (row 0, col 0)
+      [s, c, 0, 1],  # (row 0, col 1)
+      [0, 1, s, c],  # (row 1, col 0)
+      [s, c, s, c],
+    ],  # (row 1, col 1)
+    np.float32,
+  )
   got = dit.sincos_pos_embed_2d(4, 2)
   assert got.dtype == np.float32
   np.testing.assert_allclose(got, expected, atol=1e-7)
@@ -102,7 +114,7 @@ def test_pos_embed_matches_scalar_formula():
     for col in range(grid):
       expected = []
       for pos in (col, row):
-        omegas = [1 / 10000**(i / quarter) for i in range(quarter)]
+        omegas = [1 / 10000 ** (i / quarter) for i in range(quarter)]
         expected += [math.sin(pos * w) for w in omegas] + [math.cos(pos * w) for w in omegas]
       np.testing.assert_allclose(got[row * grid + col], expected, atol=1e-6)
   with pytest.raises(ValueError):
@@ -180,12 +192,16 @@ def test_default_sizes_build_abstractly(patch_size, params):
   """Defaults are DiT-S-like (~33M); only the patch embedding and final linear depend on the patch size."""
   model = nnx.eval_shape(lambda: DiT(patch_size=patch_size, rngs=nnx.Rngs(0)))
   assert _count(model) == params
-  assert model.pos_embed.shape == ((128 // patch_size)**2, 384)
+  assert model.pos_embed.shape == ((128 // patch_size) ** 2, 384)
   assert model.label_embed.embedding.shape == (14, 384)
   graphdef, state = nnx.split(model)
-  out = jax.eval_shape(lambda s, x, t, y: nnx.merge(graphdef, s)(x, t, y), state,
-                       jax.ShapeDtypeStruct((2, 128, 128, 3), jnp.float32),
-                       jax.ShapeDtypeStruct((2,), jnp.float32), jax.ShapeDtypeStruct((2,), jnp.int32))
+  out = jax.eval_shape(
+    lambda s, x, t, y: nnx.merge(graphdef, s)(x, t, y),
+    state,
+    jax.ShapeDtypeStruct((2, 128, 128, 3), jnp.float32),
+    jax.ShapeDtypeStruct((2,), jnp.float32),
+    jax.ShapeDtypeStruct((2,), jnp.int32),
+  )
   assert out.shape == (2, 128, 128, 3) and out.dtype == jnp.float32
 
 

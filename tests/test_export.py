@@ -1,4 +1,5 @@
 """Exports: ONNX that meets the web page's contract (parity, dynamic batch, int8), Hub repos that load back."""
+
 from __future__ import annotations
 
 import json
@@ -53,14 +54,17 @@ def exports(runs, hub_server, tmp_path_factory):
 def onnx_io(path):
   """{name: (element type, dims)} of a model's inputs and outputs."""
   model = onnx.load(path)
-  describe = lambda v: (v.type.tensor_type.elem_type,
-                        [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim])
+  describe = lambda v: (
+    v.type.tensor_type.elem_type,
+    [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim],
+  )
   return ({v.name: describe(v) for v in model.graph.input}, {v.name: describe(v) for v in model.graph.output})
 
 
 def reference(workdir):
   """(config, eval-mode float32 network) built here from the checkpoint, independently of the exporter."""
   import ml_collections
+
   task = json.load(open(os.path.join(workdir, 'config.json')))['task']
   config, graphdef, state, _ = inference.load(workdir, task)  # The generator's EMA network.
   model_config = ml_collections.ConfigDict(config.model.to_dict())
@@ -100,12 +104,16 @@ def test_classifier_onnx_meets_the_contract(exports, runs):
 def test_classifier_onnx_agrees_with_the_library_on_real_images(exports, runs, image_folder):
   """ImageNet-normalised NCHW crops into ONNX == Classifier.predict (bfloat16 compute) on the same images."""
   import tinycats.data
+
   folder, _ = exports['classifier']
   clf = Classifier.load(runs['classifier'])
   val = tinycats.data.load(clf.config, splits=('val',)).splits['val']
   n = min(24, len(val))
-  x = np.asarray(augment.eval_transform(val.images[:n], val.sizes[:n], image_size=SIZE,
-                                        crop_fraction=augment.eval_crop(clf.config.data), norm='imagenet'))
+  x = np.asarray(
+    augment.eval_transform(
+      val.images[:n], val.sizes[:n], image_size=SIZE, crop_fraction=augment.eval_crop(clf.config.data), norm='imagenet'
+    )
+  )
   x = x.transpose(0, 3, 1, 2)
   logits = ort.InferenceSession(os.path.join(folder, 'cats.onnx')).run(None, {'input': x})[0]
   probs = np.exp(logits - logits.max(-1, keepdims=True))
@@ -118,8 +126,11 @@ def test_classifier_onnx_agrees_with_the_library_on_real_images(exports, runs, i
 def test_generator_onnx_meets_the_contract(exports, runs):
   folder, _ = exports['generator']
   inputs, outputs = onnx_io(os.path.join(folder, 'generator.onnx'))
-  assert inputs == {'noise': (onnx.TensorProto.FLOAT, ['batch_size', 3, 16, 16]), 'timestep': (onnx.TensorProto.FLOAT, ['batch_size']),
-                    'breed': (onnx.TensorProto.INT64, ['batch_size'])}
+  assert inputs == {
+    'noise': (onnx.TensorProto.FLOAT, ['batch_size', 3, 16, 16]),
+    'timestep': (onnx.TensorProto.FLOAT, ['batch_size']),
+    'breed': (onnx.TensorProto.INT64, ['batch_size']),
+  }
   assert outputs == {'velocity': (onnx.TensorProto.FLOAT, ['batch_size', 3, 16, 16])}
   config, net = reference(runs['generator'])
   net = jitted(net)
@@ -165,8 +176,10 @@ def test_onnx_euler_loop_gives_the_generators_images(exports, runs):
 
 
 def test_int8_models_are_smaller_and_reported(exports):
-  for kind, name, quantized in (('classifier', 'cats.onnx', 'cats_quantized.onnx'),
-                                ('generator', 'generator.onnx', 'generator_quantized.onnx')):
+  for kind, name, quantized in (
+    ('classifier', 'cats.onnx', 'cats_quantized.onnx'),
+    ('generator', 'generator.onnx', 'generator_quantized.onnx'),
+  ):
     folder, result = exports[kind]
     report = result['onnx']['int8']
     assert report['int8_bytes'] == os.path.getsize(os.path.join(folder, quantized))
@@ -174,8 +187,9 @@ def test_int8_models_are_smaller_and_reported(exports):
     assert report['int8_bytes'] < 0.6 * report['float32_bytes']
     assert report['validation']['measured'] and report['validation']['examples'] > 0
     session = ort.InferenceSession(os.path.join(folder, quantized))
-    assert [i.name for i in session.get_inputs()] == [i.name for i in ort.InferenceSession(
-        os.path.join(folder, name)).get_inputs()]
+    assert [i.name for i in session.get_inputs()] == [
+      i.name for i in ort.InferenceSession(os.path.join(folder, name)).get_inputs()
+    ]
   classifier = exports['classifier'][1]['onnx']['int8']['validation']
   assert classifier['agreement'] >= 0.9 and abs(classifier['accuracy_change']) <= 0.1  # int8 keeps the predictions.
   generator = exports['generator'][1]['onnx']['int8']['validation']
@@ -185,13 +199,17 @@ def test_int8_models_are_smaller_and_reported(exports):
 def test_int8_report_measures_the_exported_model(exports, runs):
   """The report's float32 accuracy is what cats.onnx scores on the same validation images, recomputed here."""
   import tinycats.data
+
   folder, result = exports['classifier']
   report = result['onnx']['int8']['validation']
   config = Classifier.load(runs['classifier']).config
   val = tinycats.data.load(config, splits=('val',)).splits['val']
   n = report['examples']
-  x = np.asarray(augment.eval_transform(val.images[:n], val.sizes[:n], image_size=SIZE,
-                                        crop_fraction=augment.eval_crop(config.data), norm='imagenet'))
+  x = np.asarray(
+    augment.eval_transform(
+      val.images[:n], val.sizes[:n], image_size=SIZE, crop_fraction=augment.eval_crop(config.data), norm='imagenet'
+    )
+  )
   x = x.transpose(0, 3, 1, 2)
   labels = val.labels[:n]
   for name, key in (('cats.onnx', 'float32_accuracy'), ('cats_quantized.onnx', 'int8_accuracy')):
@@ -203,6 +221,7 @@ def test_models_json_describes_both_models_in_one_folder(exports, runs, tmp_path
   """The generator exported by the CLI, without --int8, into a site folder holding the classifier's export and an
   older generator_quantized.onnx: one models.json for both models, and no stale int8 generator left to load."""
   import shutil
+
   folder = str(tmp_path / 'site')
   shutil.copytree(exports['classifier'][0], folder)
   shutil.copy(os.path.join(exports['generator'][0], 'generator_quantized.onnx'), folder)
@@ -226,14 +245,26 @@ def test_models_json_describes_both_models_in_one_folder(exports, runs, tmp_path
     assert {section['output']['name']: section['output']['shape']} == {k: v[1] for k, v in outputs.items()}
   assert spec['classifier']['input']['normalization']['mean'] == [0.485, 0.456, 0.406]
   policy = lambda section: {k: spec[section]['preprocess'][k] for k in ('crop', 'crop_fraction', 'resize', 'size')}
-  assert policy('classifier') == {'crop': 'center_square', 'crop_fraction': 0.875, 'resize': 'bilinear, antialiased',
-                                  'size': SIZE}  # configs/cats.py's data.eval_crop.
-  assert policy('generator') == {'crop': 'center_square', 'crop_fraction': 1.0, 'resize': 'bilinear, antialiased',
-                                 'size': 16}
+  assert policy('classifier') == {
+    'crop': 'center_square',
+    'crop_fraction': 0.875,
+    'resize': 'bilinear, antialiased',
+    'size': SIZE,
+  }  # configs/cats.py's data.eval_crop.
+  assert policy('generator') == {
+    'crop': 'center_square',
+    'crop_fraction': 1.0,
+    'resize': 'bilinear, antialiased',
+    'size': 16,
+  }
   assert spec['classifier']['output']['classes'] == ['cat', 'other']
   sampling = spec['generator']['sampling']
   assert (sampling['method'], sampling['steps'], sampling['cfgScale'], sampling['nullLabel']) == (
-      'Euler integration', 50, 1.5, 4)
+    'Euler integration',
+    50,
+    1.5,
+    4,
+  )
   assert [c['name'] for c in spec['generator_breeds']['classes']] == ['circle', 'cross', 'square', 'triangle']
   assert spec['recommended'] == {'classifier': 'quantized', 'generator': 'generator'}
 
@@ -248,8 +279,11 @@ def test_hub_repo_holds_the_files_and_a_card_from_eval_json(exports, runs, hub_s
     folder, result = exports[kind]
     files = hub_server.repos[repo]
     expected = {'model.safetensors', 'config.json', 'README.md', 'models.json'}
-    expected |= ({'model_torchvision.safetensors', 'cats.onnx', 'cats_quantized.onnx'} if kind == 'classifier'
-                 else {'samples.png', 'generator.onnx', 'generator_quantized.onnx'})
+    expected |= (
+      {'model_torchvision.safetensors', 'cats.onnx', 'cats_quantized.onnx'}
+      if kind == 'classifier'
+      else {'samples.png', 'generator.onnx', 'generator_quantized.onnx'}
+    )
     assert set(files) == expected
     commits = [c for c in hub_server.commits if c[0] == repo]
     assert len(commits) == 1 and set(commits[0][2]) == expected  # Everything in one commit.
@@ -259,29 +293,44 @@ def test_hub_repo_holds_the_files_and_a_card_from_eval_json(exports, runs, hub_s
     card = front_matter(files['README.md'].decode())
     assert card['license'] == 'cc-by-sa-4.0' and card['library_name'] == 'tinycats'
     metrics = card['model-index'][0]['results'][0]['metrics']
-    expected = [evaluated['accuracy']] if kind == 'classifier' else [evaluated['flow_loss']] + [
-        evaluated['samples'][k] for k in ('conditional_accuracy', 'frechet_distance', 'species_accuracy', 'cat_rate')
-        if k in evaluated.get('samples', {})]  # Sample metrics exist once `evaluate --classifier` has run.
+    expected = (
+      [evaluated['accuracy']]
+      if kind == 'classifier'
+      else [evaluated['flow_loss']]
+      + [
+        evaluated['samples'][k]
+        for k in ('conditional_accuracy', 'frechet_distance', 'species_accuracy', 'cat_rate')
+        if k in evaluated.get('samples', {})
+      ]
+    )  # Sample metrics exist once `evaluate --classifier` has run.
     assert [m['value'] for m in metrics] == expected  # What was measured, nothing else.
-    assert card['pipeline_tag'] == ('image-classification' if kind == 'classifier' else 'unconditional-image-generation')
+    assert card['pipeline_tag'] == (
+      'image-classification' if kind == 'classifier' else 'unconditional-image-generation'
+    )
     config = json.loads(files['config.json'])
     assert config['metrics'] == evaluated and config['step'] == evaluated['step']
-    assert config['classes'] == (['cat', 'other'] if kind == 'classifier' else ['circle', 'cross', 'square', 'triangle'])
+    assert config['classes'] == (
+      ['cat', 'other'] if kind == 'classifier' else ['circle', 'cross', 'square', 'triangle']
+    )
 
 
 def test_models_load_back_from_the_hub(exports, runs, hub_server, tmp_path, monkeypatch):
   monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path / 'hub-cache'))
   images = np.random.default_rng(0).integers(0, 255, size=(5, 40, 40, 3), dtype=np.uint8)
-  original, loaded = Classifier.load(runs['classifier']), Classifier.load('someone/tiny-cats',
-                                                                          endpoint=hub_server.endpoint)
+  original, loaded = (
+    Classifier.load(runs['classifier']),
+    Classifier.load('someone/tiny-cats', endpoint=hub_server.endpoint),
+  )
   assert loaded.classes == original.classes and loaded.step == original.step
   np.testing.assert_array_equal(loaded.predict(images), original.predict(images))
   original, loaded = Generator.load(runs['generator']), Generator.load('someone/tiny-dit', endpoint=hub_server.endpoint)
-  np.testing.assert_array_equal(loaded.sample([0, 2, 1], steps=3, cfg=2.0, seed=4),
-                                original.sample([0, 2, 1], steps=3, cfg=2.0, seed=4))
+  np.testing.assert_array_equal(
+    loaded.sample([0, 2, 1], steps=3, cfg=2.0, seed=4), original.sample([0, 2, 1], steps=3, cfg=2.0, seed=4)
+  )
   folder, _ = exports['generator']
-  np.testing.assert_array_equal(Generator.load(folder).sample([1], steps=2, seed=0),
-                                original.sample([1], steps=2, seed=0))  # A local export folder loads the same.
+  np.testing.assert_array_equal(
+    Generator.load(folder).sample([1], steps=2, seed=0), original.sample([1], steps=2, seed=0)
+  )  # A local export folder loads the same.
 
 
 def test_torchvision_weights_round_trip_and_load_in_torch(exports, runs):
@@ -296,6 +345,7 @@ def test_torchvision_weights_round_trip_and_load_in_torch(exports, runs):
   torch = pytest.importorskip('torch')
   from safetensors.torch import load_file
   from test_pretrained import torch_resnet
+
   net = torch_resnet(18, width=8, num_classes=2)
   net.load_state_dict(load_file(path), strict=True)
   x = np.random.default_rng(0).normal(size=(2, 3, SIZE, SIZE)).astype(np.float32)
@@ -306,6 +356,7 @@ def test_torchvision_weights_round_trip_and_load_in_torch(exports, runs):
 
 def test_upload_retries_a_transient_failure(tmp_path, monkeypatch):
   import huggingface_hub.utils._http as hf_http
+
   monkeypatch.setattr(hf_http.time, 'sleep', lambda seconds: None)  # Its back-off waits.
   folder = tmp_path / 'repo'
   folder.mkdir()
@@ -324,15 +375,18 @@ def test_upload_retries_a_transient_failure(tmp_path, monkeypatch):
 
 
 def test_an_export_deletes_what_an_older_export_left_and_nothing_else_and_makes_it_private(runs):
-  old = {'cats_quantized.onnx': b'an older int8 model', 'samples.png': b'a generator once exported here',
-         'notes.md': b"the owner's own file"}
+  old = {
+    'cats_quantized.onnx': b'an older int8 model',
+    'samples.png': b'a generator once exported here',
+    'notes.md': b"the owner's own file",
+  }
   with FakeHub(token=TOKEN) as server, pytest.MonkeyPatch.context() as mp:
     mp.setenv('HF_TOKEN', TOKEN)
     server.repos['someone/again'], server.private['someone/again'] = dict(old), False
     result = hub.export_hub(runs['classifier'], 'someone/again', endpoint=server.endpoint, private=True)  # No --int8.
     assert set(server.repos['someone/again']) == set(result['files']) | {'notes.md'}
     assert server.private['someone/again']  # The existing public repo, made private as asked.
-    (_, _, added, deleted), = server.commits  # One commit adds and deletes.
+    ((_, _, added, deleted),) = server.commits  # One commit adds and deletes.
     assert set(added) == set(result['files']) and sorted(deleted) == ['cats_quantized.onnx', 'samples.png']
 
 
@@ -347,6 +401,7 @@ def test_card_metrics_only_from_an_eval_json_of_the_exported_step(tmp_path):
 
 def test_missing_token_fails_before_any_work(runs, tmp_path, monkeypatch):
   import huggingface_hub.constants
+
   monkeypatch.delenv('HF_TOKEN', raising=False)
   monkeypatch.setattr(huggingface_hub.constants, 'HF_TOKEN_PATH', str(tmp_path / 'no-login' / 'token'))
   monkeypatch.setattr(inference, 'load', lambda *a, **k: pytest.fail('worked before checking the token'))

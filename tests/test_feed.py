@@ -1,4 +1,5 @@
 """Training batches: a function of the step alone, the same whether gathered on the host or on the device."""
+
 import numpy as np
 
 from tinycats.data import Split
@@ -8,8 +9,13 @@ from tinycats.train import feed as feed_lib
 
 def _split(n=20, side=4):
   rng = np.random.default_rng(0)
-  return Split(rng.integers(0, 255, (n, side, side, 3), dtype=np.uint8), rng.integers(0, 5, n).astype(np.int32),
-               [], [], rng.integers(1, side + 1, (n, 2)).astype(np.int32))
+  return Split(
+    rng.integers(0, 255, (n, side, side, 3), dtype=np.uint8),
+    rng.integers(0, 5, n).astype(np.int32),
+    [],
+    [],
+    rng.integers(1, side + 1, (n, 2)).astype(np.int32),
+  )
 
 
 def test_an_epoch_visits_every_example_once_in_a_seeded_order():

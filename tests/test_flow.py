@@ -1,4 +1,5 @@
 """The flow convention, the samplers, guidance and the EMA, on exact velocity fields and a tiny DiT."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +14,7 @@ from tinycats.models import ema
 
 class ExactVelocity:
   """A 'model' that returns the true target velocity for fixed (data, noise): the perfect predictor."""
+
   null_label = 3
 
   def __init__(self, data, noise):
@@ -51,6 +53,7 @@ def _two_point_velocity(a, b):
     weights = jax.nn.softmax(-sq / (2 * jnp.maximum(1 - t[:, None], 1e-4) ** 2), axis=1)
     expected_data = jnp.einsum('np,phwc->nhwc', weights, points)
     return (expected_data - x) / jnp.maximum(1 - tt, 1e-4)
+
   return velocity
 
 
@@ -88,8 +91,9 @@ def test_timestep_distributions_stay_in_the_unit_interval():
 @pytest.fixture(scope='module')
 def tiny_dit():
   """A float32 tiny DiT whose final layer is randomised, so labels and guidance matter."""
-  model = DiT(image_size=8, patch_size=4, width=32, depth=1, heads=2, num_classes=3, dtype=jnp.float32,
-              rngs=nnx.Rngs(0))
+  model = DiT(
+    image_size=8, patch_size=4, width=32, depth=1, heads=2, num_classes=3, dtype=jnp.float32, rngs=nnx.Rngs(0)
+  )
   rng = np.random.default_rng(0)
   for layer in (model.final_layer.linear, model.final_layer.adaLN_modulation, model.blocks[0].adaLN_modulation):
     layer.kernel[...] = jnp.asarray(rng.normal(0, 0.05, layer.kernel.shape), jnp.float32)
@@ -107,8 +111,7 @@ def test_guidance_scale_1_is_the_conditional_model_and_0_the_unconditional(tiny_
   assert float(jnp.max(jnp.abs(conditional - unconditional))) > 1e-3
   np.testing.assert_allclose(flow.guided_velocity(model, x, t, labels, 1.0), conditional, atol=1e-5)
   np.testing.assert_allclose(flow.guided_velocity(model, x, t, labels, 0.0), unconditional, atol=1e-5)
-  np.testing.assert_allclose(flow.guided_velocity(model, x, t, labels, 2.0), 2 * conditional - unconditional,
-                             atol=1e-5)
+  np.testing.assert_allclose(flow.guided_velocity(model, x, t, labels, 2.0), 2 * conditional - unconditional, atol=1e-5)
   # The sampler's guided path at scale 1 (forced) agrees with its unguided shortcut.
   noise = flow.noise_like(0, 4, 8)
   shortcut = flow.sample(graphdef, state, noise, labels, steps=5, cfg=1.0)
@@ -119,8 +122,9 @@ def test_guidance_scale_1_is_the_conditional_model_and_0_the_unconditional(tiny_
 def test_seeds_reproduce_samples_and_different_seeds_differ(tiny_dit):
   graphdef, state = tiny_dit
   labels = np.asarray([0, 1, 2])
-  run = lambda seed, sampler='euler': np.asarray(flow.sample(graphdef, state, flow.noise_like(seed, 3, 8), labels,
-                                                             steps=4, cfg=1.5, sampler=sampler))
+  run = lambda seed, sampler='euler': np.asarray(
+    flow.sample(graphdef, state, flow.noise_like(seed, 3, 8), labels, steps=4, cfg=1.5, sampler=sampler)
+  )
   np.testing.assert_array_equal(run(7), run(7))
   assert np.abs(run(7) - run(8)).max() > 0.1
   assert np.abs(run(7, 'heun') - run(7)).max() > 0  # Heun is a different integrator.
@@ -132,8 +136,7 @@ def test_ema_decay_ramps_up_to_its_ceiling():
 
 
 def test_ema_update_moves_the_average_only():
-  net = DiT(image_size=8, patch_size=4, width=16, depth=1, heads=2, num_classes=2, dtype=jnp.float32,
-            rngs=nnx.Rngs(0))
+  net = DiT(image_size=8, patch_size=4, width=16, depth=1, heads=2, num_classes=2, dtype=jnp.float32, rngs=nnx.Rngs(0))
   model = ema.EMAModel(net)
   before = nnx.to_pure_dict(nnx.state(model.ema, nnx.Param))
   nnx.update(model.net, jax.tree.map(lambda p: p + 1.0, nnx.state(model.net, nnx.Param)))
@@ -150,8 +153,9 @@ def test_symmetric_normalisation_round_trips_to_uint8():
   x = augment.eval_transform(jnp.asarray(images), sizes, image_size=6, crop_fraction=1.0, norm='symmetric')
   assert float(x.min()) >= -1 and float(x.max()) <= 1
   np.testing.assert_array_equal(augment.to_uint8(x, 'symmetric'), images)
-  flipped = augment.flip_transform(jnp.asarray(images), sizes, jax.random.key(0), image_size=6, crop_fraction=1.0,
-                                   flip=True)
+  flipped = augment.flip_transform(
+    jnp.asarray(images), sizes, jax.random.key(0), image_size=6, crop_fraction=1.0, flip=True
+  )
   for i in range(2):  # Each image is either itself or its mirror.
     same, mirror = np.asarray(x[i]), np.asarray(x[i][:, ::-1])
     assert np.array_equal(flipped[i], same) or np.array_equal(flipped[i], mirror)
@@ -160,6 +164,7 @@ def test_symmetric_normalisation_round_trips_to_uint8():
 def test_classifiers_of_other_label_sets_are_mapped_onto_the_generators_labels():
   from tinycats.data import pets
   from tinycats.sample_quality import label_map
+
   classes = list(pets.CAT_BREEDS)
   kind, table = label_map(classes, classes)
   assert kind == 'class' and list(table) == list(range(13))
@@ -173,6 +178,7 @@ def test_classifiers_of_other_label_sets_are_mapped_onto_the_generators_labels()
 
 class BrightIsCat:
   """A stand-in judge: 'cat' for bright images; its features are the per-channel means."""
+
   classes = ['cat', 'other']
 
   def embed(self, images):
@@ -184,18 +190,23 @@ class BrightIsCat:
 def test_a_cat_other_judge_gives_species_accuracy_and_cat_rate():
   from tinycats.data import pets
   from tinycats.sample_quality import sample_quality
+
   labels = np.asarray([0, 5, 11, 12])  # Three cat breeds and 'other'.
   images = np.zeros((4, 4, 4, 3), np.uint8)
   images[[0, 1, 3]] = 255  # Judged cat, cat, (dark) other, cat.
   out = sample_quality(BrightIsCat(), images, labels, images, labels, list(pets.CAT_BREEDS))
   assert out['cat_rate'] == pytest.approx(2 / 3) and out['other_rate'] == 0.0
   assert out['species_accuracy'] == pytest.approx(2 / 4) and out['real'] == {
-      'species_accuracy': 0.5, 'cat_rate': pytest.approx(2 / 3), 'other_rate': 0.0}
+    'species_accuracy': 0.5,
+    'cat_rate': pytest.approx(2 / 3),
+    'other_rate': 0.0,
+  }
   assert out['frechet_distance'] == pytest.approx(0.0, abs=1e-6)  # The same images.
 
 
 def test_frechet_distance_weighs_the_real_classes_equally():
   from tinycats.sample_quality import sample_quality
+
   rng = np.random.default_rng(0)
   # Real: many images of class 0 (dark), few of class 1 (bright); samples: as many of each.
   real = np.concatenate([rng.integers(0, 60, (40, 4, 4, 3)), rng.integers(190, 255, (8, 4, 4, 3))]).astype(np.uint8)

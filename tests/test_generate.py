@@ -1,4 +1,5 @@
 """End to end: a tiny DiT learns four shapes in random colours, its samples are judged by a classifier, it resumes exactly."""
+
 import json
 import os
 
@@ -19,8 +20,14 @@ from tinycats.train.tasks import TASKS
 def test_generator_trains_and_leaves_its_files(generator_run):
   workdir, summary = generator_run
   assert summary['metric'] == 'val_loss' and summary['steps'] == summary['total_steps'] == 400
-  for name in ('config.json', 'metrics.jsonl', 'eval.json', 'summary.json', 'samples/step_100.png',
-               f'samples/step_{summary["steps"]}.png'):
+  for name in (
+    'config.json',
+    'metrics.jsonl',
+    'eval.json',
+    'summary.json',
+    'samples/step_100.png',
+    f'samples/step_{summary["steps"]}.png',
+  ):
     assert os.path.isfile(os.path.join(workdir, name)), name
   rows = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
   losses = [r['train_loss'] for r in rows if 'train_loss' in r]
@@ -58,7 +65,11 @@ def test_samples_are_judged_by_a_classifier(generator_run, judge):
   samples = report['samples']
   assert samples['real']['conditional_accuracy'] > 0.25  # Chance; the judge has learnt something.
   assert 0 <= samples['conditional_accuracy'] <= 1 and set(samples['per_class_accuracy']) == {
-      'circle', 'cross', 'square', 'triangle'}
+    'circle',
+    'cross',
+    'square',
+    'triangle',
+  }
   assert samples['num_generated'] == 32 and samples['frechet_distance'] >= 0
   assert os.path.isfile(os.path.join(workdir, 'samples', 'eval.png'))
   assert json.load(open(os.path.join(workdir, 'eval.json')))['samples'] == samples
@@ -68,6 +79,7 @@ def test_pure_noise_scores_worse_than_real_images_on_every_metric(generator_run,
   workdir, _ = generator_run
   config = Generator.load(workdir).config
   import tinycats.data
+
   data = tinycats.data.load(config, splits=('val', 'test'))
   real, other_real = data.splits['test'], data.splits['val']
   classifier = Classifier.load(judge)
@@ -83,6 +95,7 @@ def test_pure_noise_scores_worse_than_real_images_on_every_metric(generator_run,
   task = TASKS['generator'](config, list(config.data.classes))
   from tinycats import sharding
   from tinycats.train.tasks import generator as generator_task
+
   fresh = nnx.split(task.create_model(0).ema)
   untrained = generator_task.validation_loss(config, *fresh, real, sharding.make_mesh())
   assert trained < 0.5 * untrained
@@ -91,8 +104,27 @@ def test_pure_noise_scores_worse_than_real_images_on_every_metric(generator_run,
 def test_sample_command_writes_grids_and_single_images(generator_run, tmp_path):
   workdir, _ = generator_run
   grid_path, out_dir = str(tmp_path / 'grid.png'), str(tmp_path / 'single')
-  result = run_tinycats('sample', '--workdir', workdir, '--label', 'circle', '--label', '2', '--num', '3',
-                        '--steps', '4', '--cfg', '1.5', '--seed', '1', '--out', grid_path, '--out-dir', out_dir)
+  result = run_tinycats(
+    'sample',
+    '--workdir',
+    workdir,
+    '--label',
+    'circle',
+    '--label',
+    '2',
+    '--num',
+    '3',
+    '--steps',
+    '4',
+    '--cfg',
+    '1.5',
+    '--seed',
+    '1',
+    '--out',
+    grid_path,
+    '--out-dir',
+    out_dir,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   assert json.loads(result.stdout)['labels'] == ['circle', 'square']
   assert len(os.listdir(out_dir)) == 6 and os.path.isfile(grid_path)

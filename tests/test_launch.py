@@ -1,4 +1,5 @@
 """The launcher's command line: config errors, no Modal token, the CLI's commands."""
+
 import os
 import subprocess
 import sys
@@ -9,8 +10,9 @@ from conftest import REPO, run_tinycats
 
 
 def _launch(*args):
-  return subprocess.run([sys.executable, '-m', 'launch.modal_train', *args], cwd=REPO, capture_output=True,
-                        text=True, timeout=120)
+  return subprocess.run(
+    [sys.executable, '-m', 'launch.modal_train', *args], cwd=REPO, capture_output=True, text=True, timeout=120
+  )
 
 
 # The two commands that train here: one code path, one override parser, the same exit codes.
@@ -24,18 +26,27 @@ def _no_modal_token_env(tmp_path):
 
 
 def test_without_a_modal_token_it_says_how_to_authenticate_before_any_build(tmp_path):
-  result = subprocess.run([sys.executable, '-m', 'launch.modal_train', '--config', 'configs/cats.py'], cwd=REPO,
-                          capture_output=True, text=True, timeout=120, env=_no_modal_token_env(tmp_path))
+  result = subprocess.run(
+    [sys.executable, '-m', 'launch.modal_train', '--config', 'configs/cats.py'],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    env=_no_modal_token_env(tmp_path),
+  )
   assert result.returncode == 2
   assert 'modal setup' in result.stderr and 'modal token new' in result.stderr and '--local' in result.stderr
   assert 'Building image' not in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize('args, message', [
+@pytest.mark.parametrize(
+  'args, message',
+  [
     (['--config.train.batchsize=3'], "did you mean 'train.batch_size'"),
     (['--config.data.labels', 'dogs'], "'data.labels' is 'dogs'"),
     (['--config.train.epochs=two'], "bad value for config field 'train.epochs'"),
-])
+  ],
+)
 @pytest.mark.parametrize('command', TRAIN_HERE)
 def test_config_errors_name_the_field(command, args, message, tmp_path):
   result = TRAIN_HERE[command]('--config', 'configs/cats.py', '--workdir', str(tmp_path / 'run'), *args)
@@ -57,8 +68,14 @@ def test_config_overrides_belong_to_train_only():
 
 @pytest.mark.parametrize('command', TRAIN_HERE)
 def test_missing_tfds_data_says_how_to_prepare(command, tmp_path):
-  result = TRAIN_HERE[command]('--config', 'configs/cats.py:smoke', '--workdir', str(tmp_path / 'run'),
-                               f'--config.data.data_dir={tmp_path}', '--config.model.pretrained=')
+  result = TRAIN_HERE[command](
+    '--config',
+    'configs/cats.py:smoke',
+    '--workdir',
+    str(tmp_path / 'run'),
+    f'--config.data.data_dir={tmp_path}',
+    '--config.model.pretrained=',
+  )
   assert result.returncode == 2 and 'Traceback' not in result.stderr
   assert f'tinycats prepare --archives DIR --data-dir {tmp_path}' in result.stderr, result.stderr
 
@@ -76,8 +93,15 @@ def test_evaluate_on_a_folder_that_is_not_a_workdir(tmp_path):
 
 
 def test_missing_pretrained_weights_stop_before_any_work(tmp_path):
-  result = _launch('--config', 'configs/cats.py:smoke', '--local', '--workdir', str(tmp_path / 'run'),
-                   f'--config.data.data_dir={tmp_path}', f'--config.model.pretrained={tmp_path}/resnet18.safetensors')
+  result = _launch(
+    '--config',
+    'configs/cats.py:smoke',
+    '--local',
+    '--workdir',
+    str(tmp_path / 'run'),
+    f'--config.data.data_dir={tmp_path}',
+    f'--config.model.pretrained={tmp_path}/resnet18.safetensors',
+  )
   assert result.returncode == 2
   assert 'no such file' in result.stderr and "--config.model.pretrained=''" in result.stderr
   assert 'tinycats prepare' not in result.stderr  # It stopped before looking at the data.
@@ -86,8 +110,15 @@ def test_missing_pretrained_weights_stop_before_any_work(tmp_path):
 
 def test_unusable_image_folder_is_one_line_not_a_traceback(tmp_path):
   (tmp_path / 'images' / 'cat').mkdir(parents=True)
-  result = _launch('--config', 'configs/cats.py:smoke', '--local', '--workdir', str(tmp_path / 'run'),
-                   '--config.data.source=folder', f'--config.data.folder={tmp_path / "images"}',
-                   '--config.model.pretrained=')
+  result = _launch(
+    '--config',
+    'configs/cats.py:smoke',
+    '--local',
+    '--workdir',
+    str(tmp_path / 'run'),
+    '--config.data.source=folder',
+    f'--config.data.folder={tmp_path / "images"}',
+    '--config.model.pretrained=',
+  )
   assert result.returncode == 2 and 'needs at least two class sub-folders' in result.stderr
   assert 'Traceback' not in result.stderr

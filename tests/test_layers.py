@@ -3,6 +3,7 @@
 Read from the source (every `import`, including those inside functions), so a violation fails here
 whether or not any test happens to run the importing code.
 """
+
 import ast
 import os
 import shutil
@@ -14,19 +15,17 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 # Lowest first; a module may import its own layer (without a cycle) and those below. The first
 # prefix that matches a module's name gives its layer.
 LAYERS = (
-    ('tinycats.errors', 'tinycats.metrics', 'tinycats.config'),
-    ('tinycats.models', 'tinycats.flow', 'tinycats.data', 'tinycats.sharding', 'tinycats.pretrained'),
-    ('tinycats.train',),
-    ('tinycats.inference',),
-    ('tinycats.classifier', 'tinycats.generator'),
-    ('tinycats.sample_quality', 'tinycats.evaluate'),
-    ('tinycats.export',),
-    ('tinycats.bench', 'tinycats.bench_torch', 'tinycats.quality', 'tinycats.cli', 'tinycats.__main__',
-     'tinycats'),
+  ('tinycats.errors', 'tinycats.metrics', 'tinycats.config'),
+  ('tinycats.models', 'tinycats.flow', 'tinycats.data', 'tinycats.sharding', 'tinycats.pretrained'),
+  ('tinycats.train',),
+  ('tinycats.inference',),
+  ('tinycats.classifier', 'tinycats.generator'),
+  ('tinycats.sample_quality', 'tinycats.evaluate'),
+  ('tinycats.export',),
+  ('tinycats.bench', 'tinycats.bench_torch', 'tinycats.quality', 'tinycats.cli', 'tinycats.__main__', 'tinycats'),
 )
 # Heavy optional packages that may be imported inside a function, where only one command needs them.
-LAZY_OK = ('torch', 'onnx', 'onnxruntime', 'jax2onnx', 'modal', 'tensorflow', 'tensorflow_datasets',
-           'tensorboardX')
+LAZY_OK = ('torch', 'onnx', 'onnxruntime', 'jax2onnx', 'modal', 'tensorflow', 'tensorflow_datasets', 'tensorboardX')
 
 
 def _modules(root: str = ROOT) -> dict[str, str]:
@@ -44,8 +43,12 @@ def _modules(root: str = ROOT) -> dict[str, str]:
 def _imports(path: str, modules) -> tuple[set[str], list[str]]:
   """(the tinycats modules this file imports, 'line: name' for each import inside a function that may not be)."""
   tree = ast.parse(open(path).read(), path)
-  inner = {id(node) for fn in ast.walk(tree) if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
-           for node in ast.walk(fn)}
+  inner = {
+    id(node)
+    for fn in ast.walk(tree)
+    if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+    for node in ast.walk(fn)
+  }
   found, lazy = set(), []
   for node in ast.walk(tree):
     if isinstance(node, ast.Import):
@@ -76,8 +79,12 @@ def graph(root: str = ROOT) -> dict[str, set[str]]:
 
 
 def upward_imports(edges) -> list[str]:
-  return sorted(f'{a} (layer {layer(a)}) imports {b} (layer {layer(b)})'
-                for a, targets in edges.items() for b in targets if layer(b) > layer(a))
+  return sorted(
+    f'{a} (layer {layer(a)}) imports {b} (layer {layer(b)})'
+    for a, targets in edges.items()
+    for b in targets
+    if layer(b) > layer(a)
+  )
 
 
 def cycles(edges) -> list[list[str]]:
@@ -140,11 +147,14 @@ def test_imports_inside_functions_are_only_optional_heavy_packages():
   assert {name: found for name, found in lazy.items() if found} == {}
 
 
-@pytest.mark.parametrize('module, bad, cycle', [
+@pytest.mark.parametrize(
+  'module, bad, cycle',
+  [
     ('train/loop.py', 'from tinycats import evaluate', False),
     ('train/state.py', 'from tinycats import inference', True),  # inference imports train.state.
     ('models/ema.py', 'from tinycats.train import step', False),
-])
+  ],
+)
 def test_the_checks_fail_on_an_upward_import_or_a_cycle(tmp_path, module, bad, cycle):
   """A copy of the package with one bad import added fails the checks that should catch it."""
   root = tmp_path / 'tinycats'

@@ -1,4 +1,5 @@
 """The Modal launcher, offline: the plan, the app definition, and the train body run in-process."""
+
 import json
 import os
 import subprocess
@@ -12,8 +13,13 @@ from tinycats.train.checkpoint import Checkpoints
 
 
 def _dry_run(*args):
-  result = subprocess.run([sys.executable, '-m', 'launch.modal_train', '--dry-run', *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+  result = subprocess.run(
+    [sys.executable, '-m', 'launch.modal_train', '--dry-run', *args],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   return result
 
 
@@ -35,12 +41,15 @@ def test_dry_run_prints_the_whole_plan(spec):
   assert plan['fetch'] == 'modal volume get tinycats-outputs run1 runs/run1'
 
 
-@pytest.mark.parametrize('override, message', [
+@pytest.mark.parametrize(
+  'override, message',
+  [
     ('--config.modal.gpu=H100:16', "config field modal.gpu is 'H100:16'"),
     ('--config.modal.gpu=V100', "config field modal.gpu is 'V100'"),
     ('--config.modal.timeout=-1', 'config field modal.timeout is -1'),
     ('--config.modal.retries=-2', 'modal.retries'),
-])
+  ],
+)
 def test_bad_modal_fields_are_named(override, message):
   result = _dry_run('--config', 'configs/cats.py', override)
   assert result.returncode == 2 and message in result.stderr, result.stderr
@@ -67,8 +76,13 @@ class FakeVolume:
 def test_train_body_commits_each_checkpoint_and_a_second_call_resumes(image_folder, tmp_path):
   workdir = str(tmp_path / 'outputs' / 'run1')  # Where the outputs volume is mounted.
   volume = FakeVolume(workdir)
-  config = tiny_config('--config.data.source=folder', f'--config.data.folder={image_folder}',
-                       '--config.train.epochs=1', '--config.train.eval_every=5', '--config.train.keep_checkpoints=5')
+  config = tiny_config(
+    '--config.data.source=folder',
+    f'--config.data.folder={image_folder}',
+    '--config.train.epochs=1',
+    '--config.train.eval_every=5',
+    '--config.train.keep_checkpoints=5',
+  )
   summary = body.train(config.to_dict(), workdir, commit=volume.commit)
   assert summary['steps'] == 10 and summary['workdir'] == workdir
   # One commit per checkpoint (steps 5, 10), each after that checkpoint was written, and one at the end.
@@ -87,9 +101,19 @@ def test_train_body_commits_each_checkpoint_and_a_second_call_resumes(image_fold
 def test_tinycats_train_and_launch_local_are_one_run(image_folder, tmp_path, capsys):
   from launch import modal_train
   from tinycats import cli
+
   workdir = str(tmp_path / 'run')
-  args = ['--config', os.path.join(REPO, 'configs/cats.py:smoke'), '--workdir', workdir, *TINY,
-          '--config.data.source', 'folder', f'--config.data.folder={image_folder}', '--config.train.eval_every=5']
+  args = [
+    '--config',
+    os.path.join(REPO, 'configs/cats.py:smoke'),
+    '--workdir',
+    workdir,
+    *TINY,
+    '--config.data.source',
+    'folder',
+    f'--config.data.folder={image_folder}',
+    '--config.train.eval_every=5',
+  ]
   with pytest.raises(SystemExit) as exit_:
     cli.main(['train', *args, '--config.train.epochs=1'])
   assert exit_.value.code == 0 and json.loads(capsys.readouterr().out)['steps'] == 10
@@ -103,6 +127,7 @@ def test_tinycats_train_and_launch_local_are_one_run(image_folder, tmp_path, cap
 
 def test_local_runs_go_under_the_runs_dir():
   from launch import modal_train
+
   args, _ = modal_train.parse_args(['--config', 'configs/cats.py', '--local', '--runs-dir', '/tmp/r'])
   assert modal_train.local_workdir(args, 'cats-1') == os.path.join('/tmp/r', 'cats-1')
   args, _ = modal_train.parse_args(['--config', 'configs/cats.py', '--local', '--workdir', '/tmp/w'])

@@ -24,16 +24,27 @@ def test_parameter_counts_match_torchvision(build, params):
 def test_torchvision_module_names():
   model = nnx.eval_shape(lambda: models.resnet18(10, rngs=nnx.Rngs(0)))
   paths = {'.'.join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(model))}
-  for name in ('conv1.kernel', 'bn1.scale', 'bn1.mean', 'bn1.var', 'layer1.0.conv1.kernel', 'layer1.1.bn2.bias',
-               'layer2.0.downsample.0.kernel', 'layer2.0.downsample.1.var', 'layer4.1.conv2.kernel', 'fc.kernel'):
+  for name in (
+    'conv1.kernel',
+    'bn1.scale',
+    'bn1.mean',
+    'bn1.var',
+    'layer1.0.conv1.kernel',
+    'layer1.1.bn2.bias',
+    'layer2.0.downsample.0.kernel',
+    'layer2.0.downsample.1.var',
+    'layer4.1.conv2.kernel',
+    'fc.kernel',
+  ):
     assert name in paths, name
   assert 'layer1.0.downsample.0.kernel' not in paths
 
 
 def test_max_pool_matches_reduce_window_with_symmetric_padding():
   x = jax.random.normal(jax.random.key(0), (2, 9, 8, 3))
-  expected = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1),
-                                   ((0, 0), (1, 1), (1, 1), (0, 0)))
+  expected = jax.lax.reduce_window(
+    x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0))
+  )
   np.testing.assert_array_equal(resnet.max_pool_3x3_s2(x), expected)
 
 
@@ -42,8 +53,9 @@ def test_stem_padding_is_symmetric():
   model = models.resnet18(2, width=8, dtype=jnp.float32, rngs=nnx.Rngs(0))
   x = jax.random.normal(jax.random.key(1), (1, 32, 32, 3))
   kernel = model.conv1.kernel[...]
-  expected = jax.lax.conv_general_dilated(x, kernel, (2, 2), ((3, 3), (3, 3)),
-                                          dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  expected = jax.lax.conv_general_dilated(
+    x, kernel, (2, 2), ((3, 3), (3, 3)), dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+  )
   np.testing.assert_allclose(model.conv1(x), expected, atol=1e-5)
 
 
@@ -55,9 +67,14 @@ def test_bf16_policy_through_the_library_train_step():
   before = np.asarray(model.bn1.mean[...])
   graphdef, state = nnx.split((model, optimizer))
   mesh = sharding.make_mesh()
-  batch = sharding.shard_batch({'image': np.random.default_rng(0).integers(0, 255, (16, 36, 36, 3), np.uint8),
-                                'size': np.full((16, 2), 36, np.int32), 'label': np.arange(16, dtype=np.int32) % 2},
-                               mesh)
+  batch = sharding.shard_batch(
+    {
+      'image': np.random.default_rng(0).integers(0, 255, (16, 36, 36, 3), np.uint8),
+      'size': np.full((16, 2), 36, np.int32),
+      'label': np.arange(16, dtype=np.int32) % 2,
+    },
+    mesh,
+  )
   state, metrics = step_lib.TrainStep(graphdef, task.loss, mesh)(state, batch, jax.random.key(0), 0)
   assert np.isfinite(float(metrics['loss'])) and metrics['loss'].dtype == jnp.float32
   dtypes = {str(v.dtype) for _, v in nnx.to_flat_state(state) if hasattr(v, 'dtype')}

@@ -1,4 +1,5 @@
 """The notebooks run top to bottom (nbclient, a fresh kernel each) and are committed without outputs."""
+
 import os
 
 import pytest
@@ -14,21 +15,29 @@ def run(name, **env):
   with pytest.MonkeyPatch.context() as mp:  # The kernel inherits this process's environment.
     for key, value in env.items():
       mp.setenv(key, value)
-    nbclient.NotebookClient(notebook, timeout=600, kernel_name='python3',
-                            resources={'metadata': {'path': NOTEBOOKS}}).execute()
+    nbclient.NotebookClient(
+      notebook, timeout=600, kernel_name='python3', resources={'metadata': {'path': NOTEBOOKS}}
+    ).execute()
   return notebook
 
 
 def outputs(notebook, kind='image/png'):
-  return [o for cell in notebook.cells if cell.cell_type == 'code' for o in cell.get('outputs', [])
-          if kind in o.get('data', {})]
+  return [
+    o
+    for cell in notebook.cells
+    if cell.cell_type == 'code'
+    for o in cell.get('outputs', [])
+    if kind in o.get('data', {})
+  ]
 
 
 def test_committed_without_outputs():
   for name in sorted(os.listdir(NOTEBOOKS)):
     if name.endswith('.ipynb'):
       notebook = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
-      assert all(not c.get('outputs') and not c.get('execution_count') for c in notebook.cells if c.cell_type == 'code'), name
+      assert all(
+        not c.get('outputs') and not c.get('execution_count') for c in notebook.cells if c.cell_type == 'code'
+      ), name
 
 
 def test_classify_notebook(folder_run, tmp_path):

@@ -1,4 +1,5 @@
 """`tinycats prepare` runs TFDS's real oxford_iiit_pet builder; reading needs no TensorFlow."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -20,6 +21,7 @@ from tinycats.data import pets
 
 def test_constants_match_tfds(prepared_pets):
   import tensorflow_datasets as tfds
+
   features = tfds.builder(pets.NAME, data_dir=prepared_pets).info.features
   assert tuple(features['label'].names) == pets.BREEDS
   assert tuple(features['species'].names) == ('Cat', 'Dog') and pets.SPECIES == ('cat', 'other')
@@ -30,10 +32,10 @@ def test_prepare_writes_both_splits(prepared_pets, pets_archives):
   for split in ('train', 'test'):
     source = pets.read_split(prepared_pets, split)
     records = [source[i] for i in range(len(source))]
-    names = sorted(r['file_name'].decode()[:-len('.jpg')] for r in records)
+    names = sorted(r['file_name'].decode()[: -len('.jpg')] for r in records)
     assert names == sorted(fake[split])
     for record in records:
-      name = record['file_name'].decode()[:-len('.jpg')]
+      name = record['file_name'].decode()[: -len('.jpg')]
       assert record['label'] == fake['labels'][name]
       assert pets.SPECIES[record['species']] == fake['species'][name]
       assert record['image'].dtype == np.uint8 and record['image'].shape == fake['shapes'][name]
@@ -49,13 +51,15 @@ def test_corrupt_sample_repaired_by_tfds(prepared_pets, pets_archives):
   TFDS stores other images' bytes as given, so JPEG bytes here mean its TensorFlow repair ran.
   """
   import tensorflow_datasets as tfds
+
   _, fake = pets_archives
   assert fake['corrupt'] == ['Abyssinian_5']
   source = pets.read_split(prepared_pets, 'train')
   (image,) = [source[i]['image'] for i in range(len(source)) if source[i]['file_name'] == b'Abyssinian_5.jpg']
   assert image.shape == fake['shapes']['Abyssinian_5']
   raw = tfds.builder(pets.NAME, data_dir=prepared_pets).as_data_source(
-      split='train', decoders={'image': tfds.decode.SkipDecoding()})
+    split='train', decoders={'image': tfds.decode.SkipDecoding()}
+  )
   (encoded,) = [raw[i]['image'] for i in range(len(raw)) if raw[i]['file_name'] == b'Abyssinian_5.jpg']
   assert encoded[:3] == b'\xff\xd8\xff'
 
@@ -71,7 +75,7 @@ def test_prepare_leaves_only_the_dataset(prepared_pets):
 
 def test_reading_and_reprepare_need_no_tensorflow(prepared_pets):
   """Hides TensorFlow as if not installed: an already prepared dir and reading must work."""
-  code = textwrap.dedent(f'''
+  code = textwrap.dedent(f"""
       import importlib.machinery, json, sys
       class HideTensorflow(importlib.machinery.PathFinder):
         @classmethod
@@ -88,7 +92,7 @@ def test_reading_and_reprepare_need_no_tensorflow(prepared_pets):
       record = source[0]
       assert record['image'].ndim == 3, record['image'].shape
       print(json.dumps({{'counts': counts, 'n': len(source), 'tf': 'tensorflow' in sys.modules}}))
-  ''')
+  """)
   result = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr[-4000:]
   out = json.loads(result.stdout.strip().splitlines()[-1])
@@ -143,7 +147,9 @@ def test_missing_archive_is_named(tmp_path):
 
 def test_missing_tensorflow_says_how_to_install(pets_archives, tmp_path, monkeypatch):
   find_spec = importlib.util.find_spec
-  monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'tensorflow' else find_spec(name, *a))
+  monkeypatch.setattr(
+    importlib.util, 'find_spec', lambda name, *a: None if name == 'tensorflow' else find_spec(name, *a)
+  )
   with pytest.raises(pets.PrepareError, match=r"pip install 'tinycats\[prepare\]'"):
     pets.prepare(str(tmp_path / 'tfds'), archives=pets_archives[0], verify=False)
 

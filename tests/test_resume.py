@@ -1,4 +1,5 @@
 """A run killed mid-way and started again ends where an uninterrupted run ends; divergence keeps the good checkpoint."""
+
 import json
 import os
 import signal
@@ -19,9 +20,22 @@ from tinycats.train.tasks import TASKS
 
 
 def _launch_command(image_folder, workdir):
-  return [sys.executable, '-m', 'launch.modal_train', '--config', 'configs/cats.py:smoke', '--local',
-          '--workdir', workdir, *TINY, '--config.data.source=folder', f'--config.data.folder={image_folder}',
-          '--config.train.epochs=3', '--config.train.eval_every=3', '--config.train.keep_checkpoints=1']
+  return [
+    sys.executable,
+    '-m',
+    'launch.modal_train',
+    '--config',
+    'configs/cats.py:smoke',
+    '--local',
+    '--workdir',
+    workdir,
+    *TINY,
+    '--config.data.source=folder',
+    f'--config.data.folder={image_folder}',
+    '--config.train.epochs=3',
+    '--config.train.eval_every=3',
+    '--config.train.keep_checkpoints=1',
+  ]
 
 
 def _final_model_state(workdir, image_folder):
@@ -40,11 +54,13 @@ def _committed_steps(workdir):
 def test_killed_run_resumes_to_the_uninterrupted_result(image_folder, tmp_path):
   env = dict(os.environ)
   straight, interrupted = str(tmp_path / 'straight'), str(tmp_path / 'interrupted')
-  subprocess.run(_launch_command(image_folder, straight), cwd=REPO, env=env, check=True, capture_output=True,
-                 timeout=300)
+  subprocess.run(
+    _launch_command(image_folder, straight), cwd=REPO, env=env, check=True, capture_output=True, timeout=300
+  )
 
-  process = subprocess.Popen(_launch_command(image_folder, interrupted), cwd=REPO, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  process = subprocess.Popen(
+    _launch_command(image_folder, interrupted), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+  )
   deadline = time.time() + 240
   while time.time() < deadline and process.poll() is None and len(_committed_steps(interrupted)) < 2:
     time.sleep(0.05)
@@ -55,8 +71,9 @@ def test_killed_run_resumes_to_the_uninterrupted_result(image_folder, tmp_path):
   total_steps = 3 * (160 // 16)
   assert killed_at and killed_at[-1] < total_steps
 
-  result = subprocess.run(_launch_command(image_folder, interrupted), cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+  result = subprocess.run(
+    _launch_command(image_folder, interrupted), cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'resuming from step' in result.stderr
 
@@ -95,18 +112,21 @@ def _scripted_validation(monkeypatch, scores):
   """Validation whose balanced accuracy is `scores` in turn (and plain accuracy the opposite): the loop's
   stopping and best-step logic under test."""
   from tinycats.train.tasks.classifier import ClassifierTask
+
   calls = iter(scores)
 
   def validate(self, *args):
     score = next(calls)
     return {'val_accuracy': 1.0 - score, 'val_balanced_accuracy': score, 'val_loss': 0.0}
+
   monkeypatch.setattr(ClassifierTask, 'validate', validate)
 
 
 def test_early_stop_and_a_restart_that_respects_it(image_folder, tmp_path, monkeypatch):
   _scripted_validation(monkeypatch, [0.5, 0.7, 0.6, 0.7, 0.9, 1.0])
-  config = tiny_config('--config.data.source=folder', f'--config.data.folder={image_folder}',
-                       '--config.train.patience=2')
+  config = tiny_config(
+    '--config.data.source=folder', f'--config.data.folder={image_folder}', '--config.train.patience=2'
+  )
   summary = loop.train_and_evaluate(config, str(tmp_path))
   # 0.7 at step 20 is not beaten by 0.6 (step 30) nor equalled-only by 0.7 (step 40): patience 2 runs out.
   assert summary['stopped_early'] and summary['steps'] == 40 and summary['total_steps'] == 60
@@ -125,8 +145,12 @@ def test_of_equal_scores_orbax_keeps_and_restores_the_later_step(tmp_path):
   """The rule the loop's own best_step follows (loop.py), checked against Orbax itself."""
   ckpts = Checkpoints(str(tmp_path / 'checkpoints'), keep=1)
   for step, score in ((1, 0.5), (2, 0.8), (3, 0.8), (4, 0.6)):
-    ckpts.save(step, {'model': {'w': np.full(2, step, np.float32)}}, {'step': step},
-               metrics={'val_balanced_accuracy': score, 'val_accuracy': 1.0 - score, 'val_loss': 0.0})
+    ckpts.save(
+      step,
+      {'model': {'w': np.full(2, step, np.float32)}},
+      {'step': step},
+      metrics={'val_balanced_accuracy': score, 'val_accuracy': 1.0 - score, 'val_loss': 0.0},
+    )
   ckpts.save(5, {'model': {'w': np.zeros(2, np.float32)}}, {'step': 5}, metrics={'val_accuracy': 1.0})
   ckpts.wait()
   assert ckpts.best_step() == 3  # Not 2 (an equal, earlier score), nor 5 (saved without the metric).
@@ -144,17 +168,25 @@ def test_resuming_with_other_settings_is_refused(image_folder, tmp_path):
   assert (tmp_path / 'config.json').read_text() == saved
   # More epochs, another patience or where batches are gathered may change: the run goes on from step 10,
   # now fed from the host (the first part gathered its batches on the device).
-  summary = loop.train_and_evaluate(tiny_config(*folder, '--config.train.epochs=2', '--config.train.patience=5',
-                                                '--config.data.device_cache_gb=0'), str(tmp_path))
+  summary = loop.train_and_evaluate(
+    tiny_config(*folder, '--config.train.epochs=2', '--config.train.patience=5', '--config.data.device_cache_gb=0'),
+    str(tmp_path),
+  )
   assert summary['steps'] == 20
 
 
 def test_resuming_on_a_folder_that_gained_images_is_refused(tmp_path):
   import fake_pets
+
   root = tmp_path / 'images'
   fake_pets.make_image_folder(str(root), per_class=20, size=16)
-  config = tiny_config('--config.data.source=folder', f'--config.data.folder={root}', '--config.train.epochs=1',
-                       '--config.train.batch_size=8', '--config.data.val_min_per_class=0')
+  config = tiny_config(
+    '--config.data.source=folder',
+    f'--config.data.folder={root}',
+    '--config.train.epochs=1',
+    '--config.train.batch_size=8',
+    '--config.data.val_min_per_class=0',
+  )
   loop.train_and_evaluate(config, str(tmp_path / 'run'))
   rng = np.random.default_rng(1)
   for i in range(10):

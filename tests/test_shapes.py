@@ -1,4 +1,5 @@
 """The shape-only data: its labels are carried by shape, never by colour, size or framing."""
+
 import os
 
 import numpy as np
@@ -24,12 +25,16 @@ def _features(names, per_class, style, seed=0, tint=None):
   return x[:half], y[:half], x[half:], y[half:]
 
 
-@pytest.mark.parametrize('names, style, ceiling', [
+@pytest.mark.parametrize(
+  'names, style, ceiling',
+  [
     (shapes.SHAPES, shapes.HARD, 0.2),  # Chance 0.1; 200 test pictures.
     (shapes.SHAPES, shapes.EASY, 0.2),
     (shapes.SHAPES, shapes.FLAT, 0.2),
+    (shapes.SHAPES, shapes.CENTRED, 0.2),
     (shapes.PETS, shapes.HARD, 0.64),  # Chance 0.5; 120 test pictures.
-])
+  ],
+)
 def test_colour_statistics_do_not_tell_the_classes_apart(names, style, ceiling):
   accuracy = shapes.colour_probe_accuracy(*_features(names, 40 if len(names) > 2 else 120, style))
   assert accuracy <= ceiling
@@ -46,9 +51,27 @@ def test_pictures_vary_in_size_and_aspect_and_repeat_with_the_seed():
   aspects = np.asarray([w / h for h, w, _ in sizes])
   assert all(len(s) == 3 and s[2] == 3 for s in sizes)
   assert np.mean((aspects < 0.9) | (aspects > 1.1)) > 0.5  # Most are not square.
-  np.testing.assert_array_equal(shapes.render(np.random.default_rng(3), 'heart'),
-                                shapes.render(np.random.default_rng(3), 'heart'))
+  np.testing.assert_array_equal(
+    shapes.render(np.random.default_rng(3), 'heart'), shapes.render(np.random.default_rng(3), 'heart')
+  )
   assert shapes.render(np.random.default_rng(0), 'cat', size=(30, 50)).shape == (30, 50, 3)
+
+
+def test_spread_bounds_how_far_from_the_centre_the_object_sits():
+  """spread=1 puts the object anywhere it fits; spread=0 at the centre; the same draws either way."""
+
+  def offsets(spread):
+    style = shapes.dataclasses.replace(shapes.FLAT, spread=spread, rotation=0.0)
+    out = []
+    for i in range(30):
+      mask = shapes._mask(np.random.default_rng(i), 'square', 48, 48, style)
+      ys, xs = np.nonzero(mask > 0.5)
+      out.append(max(abs(xs.mean() - 23.5), abs(ys.mean() - 23.5)))
+    return np.asarray(out)
+
+  assert offsets(0.0).max() < 1.0
+  assert offsets(1.0).max() > 6.0
+  assert offsets(0.5).max() < offsets(1.0).max()
 
 
 def test_the_object_covers_the_same_share_of_the_picture_in_every_class():

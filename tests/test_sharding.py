@@ -1,5 +1,6 @@
 """The data-parallel step on 2 (forced) host devices computes what the 1-device step computes,
 with batches gathered on the host or from the split kept on the devices."""
+
 import json
 import os
 import subprocess
@@ -8,7 +9,7 @@ import textwrap
 
 from conftest import REPO
 
-SCRIPT = textwrap.dedent('''
+SCRIPT = textwrap.dedent("""
   import json, sys
   sys.path.insert(0, 'tests')
   import jax, numpy as np
@@ -51,22 +52,23 @@ SCRIPT = textwrap.dedent('''
   print(json.dumps({'losses_1': losses_1, 'losses_2': losses_2, 'losses_resident': losses_r,
                     'worst_param_diff': worst(leaves_1, leaves_2), 'resident_param_diff': worst(leaves_2, leaves_r),
                     'replicated': replicated}))
-''')
+""")
 
-LOOP_SCRIPT = textwrap.dedent('''
+LOOP_SCRIPT = textwrap.dedent("""
   import json, sys
   sys.path.insert(0, 'tests')
   from conftest import tiny_config
   from tinycats.train import loop
   config = tiny_config('--config.data.source=folder', '--config.data.folder=' + sys.argv[1], '--config.train.epochs=1')
   print(json.dumps(loop.train_and_evaluate(config, sys.argv[2])))
-''')
+""")
 
 
 def _run(script, *args):
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
-  result = subprocess.run([sys.executable, '-c', script, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
+  result = subprocess.run(
+    [sys.executable, '-c', script, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+  )
   assert result.returncode == 0, result.stderr[-4000:]
   return json.loads(result.stdout.strip().splitlines()[-1])
 

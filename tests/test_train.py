@@ -1,4 +1,5 @@
 """End to end: the smoke recipe (tiny model) trains, checkpoints, evaluates and predicts."""
+
 import json
 import os
 
@@ -42,7 +43,9 @@ def test_folder_run_learns_and_leaves_its_files(folder_run):
 def test_evaluate_command_rewrites_eval_json(folder_run):
   workdir, _ = folder_run
   report = evaluate.evaluate(workdir, split='val')
-  assert report['split'] == 'val' and report['num_examples'] + report['skipped_images'] == 40  # Wherever the corrupt file is.
+  assert (
+    report['split'] == 'val' and report['num_examples'] + report['skipped_images'] == 40
+  )  # Wherever the corrupt file is.
   assert json.load(open(os.path.join(workdir, 'eval.json')))['split'] == 'val'
   with pytest.raises(ValueError, match='unknown split'):
     evaluate.evaluate(workdir, split='dev')
@@ -69,17 +72,23 @@ def test_balanced_accuracy_and_recall_by_hand():
 def test_a_model_that_answers_one_class_is_reported(folder_run, tmp_path, monkeypatch, capsys):
   import shutil
   from tinycats.train.tasks import classifier as classifier_task
+
   workdir = str(tmp_path / 'run')
   shutil.copytree(folder_run[0], workdir)  # Its eval.json stays the shared run's.
-  monkeypatch.setattr(classifier_task, 'predict_logits',
-                      lambda config, graphdef, state, images, *args, **kwargs: np.tile([0.0, 1.0], (len(images), 1)))
+  monkeypatch.setattr(
+    classifier_task,
+    'predict_logits',
+    lambda config, graphdef, state, images, *args, **kwargs: np.tile([0.0, 1.0], (len(images), 1)),
+  )
   report = evaluate.evaluate(workdir, split='val')
   n = report['num_examples']
   assert report['degenerate'] == f'predicts only "other" for all {n} images' and report['balanced_accuracy'] == 0.5
   assert json.load(open(os.path.join(workdir, 'eval.json')))['degenerate'] == report['degenerate']
   warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith('warning:')]
-  assert warnings == [f'warning: the checkpoint at step {report["step"]} of {workdir} predicts only "other" for all '
-                      f'{n} images of the val split']
+  assert warnings == [
+    f'warning: the checkpoint at step {report["step"]} of {workdir} predicts only "other" for all '
+    f'{n} images of the val split'
+  ]
 
 
 def test_classifier_predicts_any_size(folder_run, image_folder):
@@ -88,6 +97,7 @@ def test_classifier_predicts_any_size(folder_run, image_folder):
   assert clf.classes == ['cat', 'other']
   rng = np.random.default_rng(1)
   import fake_pets
+
   cats = [fake_pets.pet_image(rng, True, (60, 90), shapes.EASY) for _ in range(20)]  # Not the training sizes.
   dogs = [fake_pets.pet_image(rng, False, (110, 70), shapes.EASY) for _ in range(20)]
   probs = clf.predict(cats + dogs)
@@ -101,6 +111,7 @@ def test_classifier_predicts_any_size(folder_run, image_folder):
 
 def test_predict_command_reports_bad_files_and_continues(folder_run, image_folder, tmp_path):
   from conftest import run_tinycats
+
   workdir, _ = folder_run
   empty = tmp_path / 'empty.jpg'
   empty.write_bytes(b'')
@@ -125,15 +136,23 @@ def test_restoring_into_another_shape_names_the_leaf(folder_run):
 
 def test_checkpoints_store_float32_model_and_optimizer(folder_run):
   import orbax.checkpoint as ocp
+
   workdir, summary = folder_run
-  manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'), item_handlers={
-      'model': ocp.StandardCheckpointHandler(), 'optimizer': ocp.StandardCheckpointHandler(),
-      'meta': ocp.JsonCheckpointHandler()})
+  manager = ocp.CheckpointManager(
+    os.path.join(workdir, 'checkpoints'),
+    item_handlers={
+      'model': ocp.StandardCheckpointHandler(),
+      'optimizer': ocp.StandardCheckpointHandler(),
+      'meta': ocp.JsonCheckpointHandler(),
+    },
+  )
   step = manager.latest_step()
   metadata = manager.item_metadata(step)
   model_dtypes = {str(leaf.dtype) for leaf in jax.tree.leaves(metadata['model'])}
   assert model_dtypes == {'float32'}
-  optimizer_floats = {str(leaf.dtype) for leaf in jax.tree.leaves(metadata['optimizer']) if 'int' not in str(leaf.dtype)}
+  optimizer_floats = {
+    str(leaf.dtype) for leaf in jax.tree.leaves(metadata['optimizer']) if 'int' not in str(leaf.dtype)
+  }
   assert optimizer_floats == {'float32'}  # Adam moments; the step counters are integers.
   meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
   assert meta['step'] == step and meta['data']['batch_in_epoch'] == 0 and len(meta['rng']) == 2
@@ -145,21 +164,25 @@ def test_tfds_source_trains_on_prepared_pets(prepared_pets, pets_archives, tmp_p
   """The TFDS path end to end: data prepared by `tinycats prepare`, read with tfds.data_source.
 
   Whether a network learns the ears is `folder_run`'s test; here, that the labels arrive intact."""
-  config = tiny_config(f'--config.data.data_dir={prepared_pets}', '--config.data.val_fraction=0.2',
-                       '--config.train.batch_size=8')
+  config = tiny_config(
+    f'--config.data.data_dir={prepared_pets}', '--config.data.val_fraction=0.2', '--config.train.batch_size=8'
+  )
   summary = loop.train_and_evaluate(config, str(tmp_path))
   report = json.load(open(tmp_path / 'eval.json'))
   assert report['classes'] == ['cat', 'other']
   assert report['num_examples'] == 37  # The whole TFDS test split of the fake archives.
   assert summary['steps'] == 6 * (148 // 8)  # 185 fake train images, 20% held out for validation.
   species = pets_archives[1]['species_counts']['test']  # What the archives hold: 12 cats, 25 dogs.
-  assert {name: c['support'] for name, c in report['per_class'].items()} == {'cat': species['cat'],
-                                                                             'other': species['other']}
+  assert {name: c['support'] for name, c in report['per_class'].items()} == {
+    'cat': species['cat'],
+    'other': species['other'],
+  }
   assert np.sum(report['confusion_matrix']) == 37 and 0 <= report['balanced_accuracy'] <= 1
 
 
 def test_tfds_validation_is_stratified_with_a_floor(prepared_pets):
   import tinycats.data
+
   config = tiny_config(f'--config.data.data_dir={prepared_pets}', '--config.data.val_fraction=0.1')
   data = tinycats.data.load(config, splits=('train', 'val'))
   # 60 fake cats and 125 dogs: 10% of the dogs (12), and of the cats the floor of 10, more than 10% (6).
@@ -169,6 +192,7 @@ def test_tfds_validation_is_stratified_with_a_floor(prepared_pets):
 
 def test_breed_labels(prepared_pets):
   import tinycats.data
+
   config = tiny_config(f'--config.data.data_dir={prepared_pets}', '--config.data.labels=breed')
   data = tinycats.data.load(config, splits=('test',))
   assert len(data.classes) == 37 and data.classes[0] == 'Abyssinian'

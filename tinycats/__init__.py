@@ -1,12 +1,13 @@
 """tinycats: a ResNet classifier and a flow-matching DiT for Oxford-IIIT Pet, in JAX/Flax.
 
-    from tinycats import Classifier, Generator, load_config, train_and_evaluate, export_onnx
-    config = load_config('configs/cats.py:smoke', ['--config.train.epochs=1'])
-    train_and_evaluate(config, 'workdirs/smoke')
-    clf = Classifier.load('workdirs/smoke')            # or an export folder, or a Hub repo id
-    images = Generator.load('workdirs/dit').sample(['Bengal', 'other'], steps=50, cfg=1.5, seed=0)
-    export_onnx('workdirs/smoke', 'site/models', int8=True)
+from tinycats import Classifier, Generator, load_config, train_and_evaluate, export_onnx
+config = load_config('configs/cats.py:smoke', ['--config.train.epochs=1'])
+train_and_evaluate(config, 'workdirs/smoke')
+clf = Classifier.load('workdirs/smoke')            # or an export folder, or a Hub repo id
+images = Generator.load('workdirs/dit').sample(['Bengal', 'other'], steps=50, cfg=1.5, seed=0)
+export_onnx('workdirs/smoke', 'site/models', int8=True)
 """
+
 from tinycats import models
 from tinycats.classifier import Classifier
 from tinycats.config import load as load_config

@@ -12,6 +12,7 @@ each waited for, and the median and spread reported. FLOPs come from XLA's cost 
 compiled step; with a peak (a datasheet table for common GPUs, or `--peak-tflops`) they give the
 model-FLOP utilisation. Every result is one JSON line on stdout, also appended to `--results`.
 """
+
 from __future__ import annotations
 
 import collections
@@ -43,9 +44,14 @@ DTYPES = {'bf16': 'bfloat16', 'f32': 'float32'}
 # Dense peak TFLOP/s per chip from the vendors' datasheets (not measured here), matched against the
 # device kind in this order: bf16 tensor cores, and TF32 for f32 (XLA's default precision for float32
 # matmuls and convolutions on these GPUs). The H100 PCIe is slower than the SXM part that the H100 row is.
-PEAK_TFLOPS = {'H200': {'bf16': 989.0, 'f32': 495.0}, 'H100 PCIe': {'bf16': 756.0, 'f32': 378.0},
-               'H100': {'bf16': 989.0, 'f32': 495.0}, 'A100': {'bf16': 312.0, 'f32': 156.0},
-               'L40S': {'bf16': 362.0, 'f32': 183.0}, 'L4': {'bf16': 121.0, 'f32': 60.0}}
+PEAK_TFLOPS = {
+  'H200': {'bf16': 989.0, 'f32': 495.0},
+  'H100 PCIe': {'bf16': 756.0, 'f32': 378.0},
+  'H100': {'bf16': 989.0, 'f32': 495.0},
+  'A100': {'bf16': 312.0, 'f32': 156.0},
+  'L40S': {'bf16': 362.0, 'f32': 183.0},
+  'L4': {'bf16': 121.0, 'f32': 60.0},
+}
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -58,10 +64,14 @@ def bench_config(model: str, batch: int, image_size: int, dtype: str, overrides=
   spec = os.path.join(REPO, 'configs', 'dit.py' if model == 'dit' else 'cats.py')
   if not os.path.isfile(spec):
     raise UserError(f'{spec} not found: run `tinycats bench` from a checkout of the repository')
-  common = [f'--config.train.batch_size={batch}', f'--config.data.image_size={image_size}',
-            f'--config.model.dtype={DTYPES[dtype]}', f'--config.data.cache_size={_cache_size(spec, image_size)}']
+  common = [
+    f'--config.train.batch_size={batch}',
+    f'--config.data.image_size={image_size}',
+    f'--config.model.dtype={DTYPES[dtype]}',
+    f'--config.data.cache_size={_cache_size(spec, image_size)}',
+  ]
   if model != 'dit':
-    common += [f'--config.model.name={model}', "--config.model.pretrained="]
+    common += [f'--config.model.name={model}', '--config.model.pretrained=']
   config = config_lib.load(spec, common + list(overrides))
   config.data.classes = tuple(pets.LABEL_SETS[config.data.labels])
   return config
@@ -99,8 +109,12 @@ def peak_tflops(device, dtype: str, given: float | None) -> tuple[float | None, 
 def _timings(seconds: list[float]) -> dict:
   seconds = sorted(seconds)
   pick = lambda q: seconds[min(len(seconds) - 1, int(q * len(seconds)))]
-  return {'step_ms_median': 1e3 * statistics.median(seconds), 'step_ms_min': 1e3 * seconds[0],
-          'step_ms_p90': 1e3 * pick(0.9), 'step_ms_max': 1e3 * seconds[-1]}
+  return {
+    'step_ms_median': 1e3 * statistics.median(seconds),
+    'step_ms_min': 1e3 * seconds[0],
+    'step_ms_p90': 1e3 * pick(0.9),
+    'step_ms_max': 1e3 * seconds[-1],
+  }
 
 
 def _cpu_model() -> str:
@@ -113,9 +127,16 @@ def _cpu_model() -> str:
 
 def machine() -> dict:
   devices = jax.devices()
-  return {'backend': jax.default_backend(), 'device': devices[0].device_kind, 'device_count': len(devices),
-          'host': platform.node(), 'cpus': os.cpu_count(), 'cpu_model': _cpu_model(), 'jax': jax.__version__,
-          'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}
+  return {
+    'backend': jax.default_backend(),
+    'device': devices[0].device_kind,
+    'device_count': len(devices),
+    'host': platform.node(),
+    'cpus': os.cpu_count(),
+    'cpu_model': _cpu_model(),
+    'jax': jax.__version__,
+    'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+  }
 
 
 def _mesh(devices: int | None, batch: int, grad_accum: int = 1):
@@ -124,8 +145,10 @@ def _mesh(devices: int | None, batch: int, grad_accum: int = 1):
     raise UserError(f'--devices {devices}: only {len(available)} {jax.default_backend()} device(s) here')
   mesh = sharding.make_mesh(available[:devices] if devices else None)
   if not batch or batch % (mesh.size * grad_accum):
-    raise UserError(f'batch {batch} must be a positive multiple of the device count ({mesh.size}) times '
-                    f'train.grad_accum ({grad_accum})')
+    raise UserError(
+      f'batch {batch} must be a positive multiple of the device count ({mesh.size}) times '
+      f'train.grad_accum ({grad_accum})'
+    )
   return mesh
 
 
@@ -155,8 +178,11 @@ def op_profile(trace_dir: str, steps: int, top: int) -> list[dict]:
   with gzip.open(max(files, key=os.path.getmtime)) as f:
     trace = json.load(f)
   events = trace['traceEvents'] if isinstance(trace, dict) else trace
-  device_pids = {e['pid'] for e in events if e.get('ph') == 'M' and e.get('name') == 'process_name'
-                 and '/device:' in str(e.get('args', {}).get('name', ''))}
+  device_pids = {
+    e['pid']
+    for e in events
+    if e.get('ph') == 'M' and e.get('name') == 'process_name' and '/device:' in str(e.get('args', {}).get('name', ''))
+  }
   totals, counts = collections.Counter(), collections.Counter()
   for e in events:
     if e.get('ph') != 'X' or not e.get('dur'):
@@ -168,12 +194,23 @@ def op_profile(trace_dir: str, steps: int, top: int) -> list[dict]:
     totals[kind] += e['dur']
     counts[kind] += 1
   everything = sum(totals.values()) or 1
-  return [dict(op=kind, ms_per_step=micros / 1e3 / steps, share=micros / everything, calls_per_step=counts[kind] / steps)
-          for kind, micros in totals.most_common(top)]
+  return [
+    dict(op=kind, ms_per_step=micros / 1e3 / steps, share=micros / everything, calls_per_step=counts[kind] / steps)
+    for kind, micros in totals.most_common(top)
+  ]
 
 
-def train_step(model: str, batch: int, image_size: int, dtype: str = 'bf16', steps: int = 10,
-               devices: int | None = None, peak: float | None = None, overrides=(), profile: int = 0) -> dict:
+def train_step(
+  model: str,
+  batch: int,
+  image_size: int,
+  dtype: str = 'bf16',
+  steps: int = 10,
+  devices: int | None = None,
+  peak: float | None = None,
+  overrides=(),
+  profile: int = 0,
+) -> dict:
   """Times the library's jitted train step on a synthetic uint8 batch (compile apart).
 
   `profile` > 0 then traces 2 more steps with the JAX profiler and adds the top `profile` op kinds.
@@ -187,9 +224,11 @@ def train_step(model: str, batch: int, image_size: int, dtype: str = 'bf16', ste
   available = jax.devices()
   rng = np.random.default_rng(0)
   side = config.data.cache_size
-  host = {'image': rng.integers(0, 256, (batch, side, side, 3), dtype=np.uint8),
-          'size': np.tile(np.int32([side * 3 // 4, side]), (batch, 1)),  # 4:3 pictures, Oxford-IIIT Pet's commonest.
-          'label': rng.integers(0, len(config.data.classes), batch).astype(np.int32)}
+  host = {
+    'image': rng.integers(0, 256, (batch, side, side, 3), dtype=np.uint8),
+    'size': np.tile(np.int32([side * 3 // 4, side]), (batch, 1)),  # 4:3 pictures, Oxford-IIIT Pet's commonest.
+    'label': rng.integers(0, len(config.data.classes), batch).astype(np.int32),
+  }
   data = sharding.shard_batch(host, mesh)
   key = jax.random.key(0)
   start = time.perf_counter()
@@ -204,22 +243,42 @@ def train_step(model: str, batch: int, image_size: int, dtype: str = 'bf16', ste
     jax.block_until_ready(out)
     seconds.append(time.perf_counter() - start)
   loss = float(out['loss'])
-  result = dict(kind='train_step', framework='jax', model=model, batch=batch, image_size=image_size, dtype=dtype,
-                steps=steps, devices=mesh.size, parameters=params, compile_seconds=compile_seconds,
-                **_timings(seconds), last_loss=loss)
+  result = dict(
+    kind='train_step',
+    framework='jax',
+    model=model,
+    batch=batch,
+    image_size=image_size,
+    dtype=dtype,
+    steps=steps,
+    devices=mesh.size,
+    parameters=params,
+    compile_seconds=compile_seconds,
+    **_timings(seconds),
+    last_loss=loss,
+  )
   result['images_per_sec'] = batch / (result['step_ms_median'] / 1e3)
   stats = available[0].memory_stats() if hasattr(available[0], 'memory_stats') else None
   result['peak_memory_bytes'] = (stats or {}).get('peak_bytes_in_use')  # The process's peak so far.
   try:  # What XLA planned for this step on one device: arguments, outputs and temporaries.
     planned = compiled.memory_analysis()
-    result['step_memory_bytes'] = int(planned.argument_size_in_bytes + planned.output_size_in_bytes
-                                      + planned.temp_size_in_bytes - planned.alias_size_in_bytes)
+    result['step_memory_bytes'] = int(
+      planned.argument_size_in_bytes
+      + planned.output_size_in_bytes
+      + planned.temp_size_in_bytes
+      - planned.alias_size_in_bytes
+    )
   except Exception:  # pylint: disable=broad-except  # Not every backend has it.
     result['step_memory_bytes'] = None
   # With accumulation the step is a scan, whose body XLA's cost analysis counts once: no FLOP figures then.
   flops = _flops(compiled) if accum == 1 else None
-  result.update(flops_per_step_per_device=flops, achieved_tflops_per_device=None, peak_tflops_per_device=None,
-                peak_source=None, mfu=None)
+  result.update(
+    flops_per_step_per_device=flops,
+    achieved_tflops_per_device=None,
+    peak_tflops_per_device=None,
+    peak_source=None,
+    mfu=None,
+  )
   if flops:
     achieved = flops / (result['step_ms_median'] / 1e3)
     result['achieved_tflops_per_device'] = achieved / 1e12
@@ -258,8 +317,14 @@ def epoch(spec: str, overrides=(), devices: int | None = None) -> dict:
   _, update, state, _ = _build(config, mesh, steps, steps * max(1, config.train.epochs))
   key = jax.random.key(config.seed)
   start = time.perf_counter()  # The copy of a split that fits to the devices is part of the epoch.
-  feed = feed_lib.Feed(train, mesh, batch_size=batch, steps_per_epoch=steps, seed=config.seed,
-                       device_cache_gb=config.data.get('device_cache_gb', 0))  # As the loop does.
+  feed = feed_lib.Feed(
+    train,
+    mesh,
+    batch_size=batch,
+    steps_per_epoch=steps,
+    seed=config.seed,
+    device_cache_gb=config.data.get('device_cache_gb', 0),
+  )  # As the loop does.
   for i in range(steps):
     rows, resident = feed(i)
     state, out = update(state, rows, key, i, resident)
@@ -268,11 +333,25 @@ def epoch(spec: str, overrides=(), devices: int | None = None) -> dict:
       first = time.perf_counter() - start
   jax.block_until_ready(out)
   total = time.perf_counter() - start
-  return dict(kind='epoch', config=spec, overrides=list(overrides), images=steps * batch, steps=steps, batch=batch,
-              image_size=config.data.image_size, model=config.model.name, data_load_seconds=load_seconds,
-              epoch_seconds_with_compile=total, first_step_seconds=first, epoch_seconds_after_compile=total - first,
-              images_per_sec_after_compile=(steps - 1) * batch / (total - first), last_loss=float(out['loss']),
-              data_on_device=feed.resident is not None, devices=mesh.size, **machine())
+  return dict(
+    kind='epoch',
+    config=spec,
+    overrides=list(overrides),
+    images=steps * batch,
+    steps=steps,
+    batch=batch,
+    image_size=config.data.image_size,
+    model=config.model.name,
+    data_load_seconds=load_seconds,
+    epoch_seconds_with_compile=total,
+    first_step_seconds=first,
+    epoch_seconds_after_compile=total - first,
+    images_per_sec_after_compile=(steps - 1) * batch / (total - first),
+    last_loss=float(out['loss']),
+    data_on_device=feed.resident is not None,
+    devices=mesh.size,
+    **machine(),
+  )
 
 
 def kernel_shapes(batch: int) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -285,8 +364,10 @@ def kernel_shapes(batch: int) -> dict[str, tuple[str, tuple[int, ...]]]:
   dit = bench_config('dit', batch, 128, 'f32').model
   tokens = (128 // dit.patch_size) ** 2
   width = bench_config('resnet18', batch, 224, 'f32').model.width
-  return {'dit_mlp_matmul': ('matmul', (batch * tokens, dit.width, int(dit.width * dit.mlp_ratio))),
-          'resnet_conv3x3': ('conv', (batch, 224 // 4, width, width))}
+  return {
+    'dit_mlp_matmul': ('matmul', (batch * tokens, dit.width, int(dit.width * dit.mlp_ratio))),
+    'resnet_conv3x3': ('conv', (batch, 224 // 4, width, width)),
+  }
 
 
 def kernel_flops(op: str, shape: tuple[int, ...]) -> float:
@@ -334,16 +415,30 @@ def kernels(batch: int = 32, dtype: str = 'bf16', steps: int = 10) -> list[dict]
     else:
       b, side, cin, cout = shape
       args = (jnp.ones((b, side, side, cin), element), jnp.ones((3, 3, cin, cout), element))
-      fn = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME',
-                                                             dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
+      fn = jax.jit(
+        lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      )
     timing = queued_timings(lambda: fn(*args), jax.block_until_ready, steps)
-    rows.append(dict(kind='kernel', framework='jax', name=name, op=op, shape=list(shape), dtype=dtype, steps=steps,
-                     **timing, gflops_per_sec=kernel_flops(op, shape) / timing['step_ms_median'] / 1e6, **machine()))
+    rows.append(
+      dict(
+        kind='kernel',
+        framework='jax',
+        name=name,
+        op=op,
+        shape=list(shape),
+        dtype=dtype,
+        steps=steps,
+        **timing,
+        gflops_per_sec=kernel_flops(op, shape) / timing['step_ms_median'] / 1e6,
+        **machine(),
+      )
+    )
   return rows
 
 
-def pipeline(image_size: int = 224, images: int = 256, batch: int = 64, steps: int = 10,
-             source_size: tuple[int, int] = (500, 375)) -> list[dict]:
+def pipeline(
+  image_size: int = 224, images: int = 256, batch: int = 64, steps: int = 10, source_size: tuple[int, int] = (500, 375)
+) -> list[dict]:
   """The input pipeline alone: JPEG decode into the cache, and cached batches through on-device augmentation."""
   side = _cache_size(os.path.join(REPO, 'configs', 'cats.py'), image_size)
   rng = np.random.default_rng(0)
@@ -358,19 +453,31 @@ def pipeline(image_size: int = 224, images: int = 256, batch: int = 64, steps: i
       picture.save(paths[-1], quality=90)
     loaders = [lambda p=p: (cache.read_image_file(p), {'label': 0}) for p in paths]
     start = time.perf_counter()
-    cached = cache.build(os.path.join(tmp, 'cache'), [str(i) for i in range(images)], loaders,
-                         {'size': side, 'split': 'bench'})
+    cached = cache.build(
+      os.path.join(tmp, 'cache'), [str(i) for i in range(images)], loaders, {'size': side, 'split': 'bench'}
+    )
     decode_seconds = time.perf_counter() - start
-    out.append(dict(kind='pipeline', stage='jpeg_decode_to_cache', images=images, source_size=list(source_size),
-                    cache_size=side, seconds=decode_seconds, images_per_sec=images / decode_seconds, **machine()))
+    out.append(
+      dict(
+        kind='pipeline',
+        stage='jpeg_decode_to_cache',
+        images=images,
+        source_size=list(source_size),
+        cache_size=side,
+        seconds=decode_seconds,
+        images_per_sec=images / decode_seconds,
+        **machine(),
+      )
+    )
     canvases, sizes = np.array(cached.images), cached.sizes  # A copy: the memory-mapped file goes with the folder.
     del cached
   mesh = sharding.make_mesh()
   batch = min(batch, images) // mesh.size * mesh.size
   if not batch:
     raise UserError(f'--batch must be at least the device count ({mesh.size})')
-  augment_fn = lambda b, key: augment.train_transform(b['image'], b['size'], key, image_size=image_size,
-                                                      color_jitter=0.2)
+  augment_fn = lambda b, key: augment.train_transform(
+    b['image'], b['size'], key, image_size=image_size, color_jitter=0.2
+  )
   host_step = jax.jit(augment_fn)
   device_step = jax.jit(lambda split, rows, key: augment_fn(jax.tree.map(lambda field: field[rows], split), key))
   everywhere = sharding.replicated(mesh)  # What `feed.Feed` keeps on the devices:
@@ -388,15 +495,29 @@ def pipeline(image_size: int = 224, images: int = 256, batch: int = 64, steps: i
     rows = sharding.shard_batch({'index': np.sort(rng.permutation(images)[:batch]).astype(np.int32)}, mesh)['index']
     return device_step(resident, rows, jax.random.fold_in(key, i))
 
-  for stage, one in (('host_gather_and_transfer', transfer_only), ('cache_to_augmented_device_batch', from_host),
-                     ('device_cache_to_augmented_batch', on_device)):
+  for stage, one in (
+    ('host_gather_and_transfer', transfer_only),
+    ('cache_to_augmented_device_batch', from_host),
+    ('device_cache_to_augmented_batch', on_device),
+  ):
     jax.block_until_ready(one(0))  # Compile.
     start = time.perf_counter()
     for i in range(1, steps + 1):
       jax.block_until_ready(one(i))
     seconds = time.perf_counter() - start
-    out.append(dict(kind='pipeline', stage=stage, batch=batch, steps=steps, image_size=image_size, cache_size=side,
-                    seconds=seconds, images_per_sec=batch * steps / seconds, **machine()))
+    out.append(
+      dict(
+        kind='pipeline',
+        stage=stage,
+        batch=batch,
+        steps=steps,
+        image_size=image_size,
+        cache_size=side,
+        seconds=seconds,
+        images_per_sec=batch * steps / seconds,
+        **machine(),
+      )
+    )
   return out
 
 

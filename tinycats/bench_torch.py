@@ -9,6 +9,7 @@ the training size. Work the JAX step does and this one does not: the on-device c
 jitter, the ResNet's dropout, the DiT's EMA update; and AdamW here decays every parameter, where the
 library's optimizer leaves biases and normalisation scales out.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,8 +52,11 @@ def resnet(depth: int, num_classes: int, width: int = 64):
       super().__init__()
       self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
       self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
-      self.downsample = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-                         if stride != 1 or cin != cout else None)
+      self.downsample = (
+        nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        if stride != 1 or cin != cout
+        else None
+      )
 
     def forward(self, x):
       y = torch.relu(self.bn1(self.conv1(x)))
@@ -67,8 +71,11 @@ def resnet(depth: int, num_classes: int, width: int = 64):
       cin = width
       for i, blocks in enumerate(stages):
         cout = width * 2**i
-        setattr(self, f'layer{i + 1}', nn.Sequential(
-            *[BasicBlock(cin if b == 0 else cout, cout, 2 if i and not b else 1) for b in range(blocks)]))
+        setattr(
+          self,
+          f'layer{i + 1}',
+          nn.Sequential(*[BasicBlock(cin if b == 0 else cout, cout, 2 if i and not b else 1) for b in range(blocks)]),
+        )
         cin = cout
       self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
       self.fc = nn.Linear(cin, num_classes)
@@ -181,11 +188,25 @@ def train_step(model: str, batch: int, image_size: int, dtype: str, steps: int, 
     start = time.perf_counter()
     loss = step()
     seconds.append(time.perf_counter() - start)
-  return dict(kind='train_step', framework='torch', torch=torch.__version__, threads=torch.get_num_threads(),
-              backend=device.type, device=torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu',
-              cpu_model=_cpu_model(), model=model, batch=batch, image_size=image_size, dtype=dtype, steps=steps,
-              devices=1, parameters=sum(p.numel() for p in net.parameters()), **_timings(seconds),
-              images_per_sec=batch / statistics.median(seconds), last_loss=loss)
+  return dict(
+    kind='train_step',
+    framework='torch',
+    torch=torch.__version__,
+    threads=torch.get_num_threads(),
+    backend=device.type,
+    device=torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu',
+    cpu_model=_cpu_model(),
+    model=model,
+    batch=batch,
+    image_size=image_size,
+    dtype=dtype,
+    steps=steps,
+    devices=1,
+    parameters=sum(p.numel() for p in net.parameters()),
+    **_timings(seconds),
+    images_per_sec=batch / statistics.median(seconds),
+    last_loss=loss,
+  )
 
 
 def kernels(batch: int, dtype: str, steps: int, backend: str = 'cpu') -> list[dict]:
@@ -207,7 +228,21 @@ def kernels(batch: int, dtype: str, steps: int, backend: str = 'cpu') -> list[di
       launch = lambda x=x, w=w: torch.nn.functional.conv2d(x, w, padding=1)
     with torch.no_grad():
       timing = queued_timings(launch, wait, steps)
-    rows.append(dict(kind='kernel', framework='torch', torch=torch.__version__, threads=torch.get_num_threads(),
-                     backend=device.type, cpu_model=_cpu_model(), name=name, op=op, shape=list(shape), dtype=dtype,
-                     steps=steps, **timing, gflops_per_sec=kernel_flops(op, shape) / timing['step_ms_median'] / 1e6))
+    rows.append(
+      dict(
+        kind='kernel',
+        framework='torch',
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+        backend=device.type,
+        cpu_model=_cpu_model(),
+        name=name,
+        op=op,
+        shape=list(shape),
+        dtype=dtype,
+        steps=steps,
+        **timing,
+        gflops_per_sec=kernel_flops(op, shape) / timing['step_ms_median'] / 1e6,
+      )
+    )
   return rows

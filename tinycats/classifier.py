@@ -7,6 +7,7 @@ Images go through the same resize as the training cache (`cache.fit`: the whole 
 canvas) and the same eval transform as validation (the central `data.eval_crop` of the shorter
 side), read from the workdir's config.json.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,7 +22,6 @@ from tinycats.train.tasks.classifier import predict_arrays
 
 
 class Classifier:
-
   def __init__(self, config, graphdef, model_state, step: int, mesh=None):
     self.config = config
     self.classes = list(config.data.classes)
@@ -66,6 +66,7 @@ class Classifier:
     if images:
       probs = self.predict(images)
       for i, p in zip(readable, probs):
-        results[i].update(label=self.classes[int(p.argmax())],
-                          probs={name: round(float(v), 6) for name, v in zip(self.classes, p)})
+        results[i].update(
+          label=self.classes[int(p.argmax())], probs={name: round(float(v), 6) for name, v in zip(self.classes, p)}
+        )
     return results

@@ -3,6 +3,7 @@
 `tinycats train` trains here; `python -m launch.modal_train` trains on Modal (with `--local`, here, through
 the same `train` function). Exit codes: 0, 2 for a user error (one line with the way out), 1 for a bug.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,10 +41,14 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-  report = evaluate.evaluate(args.workdir, split=args.split, classifier=args.classifier,
-                             samples_per_class=args.samples_per_class, seed=args.seed)
-  shown = {k: v for k, v in report.items()
-           if k in ('split', 'step', 'num_examples', 'accuracy', 'balanced_accuracy', 'degenerate', 'flow_loss')}
+  report = evaluate.evaluate(
+    args.workdir, split=args.split, classifier=args.classifier, samples_per_class=args.samples_per_class, seed=args.seed
+  )
+  shown = {
+    k: v
+    for k, v in report.items()
+    if k in ('split', 'step', 'num_examples', 'accuracy', 'balanced_accuracy', 'degenerate', 'flow_loss')
+  }
   shown.update({k: v for k, v in report.get('samples', {}).items() if isinstance(v, float)})
   print(json.dumps(shown))
   return 0
@@ -52,10 +57,10 @@ def _evaluate(args) -> int:
 def _sample(args) -> int:
   generator = Generator.load(args.workdir)
   labels = args.label or list(range(len(generator.classes)))
-  grid = generator.sample_grid(labels, per_label=args.num, steps=args.steps, cfg=args.cfg, seed=args.seed,
-                               sampler=args.sampler)
-  names = [generator.classes[i] if i < len(generator.classes) else 'null'
-           for i in map(generator.label_index, labels)]
+  grid = generator.sample_grid(
+    labels, per_label=args.num, steps=args.steps, cfg=args.cfg, seed=args.seed, sampler=args.sampler
+  )
+  names = [generator.classes[i] if i < len(generator.classes) else 'null' for i in map(generator.label_index, labels)]
   written = []
   if args.out:
     metrics.save_grid(grid, args.out, names)
@@ -67,8 +72,17 @@ def _sample(args) -> int:
         path = os.path.join(args.out_dir, f'{row:02d}_{name}_{col:03d}.png')
         Image.fromarray(np.asarray(grid[row, col])).save(path)
         written.append(path)
-  print(json.dumps({'labels': names, 'num': args.num, 'seed': args.seed, 'step': generator.step,
-                    'files': written if len(written) <= 10 else written[:10] + [f'... {len(written)} files']}))
+  print(
+    json.dumps(
+      {
+        'labels': names,
+        'num': args.num,
+        'seed': args.seed,
+        'step': generator.step,
+        'files': written if len(written) <= 10 else written[:10] + [f'... {len(written)} files'],
+      }
+    )
+  )
   return 0
 
 
@@ -80,19 +94,30 @@ def _predict(args) -> int:
 
 
 def _export_onnx(args) -> int:
-  report = onnx_export.export_onnx(args.workdir, args.out_dir, int8=args.int8, kind=args.model,
-                                   tolerance=args.tolerance)
-  print(f'tinycats export: ONNX Runtime vs JAX max difference {report["max_difference"]:.3g} '
-        f'(tolerance {report["tolerance"]:g})', file=sys.stderr)
+  report = onnx_export.export_onnx(
+    args.workdir, args.out_dir, int8=args.int8, kind=args.model, tolerance=args.tolerance
+  )
+  print(
+    f'tinycats export: ONNX Runtime vs JAX max difference {report["max_difference"]:.3g} '
+    f'(tolerance {report["tolerance"]:g})',
+    file=sys.stderr,
+  )
   print(json.dumps(report))
   return 0
 
 
 def _export_hub(args) -> int:
-  result = hub.export_hub(args.workdir, args.repo_id, private=args.private, endpoint=args.endpoint,
-                          out_dir=args.out_dir, no_upload=args.no_upload, int8=args.int8, license_id=args.license)
-  print(f'tinycats export: ONNX Runtime vs JAX max difference {result["onnx"]["max_difference"]:.3g}',
-        file=sys.stderr)
+  result = hub.export_hub(
+    args.workdir,
+    args.repo_id,
+    private=args.private,
+    endpoint=args.endpoint,
+    out_dir=args.out_dir,
+    no_upload=args.no_upload,
+    int8=args.int8,
+    license_id=args.license,
+  )
+  print(f'tinycats export: ONNX Runtime vs JAX max difference {result["onnx"]["max_difference"]:.3g}', file=sys.stderr)
   print(json.dumps({k: v for k, v in result.items() if k != 'onnx'}))
   return 0
 
@@ -104,15 +129,32 @@ def _bench(args) -> int:
   if args.quality:
     if args.profile or args.baseline:
       raise UserError('--profile and --baseline are for the train step and kernels: drop them with --quality')
-    rows = quality.run(args.quality, workdir=args.workdir, per_class=args.per_class, classes=args.classes,
-                       picture_size=args.picture_size, overrides=args.set, sweep=args.sweep, judge=args.judge,
-                       judge_overrides=args.judge_set, samples_per_class=args.samples_per_class,
-                       emit=lambda row: bench.emit(row, results))
+    rows = quality.run(
+      args.quality,
+      workdir=args.workdir,
+      per_class=args.per_class,
+      classes=args.classes,
+      picture_size=args.picture_size,
+      overrides=args.set,
+      sweep=args.sweep,
+      judge=args.judge,
+      judge_overrides=args.judge_set,
+      samples_per_class=args.samples_per_class,
+      emit=lambda row: bench.emit(row, results),
+    )
     quality.print_table(rows)
     return 0
-  given = [flag for flag, value in (('--sweep', args.sweep), ('--judge', args.judge), ('--judge-set', args.judge_set),
-                                    ('--per-class', args.per_class), ('--picture-size', args.picture_size))
-           if value]
+  given = [
+    flag
+    for flag, value in (
+      ('--sweep', args.sweep),
+      ('--judge', args.judge),
+      ('--judge-set', args.judge_set),
+      ('--per-class', args.per_class),
+      ('--picture-size', args.picture_size),
+    )
+    if value
+  ]
   if given:
     raise UserError(f'{", ".join(given)}: only with --quality')
   if args.profile and (args.epoch or args.pipeline or args.kernels):
@@ -128,12 +170,22 @@ def _bench(args) -> int:
       if not ok:
         bench.emit({'kind': 'kernel', 'framework': 'torch', 'skipped': why}, results)
         return 0
-      for jax_row, torch_row in zip(rows, bench_torch.kernels(args.batch, args.dtype, args.steps,
-                                                              jax.default_backend()), strict=True):
+      for jax_row, torch_row in zip(
+        rows, bench_torch.kernels(args.batch, args.dtype, args.steps, jax.default_backend()), strict=True
+      ):
         bench.emit({**bench.machine(), **torch_row}, results)
-        bench.emit({**bench.machine(), 'kind': 'comparison', 'name': jax_row['name'], 'dtype': args.dtype,
-                    'jax_gflops_per_sec': jax_row['gflops_per_sec'], 'torch_gflops_per_sec': torch_row['gflops_per_sec'],
-                    'jax_over_torch': jax_row['gflops_per_sec'] / torch_row['gflops_per_sec']}, results)
+        bench.emit(
+          {
+            **bench.machine(),
+            'kind': 'comparison',
+            'name': jax_row['name'],
+            'dtype': args.dtype,
+            'jax_gflops_per_sec': jax_row['gflops_per_sec'],
+            'torch_gflops_per_sec': torch_row['gflops_per_sec'],
+            'jax_over_torch': jax_row['gflops_per_sec'] / torch_row['gflops_per_sec'],
+          },
+          results,
+        )
     return 0
   if args.epoch:
     bench.emit(bench.epoch(args.epoch, args.set, args.devices), results)
@@ -146,8 +198,17 @@ def _bench(args) -> int:
   overrides = args.set  # `a.b=value`, as config.apply_overrides takes them.
   if args.profile:  # Read when the backend starts: XLA:CPU then names each op in the trace.
     os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_cpu_enable_xprof_traceme=true').strip()
-  jax_row = bench.train_step(args.model, args.batch, size, args.dtype, args.steps, args.devices, args.peak_tflops,
-                             overrides, profile=args.profile)
+  jax_row = bench.train_step(
+    args.model,
+    args.batch,
+    size,
+    args.dtype,
+    args.steps,
+    args.devices,
+    args.peak_tflops,
+    overrides,
+    profile=args.profile,
+  )
   bench.emit(jax_row, results)
   if args.baseline == 'torch':
     ok, why = bench_torch.available(jax.default_backend(), jax_row['devices'])
@@ -155,13 +216,25 @@ def _bench(args) -> int:
       bench.emit({'kind': 'train_step', 'framework': 'torch', 'skipped': why}, results)
       return 0
     config = bench.bench_config(args.model, args.batch, size, args.dtype, overrides)
-    torch_row = {**bench.machine(), **bench_torch.train_step(args.model, args.batch, size, args.dtype, args.steps,
-                                                             config, jax.default_backend())}
+    torch_row = {
+      **bench.machine(),
+      **bench_torch.train_step(args.model, args.batch, size, args.dtype, args.steps, config, jax.default_backend()),
+    }
     bench.emit(torch_row, results)
-    bench.emit({**bench.machine(), 'kind': 'comparison', 'model': args.model, 'batch': args.batch, 'image_size': size,
-                'dtype': args.dtype, 'jax_images_per_sec': jax_row['images_per_sec'],
-                'torch_images_per_sec': torch_row['images_per_sec'],
-                'jax_over_torch': jax_row['images_per_sec'] / torch_row['images_per_sec']}, results)
+    bench.emit(
+      {
+        **bench.machine(),
+        'kind': 'comparison',
+        'model': args.model,
+        'batch': args.batch,
+        'image_size': size,
+        'dtype': args.dtype,
+        'jax_images_per_sec': jax_row['images_per_sec'],
+        'torch_images_per_sec': torch_row['images_per_sec'],
+        'jax_over_torch': jax_row['images_per_sec'] / torch_row['images_per_sec'],
+      },
+      results,
+    )
   return 0
 
 
@@ -169,15 +242,25 @@ def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog='tinycats', description=__doc__)
   sub = parser.add_subparsers(dest='command', required=True)
 
-  p = sub.add_parser('prepare', help='prepare TFDS oxford_iiit_pet (offline from the official archives with --archives)')
+  p = sub.add_parser(
+    'prepare', help='prepare TFDS oxford_iiit_pet (offline from the official archives with --archives)'
+  )
   p.add_argument('--data-dir', required=True, help='TFDS data dir to write (pass the same as --config.data.data_dir)')
-  p.add_argument('--archives', default=None,
-                 help='folder holding images.tar.gz and annotations.tar.gz; without it TFDS downloads them')
-  p.add_argument('--no-verify', action='store_true', help="accept archives whose SHA-256 differs from TFDS's registered one")
+  p.add_argument(
+    '--archives',
+    default=None,
+    help='folder holding images.tar.gz and annotations.tar.gz; without it TFDS downloads them',
+  )
+  p.add_argument(
+    '--no-verify', action='store_true', help="accept archives whose SHA-256 differs from TFDS's registered one"
+  )
   p.set_defaults(fn=_prepare)
 
-  p = sub.add_parser('train', help='train (or resume) a config in a workdir on this machine; the summary as JSON',
-                     description='Also takes --config.FIELD=VALUE (or --config.FIELD VALUE) for any field of the config.')
+  p = sub.add_parser(
+    'train',
+    help='train (or resume) a config in a workdir on this machine; the summary as JSON',
+    description='Also takes --config.FIELD=VALUE (or --config.FIELD VALUE) for any field of the config.',
+  )
   p.add_argument('--config', required=True, help='config file, optionally with an argument: configs/cats.py:smoke')
   p.add_argument('--workdir', required=True, help='the run folder; a workdir with checkpoints resumes')
   p.set_defaults(fn=_train)
@@ -185,8 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
   p = sub.add_parser('evaluate', help="evaluate a workdir's best checkpoint: writes eval.json and confusion.png")
   p.add_argument('--workdir', required=True)
   p.add_argument('--split', default='test', choices=('train', 'val', 'test'))
-  p.add_argument('--classifier', default=None,
-                 help='generators: a trained classifier workdir that judges the samples (accuracy, Fréchet distance)')
+  p.add_argument(
+    '--classifier',
+    default=None,
+    help='generators: a trained classifier workdir that judges the samples (accuracy, Fréchet distance)',
+  )
   p.add_argument('--samples-per-class', type=int, default=16, help='generators: samples of each class to judge')
   p.add_argument('--seed', type=int, default=0, help="generators: the samples' noise seed")
   p.set_defaults(fn=_evaluate)
@@ -198,8 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
 
   p = sub.add_parser('sample', help='generate images with a trained generator workdir (its EMA weights)')
   p.add_argument('--workdir', required=True)
-  p.add_argument('--label', action='append', default=None,
-                 help='class name or index (repeat for several; the null index samples unconditionally); default: every class')
+  p.add_argument(
+    '--label',
+    action='append',
+    default=None,
+    help='class name or index (repeat for several; the null index samples unconditionally); default: every class',
+  )
   p.add_argument('--num', type=int, default=8, help='images per label')
   p.add_argument('--steps', type=int, default=None, help="ODE steps (default: the run's sample.steps)")
   p.add_argument('--cfg', type=float, default=None, help="guidance scale, 1 = none (default: the run's sample.cfg)")
@@ -215,8 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
   e.add_argument('--workdir', required=True)
   e.add_argument('--out-dir', required=True)
   e.add_argument('--int8', action='store_true', help='also an int8 dynamically quantised model, with its report')
-  e.add_argument('--model', choices=('classifier', 'generator'), default=None,
-                 help='refuse the workdir unless it holds this kind of model (default: whatever it holds)')
+  e.add_argument(
+    '--model',
+    choices=('classifier', 'generator'),
+    default=None,
+    help='refuse the workdir unless it holds this kind of model (default: whatever it holds)',
+  )
   e.add_argument('--tolerance', type=float, default=1e-4, help='largest allowed |ONNX - JAX| (default 1e-4)')
   e.set_defaults(fn=_export_onnx)
   e = kinds.add_parser('hub', help='a model repository: safetensors, config.json, ONNX, models.json, model card')
@@ -230,8 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
   e.add_argument('--license', default='cc-by-sa-4.0', help="the card's licence (default: Oxford-IIIT Pet's)")
   e.set_defaults(fn=_export_hub)
 
-  p = sub.add_parser('bench', help='time the train step (optionally beside plain PyTorch) or the input pipeline, '
-                                    "or train the recipes on shape data (--quality)")
+  p = sub.add_parser(
+    'bench',
+    help='time the train step (optionally beside plain PyTorch) or the input pipeline, '
+    'or train the recipes on shape data (--quality)',
+  )
   p.add_argument('--model', choices=('resnet18', 'resnet34', 'dit'), default='resnet18')
   p.add_argument('--batch', type=int, default=32)
   p.add_argument('--image-size', type=int, default=None, help='default 224 (ResNets), 128 (DiT)')
@@ -241,34 +338,80 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--peak-tflops', type=float, default=None, help="the device's peak, for the FLOP utilisation")
   p.add_argument('--baseline', choices=('torch',), default=None, help='also time the same step in plain PyTorch')
   p.add_argument('--pipeline', action='store_true', help='time the input pipeline instead of the train step')
-  p.add_argument('--profile', type=int, default=0, metavar='N',
-                 help='also trace 2 train steps with the JAX profiler and report the N op kinds that take longest')
-  p.add_argument('--kernels', action='store_true',
-                 help="time the models' main matmul and convolution alone (GFLOP/s), with --baseline torch beside them")
-  p.add_argument('--epoch', default=None, metavar='CONFIG',
-                 help='time one full training epoch of this config on its data, e.g. configs/cats.py:smoke')
-  p.add_argument('--quality', choices=('classifier', 'small', 'generator', 'all'), default=None,
-                 help='train the smoke recipes from scratch on shape-labelled pictures and report accuracy '
-                      '(generator: judged by a trained classifier) with times')
-  p.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
-                 help='a config override, e.g. model.width=8 (repeatable; with --quality, given to each '
-                      'recipe that has the field)')
-  p.add_argument('--sweep', nargs='+', default=[], metavar='FIELD=V1,V2',
-                 help='--quality: one run per point of this grid, e.g. --sweep learning_rate=1e-3,3e-3 epochs=3,6 '
-                      '(a name without a dot is a train field)')
-  p.add_argument('--per-class', type=int, default=None,
-                 help='--quality: pictures written per class (default: classifier 150, small 160, generator 200)')
+  p.add_argument(
+    '--profile',
+    type=int,
+    default=0,
+    metavar='N',
+    help='also trace 2 train steps with the JAX profiler and report the N op kinds that take longest',
+  )
+  p.add_argument(
+    '--kernels',
+    action='store_true',
+    help="time the models' main matmul and convolution alone (GFLOP/s), with --baseline torch beside them",
+  )
+  p.add_argument(
+    '--epoch',
+    default=None,
+    metavar='CONFIG',
+    help='time one full training epoch of this config on its data, e.g. configs/cats.py:smoke',
+  )
+  p.add_argument(
+    '--quality',
+    choices=('classifier', 'small', 'generator', 'all'),
+    default=None,
+    help='train the smoke recipes from scratch on shape-labelled pictures and report accuracy '
+    '(generator: judged by a trained classifier) with times',
+  )
+  p.add_argument(
+    '--set',
+    action='append',
+    default=[],
+    metavar='FIELD=VALUE',
+    help='a config override, e.g. model.width=8 (repeatable; with --quality, given to each recipe that has the field)',
+  )
+  p.add_argument(
+    '--sweep',
+    nargs='+',
+    default=[],
+    metavar='FIELD=V1,V2',
+    help='--quality: one run per point of this grid, e.g. --sweep learning_rate=1e-3,3e-3 epochs=3,6 '
+    '(a name without a dot is a train field)',
+  )
+  p.add_argument(
+    '--per-class',
+    type=int,
+    default=None,
+    help='--quality: pictures written per class (default: classifier 150, small 160, generator 200)',
+  )
   p.add_argument('--classes', type=int, default=10, help='--quality classifier/generator: how many shapes (2-10)')
-  p.add_argument('--picture-size', type=int, default=None,
-                 help="--quality: the pictures' mean side in pixels (default: 64 classifier and small, 48 generator)")
-  p.add_argument('--judge', default=None, metavar='DIR',
-                 help="--quality generator: a trained judge's workdir to reuse (a row's judge_workdir)")
-  p.add_argument('--judge-set', action='append', default=[], metavar='FIELD=VALUE',
-                 help="--quality generator: an override for the judge's recipe (repeatable)")
-  p.add_argument('--samples-per-class', type=int, default=50,
-                 help='--quality generator: samples of each class the judge scores')
-  p.add_argument('--workdir', default='workdirs/quality',
-                 help='--quality: where the data folders (reused) and one workdir per run go')
+  p.add_argument(
+    '--picture-size',
+    type=int,
+    default=None,
+    help="--quality: the pictures' mean side in pixels (default: 64 classifier and small, 48 generator)",
+  )
+  p.add_argument(
+    '--judge',
+    default=None,
+    metavar='DIR',
+    help="--quality generator: a trained judge's workdir to reuse (a row's judge_workdir)",
+  )
+  p.add_argument(
+    '--judge-set',
+    action='append',
+    default=[],
+    metavar='FIELD=VALUE',
+    help="--quality generator: an override for the judge's recipe (repeatable)",
+  )
+  p.add_argument(
+    '--samples-per-class', type=int, default=50, help='--quality generator: samples of each class the judge scores'
+  )
+  p.add_argument(
+    '--workdir',
+    default='workdirs/quality',
+    help='--quality: where the data folders (reused) and one workdir per run go',
+  )
   p.add_argument('--results', default='benchmarks/results.jsonl', help="also append each JSON line here ('' for none)")
   p.set_defaults(fn=_bench)
   return parser
@@ -280,8 +423,10 @@ def main(argv=None) -> None:
   args, rest = parser.parse_known_args(argv)
   args.overrides, unknown = config_lib.split_overrides(rest)
   if unknown or (args.overrides and args.command != 'train'):
-    parser.error(f'unrecognized arguments: {" ".join(rest)}'
-                 + (' (config fields are set as --config.train.batch_size=64)' if args.command == 'train' else ''))
+    parser.error(
+      f'unrecognized arguments: {" ".join(rest)}'
+      + (' (config fields are set as --config.train.batch_size=64)' if args.command == 'train' else '')
+    )
   if args.command == 'sample' and not (args.out or args.out_dir):
     parser.error('sample: give --out FILE.png (a grid) and/or --out-dir DIR (single images)')
   if getattr(args, 'num', 1) < 1 or getattr(args, 'samples_per_class', 1) < 1:

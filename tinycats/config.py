@@ -4,6 +4,7 @@ Configs are `ml_collections.ConfigDict`s built by a `get_config(arg=None)` funct
 resolved config is written to `WORKDIR/config.json`, which is the truth for evaluate,
 predict and export.
 """
+
 from __future__ import annotations
 
 import ast
@@ -74,7 +75,8 @@ def _parse_value(field: str, text: str, current: Any) -> Any:
     return ast.literal_eval(text)
   except (ValueError, SyntaxError) as e:
     raise ConfigError(
-        f'bad value for config field {field!r}: {text!r} is not a {type(current).__name__} ({e})') from None
+      f'bad value for config field {field!r}: {text!r} is not a {type(current).__name__} ({e})'
+    ) from None
 
 
 def split_overrides(argv: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -124,25 +126,59 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
 
 _MODELS = {'classifier': ('resnet18', 'resnet34'), 'generator': ('dit',)}
 _CHOICES = {
-    'task': tuple(_MODELS),
-    'model.name': sum(_MODELS.values(), ()),
-    'model.dtype': ('auto', 'bfloat16', 'float32'),
-    'data.source': ('tfds', 'folder'),
-    'data.labels': ('species', 'breed', 'cat_breeds'),
-    'data.normalization': ('imagenet', 'none', 'symmetric'),
-    'flow.timesteps': ('uniform', 'logit_normal'),
-    'sample.sampler': ('euler', 'heun'),
-    'train.optimizer': ('adamw',),
+  'task': tuple(_MODELS),
+  'model.name': sum(_MODELS.values(), ()),
+  'model.dtype': ('auto', 'bfloat16', 'float32'),
+  'data.source': ('tfds', 'folder'),
+  'data.labels': ('species', 'breed', 'cat_breeds'),
+  'data.normalization': ('imagenet', 'none', 'symmetric'),
+  'flow.timesteps': ('uniform', 'logit_normal'),
+  'sample.sampler': ('euler', 'heun'),
+  'train.optimizer': ('adamw',),
 }
-_POSITIVE = ('model.width', 'model.patch_size', 'model.depth', 'model.heads', 'model.mlp_ratio', 'data.image_size',
-             'data.cache_size', 'train.batch_size', 'train.eval_batch_size', 'train.grad_accum', 'train.epochs',
-             'train.learning_rate', 'train.log_every', 'train.keep_checkpoints', 'sample.steps', 'sample.per_class',
-             'flow.logit_std')
-_FRACTIONS = ('model.dropout', 'data.val_fraction', 'data.test_fraction', 'data.crop_min_scale',
-              'data.color_jitter', 'data.recolor', 'train.label_smoothing', 'flow.label_dropout', 'ema.decay')
-_NON_NEGATIVE = ('train.steps', 'data.max_examples', 'data.val_min_per_class', 'data.device_cache_gb', 'train.warmup_epochs',
-                 'train.weight_decay', 'train.grad_clip', 'train.eval_every', 'train.patience', 'train.backbone_lr_scale',
-                 'train.freeze_epochs')
+_POSITIVE = (
+  'model.width',
+  'model.patch_size',
+  'model.depth',
+  'model.heads',
+  'model.mlp_ratio',
+  'data.image_size',
+  'data.cache_size',
+  'train.batch_size',
+  'train.eval_batch_size',
+  'train.grad_accum',
+  'train.epochs',
+  'train.learning_rate',
+  'train.log_every',
+  'train.keep_checkpoints',
+  'sample.steps',
+  'sample.per_class',
+  'flow.logit_std',
+)
+_FRACTIONS = (
+  'model.dropout',
+  'data.val_fraction',
+  'data.test_fraction',
+  'data.crop_min_scale',
+  'data.color_jitter',
+  'data.recolor',
+  'train.label_smoothing',
+  'flow.label_dropout',
+  'ema.decay',
+)
+_NON_NEGATIVE = (
+  'train.steps',
+  'data.max_examples',
+  'data.val_min_per_class',
+  'data.device_cache_gb',
+  'train.warmup_epochs',
+  'train.weight_decay',
+  'train.grad_clip',
+  'train.eval_every',
+  'train.patience',
+  'train.backbone_lr_scale',
+  'train.freeze_epochs',
+)
 
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -165,25 +201,35 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if value is not None and not 0 <= value < 1:
       raise ConfigError(f'config field {field!r} must be in [0, 1), got {value!r}')
   if config.model.name not in _MODELS[config.task]:
-    raise ConfigError(f"model.name {config.model.name!r} does not fit task {config.task!r}; "
-                      f"it takes {', '.join(_MODELS[config.task])} (configs/cats.py classifies, configs/dit.py generates)")
+    raise ConfigError(
+      f'model.name {config.model.name!r} does not fit task {config.task!r}; '
+      f'it takes {", ".join(_MODELS[config.task])} (configs/cats.py classifies, configs/dit.py generates)'
+    )
   if config.task == 'generator':
     _check_dit(config)
   if config.train.batch_size % config.train.get('grad_accum', 1):
-    raise ConfigError(f'train.batch_size ({config.train.batch_size}) must be a multiple of train.grad_accum '
-                      f'({config.train.grad_accum}): each micro-batch is an equal share')
+    raise ConfigError(
+      f'train.batch_size ({config.train.batch_size}) must be a multiple of train.grad_accum '
+      f'({config.train.grad_accum}): each micro-batch is an equal share'
+    )
   if config.data.source == 'folder' and not config.data.folder:
     raise ConfigError("data.source is 'folder' but data.folder is empty; pass --config.data.folder=PATH")
   if config.model.get('pretrained') and config.data.normalization != 'imagenet':
-    raise ConfigError("model.pretrained weights were trained on ImageNet-normalised inputs; keep "
-                      "data.normalization='imagenet' or train from scratch with --config.model.pretrained=''")
+    raise ConfigError(
+      'model.pretrained weights were trained on ImageNet-normalised inputs; keep '
+      "data.normalization='imagenet' or train from scratch with --config.model.pretrained=''"
+    )
   eval_crop = values.get('data.eval_crop')
   if eval_crop is not None and not 0 < eval_crop <= 1:
-    raise ConfigError(f"config field 'data.eval_crop' must be in (0, 1], got {eval_crop!r}: it is the fraction of "
-                      "the shorter side whose central square evaluation keeps (0.875 = torchvision's 224/256)")
+    raise ConfigError(
+      f"config field 'data.eval_crop' must be in (0, 1], got {eval_crop!r}: it is the fraction of "
+      "the shorter side whose central square evaluation keeps (0.875 = torchvision's 224/256)"
+    )
   if config.data.image_size > config.data.cache_size:
-    raise ConfigError(f'data.image_size ({config.data.image_size}) must not exceed data.cache_size '
-                      f'({config.data.cache_size}): the network input is cropped from the cached image')
+    raise ConfigError(
+      f'data.image_size ({config.data.image_size}) must not exceed data.cache_size '
+      f'({config.data.cache_size}): the network input is cropped from the cached image'
+    )
   return config
 
 
@@ -192,8 +238,9 @@ def _check_dit(config) -> None:
   if size % m.patch_size:
     raise ConfigError(f'data.image_size ({size}) must be a multiple of model.patch_size ({m.patch_size})')
   if m.width % m.heads or m.width % 4:
-    raise ConfigError(f'model.width ({m.width}) must be a multiple of model.heads ({m.heads}) and of 4 '
-                      '(the 2-D position embedding)')
+    raise ConfigError(
+      f'model.width ({m.width}) must be a multiple of model.heads ({m.heads}) and of 4 (the 2-D position embedding)'
+    )
 
 
 def load(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
@@ -203,23 +250,53 @@ def load(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
 
 # Fields a resumed run may change. Everything else (seeds, data, splits, model, batch size,
 # augmentation) decides which examples and which model the checkpoint belongs to.
-CHANGEABLE_ON_RESUME = frozenset({
-    'name', 'data.data_dir', 'data.folder', 'data.cache_dir', 'data.device_cache_gb', 'train.epochs', 'train.steps', 'train.patience',
-    'train.log_every', 'train.eval_every', 'train.keep_checkpoints', 'train.eval_batch_size',
-    'train.learning_rate', 'train.warmup_epochs', 'train.weight_decay', 'train.grad_clip',
-    'train.backbone_lr_scale', 'train.freeze_epochs', 'model.pretrained',  # Weights come from the checkpoint.
-    'sample.sampler', 'sample.steps', 'sample.cfg', 'sample.seed', 'sample.per_class',  # Grids only.
+CHANGEABLE_ON_RESUME = frozenset(
+  {
+    'name',
+    'data.data_dir',
+    'data.folder',
+    'data.cache_dir',
+    'data.device_cache_gb',
+    'train.epochs',
+    'train.steps',
+    'train.patience',
+    'train.log_every',
+    'train.eval_every',
+    'train.keep_checkpoints',
+    'train.eval_batch_size',
+    'train.learning_rate',
+    'train.warmup_epochs',
+    'train.weight_decay',
+    'train.grad_clip',
+    'train.backbone_lr_scale',
+    'train.freeze_epochs',
+    'model.pretrained',  # Weights come from the checkpoint.
+    'sample.sampler',
+    'sample.steps',
+    'sample.cfg',
+    'sample.seed',
+    'sample.per_class',  # Grids only.
     # Where it runs: the global batch and its order do not depend on the device count.
-    'modal.app', 'modal.gpu', 'modal.nodes', 'modal.timeout', 'modal.retries', 'modal.memory_gb',
-    'modal.data_volume', 'modal.outputs_volume',
-})
+    'modal.app',
+    'modal.gpu',
+    'modal.nodes',
+    'modal.timeout',
+    'modal.retries',
+    'modal.memory_gb',
+    'modal.data_volume',
+    'modal.outputs_volume',
+  }
+)
 
 
 def resume_conflicts(saved: ml_collections.ConfigDict, now: ml_collections.ConfigDict) -> list[str]:
   """`field: saved -> now` for every field outside CHANGEABLE_ON_RESUME that differs."""
   old, new = _leaves(saved), _leaves(now)
-  return [f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in sorted(old.keys() | new.keys())
-          if k not in CHANGEABLE_ON_RESUME and old.get(k) != new.get(k)]
+  return [
+    f'{k}: {old.get(k)!r} -> {new.get(k)!r}'
+    for k in sorted(old.keys() | new.keys())
+    if k not in CHANGEABLE_ON_RESUME and old.get(k) != new.get(k)
+  ]
 
 
 def save_json(config: ml_collections.ConfigDict, path: str) -> None:
@@ -240,7 +317,9 @@ def from_dict(values: dict) -> ml_collections.ConfigDict:
 
 def load_json(path: str) -> ml_collections.ConfigDict:
   if not os.path.isfile(path):
-    raise ConfigError(f'{path} not found: is this a tinycats workdir? Train one with '
-                      '`python -m launch.modal_train --config configs/cats.py --local --workdir DIR`')
+    raise ConfigError(
+      f'{path} not found: is this a tinycats workdir? Train one with '
+      '`python -m launch.modal_train --config configs/cats.py --local --workdir DIR`'
+    )
   with open(path) as f:
     return from_dict(json.load(f))

@@ -3,6 +3,7 @@
 Every command (`tinycats ...`, `python -m launch.modal_train`) prints a user error as one line with the
 way out and exits 2; any other exception is a bug, keeps its traceback and exits 1.
 """
+
 import sys
 from typing import Callable
 

@@ -5,6 +5,7 @@ when its model answers one class for every image. A generator gets its
 flow-matching loss on the split and, given a trained classifier, the quality of its samples
 (`sample_quality`) plus the grid of those samples (samples/eval.png).
 """
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,14 @@ from tinycats.sample_quality import sample_quality
 from tinycats.train import tasks
 
 
-def evaluate(workdir: str, split: str = 'test', classifier: str | None = None, samples_per_class: int = 16,
-             seed: int = 0, mesh=None) -> dict:
+def evaluate(
+  workdir: str,
+  split: str = 'test',
+  classifier: str | None = None,
+  samples_per_class: int = 16,
+  seed: int = 0,
+  mesh=None,
+) -> dict:
   """Writes and returns `WORKDIR/eval.json`. `classifier` (a classifier workdir) is for generators only."""
   if split not in tinycats.data.SPLITS:
     raise UserError(f'unknown split {split!r}; choose one of {", ".join(tinycats.data.SPLITS)}')
@@ -32,11 +39,14 @@ def evaluate(workdir: str, split: str = 'test', classifier: str | None = None, s
     raise UserError('--classifier judges generated images; this workdir holds a classifier')
   data = tinycats.data.load(config, splits=(split,))
   if list(config.data.classes) != list(data.classes):
-    raise UserError(f'the data now has classes {data.classes}, but {workdir} was trained on '
-                     f'{list(config.data.classes)}; evaluate on the data it was trained on')
+    raise UserError(
+      f'the data now has classes {data.classes}, but {workdir} was trained on '
+      f'{list(config.data.classes)}; evaluate on the data it was trained on'
+    )
   config, graphdef, state, step = inference.load(workdir)
-  report = tasks.get(config).evaluate(graphdef, state, data.splits[split], mesh or sharding.make_mesh(), name=split,
-                                      step=step, workdir=workdir)
+  report = tasks.get(config).evaluate(
+    graphdef, state, data.splits[split], mesh or sharding.make_mesh(), name=split, step=step, workdir=workdir
+  )
   if classifier:
     generator = Generator(config, graphdef, state, step)  # The checkpoint read above.
     report['samples'] = _judge_samples(workdir, generator, data.splits[split], classifier, samples_per_class, seed)
@@ -54,8 +64,14 @@ def _judge_samples(workdir, generator, split, classifier_dir: str, per_class: in
   real = _as_generator_data(config, split)
   out = sample_quality(judge, real, split.labels, grid.reshape((-1,) + grid.shape[2:]), labels, classes)
   s = config.sample
-  out.update(classifier=os.path.abspath(classifier_dir), per_class=per_class, seed=seed, sampler=s.sampler,
-             steps=s.steps, cfg=s.cfg)
+  out.update(
+    classifier=os.path.abspath(classifier_dir),
+    per_class=per_class,
+    seed=seed,
+    sampler=s.sampler,
+    steps=s.steps,
+    cfg=s.cfg,
+  )
   metrics.save_grid(grid, os.path.join(workdir, 'samples', 'eval.png'), classes)
   return out
 
@@ -63,8 +79,20 @@ def _judge_samples(workdir, generator, split, classifier_dir: str, per_class: in
 def _as_generator_data(config, split, batch: int = 256) -> np.ndarray:
   """The split's real images as the generator learnt them (its transform, unflipped), as uint8 pixels."""
   d = config.data
-  return np.concatenate([
-      augment.to_uint8(augment.flip_transform(split.images[i:i + batch], split.sizes[i:i + batch], None,
-                                              image_size=d.image_size, crop_fraction=augment.eval_crop(d),
-                                              flip=False, norm=d.normalization), d.normalization)
-      for i in range(0, len(split), batch)])
+  return np.concatenate(
+    [
+      augment.to_uint8(
+        augment.flip_transform(
+          split.images[i : i + batch],
+          split.sizes[i : i + batch],
+          None,
+          image_size=d.image_size,
+          crop_fraction=augment.eval_crop(d),
+          flip=False,
+          norm=d.normalization,
+        ),
+        d.normalization,
+      )
+      for i in range(0, len(split), batch)
+    ]
+  )

@@ -7,6 +7,7 @@ The model takes the raw t. Sampling integrates the learned velocity from t = 0 t
 or Heun steps; classifier-free guidance `v = v_null + s * (v_label - v_null)` evaluates both
 velocities in one forward pass over a doubled batch.
 """
+
 from __future__ import annotations
 
 import functools
@@ -76,6 +77,7 @@ def integrate(velocity, x0, steps: int, sampler: str = 'euler'):
 @functools.lru_cache(maxsize=16)
 def _sample_fn(graphdef, steps: int, sampler: str, guided: bool):
   """The jitted sampler for one model graph and setting; guidance 1 needs no unconditional pass."""
+
   def run(state, noise, labels, cfg):
     model = nnx.merge(graphdef, state)
     model.eval()
@@ -84,6 +86,7 @@ def _sample_fn(graphdef, steps: int, sampler: str, guided: bool):
     else:
       velocity = lambda x, t: model(x, t, labels).astype(jnp.float32)
     return integrate(velocity, noise, steps, sampler)
+
   return jax.jit(run)
 
 

@@ -5,6 +5,7 @@
 
 Sampling defaults (sampler, steps, guidance) come from the run's config.json (`sample.*`).
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -17,7 +18,6 @@ from tinycats.train.tasks import generator as generator_task
 
 
 class Generator:
-
   def __init__(self, config, graphdef, state, step: int):
     """`graphdef`/`state`: the EMA DiT, split."""
     self.config = config
@@ -39,16 +39,26 @@ class Generator:
     if isinstance(label, (int, np.integer)) or (isinstance(label, str) and label.isdigit()):
       index = int(label)
       if not 0 <= index <= self.null_label:
-        raise UserError(f'label {index} is out of range: 0-{self.null_label - 1} are classes, {self.null_label} is '
-                        'the null (unconditional) label')
+        raise UserError(
+          f'label {index} is out of range: 0-{self.null_label - 1} are classes, {self.null_label} is '
+          'the null (unconditional) label'
+        )
       return index
     if label not in self.classes:
       raise UserError(f'unknown label {label!r}; the classes are {", ".join(self.classes)} (or their indices)')
     return self.classes.index(label)
 
-  def sample(self, labels: int | str | Sequence[int | str], *, steps: int | None = None, cfg: float | None = None,
-             seed: int = 0, sampler: str | None = None, noise: np.ndarray | None = None,
-             batch_size: int = 256) -> np.ndarray:
+  def sample(
+    self,
+    labels: int | str | Sequence[int | str],
+    *,
+    steps: int | None = None,
+    cfg: float | None = None,
+    seed: int = 0,
+    sampler: str | None = None,
+    noise: np.ndarray | None = None,
+    batch_size: int = 256,
+  ) -> np.ndarray:
     """uint8 images (N, S, S, 3), one per label, from seeded noise (or the given float32 NHWC `noise`).
 
     The same seed and labels give the same images; `cfg` 1 is the plain conditional model.
@@ -69,8 +79,17 @@ class Generator:
       noise = flow.noise_like(seed, len(index), self.image_size)
     elif noise.shape != (len(index), self.image_size, self.image_size, 3):
       raise UserError(f'noise must be float32 {(len(index), self.image_size, self.image_size, 3)}, got {noise.shape}')
-    return generator_task.sample(self.config, self._graphdef, self._state, index, noise, steps=steps, cfg=cfg,
-                                 sampler=sampler, batch_size=batch_size)
+    return generator_task.sample(
+      self.config,
+      self._graphdef,
+      self._state,
+      index,
+      noise,
+      steps=steps,
+      cfg=cfg,
+      sampler=sampler,
+      batch_size=batch_size,
+    )
 
   def sample_grid(self, labels: Sequence[int | str] | None = None, per_label: int = 8, **kwargs) -> np.ndarray:
     """uint8 (len(labels), per_label, S, S, 3): one row per label (all classes by default)."""

@@ -6,6 +6,7 @@ best checkpoint (or `step`); an export folder is `config.json` (the run's config
 `run_config`) beside `model.safetensors` (the network's state under flat NNX-path keys, e.g.
 `layer2.0.downsample.0.kernel`); a Hub repo id is downloaded into huggingface_hub's cache first.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,6 +32,7 @@ class ExportError(UserError):
 
 class Trained(NamedTuple):
   """A loaded network: the run's config, the network split into (graphdef, state), and its training step."""
+
   config: Any
   graphdef: Any
   state: Any
@@ -48,13 +50,20 @@ def load_into(state, path: str):
   by_key = {flat_key(p): p for p in flat}
   missing = sorted(set(by_key) - set(stored))
   unexpected = sorted(set(stored) - set(by_key))
-  misshapen = [f'{k}: file {stored[k].shape}, model {tuple(flat[by_key[k]].shape)}'
-               for k in sorted(set(by_key) & set(stored)) if stored[k].shape != tuple(flat[by_key[k]].shape)]
+  misshapen = [
+    f'{k}: file {stored[k].shape}, model {tuple(flat[by_key[k]].shape)}'
+    for k in sorted(set(by_key) & set(stored))
+    if stored[k].shape != tuple(flat[by_key[k]].shape)
+  ]
   if missing or unexpected or misshapen:
-    raise ExportError(f'{path} does not fit the model its config.json describes: '
-                      + '; '.join(f'{title}: {", ".join(keys[:8])}{" ..." if len(keys) > 8 else ""}'
-                                  for title, keys in (('missing', missing), ('unexpected', unexpected),
-                                                      ('wrongly shaped', misshapen)) if keys))
+    raise ExportError(
+      f'{path} does not fit the model its config.json describes: '
+      + '; '.join(
+        f'{title}: {", ".join(keys[:8])}{" ..." if len(keys) > 8 else ""}'
+        for title, keys in (('missing', missing), ('unexpected', unexpected), ('wrongly shaped', misshapen))
+        if keys
+      )
+    )
   nnx.replace_by_pure_dict(state, traverse_util.unflatten_dict({p: jnp.asarray(stored[k]) for k, p in by_key.items()}))
   return state
 
@@ -73,20 +82,29 @@ def resolve(source: str, endpoint: str | None = None) -> tuple[str, str]:
   """('workdir' | 'export', local folder) for a workdir, an export folder or a Hub repo id (downloaded, cached)."""
   source = os.fspath(source)
   if os.path.isdir(source):
-    return ('export' if is_export(source) and not os.path.isdir(os.path.join(source, 'checkpoints')) else 'workdir',
-            source)
+    return (
+      'export' if is_export(source) and not os.path.isdir(os.path.join(source, 'checkpoints')) else 'workdir',
+      source,
+    )
   if not pretrained.is_hub_id(source) or _looks_local(source):
-    raise FileNotFoundError(f'{source}: no such workdir or export folder (a Hugging Face Hub repo id looks like '
-                            "'user/tinycats-cats'; prefix it with hf-hub: if a local folder has the user's name)")
+    raise FileNotFoundError(
+      f'{source}: no such workdir or export folder (a Hugging Face Hub repo id looks like '
+      "'user/tinycats-cats'; prefix it with hf-hub: if a local folder has the user's name)"
+    )
   repo = source.removeprefix('hf-hub:')
   try:  # One snapshot: config.json and the weights of the same revision, into huggingface_hub's cache.
-    folder = huggingface_hub.snapshot_download(repo, allow_patterns=[CONFIG, WEIGHTS],
-                                               endpoint=endpoint or os.environ.get('HF_ENDPOINT'),
-                                               cache_dir=os.environ.get('HF_HUB_CACHE'))  # Read now, not at import.
+    folder = huggingface_hub.snapshot_download(
+      repo,
+      allow_patterns=[CONFIG, WEIGHTS],
+      endpoint=endpoint or os.environ.get('HF_ENDPOINT'),
+      cache_dir=os.environ.get('HF_HUB_CACHE'),
+    )  # Read now, not at import.
   except Exception as e:  # Offline, unknown repo, private without a token: the same advice.
-    raise ExportError(f'could not download {CONFIG} and {WEIGHTS} of {repo!r} from the Hugging Face Hub '
-                      f'({type(e).__name__}: {e}); check the repo id, HF_ENDPOINT and HF_TOKEN for private repos, '
-                      'or pass a local export folder') from e
+    raise ExportError(
+      f'could not download {CONFIG} and {WEIGHTS} of {repo!r} from the Hugging Face Hub '
+      f'({type(e).__name__}: {e}); check the repo id, HF_ENDPOINT and HF_TOKEN for private repos, '
+      'or pass a local export folder'
+    ) from e
   if not is_export(folder):
     raise ExportError(f'{repo!r} on the Hub has no {CONFIG} and {WEIGHTS}: it is not a tinycats export')
   return 'export', folder
@@ -120,8 +138,10 @@ def load(source: str, task: str | None = None, step: int | None = None, *, endpo
     raise UserError(f'{source} is an export: it holds one step; drop step=')
   meta = read_config(folder)
   if 'run_config' not in meta:
-    raise ExportError(f'{folder}/{CONFIG} is not a tinycats export (no run_config); export one with '
-                      '`tinycats export hub --workdir DIR --out-dir OUT --no-upload`')
+    raise ExportError(
+      f'{folder}/{CONFIG} is not a tinycats export (no run_config); export one with '
+      '`tinycats export hub --workdir DIR --out-dir OUT --no-upload`'
+    )
   config = config_lib.from_dict(meta['run_config'])
   _check_task(config, task, folder, 'export', ExportError)
   run_task = tasks.get(config)

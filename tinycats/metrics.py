@@ -1,4 +1,5 @@
 """Classification metrics and the files a run leaves in its workdir (JSON, metrics.jsonl, curves.png, confusion.png)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -39,15 +40,26 @@ def classification_report(labels: np.ndarray, predictions: np.ndarray, classes: 
   precision = np.divide(true_pos, predicted, out=np.zeros(k), where=predicted > 0)
   recall = np.divide(true_pos, actual, out=np.zeros(k), where=actual > 0)
   f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=(precision + recall) > 0)
-  per_class = {name: dict(precision=float(precision[i]), recall=float(recall[i]), f1=float(f1[i]),
-                          support=int(actual[i])) for i, name in enumerate(classes)}
+  per_class = {
+    name: dict(precision=float(precision[i]), recall=float(recall[i]), f1=float(f1[i]), support=int(actual[i]))
+    for i, name in enumerate(classes)
+  }
   answered = np.flatnonzero(predicted)
-  degenerate = (f'predicts only "{classes[answered[0]]}" for all {len(labels)} images'
-                if len(answered) == 1 and np.count_nonzero(actual) > 1 else None)
-  return dict(accuracy=float(true_pos.sum() / max(len(labels), 1)),
-              balanced_accuracy=balanced_accuracy(labels, predictions, k), classes=list(classes),
-              recall={name: float(recall[i]) for i, name in enumerate(classes)}, per_class=per_class,
-              confusion_matrix=confusion.tolist(), num_examples=int(len(labels)), degenerate=degenerate)
+  degenerate = (
+    f'predicts only "{classes[answered[0]]}" for all {len(labels)} images'
+    if len(answered) == 1 and np.count_nonzero(actual) > 1
+    else None
+  )
+  return dict(
+    accuracy=float(true_pos.sum() / max(len(labels), 1)),
+    balanced_accuracy=balanced_accuracy(labels, predictions, k),
+    classes=list(classes),
+    recall={name: float(recall[i]) for i, name in enumerate(classes)},
+    per_class=per_class,
+    confusion_matrix=confusion.tolist(),
+    num_examples=int(len(labels)),
+    degenerate=degenerate,
+  )
 
 
 def _figure(**kwargs):
@@ -89,8 +101,11 @@ def write_report(report: dict, workdir: str) -> None:
   """Writes an evaluation's report as WORKDIR/eval.json, warning when the model answers one class for everything."""
   write_json(report, os.path.join(workdir, 'eval.json'))
   if report.get('degenerate') and writes_files():
-    print(f'warning: the checkpoint at step {report["step"]} of {workdir} {report["degenerate"]} of the '
-          f'{report["split"]} split', file=sys.stderr)
+    print(
+      f'warning: the checkpoint at step {report["step"]} of {workdir} {report["degenerate"]} of the '
+      f'{report["split"]} split',
+      file=sys.stderr,
+    )
 
 
 class MetricWriter:
@@ -114,6 +129,7 @@ class MetricWriter:
         f.writelines(json.dumps(r) + '\n' for r in rows)
     if importlib.util.find_spec('tensorboardX') is not None:  # Optional: never a dependency.
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+
       self._tensorboard = SummaryWriter(os.path.join(os.path.dirname(path), 'tensorboard'))
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
@@ -145,8 +161,11 @@ def plot_curves(metrics_path: str, path: str) -> None:
   if not writes_files():
     return
   rows = read_jsonl(metrics_path)
-  names = [name for name in ('loss', 'accuracy', 'balanced_accuracy')
-           if any(p + name in r for r in rows for p in ('train_', 'val_'))]
+  names = [
+    name
+    for name in ('loss', 'accuracy', 'balanced_accuracy')
+    if any(p + name in r for r in rows for p in ('train_', 'val_'))
+  ]
   fig = _figure(figsize=(5 * max(len(names), 1), 4))
   axes = fig.subplots(1, max(len(names), 1), squeeze=False)
   for ax, name in zip(axes[0], names):

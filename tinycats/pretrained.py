@@ -7,6 +7,7 @@ Sources: a `.safetensors` file (numpy only, so no PyTorch at run time), a `.pth`
 dict (only when torch is installed), or a Hugging Face Hub model id such as
 `timm/resnet18.tv_in1k` whose `model.safetensors` uses torchvision's key names.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,10 @@ HUB_FILENAME = 'model.safetensors'
 _FILE_SUFFIXES = ('.safetensors', '.pth', '.pt', '.bin', '.ckpt')
 # NNX leaf name -> torchvision's; `kernel` and `scale` are both torch's `weight`.
 _LEAF_NAMES = {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias', 'mean': 'running_mean', 'var': 'running_var'}
-_HOW_TO = ("Download the .safetensors file elsewhere (for example from https://huggingface.co/{repo}) and pass its "
-           "path instead, or train from scratch with --config.model.pretrained=''.")
+_HOW_TO = (
+  'Download the .safetensors file elsewhere (for example from https://huggingface.co/{repo}) and pass its '
+  "path instead, or train from scratch with --config.model.pretrained=''."
+)
 
 
 class PretrainedError(UserError):
@@ -75,8 +78,12 @@ def torch_shape(shape: tuple) -> tuple:
 def is_hub_id(source: str) -> bool:
   """`owner/name` that is not an existing path and does not look like a file name."""
   source = source.removeprefix('hf-hub:')
-  return (source.count('/') == 1 and not os.path.exists(source) and not source.startswith(('.', '/', '~'))
-          and not source.lower().endswith(_FILE_SUFFIXES))
+  return (
+    source.count('/') == 1
+    and not os.path.exists(source)
+    and not source.startswith(('.', '/', '~'))
+    and not source.lower().endswith(_FILE_SUFFIXES)
+  )
 
 
 def fetch(source: str, *, cache_dir: str | None = None, endpoint: str | None = None) -> str:
@@ -89,16 +96,24 @@ def fetch(source: str, *, cache_dir: str | None = None, endpoint: str | None = N
   if os.path.isfile(source):
     return source
   if not is_hub_id(source):
-    raise PretrainedError(f'pretrained weights {source!r}: no such file. '
-                          "Pass a .safetensors/.pth file, a Hugging Face Hub id such as 'timm/resnet18.tv_in1k', "
-                          "or train from scratch with --config.model.pretrained=''.")
+    raise PretrainedError(
+      f'pretrained weights {source!r}: no such file. '
+      "Pass a .safetensors/.pth file, a Hugging Face Hub id such as 'timm/resnet18.tv_in1k', "
+      "or train from scratch with --config.model.pretrained=''."
+    )
   repo = source.removeprefix('hf-hub:')
   try:
-    return huggingface_hub.hf_hub_download(repo, HUB_FILENAME, cache_dir=cache_dir or os.environ.get('HF_HUB_CACHE'),
-                                           endpoint=endpoint or os.environ.get('HF_ENDPOINT'))
+    return huggingface_hub.hf_hub_download(
+      repo,
+      HUB_FILENAME,
+      cache_dir=cache_dir or os.environ.get('HF_HUB_CACHE'),
+      endpoint=endpoint or os.environ.get('HF_ENDPOINT'),
+    )
   except Exception as e:  # Offline, unknown repo, missing file, HTTP errors: all need the same advice.
-    raise PretrainedError(f"could not download {HUB_FILENAME} of {repo!r} from the Hugging Face Hub "
-                          f'({type(e).__name__}: {e}). ' + _HOW_TO.format(repo=repo)) from e
+    raise PretrainedError(
+      f'could not download {HUB_FILENAME} of {repo!r} from the Hugging Face Hub '
+      f'({type(e).__name__}: {e}). ' + _HOW_TO.format(repo=repo)
+    ) from e
 
 
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
@@ -108,8 +123,10 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
   try:
     import torch
   except ImportError as e:
-    raise PretrainedError(f'{path}: reading a PyTorch checkpoint needs torch (pip install torch), or convert it '
-                          'to safetensors once elsewhere (safetensors.torch.save_file(state_dict, ...)).') from e
+    raise PretrainedError(
+      f'{path}: reading a PyTorch checkpoint needs torch (pip install torch), or convert it '
+      'to safetensors once elsewhere (safetensors.torch.save_file(state_dict, ...)).'
+    ) from e
   state = torch.load(path, map_location='cpu', weights_only=True)
   for nested in ('state_dict', 'model'):
     if isinstance(state, dict) and isinstance(state.get(nested), dict):
@@ -136,20 +153,26 @@ def load_torchvision(model: nnx.Module, source: str, *, strict: bool = True) -> 
     model_classes, ckpt_classes = head[1].shape[-1], ckpt_head.shape[0]
     if model_classes != ckpt_classes and ckpt_head.ndim == 2 and ckpt_head.shape[1] == head[1].shape[0]:
       skip = {'fc.weight', 'fc.bias'}
-      print(f'tinycats: replaced the classification head: checkpoint has {ckpt_classes} classes, '
-            f'model {model_classes}', file=sys.stderr)
+      print(
+        f'tinycats: replaced the classification head: checkpoint has {ckpt_classes} classes, model {model_classes}',
+        file=sys.stderr,
+      )
 
   usable = {k: v for k, v in checkpoint.items() if k not in skip}
   wrong = [k for k, (_, v) in targets.items() if k in usable and to_nnx(usable[k]).shape != tuple(v.shape)]
   problems = {
-      'missing from the checkpoint': [f'{k} {torch_shape(v.shape)}' for k, (_, v) in targets.items()
-                                      if k not in usable and k not in skip],
-      'unexpected in the checkpoint': [f'{k} {tuple(v.shape)}' for k, v in usable.items() if k not in targets],
-      'wrongly shaped': [f'{k}: checkpoint {tuple(usable[k].shape)}, model {torch_shape(targets[k][1].shape)}'
-                         for k in wrong]}
+    'missing from the checkpoint': [
+      f'{k} {torch_shape(v.shape)}' for k, (_, v) in targets.items() if k not in usable and k not in skip
+    ],
+    'unexpected in the checkpoint': [f'{k} {tuple(v.shape)}' for k, v in usable.items() if k not in targets],
+    'wrongly shaped': [
+      f'{k}: checkpoint {tuple(usable[k].shape)}, model {torch_shape(targets[k][1].shape)}' for k in wrong
+    ],
+  }
   if any(problems.values()):
     message = f'pretrained weights {source!r} do not fit the model:\n' + ''.join(
-        f'  {title}:\n' + ''.join(f'    {line}\n' for line in lines) for title, lines in problems.items() if lines)
+      f'  {title}:\n' + ''.join(f'    {line}\n' for line in lines) for title, lines in problems.items() if lines
+    )
     if strict:
       raise PretrainedError(message.rstrip())
     print(f'tinycats: skipped what does not fit: {message}', file=sys.stderr, end='')

@@ -21,6 +21,7 @@ Each run is one JSON line (`kind: quality`) with its figures, its wall time and 
 train/compile seconds. `--sweep` trains a case once per point of a grid (one line per point).
 Workdirs (one per run, never reused) and the data folders (reused) go under `--workdir`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -98,21 +99,26 @@ def load_config(recipe: str, folder: str, overrides: Iterable[str] = ()):
   """`recipe` on the image folder, with the overrides (`FIELD=VALUE`) that its fields take."""
   spec = _spec(recipe)
   chosen = _for(config_lib.load_config_file(spec), overrides)
-  return config_lib.load(spec, ['--config.data.source=folder', f'--config.data.folder={folder}']
-                         + [f'--config.{_field(i)}={i.partition("=")[2]}' for i in chosen]), chosen
+  return config_lib.load(
+    spec,
+    ['--config.data.source=folder', f'--config.data.folder={folder}']
+    + [f'--config.{_field(i)}={i.partition("=")[2]}' for i in chosen],
+  ), chosen
 
 
 # Data ----------------------------------------------------------------------------------------------------------
 
 
-def data_folder(root: str, classes: Sequence[str], per_class: int, style_name: str, picture_size: int | None,
-                seed: int = 0) -> tuple[str, float]:
+def data_folder(
+  root: str, classes: Sequence[str], per_class: int, style_name: str, picture_size: int | None, seed: int = 0
+) -> tuple[str, float]:
   """(folder, seconds spent writing it): `shapes.make_folder`'s pictures under `root`, reused when complete."""
   style = {'HARD': shapes.HARD, 'EASY': shapes.EASY}[style_name]
   if picture_size:
     style = dataclasses.replace(style, size=picture_size)
-  spec = dict(classes=list(classes), per_class=per_class, style=dataclasses.asdict(style), style_name=style_name,
-              seed=seed)
+  spec = dict(
+    classes=list(classes), per_class=per_class, style=dataclasses.asdict(style), style_name=style_name, seed=seed
+  )
   name = f'{style_name.lower()}-{len(classes)}x{per_class}-{style.size}px-seed{seed}-{_digest(spec)}'
   folder = os.path.join(root, 'data', name)
   done = os.path.join(folder, 'bench.json')
@@ -147,8 +153,12 @@ def generator_view(folder: str, out: str, data, batch: int = 256) -> str:
   `evaluate._as_generator_data` shows a judge the real images. Reused when complete.
   """
   done = os.path.join(out, 'bench.json')
-  spec = dict(source=os.path.abspath(folder), cache_size=data.cache_size, image_size=data.image_size,
-              eval_crop=augment.eval_crop(data))
+  spec = dict(
+    source=os.path.abspath(folder),
+    cache_size=data.cache_size,
+    image_size=data.image_size,
+    eval_crop=augment.eval_crop(data),
+  )
   if os.path.isfile(done):
     with open(done) as f:
       if json.load(f) == spec:
@@ -157,10 +167,15 @@ def generator_view(folder: str, out: str, data, batch: int = 256) -> str:
   for name in classes:
     os.makedirs(os.path.join(out, name), exist_ok=True)
   for start in range(0, len(files), batch):
-    chunk = files[start:start + batch]
+    chunk = files[start : start + batch]
     canvases, sizes = zip(*(cache.fit(cache.read_image_file(path), data.cache_size) for path in chunk))
-    x = augment.eval_transform(np.stack(canvases), np.asarray(sizes, np.int32), image_size=data.image_size,
-                               crop_fraction=augment.eval_crop(data), norm='none')
+    x = augment.eval_transform(
+      np.stack(canvases),
+      np.asarray(sizes, np.int32),
+      image_size=data.image_size,
+      crop_fraction=augment.eval_crop(data),
+      norm='none',
+    )
     for path, pixels in zip(chunk, augment.to_uint8(x, 'none')):
       relative = os.path.splitext(os.path.relpath(path, folder))[0] + '.png'  # Same names: same partition.
       Image.fromarray(pixels).save(os.path.join(out, relative))
@@ -205,56 +220,104 @@ def _train(config, run_dir: str) -> tuple[dict, dict, float]:
 
 
 def _training_fields(summary: dict, seconds: float) -> dict:
-  return dict(steps=summary['steps'], total_steps=summary['total_steps'], best_step=summary['best_step'],
-              stopped_early=summary['stopped_early'], train_seconds=summary['train_seconds'],
-              compile_seconds=summary['compile_seconds'], images_per_sec=summary['images_per_sec'],
-              run_seconds=seconds)
+  return dict(
+    steps=summary['steps'],
+    total_steps=summary['total_steps'],
+    best_step=summary['best_step'],
+    stopped_early=summary['stopped_early'],
+    train_seconds=summary['train_seconds'],
+    compile_seconds=summary['compile_seconds'],
+    images_per_sec=summary['images_per_sec'],
+    run_seconds=seconds,
+  )
 
 
-def _classify(case: str, workdir: str, classes: Sequence[str], per_class: int, picture_size: int | None,
-              overrides: Sequence[str], label: str, seed: int, style: str) -> dict:
+def _classify(
+  case: str,
+  workdir: str,
+  classes: Sequence[str],
+  per_class: int,
+  picture_size: int | None,
+  overrides: Sequence[str],
+  label: str,
+  seed: int,
+  style: str,
+) -> dict:
   start = time.perf_counter()
   folder, data_seconds = data_folder(workdir, classes, per_class, style, picture_size, seed)
   config, applied = load_config(CLASSIFIER_RECIPE, folder, ['model.pretrained=', *overrides])
   run_dir = _run_dir(workdir, case, label)
   summary, report, seconds = _train(config, run_dir)
-  return dict(kind='quality', case=case, recipe=CLASSIFIER_RECIPE, overrides=applied, classes=report['classes'],
-              per_class=per_class, style=style, examples=_examples(config),
-              test_accuracy=report['accuracy'], test_balanced_accuracy=report['balanced_accuracy'],
-              test_recall=report['recall'], degenerate=report.get('degenerate'), **_training_fields(summary, seconds),
-              data_seconds=data_seconds, wall_seconds=time.perf_counter() - start, workdir=run_dir)
+  return dict(
+    kind='quality',
+    case=case,
+    recipe=CLASSIFIER_RECIPE,
+    overrides=applied,
+    classes=report['classes'],
+    per_class=per_class,
+    style=style,
+    examples=_examples(config),
+    test_accuracy=report['accuracy'],
+    test_balanced_accuracy=report['balanced_accuracy'],
+    test_recall=report['recall'],
+    degenerate=report.get('degenerate'),
+    **_training_fields(summary, seconds),
+    data_seconds=data_seconds,
+    wall_seconds=time.perf_counter() - start,
+    workdir=run_dir,
+  )
 
 
-def classifier(workdir: str, per_class: int = PER_CLASS['classifier'], classes: int = 10,
-               picture_size: int | None = None, overrides: Sequence[str] = (), label: str = '', seed: int = 0,
-               style: str = 'EASY') -> dict:
+def classifier(
+  workdir: str,
+  per_class: int = PER_CLASS['classifier'],
+  classes: int = 10,
+  picture_size: int | None = None,
+  overrides: Sequence[str] = (),
+  label: str = '',
+  seed: int = 0,
+  style: str = 'EASY',
+) -> dict:
   """Case 1: `configs/cats.py:smoke` from scratch on `classes` shapes (`shapes.EASY`): test accuracy and more."""
-  return _classify('classifier', workdir, shapes.SHAPES[:classes], per_class, picture_size, overrides, label, seed,
-                   style)
+  return _classify(
+    'classifier', workdir, shapes.SHAPES[:classes], per_class, picture_size, overrides, label, seed, style
+  )
 
 
-def small(workdir: str, per_class: int = PER_CLASS['small'], picture_size: int | None = None,
-          overrides: Sequence[str] = (), label: str = '', seed: int = 0) -> dict:
+def small(
+  workdir: str,
+  per_class: int = PER_CLASS['small'],
+  picture_size: int | None = None,
+  overrides: Sequence[str] = (),
+  label: str = '',
+  seed: int = 0,
+) -> dict:
   """Case 2: the same recipe on cat and dog heads (`shapes.PETS`, HARD), about 250 training images."""
-  return _classify('small', workdir, shapes.PETS, per_class, picture_size, [*SMALL_SPLIT, *overrides], label, seed,
-                   'HARD')
+  return _classify(
+    'small', workdir, shapes.PETS, per_class, picture_size, [*SMALL_SPLIT, *overrides], label, seed, 'HARD'
+  )
 
 
-def _judge(workdir: str, folder: str, dit_config, classes: list[str], given: str | None,
-           overrides: Sequence[str]) -> dict:
+def _judge(
+  workdir: str, folder: str, dit_config, classes: list[str], given: str | None, overrides: Sequence[str]
+) -> dict:
   """The judge's figures (its workdir, whether reused, test accuracy, seconds); trained unless `given`."""
   start = time.perf_counter()
   if given:
     summary_path = os.path.join(given, 'summary.json')
     if not os.path.isfile(summary_path):
-      raise UserError(f'--judge {given}: no summary.json there; give the workdir of a finished classifier run '
-                      '(a row of an earlier `--quality generator` names it as judge_workdir)')
+      raise UserError(
+        f'--judge {given}: no summary.json there; give the workdir of a finished classifier run '
+        '(a row of an earlier `--quality generator` names it as judge_workdir)'
+      )
     config = config_lib.load_json(os.path.join(given, 'config.json'))
     if config.get('task') != 'classifier':
       raise UserError(f'--judge {given} holds a {config.get("task")!r} run; the judge must be a classifier')
     if list(config['data']['classes']) != list(classes):
-      raise UserError(f'--judge {given} tells {config["data"]["classes"]} apart, the generator learns {classes}; '
-                      'give a judge trained on the same classes, or none (one is trained)')
+      raise UserError(
+        f'--judge {given} tells {config["data"]["classes"]} apart, the generator learns {classes}; '
+        'give a judge trained on the same classes, or none (one is trained)'
+      )
     summary, seconds, run_dir, applied = _read_json(summary_path), 0.0, given, None
   else:
     d = dit_config.data
@@ -265,12 +328,20 @@ def _judge(workdir: str, folder: str, dit_config, classes: list[str], given: str
     summary, _, seconds = _train(config, run_dir)
   test = os.path.join(run_dir, 'eval.json')  # The test split's, unless `tinycats evaluate` since wrote another.
   degenerate = _read_json(test).get('degenerate') if os.path.isfile(test) else None
-  return dict(judge_workdir=os.path.abspath(run_dir), judge_reused=bool(given), judge_recipe=CLASSIFIER_RECIPE,
-              judge_overrides=applied, judge_test_accuracy=summary.get('test_accuracy'),
-              judge_test_balanced_accuracy=summary.get('test_balanced_accuracy'), judge_degenerate=degenerate,
-              judge_steps=summary.get('steps'), judge_train_seconds=summary.get('train_seconds'),
-              judge_compile_seconds=summary.get('compile_seconds'), judge_run_seconds=seconds,
-              judge_seconds=time.perf_counter() - start)
+  return dict(
+    judge_workdir=os.path.abspath(run_dir),
+    judge_reused=bool(given),
+    judge_recipe=CLASSIFIER_RECIPE,
+    judge_overrides=applied,
+    judge_test_accuracy=summary.get('test_accuracy'),
+    judge_test_balanced_accuracy=summary.get('test_balanced_accuracy'),
+    judge_degenerate=degenerate,
+    judge_steps=summary.get('steps'),
+    judge_train_seconds=summary.get('train_seconds'),
+    judge_compile_seconds=summary.get('compile_seconds'),
+    judge_run_seconds=seconds,
+    judge_seconds=time.perf_counter() - start,
+  )
 
 
 def _held_out(judge_dir: str, folder: str, dit_config) -> bool | None:
@@ -285,9 +356,18 @@ def _held_out(judge_dir: str, folder: str, dit_config) -> bool | None:
   return not any(os.path.splitext(n)[0] in seen for n in test)
 
 
-def generator(workdir: str, per_class: int = PER_CLASS['generator'], classes: int = 10,
-              picture_size: int | None = None, overrides: Sequence[str] = (), judge: str | None = None,
-              judge_overrides: Sequence[str] = (), samples_per_class: int = 50, label: str = '', seed: int = 0) -> dict:
+def generator(
+  workdir: str,
+  per_class: int = PER_CLASS['generator'],
+  classes: int = 10,
+  picture_size: int | None = None,
+  overrides: Sequence[str] = (),
+  judge: str | None = None,
+  judge_overrides: Sequence[str] = (),
+  samples_per_class: int = 50,
+  label: str = '',
+  seed: int = 0,
+) -> dict:
   """Case 3: a judge classifier (trained, or `judge` reused), then `configs/dit.py:smoke` on 10 shapes
   (`shapes.EASY`), its samples scored by the judge: conditional accuracy and Fréchet distance."""
   start = time.perf_counter()
@@ -301,17 +381,34 @@ def generator(workdir: str, per_class: int = PER_CLASS['generator'], classes: in
   evaluate_seconds = time.perf_counter() - evaluate_start
   samples = report['samples']
   real = samples.get('real', {})
-  return dict(kind='quality', case='generator', recipe=GENERATOR_RECIPE, overrides=applied,
-              classes=report['classes'], per_class=per_class, style='EASY', examples=_examples(config),
-              test_flow_loss=report['flow_loss'], samples_per_class=samples_per_class,
-              conditional_accuracy=samples.get('conditional_accuracy'), frechet_distance=samples['frechet_distance'],
-              sample_per_class_accuracy=samples.get('per_class_accuracy'),
-              real_conditional_accuracy=real.get('conditional_accuracy'),
-              real_per_class_accuracy=real.get('per_class_accuracy'), num_real=samples.get('num_real'),
-              sampler=samples.get('sampler'), sample_steps=samples.get('steps'), cfg=samples.get('cfg'),
-              **_training_fields(summary, seconds), evaluate_seconds=evaluate_seconds, **judged,
-              judge_held_out=_held_out(judged['judge_workdir'], folder, config), data_seconds=data_seconds,
-              wall_seconds=time.perf_counter() - start, workdir=run_dir)
+  return dict(
+    kind='quality',
+    case='generator',
+    recipe=GENERATOR_RECIPE,
+    overrides=applied,
+    classes=report['classes'],
+    per_class=per_class,
+    style='EASY',
+    examples=_examples(config),
+    test_flow_loss=report['flow_loss'],
+    samples_per_class=samples_per_class,
+    conditional_accuracy=samples.get('conditional_accuracy'),
+    frechet_distance=samples['frechet_distance'],
+    sample_per_class_accuracy=samples.get('per_class_accuracy'),
+    real_conditional_accuracy=real.get('conditional_accuracy'),
+    real_per_class_accuracy=real.get('per_class_accuracy'),
+    num_real=samples.get('num_real'),
+    sampler=samples.get('sampler'),
+    sample_steps=samples.get('steps'),
+    cfg=samples.get('cfg'),
+    **_training_fields(summary, seconds),
+    evaluate_seconds=evaluate_seconds,
+    **judged,
+    judge_held_out=_held_out(judged['judge_workdir'], folder, config),
+    data_seconds=data_seconds,
+    wall_seconds=time.perf_counter() - start,
+    workdir=run_dir,
+  )
 
 
 # Sweeps and the command ----------------------------------------------------------------------------------------
@@ -338,22 +435,35 @@ def _resolve_axis(name: str, recipes: Sequence[str]) -> str:
   if all(name in base and not hasattr(base[name], 'keys') for base in bases):
     return name
   if name == 'steps' and not any('steps' in base.train for base in bases):
-    raise UserError("--sweep steps=...: these recipes have no train.steps field (they train for train.epochs); "
-                    'sweep epochs=... instead')
+    raise UserError(
+      '--sweep steps=...: these recipes have no train.steps field (they train for train.epochs); '
+      'sweep epochs=... instead'
+    )
   return f'train.{name}'
 
 
 def grid(axes: Sequence[tuple[str, list[str]]], recipes: Sequence[str]) -> list[list[str]]:
   """Every point of the grid as overrides; [[]] (one run with none) when there is no sweep."""
   resolved = [(_resolve_axis(name, recipes), values) for name, values in axes]
-  return [[f'{field}={value}' for (field, _), value in zip(resolved, point)]
-          for point in itertools.product(*(values for _, values in resolved))]
+  return [
+    [f'{field}={value}' for (field, _), value in zip(resolved, point)]
+    for point in itertools.product(*(values for _, values in resolved))
+  ]
 
 
-def run(cases: str, workdir: str = 'workdirs/quality', per_class: int | None = None, classes: int = 10,
-        picture_size: int | None = None, overrides: Sequence[str] = (), sweep: Sequence[str] = (),
-        judge: str | None = None, judge_overrides: Sequence[str] = (), samples_per_class: int = 50,
-        emit: Callable[[dict], None] = lambda row: None) -> list[dict]:
+def run(
+  cases: str,
+  workdir: str = 'workdirs/quality',
+  per_class: int | None = None,
+  classes: int = 10,
+  picture_size: int | None = None,
+  overrides: Sequence[str] = (),
+  sweep: Sequence[str] = (),
+  judge: str | None = None,
+  judge_overrides: Sequence[str] = (),
+  samples_per_class: int = 50,
+  emit: Callable[[dict], None] = lambda row: None,
+) -> list[dict]:
   """Runs `cases` ('classifier', 'small', 'generator' or 'all'), each over the sweep's grid; `emit` gets each row
   as it is done (with the machine's description) and the rows are returned."""
   chosen = CASES if cases == 'all' else (cases,)
@@ -384,8 +494,9 @@ def run(cases: str, workdir: str = 'workdirs/quality', per_class: int | None = N
         row = classifier(workdir, n, classes, picture_size, settings, label)
       else:
         row = small(workdir, n, picture_size, settings, label)
-      row = dict(row, sweep={item.partition('=')[0]: item.partition('=')[2] for item in point} or None,
-                 **bench.machine())
+      row = dict(
+        row, sweep={item.partition('=')[0]: item.partition('=')[2] for item in point} or None, **bench.machine()
+      )
       emit(row)
       rows.append(row)
   return rows
@@ -397,15 +508,21 @@ def _figure(value, digits: int = 3) -> str:
 
 def table(rows: Sequence[dict]) -> str:
   """A short human-readable summary of the rows, one line each."""
-  lines = [(f'{"case":<11} {"sweep":<28} {"accuracy":>8} {"balanced":>8} {"cond.acc":>8} {"real acc":>8} '
-            f'{"Fréchet":>8} {"judge":>6} {"steps":>6} {"train s":>8} {"wall s":>8}')]
+  lines = [
+    (
+      f'{"case":<11} {"sweep":<28} {"accuracy":>8} {"balanced":>8} {"cond.acc":>8} {"real acc":>8} '
+      f'{"Fréchet":>8} {"judge":>6} {"steps":>6} {"train s":>8} {"wall s":>8}'
+    )
+  ]
   for r in rows:
     sweep = ','.join(f'{k.removeprefix("train.")}={v}' for k, v in (r.get('sweep') or {}).items()) or '-'
-    lines.append(f'{r["case"]:<11} {sweep[:28]:<28} {_figure(r.get("test_accuracy")):>8} '
-                 f'{_figure(r.get("test_balanced_accuracy")):>8} {_figure(r.get("conditional_accuracy")):>8} '
-                 f'{_figure(r.get("real_conditional_accuracy")):>8} {_figure(r.get("frechet_distance"), 2):>8} '
-                 f'{_figure(r.get("judge_test_accuracy")):>6} {r["steps"]:>6} {r["train_seconds"]:>8.1f} '
-                 f'{r["wall_seconds"]:>8.1f}')
+    lines.append(
+      f'{r["case"]:<11} {sweep[:28]:<28} {_figure(r.get("test_accuracy")):>8} '
+      f'{_figure(r.get("test_balanced_accuracy")):>8} {_figure(r.get("conditional_accuracy")):>8} '
+      f'{_figure(r.get("real_conditional_accuracy")):>8} {_figure(r.get("frechet_distance"), 2):>8} '
+      f'{_figure(r.get("judge_test_accuracy")):>6} {r["steps"]:>6} {r["train_seconds"]:>8.1f} '
+      f'{r["wall_seconds"]:>8.1f}'
+    )
   return '\n'.join(lines)
 
 

@@ -12,6 +12,7 @@
 Every number is also computed for real images of the same split, so a reader sees what a
 perfect generator would score under this classifier.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,11 +36,14 @@ def label_map(generator_classes: list[str], classifier_classes: list[str]) -> tu
   if classifier_classes == list(pets.SPECIES):
     return 'species', np.arange(2)
   if all(c in generator_classes or (c in pets.BREEDS and 'other' in generator_classes) for c in classifier_classes):
-    return 'class', np.asarray([generator_classes.index(c if c in generator_classes else 'other')
-                                for c in classifier_classes])
-  raise UserError(f'the classifier predicts {classifier_classes}, which cannot be matched with the generator\'s '
-                  f'classes {generator_classes}; use a classifier trained on the same labels, on all 37 breeds, or '
-                  'on cat/other')
+    return 'class', np.asarray(
+      [generator_classes.index(c if c in generator_classes else 'other') for c in classifier_classes]
+    )
+  raise UserError(
+    f"the classifier predicts {classifier_classes}, which cannot be matched with the generator's "
+    f'classes {generator_classes}; use a classifier trained on the same labels, on all 37 breeds, or '
+    'on cat/other'
+  )
 
 
 def _judge(classifier, images: np.ndarray, labels: np.ndarray, classes: list[str]) -> tuple[dict, np.ndarray]:
@@ -51,8 +55,9 @@ def _judge(classifier, images: np.ndarray, labels: np.ndarray, classes: list[str
   if kind == 'class':
     correct = predicted == labels
     out['conditional_accuracy'] = float(correct.mean())
-    out['per_class_accuracy'] = {name: float(correct[labels == i].mean()) for i, name in enumerate(classes)
-                                 if np.any(labels == i)}
+    out['per_class_accuracy'] = {
+      name: float(correct[labels == i].mean()) for i, name in enumerate(classes) if np.any(labels == i)
+    }
   else:
     species = _species_of(classes)[labels]
     out['species_accuracy'] = float(np.mean(predicted == species))
@@ -63,8 +68,14 @@ def _judge(classifier, images: np.ndarray, labels: np.ndarray, classes: list[str
   return out, features
 
 
-def sample_quality(classifier, real_images: np.ndarray, real_labels: np.ndarray, images: np.ndarray,
-                   labels: np.ndarray, classes: list[str]) -> dict:
+def sample_quality(
+  classifier,
+  real_images: np.ndarray,
+  real_labels: np.ndarray,
+  images: np.ndarray,
+  labels: np.ndarray,
+  classes: list[str],
+) -> dict:
   """Scores `images` (uint8, with the `labels` they were asked for) against real images under `classifier`."""
   generated, generated_features = _judge(classifier, images, labels, classes)
   real, real_features = _judge(classifier, real_images, real_labels, classes)
@@ -72,6 +83,11 @@ def sample_quality(classifier, real_images: np.ndarray, real_labels: np.ndarray,
   asked = np.bincount(labels, minlength=len(classes)) > 0  # Classes absent from the samples get no weight.
   weights = np.where(asked[real_labels], 1.0 / np.maximum(counts[real_labels], 1), 0.0)
   distance = metrics.frechet_distance(real_features, generated_features, weights_a=weights)
-  return dict(generated, frechet_distance=distance,
-              num_generated=int(len(images)), num_real=int(len(real_images)), real=real,
-              classifier_classes=list(classifier.classes))
+  return dict(
+    generated,
+    frechet_distance=distance,
+    num_generated=int(len(images)),
+    num_real=int(len(real_images)),
+    real=real,
+    classifier_classes=list(classifier.classes),
+  )

@@ -4,6 +4,7 @@ Data parallelism is a 1-D mesh over every device: a batch is sharded on axis 'da
 state is replicated, so XLA inserts the gradient (and BatchNorm statistics) all-reduces and
 a step computes the same thing on one device or many.
 """
+
 from __future__ import annotations
 
 import jax
@@ -55,7 +56,7 @@ def run_batched(fn, state, arrays: tuple[np.ndarray, ...], batch_size: int, mesh
   sharding = batch_sharding(mesh)
   pending = []
   for start in range(0, total, batch_size):
-    chunks = [np.asarray(a[start:start + batch_size]) for a in arrays]
+    chunks = [np.asarray(a[start : start + batch_size]) for a in arrays]
     n = len(chunks[0])
     if n < batch_size:
       chunks = [np.concatenate([c, np.zeros((batch_size - n,) + c.shape[1:], c.dtype)]) for c in chunks]

@@ -6,6 +6,7 @@ The TFDS train split is divided into train and val (seeded, stratified by class,
 `data.val_min_per_class` of each class in val); TFDS's test split is kept for the final
 evaluation. An image folder is divided into all three the same way (`stratify.py`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -50,8 +51,9 @@ def _val_floor(config) -> int:
 
 def _limit(config, name: str, indices: np.ndarray, labels_of) -> np.ndarray:
   """`data.max_examples` of a split, classes in proportion; val keeps its per-class floor above the cap."""
-  return stratify.limit(indices, labels_of, config.data.max_examples, config.data.split_seed,
-                        _val_floor(config) if name == 'val' else 0)
+  return stratify.limit(
+    indices, labels_of, config.data.max_examples, config.data.split_seed, _val_floor(config) if name == 'val' else 0
+  )
 
 
 def _fingerprint(paths) -> str:
@@ -71,8 +73,9 @@ def _tfds_breeds(data_dir: str, split: str, content: str) -> np.ndarray:
 
 def _tfds_parts(config, splits=SPLITS):
   data_dir = os.path.abspath(os.path.expanduser(default_tfds_dir(config)))
-  sources = {split: pets.read_split(data_dir, split, skip_decoding=('segmentation_mask',))
-             for split in ('train', 'test')}
+  sources = {
+    split: pets.read_split(data_dir, split, skip_decoding=('segmentation_mask',)) for split in ('train', 'test')
+  }
   label_set = config.data.labels
   variant = pets.variant_dir(data_dir)
   content = _fingerprint(sorted(os.path.join(variant, f) for f in os.listdir(variant)))
@@ -88,13 +91,20 @@ def _tfds_parts(config, splits=SPLITS):
     def load():
       record = source[int(i)]
       return record['image'], {'label': int(record['label']), 'species': int(record['species'])}
+
     return load
 
   out = {}
   for name, (tfds_split, indices) in parts.items():
     indices = _limit(config, name, indices, lambda: labels(tfds_split)[indices])
-    key = dict(source='tfds', data_dir=data_dir, split=tfds_split, indices=_digest(indices), content=content,
-               size=config.data.cache_size)
+    key = dict(
+      source='tfds',
+      data_dir=data_dir,
+      split=tfds_split,
+      indices=_digest(indices),
+      content=content,
+      size=config.data.cache_size,
+    )
     names = [f'{pets.NAME}/{tfds_split}[{i}]' for i in indices]
     out[name] = (key, names, [loader(sources[tfds_split], i) for i in indices])
   to_labels = lambda fields: pets.labels_for(label_set, fields['label'])  # The cache keeps the breed.
@@ -114,8 +124,14 @@ def _folder_parts(config, splits=SPLITS):
   for name, indices in parts.items():
     indices = _limit(config, name, indices, lambda: labels[indices])
     chosen = [files[i] for i in indices]
-    key = dict(source='folder', root=root, split=name, files=_digest(chosen), content=_fingerprint(chosen),
-               size=config.data.cache_size)
+    key = dict(
+      source='folder',
+      root=root,
+      split=name,
+      files=_digest(chosen),
+      content=_fingerprint(chosen),
+      size=config.data.cache_size,
+    )
     out[name] = (key, [os.path.relpath(f, root) for f in chosen], [loader(i) for i in indices])
   return classes, lambda fields: fields['label'], out, os.path.join(root, '.tinycats-cache')
 

@@ -11,6 +11,7 @@ colour jitter. `eval_transform` is the one evaluation policy: the central square
 CenterCrop(224)); `flip_transform`, the generator's data, is that square mirrored at random. All
 end with the configured normalisation, so training, evaluation, prediction and export agree.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,9 +25,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 NORMALIZATIONS = {
-    'imagenet': (IMAGENET_MEAN, IMAGENET_STD),
-    'none': ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),  # Pixels stay in [0, 1].
-    'symmetric': ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # Pixels in [-1, 1]: the generator's data, like its noise.
+  'imagenet': (IMAGENET_MEAN, IMAGENET_STD),
+  'none': ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),  # Pixels stay in [0, 1].
+  'symmetric': ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # Pixels in [-1, 1]: the generator's data, like its noise.
 }
 
 
@@ -129,8 +130,9 @@ def _recolor(key, x, probability):
   return jnp.where(jax.random.bernoulli(k_apply, probability), scrambled, x)
 
 
-def train_transform(images, sizes, key, *, image_size, min_scale=0.35, flip=True, color_jitter=0.0, recolor=0.0,
-                    norm='imagenet'):
+def train_transform(
+  images, sizes, key, *, image_size, min_scale=0.35, flip=True, color_jitter=0.0, recolor=0.0, norm='imagenet'
+):
   """uint8 canvases (B, S, S, 3) with picture sizes (B, 2) -> float32 (B, image_size, image_size, 3),
   randomly augmented per image; the crop may come from anywhere in the picture."""
 

@@ -10,6 +10,7 @@ folder) so that every later run on that data reuses it. A cache is a folder: `im
 renamed, so an interrupted build leaves nothing half-written. Images that fail to decode are
 skipped with a warning naming them, and counted.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -79,15 +80,20 @@ def read_image_file(path: str) -> Image.Image:
 
 def cache_path(cache_dir: str, key: dict) -> str:
   digest = hashlib.sha256(json.dumps(dict(key, format=FORMAT), sort_keys=True).encode()).hexdigest()[:16]
-  return os.path.join(cache_dir, f"{key.get('source', 'data')}-{key.get('split', 'split')}-{key['size']}-{digest}")
+  return os.path.join(cache_dir, f'{key.get("source", "data")}-{key.get("split", "split")}-{key["size"]}-{digest}')
 
 
 def load(path: str) -> CachedSplit:
   with open(os.path.join(path, 'meta.json')) as f:
     meta = json.load(f)
   labels = {field: np.load(os.path.join(path, f'{field}.npy')) for field in meta['label_fields']}
-  return CachedSplit(np.load(os.path.join(path, 'images.npy'), mmap_mode='r'), np.load(os.path.join(path, 'sizes.npy')),
-                     labels, meta['names'], meta['skipped'])
+  return CachedSplit(
+    np.load(os.path.join(path, 'images.npy'), mmap_mode='r'),
+    np.load(os.path.join(path, 'sizes.npy')),
+    labels,
+    meta['names'],
+    meta['skipped'],
+  )
 
 
 def build(path: str, names: Sequence[str], loaders: Sequence[Loader], key: dict) -> CachedSplit:
@@ -112,8 +118,15 @@ def build(path: str, names: Sequence[str], loaders: Sequence[Loader], key: dict)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 1)) as pool:
       futures = {pool.submit(decode, i): i for i in range(n)}
-      for future in tqdm(concurrent.futures.as_completed(futures), total=n, desc=f'decoding {key.get("split", "")}',
-                         unit='img', file=sys.stderr, mininterval=1.0, disable=n < 64):
+      for future in tqdm(
+        concurrent.futures.as_completed(futures),
+        total=n,
+        desc=f'decoding {key.get("split", "")}',
+        unit='img',
+        file=sys.stderr,
+        mininterval=1.0,
+        disable=n < 64,
+      ):
         i = futures.pop(future)  # Drop the reference: the decoded canvas lives only in the file.
         try:
           (canvas, sizes[i]), fields = future.result()
@@ -133,7 +146,7 @@ def build(path: str, names: Sequence[str], loaders: Sequence[Loader], key: dict)
       kept = np.lib.format.open_memmap(os.path.join(tmp, 'kept.npy'), 'w+', np.uint8, (int(ok.sum()), size, size, 3))
       rows = np.flatnonzero(ok)
       for start in range(0, len(rows), 256):
-        kept[start:start + 256] = images[rows[start:start + 256]]
+        kept[start : start + 256] = images[rows[start : start + 256]]
       kept.flush()
       del images, kept
       os.replace(os.path.join(tmp, 'kept.npy'), os.path.join(tmp, 'images.npy'))
@@ -143,8 +156,13 @@ def build(path: str, names: Sequence[str], loaders: Sequence[Loader], key: dict)
     np.save(os.path.join(tmp, 'sizes.npy'), sizes[ok])
     for field, values in labels.items():
       np.save(os.path.join(tmp, f'{field}.npy'), values[ok])
-    meta = dict(key=key, format=FORMAT, names=[name for name, keep in zip(names, ok) if keep], skipped=sorted(skipped),
-                label_fields=sorted(labels))
+    meta = dict(
+      key=key,
+      format=FORMAT,
+      names=[name for name, keep in zip(names, ok) if keep],
+      skipped=sorted(skipped),
+      label_fields=sorted(labels),
+    )
     with open(os.path.join(tmp, 'meta.json'), 'w') as f:
       json.dump(meta, f)
     try:

@@ -1,4 +1,5 @@
 """Image-folder source: `ROOT/<class>/<image>`, one sub-folder per class (class names sorted)."""
+
 from __future__ import annotations
 
 import os
@@ -13,16 +14,21 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
 def list_images(root: str) -> tuple[list[str], list[str], np.ndarray]:
   """Returns (classes, files, labels); files are sorted so the listing is reproducible."""
   if not os.path.isdir(root):
-    raise FileNotFoundError(f'image folder {root!r} not found; data.source=folder expects ROOT/<class>/<image> '
-                            '(e.g. data/cats/cat/*.jpg and data/cats/other/*.jpg)')
+    raise FileNotFoundError(
+      f'image folder {root!r} not found; data.source=folder expects ROOT/<class>/<image> '
+      '(e.g. data/cats/cat/*.jpg and data/cats/other/*.jpg)'
+    )
   classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith('.'))
   files, labels = [], []
   for index, name in enumerate(classes):
-    found = sorted(f for f in os.listdir(os.path.join(root, name))
-                   if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith('.'))
+    found = sorted(
+      f for f in os.listdir(os.path.join(root, name)) if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith('.')
+    )
     files += [os.path.join(root, name, f) for f in found]
     labels += [index] * len(found)
   if len(classes) < 2 or not files:
-    raise UserError(f'image folder {root!r} needs at least two class sub-folders holding images '
-                     f'({", ".join(IMAGE_EXTENSIONS)}); found classes {classes} with {len(files)} images')
+    raise UserError(
+      f'image folder {root!r} needs at least two class sub-folders holding images '
+      f'({", ".join(IMAGE_EXTENSIONS)}); found classes {classes} with {len(files)} images'
+    )
   return classes, files, np.asarray(labels, np.int32)

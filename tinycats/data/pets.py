@@ -4,6 +4,7 @@
 its repair of 12 corrupt JPEGs, writer) and writes ArrayRecord, so that `read_split` can use
 `tfds.data_source`, which decodes with NumPy/PIL and never imports TensorFlow.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,13 +23,43 @@ HOMEPAGE = 'http://www.robots.ox.ac.uk/~vgg/data/pets/'
 ARCHIVES = ('images.tar.gz', 'annotations.tar.gz')
 # TFDS's ClassLabel order for 'label' (capitalised names are cats, lowercase are dogs).
 BREEDS = (
-    'Abyssinian', 'american_bulldog', 'american_pit_bull_terrier', 'basset_hound', 'beagle',
-    'Bengal', 'Birman', 'Bombay', 'boxer', 'British_Shorthair', 'chihuahua', 'Egyptian_Mau',
-    'english_cocker_spaniel', 'english_setter', 'german_shorthaired', 'great_pyrenees',
-    'havanese', 'japanese_chin', 'keeshond', 'leonberger', 'Maine_Coon', 'miniature_pinscher',
-    'newfoundland', 'Persian', 'pomeranian', 'pug', 'Ragdoll', 'Russian_Blue', 'saint_bernard',
-    'samoyed', 'scottish_terrier', 'shiba_inu', 'Siamese', 'Sphynx', 'staffordshire_bull_terrier',
-    'wheaten_terrier', 'yorkshire_terrier',
+  'Abyssinian',
+  'american_bulldog',
+  'american_pit_bull_terrier',
+  'basset_hound',
+  'beagle',
+  'Bengal',
+  'Birman',
+  'Bombay',
+  'boxer',
+  'British_Shorthair',
+  'chihuahua',
+  'Egyptian_Mau',
+  'english_cocker_spaniel',
+  'english_setter',
+  'german_shorthaired',
+  'great_pyrenees',
+  'havanese',
+  'japanese_chin',
+  'keeshond',
+  'leonberger',
+  'Maine_Coon',
+  'miniature_pinscher',
+  'newfoundland',
+  'Persian',
+  'pomeranian',
+  'pug',
+  'Ragdoll',
+  'Russian_Blue',
+  'saint_bernard',
+  'samoyed',
+  'scottish_terrier',
+  'shiba_inu',
+  'Siamese',
+  'Sphynx',
+  'staffordshire_bull_terrier',
+  'wheaten_terrier',
+  'yorkshire_terrier',
 )
 # TFDS 'species': 0 Cat, 1 Dog. We classify cat vs everything else.
 SPECIES = ('cat', 'other')
@@ -65,6 +96,7 @@ def _prepare_command(data_dir: str) -> str:
 def variant_dir(data_dir: str) -> str:
   """`DATA_DIR/oxford_iiit_pet/<version>`, where the prepared files are."""
   import tensorflow_datasets as tfds
+
   return os.path.join(data_dir, NAME, str(tfds.builder_cls(NAME).VERSION))
 
 
@@ -85,8 +117,12 @@ def _counts(builder) -> dict[str, int]:
 def _sha256(path: str) -> tuple[str, int]:
   """SHA-256 and size of a file, with a progress bar (the images archive is 792 MB)."""
   digest, size = hashlib.sha256(), os.path.getsize(path)
-  with open(path, 'rb') as f, tqdm(total=size, unit='B', unit_scale=True, desc=f'sha256 {os.path.basename(path)}',
-                                   file=sys.stderr, leave=False) as bar:
+  with (
+    open(path, 'rb') as f,
+    tqdm(
+      total=size, unit='B', unit_scale=True, desc=f'sha256 {os.path.basename(path)}', file=sys.stderr, leave=False
+    ) as bar,
+  ):
     while chunk := f.read(1 << 20):
       digest.update(chunk)
       bar.update(len(chunk))
@@ -95,13 +131,15 @@ def _sha256(path: str) -> tuple[str, int]:
 
 def _check_missing(archives: str) -> None:
   if not os.path.isdir(archives):
-    raise PrepareError(f'--archives {archives!r} is not a folder; it should hold {" and ".join(ARCHIVES)} '
-                       f'from {HOMEPAGE}')
+    raise PrepareError(
+      f'--archives {archives!r} is not a folder; it should hold {" and ".join(ARCHIVES)} from {HOMEPAGE}'
+    )
   missing = [name for name in ARCHIVES if not os.path.isfile(os.path.join(archives, name))]
   if missing:
     raise PrepareError(
-        f'{" and ".join(missing)} not found in {archives!r}. Download images.tar.gz and annotations.tar.gz '
-        f'from the official page {HOMEPAGE} into that folder (or omit --archives to let TFDS download them).')
+      f'{" and ".join(missing)} not found in {archives!r}. Download images.tar.gz and annotations.tar.gz '
+      f'from the official page {HOMEPAGE} into that folder (or omit --archives to let TFDS download them).'
+    )
 
 
 def _check_archives(archives: str, verify: bool) -> dict:
@@ -110,6 +148,7 @@ def _check_archives(archives: str, verify: bool) -> dict:
   Returns {url: UrlInfo} of the archives as they are, for TFDS to expect.
   """
   import tensorflow_datasets as tfds
+
   registered = {info.filename: (url, info) for url, info in tfds.builder_cls(NAME).url_infos.items()}
   _log("checking the archives' sha256 against TFDS's registered checksums")
   actual, mismatches = {}, []
@@ -118,12 +157,15 @@ def _check_archives(archives: str, verify: bool) -> dict:
     checksum, size = _sha256(os.path.join(archives, name))
     actual[url] = tfds.download.checksums.UrlInfo(size=size, checksum=checksum, filename=name)
     if checksum != expected.checksum:
-      mismatches.append(f'  {name}: expected sha256 {expected.checksum} ({int(expected.size)} bytes), '
-                        f'got {checksum} ({size} bytes)')
+      mismatches.append(
+        f'  {name}: expected sha256 {expected.checksum} ({int(expected.size)} bytes), got {checksum} ({size} bytes)'
+      )
   if mismatches and verify:
     raise PrepareError(
-        f'archives in {archives!r} differ from the ones TFDS registered for {NAME}:\n' + '\n'.join(mismatches) +
-        f'\nGet the official archives from {HOMEPAGE}, or pass --no-verify to accept these as they are.')
+      f'archives in {archives!r} differ from the ones TFDS registered for {NAME}:\n'
+      + '\n'.join(mismatches)
+      + f'\nGet the official archives from {HOMEPAGE}, or pass --no-verify to accept these as they are.'
+    )
   if mismatches:
     _log('checksums differ from the registered ones; accepting them (--no-verify):\n' + '\n'.join(mismatches))
   return actual
@@ -132,8 +174,9 @@ def _check_archives(archives: str, verify: bool) -> dict:
 def _require_tensorflow() -> None:
   """TFDS's extractor and its repair of corrupt JPEGs use TensorFlow; only preparing needs it."""
   if importlib.util.find_spec('tensorflow') is None:
-    raise PrepareError("preparing the dataset needs TensorFlow: pip install 'tinycats[prepare]' "
-                       '(or pip install tensorflow-cpu)')
+    raise PrepareError(
+      "preparing the dataset needs TensorFlow: pip install 'tinycats[prepare]' (or pip install tensorflow-cpu)"
+    )
 
 
 def _builder_expecting(url_infos: dict, data_dir: str):
@@ -143,10 +186,13 @@ def _builder_expecting(url_infos: dict, data_dir: str):
   an unregistered subclass with the same name and data files overrides just that.
   """
   import tensorflow_datasets as tfds
+
   base = tfds.builder_cls(NAME)
   with tfds.core.registered.skip_registration():
+
     class AcceptedArchives(base):
       name = NAME
+
   # TFDS's module: its README/citation and the recorded moduleName are the original builder's.
   AcceptedArchives.__module__ = base.__module__
   AcceptedArchives.url_infos = url_infos  # Replaces the classproperty that reads checksums.tsv.
@@ -163,6 +209,7 @@ def prepare(data_dir: str, archives: str | None = None, verify: bool = True) -> 
   """
   data_dir = os.path.expanduser(data_dir)
   import tensorflow_datasets as tfds
+
   if is_prepared(data_dir):
     builder = tfds.builder(NAME, data_dir=data_dir)
     _log(f'{NAME} {builder.version} is already prepared in {builder.data_dir}; nothing to do')
@@ -203,16 +250,19 @@ def read_split(data_dir: str, split: str, skip_decoding: tuple[str, ...] = ()):
   Features named in `skip_decoding` stay encoded bytes (the classifier never decodes the masks).
   """
   import tensorflow_datasets as tfds
+
   data_dir = os.path.expanduser(data_dir)
   if not is_prepared(data_dir):
     raise PrepareError(
-        f'{NAME} is not prepared in {data_dir!r}. Prepare it once with:\n  {_prepare_command(data_dir)}\n'
-        f'where DIR holds {" and ".join(ARCHIVES)} from {HOMEPAGE} (without --archives TFDS downloads them).')
+      f'{NAME} is not prepared in {data_dir!r}. Prepare it once with:\n  {_prepare_command(data_dir)}\n'
+      f'where DIR holds {" and ".join(ARCHIVES)} from {HOMEPAGE} (without --archives TFDS downloads them).'
+    )
   builder = tfds.builder(NAME, data_dir=data_dir)
   file_format = builder.info.file_format
   if file_format is not None and file_format.value != 'array_record':
     raise PrepareError(
-        f'{NAME} in {data_dir!r} was prepared as {file_format.value}, which needs TensorFlow to read; '
-        f'prepare it as ArrayRecord into another data dir with:\n  {_prepare_command("NEW_DATA_DIR")}')
+      f'{NAME} in {data_dir!r} was prepared as {file_format.value}, which needs TensorFlow to read; '
+      f'prepare it as ArrayRecord into another data dir with:\n  {_prepare_command("NEW_DATA_DIR")}'
+    )
   decoders = {name: tfds.decode.SkipDecoding() for name in skip_decoding} or None
   return builder.as_data_source(split=split, decoders=decoders)

@@ -14,6 +14,7 @@ classifier on per-image colour statistics stays at chance (tests/test_shapes.py)
 `Style` sets how hard the pictures are: `HARD` (textures, clutter, small objects), `EASY` (large
 objects, plain or noisy grounds, little clutter) and `FLAT` (one colour on another: the generator's).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,6 +34,7 @@ PETS = ('cat', 'dog')  # Heads that differ in their ears: pointed and upright, o
 @dataclasses.dataclass(frozen=True)
 class Style:
   """How a picture is drawn: ranges that every class shares."""
+
   size: int = 64  # Mean side of the picture, in pixels.
   aspect: tuple[float, float] = (0.6, 1.67)  # Width / height, log-uniform: most pictures are not square.
   area: tuple[float, float] = (0.06, 0.22)  # Fraction of the picture the object covers (the same for every class).
@@ -41,14 +43,44 @@ class Style:
   clutter: tuple[int, int] = (2, 8)  # Distractors (lines and small dots) drawn behind the object.
   textured: float = 0.5  # Probability that the object is filled with a gradient or stripes, not one colour.
   grounds: tuple[str, ...] = ('flat', 'gradient', 'stripes', 'noise')  # Backgrounds, drawn with equal odds.
+  spread: float = 1.0  # How far from the centre the object may sit: 1 = anywhere it fits, 0 = centred.
 
 
 HARD = Style()
-EASY = Style(size=48, aspect=(0.75, 1.33), area=(0.14, 0.3), stretch=(0.85, 1.18), rotation=15.0, clutter=(0, 1),
-             textured=0.0, grounds=('flat', 'gradient', 'noise'))
+EASY = Style(
+  size=48,
+  aspect=(0.75, 1.33),
+  area=(0.14, 0.3),
+  stretch=(0.85, 1.18),
+  rotation=15.0,
+  clutter=(0, 1),
+  textured=0.0,
+  grounds=('flat', 'gradient', 'noise'),
+)
 # One colour on one colour: the least a generator has to model besides the shape (colours still random).
-FLAT = Style(size=48, aspect=(0.75, 1.33), area=(0.18, 0.35), stretch=(0.85, 1.18), rotation=15.0, clutter=(0, 0),
-             textured=0.0, grounds=('flat',))
+FLAT = Style(
+  size=48,
+  aspect=(0.75, 1.33),
+  area=(0.18, 0.35),
+  stretch=(0.85, 1.18),
+  rotation=15.0,
+  clutter=(0, 0),
+  textured=0.0,
+  grounds=('flat',),
+)
+# One large object near the middle, as a pet photo is framed: the generator's benchmark pictures.
+# Colour and ground (flat or gradient) are random per picture, so the outline still carries the class.
+CENTRED = Style(
+  size=48,
+  aspect=(0.75, 1.33),
+  area=(0.2, 0.4),
+  stretch=(0.85, 1.18),
+  rotation=15.0,
+  clutter=(0, 0),
+  textured=0.0,
+  grounds=('flat', 'gradient'),
+  spread=0.5,
+)
 _SUPERSAMPLE = 3  # Outlines are drawn this much larger and reduced: smooth, antialiased edges.
 
 
@@ -65,11 +97,18 @@ def _unit_outline(shape: str) -> list[list[tuple[float, float]]]:
   if shape == 'square':
     return [[(-0.85, -0.85), (0.85, -0.85), (0.85, 0.85), (-0.85, 0.85)]]
   if shape == 'star':
-    return [[(r * math.sin(a), -r * math.cos(a)) for k in range(10)
-             for a, r in [(k * math.pi / 5, 1.0 if k % 2 == 0 else 0.42)]]]
+    return [
+      [
+        (r * math.sin(a), -r * math.cos(a))
+        for k in range(10)
+        for a, r in [(k * math.pi / 5, 1.0 if k % 2 == 0 else 0.42)]
+      ]
+    ]
   if shape == 'cross':
     w = 0.32
-    return [[(-w, -1), (w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1), (-w, 1), (-w, w), (-1, w), (-1, -w), (-w, -w)]]
+    return [
+      [(-w, -1), (w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1), (-w, 1), (-w, w), (-1, w), (-1, -w), (-w, -w)]
+    ]
   if shape == 'crescent':
     return [circle(1.0), circle(0.85, 0.45, -0.2)]
   if shape == 'heart':
@@ -96,8 +135,9 @@ _HOLES = ('ring', 'crescent')  # Their second polygon is cut out of the first.
 @functools.lru_cache(maxsize=None)
 def _unit_area(shape: str) -> float:
   """The outline's own area at unit scale, measured once on a fine grid: it sets the scale for a drawn area."""
-  unit = _coverage(_unit_outline(shape), shape in _HOLES, 128, 128,
-                   lambda p: ((p[0] + 1.5) * 128 / 3, (p[1] + 1.5) * 128 / 3))
+  unit = _coverage(
+    _unit_outline(shape), shape in _HOLES, 128, 128, lambda p: ((p[0] + 1.5) * 128 / 3, (p[1] + 1.5) * 128 / 3)
+  )
   return float(unit.sum() / (128 / 3) ** 2)
 
 
@@ -111,14 +151,19 @@ def _mask(rng: np.random.Generator, shape: str, height: int, width: int, style: 
   scale = math.sqrt(area / _unit_area(shape))
   sx, sy = scale * math.sqrt(stretch), scale / math.sqrt(stretch)
   cos, sin = math.cos(angle), math.sin(angle)
-  corners = [(sx * x * cos - sy * y * sin, sx * x * sin + sy * y * cos) for x, y in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
+  corners = [
+    (sx * x * cos - sy * y * sin, sx * x * sin + sy * y * cos) for x, y in ((-1, -1), (1, -1), (1, 1), (-1, 1))
+  ]
   half_w = min(max(abs(x) for x, _ in corners), width / 2)
   half_h = min(max(abs(y) for _, y in corners), height / 2)
-  cx, cy = rng.uniform(half_w, width - half_w), rng.uniform(half_h, height - half_h)
+  # The same draws as uniform(half_w, width - half_w) when spread = 1.
+  room_w, room_h = style.spread * (width / 2 - half_w), style.spread * (height / 2 - half_h)
+  cx, cy = width / 2 + rng.uniform(-room_w, room_w), height / 2 + rng.uniform(-room_h, room_h)
 
   def place(p):
     x, y = sx * p[0], sy * p[1]
     return cx + x * cos - y * sin, cy + x * sin + y * cos
+
   return _coverage(polygons, holes, height, width, place)
 
 
@@ -169,8 +214,11 @@ def _background(rng: np.random.Generator, height: int, width: int, style: Style)
     x, y = rng.uniform(0, width), rng.uniform(0, height)
     if rng.uniform() < 0.6:  # A line.
       length, angle = rng.uniform(0.2, 0.6) * side, rng.uniform(0, np.pi)
-      draw.line([(x, y), (x + length * math.cos(angle), y + length * math.sin(angle))], fill=colour,
-                width=max(1, int(rng.uniform(0.01, 0.04) * side)))
+      draw.line(
+        [(x, y), (x + length * math.cos(angle), y + length * math.sin(angle))],
+        fill=colour,
+        width=max(1, int(rng.uniform(0.01, 0.04) * side)),
+      )
     else:  # A dot, far smaller than any object.
       r = rng.uniform(0.01, 0.035) * side
       draw.ellipse([x - r, y - r, x + r, y + r], fill=colour)
@@ -185,7 +233,9 @@ def picture_size(rng: np.random.Generator, style: Style) -> tuple[int, int]:
   return max(8, round(side / math.sqrt(aspect))), max(8, round(side * math.sqrt(aspect)))
 
 
-def render(rng: np.random.Generator, shape: str, style: Style = HARD, size: tuple[int, int] | None = None) -> np.ndarray:
+def render(
+  rng: np.random.Generator, shape: str, style: Style = HARD, size: tuple[int, int] | None = None
+) -> np.ndarray:
   """One uint8 (H, W, 3) picture of `shape` (one of SHAPES or PETS); `size` fixes (H, W), else it is drawn."""
   height, width = size or picture_size(rng, style)
   ground = _background(rng, height, width, style)
@@ -200,8 +250,9 @@ def render(rng: np.random.Generator, shape: str, style: Style = HARD, size: tupl
   return np.clip(np.round(image), 0, 255).astype(np.uint8)
 
 
-def make_folder(root: str, classes=SHAPES, per_class: int = 100, style: Style = HARD, seed: int = 0,
-                fmt: str = 'png') -> dict[str, list[str]]:
+def make_folder(
+  root: str, classes=SHAPES, per_class: int = 100, style: Style = HARD, seed: int = 0, fmt: str = 'png'
+) -> dict[str, list[str]]:
   """Writes `root/<class>/<i>.<fmt>` (`data.source=folder`'s layout); returns the paths per class.
 
   `classes` is a sequence of names from SHAPES/PETS, or a count (the first N of SHAPES). Pictures
@@ -227,8 +278,14 @@ def colour_statistics(image: np.ndarray) -> np.ndarray:
   return np.concatenate([x.mean(0), x.std(0), *histograms]).astype(np.float32)
 
 
-def colour_probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
-                          steps: int = 500, learning_rate: float = 0.5) -> float:
+def colour_probe_accuracy(
+  train_x: np.ndarray,
+  train_y: np.ndarray,
+  test_x: np.ndarray,
+  test_y: np.ndarray,
+  steps: int = 500,
+  learning_rate: float = 0.5,
+) -> float:
   """Test accuracy of a softmax regression on colour features: near chance when colour says nothing of the class."""
   mean, std = train_x.mean(0), train_x.std(0) + 1e-6
   a, b = (train_x - mean) / std, (test_x - mean) / std
@@ -251,14 +308,14 @@ def main(argv=None) -> None:
   parser.add_argument('out_dir')
   parser.add_argument('--classes', default='10', help="a count (the first N of SHAPES), or names: 'cat,dog'")
   parser.add_argument('--per-class', type=int, default=300)
-  parser.add_argument('--style', choices=('hard', 'easy', 'flat'), default='easy')
-  parser.add_argument('--size', type=int, default=None, help='mean picture side in pixels (the style\'s own by default)')
+  parser.add_argument('--style', choices=('hard', 'easy', 'flat', 'centred'), default='easy')
+  parser.add_argument('--size', type=int, default=None, help="mean picture side in pixels (the style's own by default)")
   parser.add_argument('--seed', type=int, default=0)
   args = parser.parse_args(argv)
-  style = {'hard': HARD, 'easy': EASY, 'flat': FLAT}[args.style]
+  style = {'hard': HARD, 'easy': EASY, 'flat': FLAT, 'centred': CENTRED}[args.style]
   if args.size:
     style = dataclasses.replace(style, size=args.size)
-  classes = SHAPES[:int(args.classes)] if args.classes.isdigit() else tuple(args.classes.split(','))
+  classes = SHAPES[: int(args.classes)] if args.classes.isdigit() else tuple(args.classes.split(','))
   unknown = [name for name in classes if name not in SHAPES + PETS]
   if unknown:
     parser.error(f'unknown classes {unknown}; known: {", ".join(SHAPES + PETS)}')

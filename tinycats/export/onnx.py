@@ -13,6 +13,7 @@ eval-mode model within `TOLERANCE` on seeded inputs with N=1 and N=3, or nothing
 `--int8` adds ONNX Runtime dynamic quantisation (`*_quantized.onnx`) and reports its size and what it
 changes on a validation batch. Files are written in a staging folder and moved in at the end.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -40,7 +41,10 @@ from tinycats.train import tasks
 
 TOLERANCE = 1e-4
 BATCH = 'batch_size'  # The dynamic batch axis: the same name in the ONNX files and models.json.
-FILES = {'classifier': ('cats.onnx', 'cats_quantized.onnx'), 'generator': ('generator.onnx', 'generator_quantized.onnx')}
+FILES = {
+  'classifier': ('cats.onnx', 'cats_quantized.onnx'),
+  'generator': ('generator.onnx', 'generator_quantized.onnx'),
+}
 # The page's sampling defaults (its GENERATOR_CONFIG): Euler, 50 steps, guidance 1.5.
 PAGE_SAMPLING = {'method': 'Euler integration', 'steps': 50, 'cfgScale': 1.5}
 QUALITY_BATCH = 256
@@ -72,15 +76,18 @@ def classifier_forward(model, normalization: str):
     if normalization != 'imagenet':
       x = (x * imagenet_std + imagenet_mean - mean) / std
     return model.fc(model.features(x))  # Eval mode: dropout is the identity, BatchNorm uses its statistics.
+
   return forward
 
 
 def generator_forward(model):
   """(noise NCHW, timestep, breed) -> velocity NCHW; breed < 0 is the null label."""
+
   def forward(noise, timestep, breed):
     labels = jnp.where(breed < 0, model.null_label, breed).astype(jnp.int32)
     velocity = model(jnp.transpose(noise, (0, 2, 3, 1)), timestep, labels)
     return jnp.transpose(velocity, (0, 3, 1, 2))
+
   return forward
 
 
@@ -88,6 +95,7 @@ def generator_forward(model):
 def _quiet_and_without(passes):
   """jax2onnx with some graph passes left out (see _RESNET_UNSAFE_PASSES) and onnx_ir's warnings muted."""
   from jax2onnx.converter import ir_optimizations
+
   saved = ir_optimizations._OPTIMIZER_PASSES  # pylint: disable=protected-access
   logger = logging.getLogger('onnx_ir')
   level = logger.level
@@ -103,6 +111,7 @@ def _quiet_and_without(passes):
 def _int64_input(proto, name: str) -> None:
   """Makes graph input `name` int64 (what the page feeds) with a Cast to the int32 the traced graph uses."""
   import onnx
+
   inner = f'{name}_int32'
   for node in proto.graph.node:
     for i, value in enumerate(node.input):
@@ -110,14 +119,16 @@ def _int64_input(proto, name: str) -> None:
         node.input[i] = inner
   graph_input = next(i for i in proto.graph.input if i.name == name)
   graph_input.type.tensor_type.elem_type = onnx.TensorProto.INT64
-  proto.graph.node.insert(0, onnx.helper.make_node('Cast', [name], [inner], to=onnx.TensorProto.INT32,
-                                                   name=f'{name}_to_int32'))
+  proto.graph.node.insert(
+    0, onnx.helper.make_node('Cast', [name], [inner], to=onnx.TensorProto.INT32, name=f'{name}_to_int32')
+  )
 
 
 def convert(config, model):
   """(onnx.ModelProto, forward function, input names) for the float32 network of a run."""
   import onnx
   from jax2onnx import to_onnx
+
   size = config.data.image_size
   if config.task == 'classifier':
     forward, names, skip = classifier_forward(model, config.data.normalization), ['input'], _RESNET_UNSAFE_PASSES
@@ -141,13 +152,16 @@ def parity_inputs(config, batch: int, seed: int) -> dict[str, np.ndarray]:
   if config.task == 'classifier':
     return {'input': rng.normal(size=(batch, 3, size, size)).astype(np.float32)}
   null = len(config.data.classes)
-  return {'noise': rng.normal(size=(batch, 3, size, size)).astype(np.float32),
-          'timestep': rng.uniform(size=batch).astype(np.float32),
-          'breed': rng.integers(-1, null + 1, size=batch).astype(np.int64)}
+  return {
+    'noise': rng.normal(size=(batch, 3, size, size)).astype(np.float32),
+    'timestep': rng.uniform(size=batch).astype(np.float32),
+    'breed': rng.integers(-1, null + 1, size=batch).astype(np.int64),
+  }
 
 
 def session(path: str):
   import onnxruntime
+
   return onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
 
 
@@ -168,6 +182,7 @@ def max_difference(path: str, config, forward) -> float:
 def quantize(source: str, target: str) -> None:
   """ONNX Runtime dynamic quantisation: int8 weights, activations quantised at run time."""
   from onnxruntime.quantization import QuantType, quantize_dynamic
+
   root = logging.getLogger()
   level = root.level
   root.setLevel(max(level, logging.ERROR))  # Mutes its generic 'consider pre-processing' warning.
@@ -191,8 +206,9 @@ def _validation_batch(config):
 
 def _run(onnx_session, feeds: dict[str, np.ndarray], batch: int = 32) -> np.ndarray:
   n = len(next(iter(feeds.values())))
-  return np.concatenate([onnx_session.run(None, {k: v[i:i + batch] for k, v in feeds.items()})[0]
-                         for i in range(0, n, batch)])
+  return np.concatenate(
+    [onnx_session.run(None, {k: v[i : i + batch] for k, v in feeds.items()})[0] for i in range(0, n, batch)]
+  )
 
 
 def quantization_report(config, float_path: str, int8_path: str) -> dict:
@@ -214,8 +230,9 @@ def quantization_report(config, float_path: str, int8_path: str) -> dict:
     out['agreement'] = float(np.mean(predictions['float32'] == predictions['int8']))
     out['accuracy_change'] = out['int8_accuracy'] - out['float32_accuracy']
   else:
-    data = np.asarray(augment.eval_transform(images, sizes, image_size=size, crop_fraction=crop,
-                                             norm=config.data.normalization))
+    data = np.asarray(
+      augment.eval_transform(images, sizes, image_size=size, crop_fraction=crop, norm=config.data.normalization)
+    )
     data = data.transpose(0, 3, 1, 2)
     rng = np.random.default_rng(0)
     noise = rng.normal(size=data.shape).astype(np.float32)
@@ -237,17 +254,26 @@ def _size(nbytes: int) -> str:
 
 def _file_entry(path: str, description: str) -> dict:
   nbytes = os.path.getsize(path)
-  return {'path': os.path.basename(path), 'sizeBytes': nbytes, 'sizeFormatted': _size(nbytes),
-          'description': description}
+  return {
+    'path': os.path.basename(path),
+    'sizeBytes': nbytes,
+    'sizeFormatted': _size(nbytes),
+    'description': description,
+  }
 
 
 def _preprocess(config) -> dict:
   """How an image becomes the model's input (or a real image the generator's output is compared with):
   the policy of `augment.eval_transform`, for the page to repeat."""
   fraction, size = augment.eval_crop(config.data), config.data.image_size
-  return {'crop': 'center_square', 'crop_fraction': fraction, 'resize': 'bilinear, antialiased', 'size': size,
-          'description': f'the central square of side {fraction:g} x the shorter side of the whole image, '
-                         f'resized to {size}x{size} (bilinear, antialiased)'}
+  return {
+    'crop': 'center_square',
+    'crop_fraction': fraction,
+    'resize': 'bilinear, antialiased',
+    'size': size,
+    'description': f'the central square of side {fraction:g} x the shorter side of the whole image, '
+    f'resized to {size}x{size} (bilinear, antialiased)',
+  }
 
 
 def models_json(existing: dict, config, paths: dict[str, str], info: dict) -> dict:
@@ -257,51 +283,100 @@ def models_json(existing: dict, config, paths: dict[str, str], info: dict) -> di
   size = config.data.image_size
   classes = list(config.data.classes)
   recommended = dict(out.get('recommended', {}))
-  quantized = ({'quantized': _file_entry(paths['int8'], 'int8 dynamic quantisation (ONNX Runtime) of the same model')}
-               if 'int8' in paths else {})
+  quantized = (
+    {'quantized': _file_entry(paths['int8'], 'int8 dynamic quantisation (ONNX Runtime) of the same model')}
+    if 'int8' in paths
+    else {}
+  )
   if config.task == 'classifier':
-    out['models']['classifier'] = {'original': _file_entry(paths['float32'], 'float32 ResNet classifier (single file)'),
-                                   **quantized}
+    out['models']['classifier'] = {
+      'original': _file_entry(paths['float32'], 'float32 ResNet classifier (single file)'),
+      **quantized,
+    }
     mean, std = augment.normalization('imagenet')
     out['classifier'] = {
-        'input': {'name': 'input', 'shape': ['batch_size', 3, size, size],
-                  'description': f'RGB image, 3 channels, {size}x{size} pixels, NCHW',
-                  'normalization': {'mean': list(mean), 'std': list(std),
-                                    'description': 'pixels in [0, 1], then (x - mean) / std per channel'}},
-        'output': {'name': 'output', 'shape': ['batch_size', len(classes)],
-                   'description': 'logits (softmax gives probabilities)', 'classes': classes},
-        'preprocess': _preprocess(config)}
-    out['breed_classes'] = {'note': f'the classifier outputs {len(classes)} classes',
-                            'classes': [{'index': i, 'name': c} for i, c in enumerate(classes)]}
+      'input': {
+        'name': 'input',
+        'shape': ['batch_size', 3, size, size],
+        'description': f'RGB image, 3 channels, {size}x{size} pixels, NCHW',
+        'normalization': {
+          'mean': list(mean),
+          'std': list(std),
+          'description': 'pixels in [0, 1], then (x - mean) / std per channel',
+        },
+      },
+      'output': {
+        'name': 'output',
+        'shape': ['batch_size', len(classes)],
+        'description': 'logits (softmax gives probabilities)',
+        'classes': classes,
+      },
+      'preprocess': _preprocess(config),
+    }
+    out['breed_classes'] = {
+      'note': f'the classifier outputs {len(classes)} classes',
+      'classes': [{'index': i, 'name': c} for i, c in enumerate(classes)],
+    }
     recommended['classifier'] = 'quantized' if 'int8' in paths else 'original'
   else:
-    out['models']['generator'] = {**_file_entry(paths['float32'], 'class-conditional DiT (EMA weights), velocity for '
-                                                'flow-matching sampling'), **quantized}
+    out['models']['generator'] = {
+      **_file_entry(paths['float32'], 'class-conditional DiT (EMA weights), velocity for flow-matching sampling'),
+      **quantized,
+    }
     null = len(classes)
     out['generator'] = {
-        'inputs': [
-            {'name': 'noise', 'shape': ['batch_size', 3, size, size],
-             'description': 'the current state x_t (at t=0: standard normal noise)', 'range': 'N(0, 1) at t=0'},
-            {'name': 'timestep', 'shape': ['batch_size'], 'description': 'ODE time: 0 is noise, 1 is data',
-             'range': '[0.0, 1.0]'},
-            {'name': 'breed', 'shape': ['batch_size'], 'dtype': 'int64',
-             'description': f'class index 0-{null - 1}; {null} (or -1) is the null label for guidance',
-             'range': f'[0, {null}]'}],
-        'output': {'name': 'velocity', 'shape': ['batch_size', 3, size, size],
-                   'description': 'dx/dt = data - noise; x at t=1 is the image, normalised as below'},
-        'sampling': dict(PAGE_SAMPLING, nullLabel=null, description=(
-            'x(t+dt) = x(t) + dt * v from t=0 to 1; guided v = v(null) + cfgScale * (v(breed) - v(null))')),
-        'normalization': {'mean': list(augment.normalization(config.data.normalization)[0]),
-                          'std': list(augment.normalization(config.data.normalization)[1]),
-                          'description': 'pixels = x * std + mean, in [0, 1]'},
-        'preprocess': dict(_preprocess(config), note='how the training images were cut: a real image shown '
-                                                      'beside the samples should be cut the same way')}
-    out['generator_breeds'] = {'note': f'the generator is conditioned on {null} classes; {null} is the null label',
-                               'classes': [{'index': i, 'name': c} for i, c in enumerate(classes)]}
+      'inputs': [
+        {
+          'name': 'noise',
+          'shape': ['batch_size', 3, size, size],
+          'description': 'the current state x_t (at t=0: standard normal noise)',
+          'range': 'N(0, 1) at t=0',
+        },
+        {
+          'name': 'timestep',
+          'shape': ['batch_size'],
+          'description': 'ODE time: 0 is noise, 1 is data',
+          'range': '[0.0, 1.0]',
+        },
+        {
+          'name': 'breed',
+          'shape': ['batch_size'],
+          'dtype': 'int64',
+          'description': f'class index 0-{null - 1}; {null} (or -1) is the null label for guidance',
+          'range': f'[0, {null}]',
+        },
+      ],
+      'output': {
+        'name': 'velocity',
+        'shape': ['batch_size', 3, size, size],
+        'description': 'dx/dt = data - noise; x at t=1 is the image, normalised as below',
+      },
+      'sampling': dict(
+        PAGE_SAMPLING,
+        nullLabel=null,
+        description=('x(t+dt) = x(t) + dt * v from t=0 to 1; guided v = v(null) + cfgScale * (v(breed) - v(null))'),
+      ),
+      'normalization': {
+        'mean': list(augment.normalization(config.data.normalization)[0]),
+        'std': list(augment.normalization(config.data.normalization)[1]),
+        'description': 'pixels = x * std + mean, in [0, 1]',
+      },
+      'preprocess': dict(
+        _preprocess(config),
+        note='how the training images were cut: a real image shown beside the samples should be cut the same way',
+      ),
+    }
+    out['generator_breeds'] = {
+      'note': f'the generator is conditioned on {null} classes; {null} is the null label',
+      'classes': [{'index': i, 'name': c} for i, c in enumerate(classes)],
+    }
     recommended['generator'] = 'generator'
   out['recommended'] = recommended
-  out['runtime'] = {'name': 'ONNX Runtime Web', 'executionProviders': ['wasm', 'webgl', 'webgpu'],
-                    'recommendedProvider': 'wasm'}
+  out['runtime'] = {
+    'name': 'ONNX Runtime Web',
+    'executionProviders': ['wasm', 'webgl', 'webgpu'],
+    'recommendedProvider': 'wasm',
+  }
   out.setdefault('version', '2.0.0')
   out['generatedAt'] = datetime.date.today().isoformat()
   out.setdefault('tinycats', {})[config.task] = info
@@ -324,8 +399,9 @@ def writable_folder(out_dir: str) -> str:
     probe = tempfile.NamedTemporaryFile(dir=out_dir, prefix='.tinycats-probe-', delete=True)
     probe.close()
   except OSError as e:
-    raise ExportError(f'cannot write to {out_dir!r} ({type(e).__name__}: {e.strerror or e}); '
-                      'choose another --out-dir') from e
+    raise ExportError(
+      f'cannot write to {out_dir!r} ({type(e).__name__}: {e.strerror or e}); choose another --out-dir'
+    ) from e
   return out_dir
 
 
@@ -348,8 +424,15 @@ def staging(out_dir: str):
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def export_onnx(workdir: str, out_dir: str, *, int8: bool = False, kind: str | None = None,
-                step: int | None = None, tolerance: float = TOLERANCE) -> dict:
+def export_onnx(
+  workdir: str,
+  out_dir: str,
+  *,
+  int8: bool = False,
+  kind: str | None = None,
+  step: int | None = None,
+  tolerance: float = TOLERANCE,
+) -> dict:
   """Writes the ONNX file(s) of a workdir's model into `out_dir` and updates `out_dir/models.json`.
 
   `kind` ('classifier' or 'generator') refuses a workdir that holds the other.
@@ -388,10 +471,12 @@ def read_models_json(out_dir: str) -> dict:
   return existing
 
 
-def write_onnx(config, state, step: int, out_dir: str, *, int8: bool = False, source: str = '',
-               tolerance: float = TOLERANCE) -> dict:
+def write_onnx(
+  config, state, step: int, out_dir: str, *, int8: bool = False, source: str = '', tolerance: float = TOLERANCE
+) -> dict:
   """`export_onnx` for a network already loaded (`inference.load`): convert, check, quantise, move in."""
   import onnx
+
   names = FILES[config.task]
   existing = read_models_json(out_dir)
   with staging(out_dir) as tmp:
@@ -400,27 +485,40 @@ def write_onnx(config, state, step: int, out_dir: str, *, int8: bool = False, so
     float_path = os.path.join(tmp, names[0])
     onnx.save_model(proto, float_path)  # One self-contained file: what onnxruntime-web fetches.
     difference = max_difference(float_path, config, forward)
-    report = {'workdir': os.path.abspath(source) if source else '', 'step': step, 'task': config.task,
-              'inputs': inputs, 'image_size': config.data.image_size, 'classes': list(config.data.classes),
-              'max_difference': difference, 'tolerance': tolerance, 'files': [names[0]]}
+    report = {
+      'workdir': os.path.abspath(source) if source else '',
+      'step': step,
+      'task': config.task,
+      'inputs': inputs,
+      'image_size': config.data.image_size,
+      'classes': list(config.data.classes),
+      'max_difference': difference,
+      'tolerance': tolerance,
+      'files': [names[0]],
+    }
     if not difference <= tolerance:
-      raise ExportError(f'{names[0]}: ONNX Runtime differs from the JAX model by {difference:.3g} '
-                        f'(tolerance {tolerance:g}); nothing was written to {out_dir}')
+      raise ExportError(
+        f'{names[0]}: ONNX Runtime differs from the JAX model by {difference:.3g} '
+        f'(tolerance {tolerance:g}); nothing was written to {out_dir}'
+      )
     paths = {'float32': float_path}
     if int8:
       paths['int8'] = os.path.join(tmp, names[1])
       quantize(float_path, paths['int8'])
       report['int8'] = quantization_report(config, float_path, paths['int8'])
       report['files'].append(names[1])
-    info = {'step': step, 'max_difference': difference, 'tolerance': tolerance,
-            **({'int8': report['int8']} if int8 else {})}
+    info = {
+      'step': step,
+      'max_difference': difference,
+      'tolerance': tolerance,
+      **({'int8': report['int8']} if int8 else {}),
+    }
     with open(os.path.join(tmp, 'models.json'), 'w') as f:
       json.dump(models_json(existing, config, paths, info), f, indent=2)
     stale = os.path.join(out_dir, names[1])
     if not int8 and os.path.exists(stale):  # An older int8 model would be what the page loads: not this one.
       os.remove(stale)
-      print(f'tinycats export: removed {stale} (an earlier int8 export); add --int8 to make a new one',
-            file=sys.stderr)
+      print(f'tinycats export: removed {stale} (an earlier int8 export); add --int8 to make a new one', file=sys.stderr)
     publish(tmp, report['files'] + ['models.json'], out_dir)  # models.json last: it names the files before it.
   report['out_dir'] = os.path.abspath(out_dir)
   return report

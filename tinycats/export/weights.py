@@ -6,6 +6,7 @@ e.g. `layer2.0.downsample.0.kernel` or `blocks.3.attn.qkv.kernel`, in NNX's layo
 kernels HWIO, linear (in, out)). Next to `config.json` it is a complete model that
 `inference.load(folder)` rebuilds.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,8 +35,10 @@ def torchvision_state_dict(state, num_batches_tracked: int = 0) -> dict[str, np.
   torchvision's BatchNorm also carries `num_batches_tracked`; it is unused in eval mode and set to
   `num_batches_tracked` (the training steps) so that strict loading finds every key.
   """
-  out = {pretrained.torchvision_key(path): pretrained.to_torch(variable.get_value())
-         for path, variable in nnx.to_flat_state(state)}
+  out = {
+    pretrained.torchvision_key(path): pretrained.to_torch(variable.get_value())
+    for path, variable in nnx.to_flat_state(state)
+  }
   for key in [k for k in out if k.endswith('.running_var')]:
     out[key.removesuffix('running_var') + 'num_batches_tracked'] = np.array(num_batches_tracked, np.int64)
   return out

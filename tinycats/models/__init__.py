@@ -1,4 +1,5 @@
 """Model constructors: the ResNet classifiers and the DiT generator, built from `config.model`."""
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -21,15 +22,37 @@ def compute_dtype(name: str) -> jnp.dtype:
 def create_classifier(model_config, num_classes: int, seed: int = 0) -> ResNet:
   """The classifier a config describes (`config.model`), with fresh weights."""
   build = _RESNETS[model_config.name]
-  return build(num_classes, width=model_config.width, dropout=model_config.dropout,
-               dtype=compute_dtype(model_config.dtype), rngs=nnx.Rngs(seed))
+  return build(
+    num_classes,
+    width=model_config.width,
+    dropout=model_config.dropout,
+    dtype=compute_dtype(model_config.dtype),
+    rngs=nnx.Rngs(seed),
+  )
 
 
 def create_generator(model_config, num_classes: int, image_size: int, seed: int = 0) -> DiT:
   """The DiT a config describes, for `num_classes` labels (plus the null label) and square images."""
-  return DiT(image_size=image_size, patch_size=model_config.patch_size, width=model_config.width,
-             depth=model_config.depth, heads=model_config.heads, mlp_ratio=model_config.mlp_ratio,
-             num_classes=num_classes, dtype=compute_dtype(model_config.dtype), rngs=nnx.Rngs(seed))
+  return DiT(
+    image_size=image_size,
+    patch_size=model_config.patch_size,
+    width=model_config.width,
+    depth=model_config.depth,
+    heads=model_config.heads,
+    mlp_ratio=model_config.mlp_ratio,
+    num_classes=num_classes,
+    dtype=compute_dtype(model_config.dtype),
+    rngs=nnx.Rngs(seed),
+  )
 
 
-__all__ = ['DiT', 'EMAModel', 'ResNet', 'resnet18', 'resnet34', 'compute_dtype', 'create_classifier', 'create_generator']
+__all__ = [
+  'DiT',
+  'EMAModel',
+  'ResNet',
+  'resnet18',
+  'resnet34',
+  'compute_dtype',
+  'create_classifier',
+  'create_generator',
+]

@@ -10,6 +10,7 @@ Inputs and outputs are NHWC. Parameters are float32. The per-token matmuls (patc
 attention, MLP) run in `dtype` (bfloat16 by default); the residual stream, LayerNorm, softmax and the
 per-sample conditioning path stay in float32, as does the final layer, so the velocity is float32.
 """
+
 from __future__ import annotations
 
 import math
@@ -52,7 +53,7 @@ def unpatchify(tokens, patch_size, height, width, channels):
 
 def _sincos_1d(dim, pos):
   """DiT's `get_1d_sincos_pos_embed_from_grid`: [sin(pos*omega), cos(pos*omega)], float64."""
-  omega = 1.0 / 10000**(np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
+  omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
   out = np.einsum('m,d->md', pos.reshape(-1).astype(np.float64), omega)
   return np.concatenate([np.sin(out), np.cos(out)], axis=1)
 
@@ -89,14 +90,16 @@ def modulate(x, shift, scale):
 
 
 def _linear(cin, cout, dtype, rngs, *, kernel_init=_XAVIER):
-  return nnx.Linear(cin, cout, dtype=dtype, param_dtype=jnp.float32, kernel_init=kernel_init,
-                    bias_init=_ZEROS, rngs=rngs)
+  return nnx.Linear(
+    cin, cout, dtype=dtype, param_dtype=jnp.float32, kernel_init=kernel_init, bias_init=_ZEROS, rngs=rngs
+  )
 
 
 def _norm(width, rngs):
   # No affine: adaLN provides the shift and scale. Computed in float32.
-  return nnx.LayerNorm(width, epsilon=1e-6, use_scale=False, use_bias=False, dtype=jnp.float32,
-                       param_dtype=jnp.float32, rngs=rngs)
+  return nnx.LayerNorm(
+    width, epsilon=1e-6, use_scale=False, use_bias=False, dtype=jnp.float32, param_dtype=jnp.float32, rngs=rngs
+  )
 
 
 class Attention(nnx.Module):
@@ -144,7 +147,8 @@ class DiTBlock(nnx.Module):
 
   def __call__(self, x, c):
     shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = jnp.split(
-        self.adaLN_modulation(nnx.silu(c)), 6, axis=-1)
+      self.adaLN_modulation(nnx.silu(c)), 6, axis=-1
+    )
     x = x + gate_msa[:, None] * self.attn(modulate(self.norm1(x), shift_msa, scale_msa)).astype(jnp.float32)
     x = x + gate_mlp[:, None] * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp)).astype(jnp.float32)
     return x
@@ -166,8 +170,21 @@ class FinalLayer(nnx.Module):
 class DiT(nnx.Module):
   """Class-conditional DiT predicting a velocity from (x_t NHWC, t in [0, 1], label in [0, num_classes])."""
 
-  def __init__(self, *, image_size=128, patch_size=16, channels=3, width=384, depth=12, heads=6, mlp_ratio=4.0,
-               num_classes=13, time_scale=1000.0, dtype=jnp.bfloat16, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    *,
+    image_size=128,
+    patch_size=16,
+    channels=3,
+    width=384,
+    depth=12,
+    heads=6,
+    mlp_ratio=4.0,
+    num_classes=13,
+    time_scale=1000.0,
+    dtype=jnp.bfloat16,
+    rngs: nnx.Rngs,
+  ):
     if image_size % patch_size:
       raise ValueError(f'image_size {image_size} is not divisible by patch_size {patch_size}')
     self.image_size = image_size
@@ -180,14 +197,28 @@ class DiT(nnx.Module):
     self.dtype = dtype
     grid = image_size // patch_size
     # A VALID conv with kernel = stride = p is a Linear on `patchify` tokens (same (py, px, c) order).
-    self.x_embedder = nnx.Conv(channels, width, (patch_size, patch_size), strides=(patch_size, patch_size),
-                               padding='VALID', dtype=dtype, param_dtype=jnp.float32, kernel_init=_PATCH_INIT,
-                               bias_init=_ZEROS, rngs=rngs)
+    self.x_embedder = nnx.Conv(
+      channels,
+      width,
+      (patch_size, patch_size),
+      strides=(patch_size, patch_size),
+      padding='VALID',
+      dtype=dtype,
+      param_dtype=jnp.float32,
+      kernel_init=_PATCH_INIT,
+      bias_init=_ZEROS,
+      rngs=rngs,
+    )
     self.pos_embed = PosEmbed(jnp.asarray(sincos_pos_embed_2d(width, grid)))
-    self.t_embedder = nnx.List([_linear(256, width, jnp.float32, rngs, kernel_init=_NORMAL),
-                                _linear(width, width, jnp.float32, rngs, kernel_init=_NORMAL)])
-    self.label_embed = nnx.Embed(num_classes + 1, width, dtype=jnp.float32, param_dtype=jnp.float32,
-                                 embedding_init=_NORMAL, rngs=rngs)
+    self.t_embedder = nnx.List(
+      [
+        _linear(256, width, jnp.float32, rngs, kernel_init=_NORMAL),
+        _linear(width, width, jnp.float32, rngs, kernel_init=_NORMAL),
+      ]
+    )
+    self.label_embed = nnx.Embed(
+      num_classes + 1, width, dtype=jnp.float32, param_dtype=jnp.float32, embedding_init=_NORMAL, rngs=rngs
+    )
     self.blocks = nnx.List([DiTBlock(width, heads, mlp_ratio, dtype=dtype, rngs=rngs) for _ in range(depth)])
     self.final_layer = FinalLayer(width, patch_size * patch_size * channels, rngs=rngs)
 

@@ -5,6 +5,7 @@ inside the jitted step after every update, and is checkpointed with it. The deca
 min(decay, (1 + step) / (10 + step)), so the average follows the network closely early on and a
 short run already has usable EMA weights.
 """
+
 from __future__ import annotations
 
 import jax

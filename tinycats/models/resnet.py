@@ -7,6 +7,7 @@ max-pooling pads with -inf and then pools VALID (exact, and exports cleanly to O
 Inputs are NHWC floats. Parameters and BatchNorm statistics are float32; the convolutions
 run in `dtype` (bfloat16 by default), pooling and the linear head in float32.
 """
+
 from __future__ import annotations
 
 import jax
@@ -17,9 +18,18 @@ _BN = dict(momentum=0.9, epsilon=1e-5)
 
 
 def _conv(cin, cout, kernel, stride, padding, dtype, rngs):
-  return nnx.Conv(cin, cout, (kernel, kernel), strides=(stride, stride), padding=((padding, padding),) * 2,
-                  use_bias=False, dtype=dtype, param_dtype=jnp.float32,
-                  kernel_init=nnx.initializers.variance_scaling(2.0, 'fan_out', 'normal'), rngs=rngs)
+  return nnx.Conv(
+    cin,
+    cout,
+    (kernel, kernel),
+    strides=(stride, stride),
+    padding=((padding, padding),) * 2,
+    use_bias=False,
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    kernel_init=nnx.initializers.variance_scaling(2.0, 'fan_out', 'normal'),
+    rngs=rngs,
+  )
 
 
 def _bn(features, dtype, rngs):
@@ -65,8 +75,10 @@ class ResNet(nnx.Module):
     cin = width
     for i, blocks in enumerate(stage_sizes):
       cout = width * 2**i
-      stage = [BasicBlock(cin if b == 0 else cout, cout, 2 if (i > 0 and b == 0) else 1, dtype=dtype, rngs=rngs)
-               for b in range(blocks)]
+      stage = [
+        BasicBlock(cin if b == 0 else cout, cout, 2 if (i > 0 and b == 0) else 1, dtype=dtype, rngs=rngs)
+        for b in range(blocks)
+      ]
       setattr(self, f'layer{i + 1}', nnx.List(stage))
       cin = cout
     self.num_stages = len(stage_sizes)

@@ -9,6 +9,7 @@ balanced accuracy, the generator's lowest loss). Of equal scores the later step 
 loop reads the best step from here and tracks none of its own. Orbax writes into a temporary folder and renames it on
 success, so a run killed mid-save leaves no checkpoint that restore would pick up.
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,15 +43,23 @@ def check_shapes(stored: Any, target: Any, directory: str) -> None:
   """Raises a message naming every leaf whose shape differs or that only one side has."""
   stored_leaves = {_path(p): tuple(getattr(v, 'shape', ())) for p, v in jax.tree_util.tree_leaves_with_path(stored)}
   target_leaves = {_path(p): tuple(np.shape(v)) for p, v in jax.tree_util.tree_leaves_with_path(target)}
-  problems = [f'  {k}: checkpoint {stored_leaves[k]} vs model {target_leaves[k]}'
-              for k in sorted(stored_leaves.keys() & target_leaves.keys()) if stored_leaves[k] != target_leaves[k]]
-  problems += [f'  {k}: in the checkpoint, not in the model' for k in sorted(stored_leaves.keys() - target_leaves.keys())]
-  problems += [f'  {k}: in the model, not in the checkpoint' for k in sorted(target_leaves.keys() - stored_leaves.keys())]
+  problems = [
+    f'  {k}: checkpoint {stored_leaves[k]} vs model {target_leaves[k]}'
+    for k in sorted(stored_leaves.keys() & target_leaves.keys())
+    if stored_leaves[k] != target_leaves[k]
+  ]
+  problems += [
+    f'  {k}: in the checkpoint, not in the model' for k in sorted(stored_leaves.keys() - target_leaves.keys())
+  ]
+  problems += [
+    f'  {k}: in the model, not in the checkpoint' for k in sorted(target_leaves.keys() - stored_leaves.keys())
+  ]
   if problems:
     shown = '\n'.join(problems[:20]) + (f'\n  ... and {len(problems) - 20} more' if len(problems) > 20 else '')
     raise CheckpointMismatchError(
-        f'the checkpoint in {directory} does not fit what the config builds:\n{shown}\n'
-        'Use the config the checkpoint was trained with (WORKDIR/config.json) or a fresh workdir.')
+      f'the checkpoint in {directory} does not fit what the config builds:\n{shown}\n'
+      'Use the config the checkpoint was trained with (WORKDIR/config.json) or a fresh workdir.'
+    )
 
 
 def _restore_target(x) -> jax.ShapeDtypeStruct:
@@ -67,19 +76,33 @@ def _restore_target(x) -> jax.ShapeDtypeStruct:
 class Checkpoints:
   """A thin, named wrapper over `ocp.CheckpointManager` with tinycats' retention policy."""
 
-  def __init__(self, directory: str, keep: int = 2, best_metric: str = 'val_balanced_accuracy', best_mode: str = 'max',
-               read_only: bool = False):
+  def __init__(
+    self,
+    directory: str,
+    keep: int = 2,
+    best_metric: str = 'val_balanced_accuracy',
+    best_mode: str = 'max',
+    read_only: bool = False,
+  ):
     self.directory = os.path.abspath(directory)
     sign = 1.0 if best_mode == 'max' else -1.0  # Ranked as higher-is-better, so a lower loss ranks higher.
     # A checkpoint saved before its task recorded `best_metric` ranks below every one that has it.
     best = lambda metrics: sign * metrics[best_metric] if best_metric in metrics else -math.inf
-    policy = policies.AnyPreservationPolicy([
+    policy = policies.AnyPreservationPolicy(
+      [
         policies.LatestN(n=keep),
         policies.BestN(get_metric_fn=best, n=1, keep_checkpoints_without_metrics=False),
-    ])
+      ]
+    )
     options = ocp.CheckpointManagerOptions(
-        best_fn=best, best_mode='max', preservation_policy=policy, read_only=read_only,
-        create=not read_only, enable_async_checkpointing=True, save_interval_steps=0 if read_only else 1)
+      best_fn=best,
+      best_mode='max',
+      preservation_policy=policy,
+      read_only=read_only,
+      create=not read_only,
+      enable_async_checkpointing=True,
+      save_interval_steps=0 if read_only else 1,
+    )
     handlers = {name: ocp.StandardCheckpointHandler() for name in ARRAY_ITEMS}
     handlers['meta'] = ocp.JsonCheckpointHandler()
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
@@ -97,8 +120,7 @@ class Checkpoints:
   def save(self, step: int, items: dict[str, Any], meta: dict, metrics: dict | None = None) -> None:
     """Saves `items` ({'model': ..., 'optimizer': ...}) and `meta` asynchronously."""
     args = {name: ocp.args.StandardSave(tree) for name, tree in items.items()}
-    self._manager.save(step, args=ocp.args.Composite(meta=ocp.args.JsonSave(meta), **args), metrics=metrics,
-                       force=True)
+    self._manager.save(step, args=ocp.args.Composite(meta=ocp.args.JsonSave(meta), **args), metrics=metrics, force=True)
 
   def restore(self, step: int, targets: dict[str, Any]) -> tuple[dict[str, Any], dict]:
     """Restores the items named in `targets` into their structure, shapes, dtypes and shardings."""

@@ -6,6 +6,7 @@ are 1.0 GB) is copied once to every device; each step then sends only its batch'
 and the train step gathers the rows there, so no image crosses from the host while training.
 A larger split is gathered on the host and sent each step. Both give the same batches.
 """
+
 from __future__ import annotations
 
 import functools
@@ -29,14 +30,17 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 def batch_indices(n: int, step: int, batch_size: int, steps_per_epoch: int, seed: int) -> np.ndarray:
   """The sorted rows of `step`'s batch among `n` examples (sorted: sequential reads of the cache)."""
   epoch, index = divmod(step, steps_per_epoch)
-  return np.sort(epoch_order(seed, epoch, n)[index * batch_size:(index + 1) * batch_size]).astype(np.int32)
+  return np.sort(epoch_order(seed, epoch, n)[index * batch_size : (index + 1) * batch_size]).astype(np.int32)
 
 
 def train_batch(split, step: int, batch_size: int, steps_per_epoch: int, seed: int) -> dict[str, np.ndarray]:
   """The host batch for `step`: the rows of `batch_indices` from the cache (canvases, picture sizes, labels)."""
   chosen = batch_indices(len(split), step, batch_size, steps_per_epoch, seed)
-  return {'image': np.asarray(split.images[chosen]), 'size': np.asarray(split.sizes[chosen], np.int32),
-          'label': split.labels[chosen]}
+  return {
+    'image': np.asarray(split.images[chosen]),
+    'size': np.asarray(split.sizes[chosen], np.int32),
+    'label': split.labels[chosen],
+  }
 
 
 def _device_memory(mesh) -> int | None:
@@ -68,9 +72,11 @@ def on_devices(split, mesh, max_gb: float) -> dict[str, jax.Array] | None:
     return None
   print(f'training images kept on each device: {len(split)} images, {nbytes / 1e9:.2f} GB', file=sys.stderr)
   everywhere = sharding.replicated(mesh)
-  return {'image': sharding.global_array(split.images, everywhere),
-          'size': sharding.global_array(np.asarray(split.sizes, np.int32), everywhere),
-          'label': sharding.global_array(np.asarray(split.labels, np.int32), everywhere)}
+  return {
+    'image': sharding.global_array(split.images, everywhere),
+    'size': sharding.global_array(np.asarray(split.sizes, np.int32), everywhere),
+    'label': sharding.global_array(np.asarray(split.labels, np.int32), everywhere),
+  }
 
 
 class Feed:

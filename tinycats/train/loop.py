@@ -9,6 +9,7 @@ restarted on its workdir resumes from the latest checkpoint and ends exactly whe
 uninterrupted run would. Orbax keeps the best checkpoint and says which step it is; the
 checkpoint's `meta` carries what else a resume needs (`Progress`).
 """
+
 from __future__ import annotations
 
 import copy
@@ -45,6 +46,7 @@ class Progress:
   `best` is the best validation score so far as higher-is-better (a loss is negated), kept only to
   count evaluations without improvement; which step is best is Orbax's to say.
   """
+
   rng: list
   step: int = 0
   best: float = -math.inf
@@ -80,9 +82,10 @@ class _Interval:
         ckpts.wait()
         last = ckpts.latest_step()
         raise TrainingDiverged(
-            f'loss became {m["loss"]} at step {s + 1}; stopped. The last good checkpoint is '
-            f'{"step " + str(last) if last is not None else "none"} in {ckpts.directory}. '
-            'Lower train.learning_rate or keep train.grad_clip on, then run again (it resumes from there).')
+          f'loss became {m["loss"]} at step {s + 1}; stopped. The last good checkpoint is '
+          f'{"step " + str(last) if last is not None else "none"} in {ckpts.directory}. '
+          'Lower train.learning_rate or keep train.grad_clip on, then run again (it resumes from there).'
+        )
     row = {'learning_rate': float(schedule(self.pending[-1][0]))}
     if self.images:
       row['images_per_sec'] = self.images / max(time.perf_counter() - self.start, 1e-9)
@@ -94,8 +97,10 @@ class _Interval:
 
 def _check_batch(tc, mesh, train_examples: int | None = None) -> None:
   if tc.batch_size % (mesh.size * tc.get('grad_accum', 1)):
-    raise config_lib.ConfigError(f'train.batch_size ({tc.batch_size}) must be a multiple of the device count '
-                                 f'({mesh.size}) times train.grad_accum: every (micro-)batch is split evenly over devices')
+    raise config_lib.ConfigError(
+      f'train.batch_size ({tc.batch_size}) must be a multiple of the device count '
+      f'({mesh.size}) times train.grad_accum: every (micro-)batch is split evenly over devices'
+    )
   if train_examples is not None and train_examples < tc.batch_size:
     raise config_lib.ConfigError(f'train.batch_size ({tc.batch_size}) exceeds the {train_examples} training images')
 
@@ -103,17 +108,21 @@ def _check_batch(tc, mesh, train_examples: int | None = None) -> None:
 def _restore(ckpts, state, progress: Progress, workdir: str, config, train_examples: int):
   """(state, progress) from the latest checkpoint, after checking that this config may resume it."""
   config_path = os.path.join(workdir, 'config.json')
-  if os.path.isfile(config_path) and (conflicts := config_lib.resume_conflicts(config_lib.load_json(config_path),
-                                                                                config)):
+  if os.path.isfile(config_path) and (
+    conflicts := config_lib.resume_conflicts(config_lib.load_json(config_path), config)
+  ):
     raise config_lib.ConfigError(
-        f'{workdir} holds a run with other settings, which cannot be resumed with these:\n  ' +
-        '\n  '.join(conflicts) + '\nUse the settings in its config.json, or a fresh --workdir.')
+      f'{workdir} holds a run with other settings, which cannot be resumed with these:\n  '
+      + '\n  '.join(conflicts)
+      + '\nUse the settings in its config.json, or a fresh --workdir.'
+    )
   stored, meta = ckpts.restore(ckpts.latest_step(), state_lib.to_checkpoint(state))
   progress = Progress.from_meta(meta)
   if progress.data['train_examples'] != train_examples:  # Same config, but the images changed.
     raise config_lib.ConfigError(
-        f"{workdir} was trained on {progress.data['train_examples']} training images, the data now has "
-        f'{train_examples}, so its data position cannot be resumed. Restore the data, or use a fresh --workdir.')
+      f'{workdir} was trained on {progress.data["train_examples"]} training images, the data now has '
+      f'{train_examples}, so its data position cannot be resumed. Restore the data, or use a fresh --workdir.'
+    )
   print(f'resuming from step {progress.step} ({ckpts.directory})', file=sys.stderr)
   return state_lib.from_checkpoint(state, stored), progress
 
@@ -158,8 +167,14 @@ def train_and_evaluate(config, workdir: str, mesh=None, on_checkpoint=None) -> d
 
   state = jax.device_put(state, sharding.replicated(mesh))
   train_step = step_lib.for_task(task, graphdef, mesh)
-  feed = feed_lib.Feed(train, mesh, batch_size=tc.batch_size, steps_per_epoch=steps_per_epoch, seed=config.seed,
-                       device_cache_gb=config.data.get('device_cache_gb', 0))  # A config older than the field: host.
+  feed = feed_lib.Feed(
+    train,
+    mesh,
+    batch_size=tc.batch_size,
+    steps_per_epoch=steps_per_epoch,
+    seed=config.seed,
+    device_cache_gb=config.data.get('device_cache_gb', 0),
+  )  # A config older than the field: host.
   rng = jax.random.wrap_key_data(np.asarray(progress.rng, np.uint32))
   step = progress.step
   sign = 1.0 if task.best_mode == 'max' else -1.0
@@ -215,19 +230,29 @@ def train_and_evaluate(config, workdir: str, mesh=None, on_checkpoint=None) -> d
 
   # The best checkpoint's network on the test split.
   graphdef, model_state, best_step = state_lib.restore_model(workdir, task)
-  report = task.evaluate(*task.network(graphdef, model_state), data.splits['test'], mesh, name='test',
-                         step=best_step, workdir=workdir)
+  report = task.evaluate(
+    *task.network(graphdef, model_state), data.splits['test'], mesh, name='test', step=best_step, workdir=workdir
+  )
   metrics.write_report(report, workdir)
   metrics.plot_curves(writer.path, os.path.join(workdir, 'curves.png'))
   speeds = [r['images_per_sec'] for r in writer.rows() if 'images_per_sec' in r]
-  summary = dict(workdir=os.path.abspath(workdir), steps=step, total_steps=total_steps, stopped_early=stopped_early,
-                 best_step=best_step, best=best, metric=task.best_metric,
-                 **{f'test_{k}': report[k] for k in task.summary_metrics}, train_seconds=round(train_seconds, 1),
-                 compile_seconds=round(compile_seconds or 0.0, 1),
-                 images_per_sec=round(float(np.median(speeds)), 1) if speeds else None,
-                 skipped_images={name: len(split.skipped) for name, split in data.splits.items()},
-                 devices=mesh.size, platform=jax.default_backend(),
-                 compute_dtype=str(models.compute_dtype(config.model.dtype)))  # What 'auto' became here.
+  summary = dict(
+    workdir=os.path.abspath(workdir),
+    steps=step,
+    total_steps=total_steps,
+    stopped_early=stopped_early,
+    best_step=best_step,
+    best=best,
+    metric=task.best_metric,
+    **{f'test_{k}': report[k] for k in task.summary_metrics},
+    train_seconds=round(train_seconds, 1),
+    compile_seconds=round(compile_seconds or 0.0, 1),
+    images_per_sec=round(float(np.median(speeds)), 1) if speeds else None,
+    skipped_images={name: len(split.skipped) for name, split in data.splits.items()},
+    devices=mesh.size,
+    platform=jax.default_backend(),
+    compute_dtype=str(models.compute_dtype(config.model.dtype)),
+  )  # What 'auto' became here.
   metrics.write_json(summary, os.path.join(workdir, 'summary.json'))
   return summary
 
@@ -240,6 +265,10 @@ def run(config, workdir: str, on_checkpoint=None, distributed: dict | None = Non
   """
   if distributed:
     jax.distributed.initialize(**distributed)
-  print(f'tinycats: {jax.process_count()} process(es), {jax.device_count()} device(s) '
-        f'({jax.devices()[0].device_kind}); workdir {workdir}', file=sys.stderr, flush=True)
+  print(
+    f'tinycats: {jax.process_count()} process(es), {jax.device_count()} device(s) '
+    f'({jax.devices()[0].device_kind}); workdir {workdir}',
+    file=sys.stderr,
+    flush=True,
+  )
   return train_and_evaluate(config, workdir, on_checkpoint=on_checkpoint)

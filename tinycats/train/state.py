@@ -1,4 +1,5 @@
 """Building, checkpointing and restoring the (model, optimizer) pair a config describes."""
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,9 @@ def create(task, config, steps_per_epoch: int, total_steps: int):
   """(model, optimizer, schedule) for `task`, with fresh weights seeded by `config.seed`."""
   schedule = step_lib.learning_rate_schedule(config.train, steps_per_epoch, total_steps)
   model = task.create_model(config.seed)
-  tx = step_lib.make_optimizer(config.train, schedule, steps_per_epoch, fine_tuning=task.fine_tuning,
-                               param_groups=task.param_groups)
+  tx = step_lib.make_optimizer(
+    config.train, schedule, steps_per_epoch, fine_tuning=task.fine_tuning, param_groups=task.param_groups
+  )
   optimizer = nnx.Optimizer(model, tx, wrt=task.trainable)
   return model, optimizer, schedule
 
@@ -30,8 +32,13 @@ def from_checkpoint(state, stored: dict):
 
 
 def checkpoints(workdir: str, task, keep: int = 2, read_only: bool = False) -> checkpoint.Checkpoints:
-  return checkpoint.Checkpoints(os.path.join(workdir, 'checkpoints'), keep=keep, best_metric=task.best_metric,
-                                best_mode=task.best_mode, read_only=read_only)
+  return checkpoint.Checkpoints(
+    os.path.join(workdir, 'checkpoints'),
+    keep=keep,
+    best_metric=task.best_metric,
+    best_mode=task.best_mode,
+    read_only=read_only,
+  )
 
 
 def restore_model(workdir: str, task, step: int | None = None):

@@ -6,6 +6,7 @@ mesh over every device: the batch is sharded on axis 'data', the state is replic
 inserts the gradient (and BatchNorm statistics) all-reduces, so the step computes the same
 thing on one device or many.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,8 +35,13 @@ def all_backbone(params):
   return jax.tree.map(lambda _: 'backbone', params)
 
 
-def make_optimizer(train_config, schedule: optax.Schedule, steps_per_epoch: int = 1, fine_tuning: bool = True,
-                   param_groups: Callable[[Any], Any] = all_backbone) -> optax.GradientTransformation:
+def make_optimizer(
+  train_config,
+  schedule: optax.Schedule,
+  steps_per_epoch: int = 1,
+  fine_tuning: bool = True,
+  param_groups: Callable[[Any], Any] = all_backbone,
+) -> optax.GradientTransformation:
   """AdamW behind global-norm clipping; when fine-tuning, the backbone's rate is scaled and zero while frozen.
 
   `param_groups(params)` labels each parameter 'head' or 'backbone' (the task's hook: the
@@ -48,11 +54,11 @@ def make_optimizer(train_config, schedule: optax.Schedule, steps_per_epoch: int 
   freeze_steps = int(round(train_config.freeze_epochs * steps_per_epoch)) if fine_tuning else 0
   scale = train_config.backbone_lr_scale if fine_tuning else 1.0
   backbone_schedule = lambda step: jnp.where(step < freeze_steps, 0.0, scale * schedule(step))
-  adamw = lambda lr: optax.adamw(lr, weight_decay=train_config.weight_decay,
-                                 mask=lambda params: jax.tree.map(lambda p: p.ndim > 1, params))
+  adamw = lambda lr: optax.adamw(
+    lr, weight_decay=train_config.weight_decay, mask=lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
+  )
   parts = [optax.clip_by_global_norm(train_config.grad_clip)] if train_config.grad_clip > 0 else []
-  parts.append(optax.multi_transform({'head': adamw(schedule), 'backbone': adamw(backbone_schedule)},
-                                     param_groups))
+  parts.append(optax.multi_transform({'head': adamw(schedule), 'backbone': adamw(backbone_schedule)}, param_groups))
   return optax.chain(*parts)
 
 
@@ -69,6 +75,7 @@ class TrainStep:
   replicated): the batch is then {'index'}, the rows to take from it, and each device gathers its
   share inside the step (`feed.Feed` chooses which).
   """
+
   graphdef: Any
   loss_fn: LossFn
   mesh: jax.sharding.Mesh
@@ -78,9 +85,12 @@ class TrainStep:
 
   def __post_init__(self):
     everywhere = replicated(self.mesh)
-    self._step = jax.jit(self._update, donate_argnums=0,
-                         in_shardings=(everywhere, batch_sharding(self.mesh), everywhere, everywhere, everywhere),
-                         out_shardings=(everywhere, everywhere))
+    self._step = jax.jit(
+      self._update,
+      donate_argnums=0,
+      in_shardings=(everywhere, batch_sharding(self.mesh), everywhere, everywhere, everywhere),
+      out_shardings=(everywhere, everywhere),
+    )
 
   def _grads(self, model, batch, key):
     """((loss, metrics), grads), averaged over `grad_accum` micro-batches."""
@@ -133,5 +143,11 @@ class TrainStep:
 
 def for_task(task, graphdef, mesh) -> TrainStep:
   """The train step a task's config asks for: its loss, trainable filter, after-update hook, accumulation."""
-  return TrainStep(graphdef, task.loss, mesh, wrt=task.trainable, after_update=task.after_update,
-                   grad_accum=task.config.train.get('grad_accum', 1))
+  return TrainStep(
+    graphdef,
+    task.loss,
+    mesh,
+    wrt=task.trainable,
+    after_update=task.after_update,
+    grad_accum=task.config.train.get('grad_accum', 1),
+  )

@@ -1,4 +1,5 @@
 """The tasks the training loop knows, by `config.task`."""
+
 from tinycats.train.tasks.base import Task
 from tinycats.train.tasks.classifier import ClassifierTask
 from tinycats.train.tasks.generator import GeneratorTask

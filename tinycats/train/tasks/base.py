@@ -10,6 +10,7 @@ the trainer; `plot_report` and `on_evaluation` for the files beside them. The at
 which variables learn, what happens after each update, and which validation number picks the
 best checkpoint (of equal numbers, the later step) and counts for early stopping.
 """
+
 from __future__ import annotations
 
 from flax import nnx

@@ -4,6 +4,7 @@ It supplies the model and its ImageNet-pretrained weights, the head/backbone par
 the loss (augmentation included, so it runs on the device inside the jitted step), the
 validation metrics and the full report (eval.json, with confusion.png beside it).
 """
+
 from __future__ import annotations
 
 import functools
@@ -52,12 +53,19 @@ class ClassifierTask(Task):
   def loss(self, model, batch, key):
     data = self.config.data
     k_aug, k_drop = jax.random.split(key)
-    x = augment.train_transform(batch['image'], batch['size'], k_aug, image_size=data.image_size,
-                                min_scale=data.crop_min_scale, flip=data.flip, color_jitter=data.color_jitter,
-                                recolor=data.get('recolor', 0.0), norm=data.normalization)
+    x = augment.train_transform(
+      batch['image'],
+      batch['size'],
+      k_aug,
+      image_size=data.image_size,
+      min_scale=data.crop_min_scale,
+      flip=data.flip,
+      color_jitter=data.color_jitter,
+      recolor=data.get('recolor', 0.0),
+      norm=data.normalization,
+    )
     logits = model(x, rngs=nnx.Rngs(dropout=k_drop))
-    targets = optax.smooth_labels(jax.nn.one_hot(batch['label'], len(self.classes)),
-                                  self.config.train.label_smoothing)
+    targets = optax.smooth_labels(jax.nn.one_hot(batch['label'], len(self.classes)), self.config.train.label_smoothing)
     loss = optax.softmax_cross_entropy(logits, targets).mean()
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
     return loss, {'accuracy': accuracy}
@@ -66,9 +74,11 @@ class ClassifierTask(Task):
     logits = predict_logits(self.config, graphdef, model_state, split.images, split.sizes, mesh)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, split.labels).mean()
     predictions = logits.argmax(-1)
-    return {'val_accuracy': float(np.mean(predictions == split.labels)),
-            'val_balanced_accuracy': metrics.balanced_accuracy(split.labels, predictions, len(self.classes)),
-            'val_loss': float(loss)}
+    return {
+      'val_accuracy': float(np.mean(predictions == split.labels)),
+      'val_balanced_accuracy': metrics.balanced_accuracy(split.labels, predictions, len(self.classes)),
+      'val_loss': float(loss),
+    }
 
   def report(self, graphdef, model_state, split, mesh) -> dict:
     """The full evaluation of a split: what `eval.json` holds."""
@@ -76,34 +86,45 @@ class ClassifierTask(Task):
     return metrics.classification_report(split.labels, logits.argmax(-1), self.classes)
 
   def plot_report(self, report: dict, workdir: str) -> None:
-    metrics.plot_confusion(report['confusion_matrix'], report['classes'], os.path.join(workdir, 'confusion.png'),
-                           title=f'{report["split"]}: accuracy {report["accuracy"]:.4f} (step {report["step"]})')
+    metrics.plot_confusion(
+      report['confusion_matrix'],
+      report['classes'],
+      os.path.join(workdir, 'confusion.png'),
+      title=f'{report["split"]}: accuracy {report["accuracy"]:.4f} (step {report["step"]})',
+    )
 
 
 @functools.lru_cache(maxsize=8)
 def _predict_fn(image_size: int, crop_fraction: float, norm: str, graphdef, mesh):
   """The jitted eval-mode forward pass for uint8 cache canvases and their picture sizes: (logits, pooled features)."""
+
   def predict(state, images, sizes):
     model = nnx.merge(graphdef, state)
     model.eval()
-    features = model.features(augment.eval_transform(images, sizes, image_size=image_size,
-                                                     crop_fraction=crop_fraction, norm=norm))
+    features = model.features(
+      augment.eval_transform(images, sizes, image_size=image_size, crop_fraction=crop_fraction, norm=norm)
+    )
     return model.fc(features), features
+
   batch = sharding.batch_sharding(mesh)
-  return jax.jit(predict, in_shardings=(sharding.replicated(mesh), batch, batch),
-                 out_shardings=sharding.replicated(mesh))
+  return jax.jit(
+    predict, in_shardings=(sharding.replicated(mesh), batch, batch), out_shardings=sharding.replicated(mesh)
+  )
 
 
-def predict_arrays(config, graphdef, model_state, images: np.ndarray, sizes: np.ndarray, mesh,
-                   batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def predict_arrays(
+  config, graphdef, model_state, images: np.ndarray, sizes: np.ndarray, mesh, batch_size: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
   """float32 (logits, penultimate features) for uint8 (N, S, S, 3) canvases and picture sizes (N, 2), in batches."""
   data = config.data
   fn = _predict_fn(data.image_size, augment.eval_crop(data), data.normalization, graphdef, mesh)
-  return sharding.run_batched(fn, model_state, (images, np.asarray(sizes, np.int32)),
-                              batch_size or config.train.eval_batch_size, mesh)
+  return sharding.run_batched(
+    fn, model_state, (images, np.asarray(sizes, np.int32)), batch_size or config.train.eval_batch_size, mesh
+  )
 
 
-def predict_logits(config, graphdef, model_state, images: np.ndarray, sizes: np.ndarray, mesh,
-                   batch_size: int | None = None) -> np.ndarray:
+def predict_logits(
+  config, graphdef, model_state, images: np.ndarray, sizes: np.ndarray, mesh, batch_size: int | None = None
+) -> np.ndarray:
   """float32 logits for uint8 (N, S, S, 3) canvases with picture sizes (N, 2)."""
   return predict_arrays(config, graphdef, model_state, images, sizes, mesh, batch_size)[0]

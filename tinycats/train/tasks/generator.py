@@ -4,6 +4,7 @@ The model the loop trains is `models.EMAModel`; validation, sample grids, `Gener
 and export all use its EMA network (`network`). `sample` and `sample_grid` are the plain
 functions that turn a network and labels into images, for the grids here and for `Generator`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -27,14 +28,22 @@ class GeneratorTask(Task):
   summary_metrics = ('flow_loss',)
 
   def create_model(self, seed: int) -> ema.EMAModel:
-    return ema.EMAModel(models.create_generator(self.config.model, len(self.classes), self.config.data.image_size,
-                                                seed))
+    return ema.EMAModel(
+      models.create_generator(self.config.model, len(self.classes), self.config.data.image_size, seed)
+    )
 
   def loss(self, model, batch, key):
     f, d = self.config.flow, self.config.data
     k_flip, k_noise, k_time, k_drop = jax.random.split(key, 4)
-    data = augment.flip_transform(batch['image'], batch['size'], k_flip, image_size=d.image_size,
-                                  crop_fraction=augment.eval_crop(d), flip=d.flip, norm=d.normalization)
+    data = augment.flip_transform(
+      batch['image'],
+      batch['size'],
+      k_flip,
+      image_size=d.image_size,
+      crop_fraction=augment.eval_crop(d),
+      flip=d.flip,
+      norm=d.normalization,
+    )
     n = data.shape[0]
     noise = jax.random.normal(k_noise, data.shape, jnp.float32)
     t = flow.sample_timesteps(k_time, n, f.timesteps, f.logit_mean, f.logit_std)
@@ -52,28 +61,57 @@ class GeneratorTask(Task):
     return {'val_loss': validation_loss(self.config, graphdef, state, split, mesh)}
 
   def report(self, graphdef, state, split, mesh) -> dict:
-    return dict(flow_loss=validation_loss(self.config, graphdef, state, split, mesh), num_examples=len(split),
-                classes=self.classes)
+    return dict(
+      flow_loss=validation_loss(self.config, graphdef, state, split, mesh),
+      num_examples=len(split),
+      classes=self.classes,
+    )
 
   def on_evaluation(self, graphdef, state, step: int, workdir: str) -> None:
     """Writes WORKDIR/samples/step_N.png: one row per class, the same noise (`sample.seed`) every time."""
-    grid = sample_grid(self.config, graphdef, state, per_label=self.config.sample.per_class,
-                       seed=self.config.sample.seed)
+    grid = sample_grid(
+      self.config, graphdef, state, per_label=self.config.sample.per_class, seed=self.config.sample.seed
+    )
     metrics.save_grid(grid, os.path.join(workdir, 'samples', f'step_{step}.png'), self.classes)
 
 
-def sample(config, graphdef, state, labels: np.ndarray, noise: np.ndarray, *, steps: int, cfg: float, sampler: str,
-           batch_size: int = 256, mesh=None) -> np.ndarray:
+def sample(
+  config,
+  graphdef,
+  state,
+  labels: np.ndarray,
+  noise: np.ndarray,
+  *,
+  steps: int,
+  cfg: float,
+  sampler: str,
+  batch_size: int = 256,
+  mesh=None,
+) -> np.ndarray:
   """uint8 images (N, S, S, 3) from the DiT (`graphdef`, `state`), float32 NHWC `noise` and int `labels` (N,)."""
+
   def run(state, noise, labels):
     return flow.sample(graphdef, state, noise, labels, steps=steps, cfg=cfg, sampler=sampler)
-  images = sharding.run_batched(run, state, (np.asarray(noise, np.float32), np.asarray(labels, np.int32)), batch_size,
-                                mesh or sharding.make_mesh())
+
+  images = sharding.run_batched(
+    run, state, (np.asarray(noise, np.float32), np.asarray(labels, np.int32)), batch_size, mesh or sharding.make_mesh()
+  )
   return augment.to_uint8(images, config.data.normalization)
 
 
-def sample_grid(config, graphdef, state, labels=None, per_label: int = 8, *, seed: int = 0, steps: int | None = None,
-                cfg: float | None = None, sampler: str | None = None, **kwargs) -> np.ndarray:
+def sample_grid(
+  config,
+  graphdef,
+  state,
+  labels=None,
+  per_label: int = 8,
+  *,
+  seed: int = 0,
+  steps: int | None = None,
+  cfg: float | None = None,
+  sampler: str | None = None,
+  **kwargs,
+) -> np.ndarray:
   """uint8 (len(labels), per_label, S, S, 3): one row per label index (all classes by default), seeded noise.
 
   Sampling settings default to the run's `sample.*`.
@@ -82,8 +120,17 @@ def sample_grid(config, graphdef, state, labels=None, per_label: int = 8, *, see
   labels = list(range(len(config.data.classes))) if labels is None else list(labels)
   index = np.repeat(np.asarray(labels, np.int32), per_label)
   noise = flow.noise_like(seed, len(index), config.data.image_size)
-  images = sample(config, graphdef, state, index, noise, steps=s.steps if steps is None else steps,
-                  cfg=s.cfg if cfg is None else cfg, sampler=sampler or s.sampler, **kwargs)
+  images = sample(
+    config,
+    graphdef,
+    state,
+    index,
+    noise,
+    steps=s.steps if steps is None else steps,
+    cfg=s.cfg if cfg is None else cfg,
+    sampler=sampler or s.sampler,
+    **kwargs,
+  )
   return images.reshape((len(labels), per_label) + images.shape[1:])
 
 
@@ -104,9 +151,13 @@ def _loss_fn(graphdef, image_size: int, crop_fraction: float, norm: str, mesh):
       u = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, 1), ()))(keys)
       total += flow.per_example_loss(model, data, labels, noise, (draw + u) / VALIDATION_DRAWS)
     return total / VALIDATION_DRAWS
+
   batch = sharding.batch_sharding(mesh)
-  return jax.jit(losses, in_shardings=(sharding.replicated(mesh), batch, batch, batch, batch, None),
-                 out_shardings=sharding.replicated(mesh))
+  return jax.jit(
+    losses,
+    in_shardings=(sharding.replicated(mesh), batch, batch, batch, batch, None),
+    out_shardings=sharding.replicated(mesh),
+  )
 
 
 def validation_loss(config, graphdef, state, split, mesh, seed: int = 0) -> float:
@@ -118,8 +169,11 @@ def validation_loss(config, graphdef, state, split, mesh, seed: int = 0) -> floa
   d = config.data
   fn = _loss_fn(graphdef, d.image_size, augment.eval_crop(d), d.normalization, mesh)
   index = np.arange(len(split), dtype=np.int32)
-  per_example = sharding.run_batched(lambda st, x, s, y, i: fn(st, x, s, y, i, seed), state,
-                                     (split.images, np.asarray(split.sizes, np.int32), split.labels.astype(np.int32),
-                                      index),
-                                     config.train.eval_batch_size, mesh)
+  per_example = sharding.run_batched(
+    lambda st, x, s, y, i: fn(st, x, s, y, i, seed),
+    state,
+    (split.images, np.asarray(split.sizes, np.int32), split.labels.astype(np.int32), index),
+    config.train.eval_batch_size,
+    mesh,
+  )
   return float(np.mean(per_example))
