@@ -8,7 +8,7 @@ again, continues the run.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import ml_collections
 

@@ -78,6 +78,7 @@ def _run_local(args, config, name) -> int:
 
 def _run_modal(args, plan) -> int:
   import modal  # pylint: disable=import-outside-toplevel
+
   from launch import modal_app  # pylint: disable=import-outside-toplevel
 
   run = modal_app.build(plan)

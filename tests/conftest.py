@@ -7,9 +7,9 @@ import shutil
 import subprocess
 import sys
 
+import fake_pets
 import pytest
 
-import fake_pets
 from tinycats.data import shapes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,6 +20,7 @@ def pytest_configure(config):
   environment): the many tiny runs that compile the same step compile it once. Set here, before any
   test module is imported, because JAX decides whether to use the cache at its first compilation."""
   import tempfile
+
   import jax
 
   path = tempfile.mkdtemp(prefix='tinycats-xla-cache-')

@@ -1,8 +1,8 @@
 """A small Hugging Face Hub on 127.0.0.1 for `HfApi(endpoint=...)`: create repo, upload in one commit, download.
 
 It speaks the endpoints huggingface_hub uses for `create_repo` + `upload_folder` (repo create,
-validate-yaml, visibility settings, preupload, commit as newline-delimited JSON with added and deleted files, and the file
-tree it lists for deletions) and `snapshot_download` (repo info, file tree, HEAD/GET resolve).
+validate-yaml, visibility settings, preupload, commit as newline-delimited JSON with added and deleted files, and
+the file tree it lists for deletions) and `snapshot_download` (repo info, file tree, HEAD/GET resolve).
 Every file is declared a 'regular' upload, so its bytes arrive base64 inside the commit (no LFS/Xet).
 """
 
@@ -32,7 +32,7 @@ class FakeHub:
   def endpoint(self) -> str:
     return f'http://127.0.0.1:{self._server.server_address[1]}'
 
-  def __enter__(self) -> 'FakeHub':
+  def __enter__(self) -> FakeHub:
     self._thread.start()
     return self
 

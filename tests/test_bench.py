@@ -5,8 +5,8 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import run_tinycats
+
 from tinycats import bench, cli
 
 TINY = {
@@ -413,6 +413,7 @@ def test_quality_refusals_name_the_way_out(capsys, tmp_path):
 def test_generator_view_holds_the_generators_training_pixels(tmp_path):
   """The judge's copy of the data is, pixel for pixel, what the generator's transform makes of each picture."""
   from PIL import Image
+
   from tinycats import evaluate, quality
   from tinycats.data import shapes
 

@@ -2,15 +2,15 @@
 
 import os
 
+import fake_pets
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import tiny_config
 from PIL import Image
 
-import fake_pets
 import tinycats.data
-from conftest import tiny_config
 from tinycats.data import augment, cache, folder, stratify
 
 

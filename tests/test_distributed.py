@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import REPO
 from test_resume import _final_model_state
 
@@ -51,7 +50,7 @@ def test_two_processes_train_as_one_with_the_same_global_batch(image_folder, tmp
   processes = [_start([port, joint, image_folder], env, tmp_path, i) for i in range(2)]
   one = _start(['', single, image_folder], dict(env, XLA_FLAGS='--xla_force_host_platform_device_count=4'), tmp_path, 2)
   outputs = [p.communicate(timeout=400) for p in processes + [one]]
-  for p, (out, err) in zip(processes + [one], outputs):
+  for p, (_, err) in zip(processes + [one], outputs):
     assert p.returncode == 0, err[-3000:]
   summaries = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
   assert all(s['devices'] == 4 and s['steps'] == 10 for s in summaries)  # The global batch over 4 devices.

@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import yaml
-from flax import nnx
-
 from conftest import LEARNING
 from fake_hub import FakeHub
+from flax import nnx
+
 from tinycats import Classifier, Generator, cli, inference, models, pretrained
 from tinycats.data import augment
 from tinycats.errors import UserError

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from tinycats.data import Split
 from tinycats import sharding
+from tinycats.data import Split
 from tinycats.train import feed as feed_lib
 
 

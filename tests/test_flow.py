@@ -8,8 +8,8 @@ from flax import nnx
 
 from tinycats import flow
 from tinycats.data import augment
-from tinycats.models.dit import DiT
 from tinycats.models import ema
+from tinycats.models.dit import DiT
 
 
 class ExactVelocity:

@@ -1,19 +1,19 @@
-"""End to end: a tiny DiT learns four shapes in random colours, its samples are judged by a classifier, it resumes exactly."""
+"""End to end: a tiny DiT learns four shapes in random colours, a classifier judges its samples, it resumes exactly."""
 
 import json
 import os
 
 import numpy as np
 import pytest
+from conftest import dit_config, run_tinycats
 from flax import nnx
 from PIL import Image
 
-from conftest import dit_config, run_tinycats
 from tinycats import Classifier, Generator, evaluate
-from tinycats.train.checkpoint import Checkpoints
 from tinycats.errors import UserError
 from tinycats.sample_quality import sample_quality
 from tinycats.train import loop, state as state_lib
+from tinycats.train.checkpoint import Checkpoints
 from tinycats.train.tasks import TASKS
 
 

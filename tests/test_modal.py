@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, TINY, tiny_config
+
 from launch import body, modal_app, plan as plan_lib
 from tinycats.train.checkpoint import Checkpoints
 

@@ -2,9 +2,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import tiny_config
 from flax import nnx
 
-from conftest import tiny_config
 from tinycats import models, sharding
 from tinycats.models import resnet
 from tinycats.train import state as state_lib, step as step_lib

@@ -11,11 +11,11 @@ import sys
 import tarfile
 import textwrap
 
+import fake_pets
 import numpy as np
 import pytest
-
-import fake_pets
 from conftest import REPO, run_tinycats
+
 from tinycats.data import pets
 
 

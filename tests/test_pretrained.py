@@ -245,8 +245,9 @@ def test_hub_unreachable_says_what_to_do(tmp_path, monkeypatch):
 
 
 def test_fine_tuning_starts_from_the_weights_with_a_frozen_backbone(image_folder, tmp_path):
-  from safetensors.numpy import save_file
   from conftest import tiny_config
+  from safetensors.numpy import save_file
+
   from tinycats.train import loop, state as state_lib
   from tinycats.train.tasks import TASKS
 
@@ -278,6 +279,7 @@ def test_fine_tuning_starts_from_the_weights_with_a_frozen_backbone(image_folder
 def test_backbone_learning_rate_scale_and_freeze():
   import ml_collections
   import optax
+
   from tinycats.train import step as step_lib
   from tinycats.train.tasks.classifier import head_or_backbone
 

@@ -8,14 +8,14 @@ import sys
 import time
 
 import numpy as np
-from PIL import Image
 import pytest
-from flax import nnx
-
 from conftest import REPO, TINY, tiny_config
-from tinycats.train.checkpoint import Checkpoints
+from flax import nnx
+from PIL import Image
+
 from tinycats.config import ConfigError
 from tinycats.train import loop, state as state_lib
+from tinycats.train.checkpoint import Checkpoints
 from tinycats.train.tasks import TASKS
 
 

@@ -6,8 +6,8 @@ import os
 import jax
 import numpy as np
 import pytest
-
 from conftest import tiny_config
+
 from tinycats import Classifier, evaluate, metrics
 from tinycats.data import shapes
 from tinycats.train import loop, state as state_lib
@@ -71,6 +71,7 @@ def test_balanced_accuracy_and_recall_by_hand():
 
 def test_a_model_that_answers_one_class_is_reported(folder_run, tmp_path, monkeypatch, capsys):
   import shutil
+
   from tinycats.train.tasks import classifier as classifier_task
 
   workdir = str(tmp_path / 'run')

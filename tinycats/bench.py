@@ -135,7 +135,7 @@ def machine() -> dict:
     'cpus': os.cpu_count(),
     'cpu_model': _cpu_model(),
     'jax': jax.__version__,
-    'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+    'date': datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds'),
   }
 
 

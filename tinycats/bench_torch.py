@@ -150,7 +150,7 @@ def dit(image_size: int, patch: int, width: int, depth: int, heads: int, mlp_rat
 
 
 def train_step(model: str, batch: int, image_size: int, dtype: str, steps: int, config, backend: str = 'cpu') -> dict:
-  """Times the plain-PyTorch step at the same batch, size and dtype policy as the JAX one, on the same kind of device."""
+  """Times the plain-PyTorch step at the JAX one's batch, size and dtype policy, on the same kind of device."""
   torch = _torch()
   torch.manual_seed(0)
   device = torch.device('cuda' if backend == 'gpu' else 'cpu')

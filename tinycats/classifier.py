@@ -11,7 +11,7 @@ side), read from the workdir's config.json.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import numpy as np
@@ -30,7 +30,7 @@ class Classifier:
     self._mesh = mesh or sharding.make_mesh()
 
   @classmethod
-  def load(cls, source: str, step: int | None = None, *, endpoint: str | None = None) -> 'Classifier':
+  def load(cls, source: str, step: int | None = None, *, endpoint: str | None = None) -> Classifier:
     """A workdir's best checkpoint (or `step`), an export folder, or a Hub repo id (downloaded once, cached)."""
     return cls(*inference.load(source, 'classifier', step, endpoint=endpoint))
 

@@ -31,7 +31,7 @@ def _prepare(args) -> int:
 
 
 def train(config, workdir: str) -> int:
-  """`tinycats train` and `python -m launch.modal_train --local`: train (or resume) `workdir` here, print the summary."""
+  """`tinycats train` and `python -m launch.modal_train --local`: train (or resume) here; print the summary."""
   print(json.dumps(loop.run(config, workdir), indent=2))
   return 0
 

@@ -5,7 +5,7 @@ way out and exits 2; any other exception is a bug, keeps its traceback and exits
 """
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 USER_ERROR = 2  # Exit code of a user error (argparse's too); an unexpected failure exits 1.
 

@@ -9,7 +9,6 @@ flow-matching loss on the split and, given a trained classifier, the quality of 
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 

@@ -8,7 +8,7 @@ Sampling defaults (sampler, steps, guidance) come from the run's config.json (`s
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -28,7 +28,7 @@ class Generator:
     self._graphdef, self._state = graphdef, state
 
   @classmethod
-  def load(cls, source: str, step: int | None = None, *, endpoint: str | None = None) -> 'Generator':
+  def load(cls, source: str, step: int | None = None, *, endpoint: str | None = None) -> Generator:
     """A workdir's best checkpoint (lowest validation loss) or `step`, an export folder, or a Hub repo id."""
     return cls(*inference.load(source, 'generator', step, endpoint=endpoint))
 

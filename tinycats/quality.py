@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import itertools
 import json
 import os
@@ -33,10 +34,8 @@ import re
 import sys
 import tempfile
 import time
-from typing import Callable, Iterable, Sequence
-
-import hashlib
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 from PIL import Image

@@ -22,7 +22,7 @@ import shutil
 import sys
 import uuid
 import warnings
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from PIL import Image

@@ -8,7 +8,7 @@ model that ignores the class can tie one that learns it.
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
