@@ -320,7 +320,7 @@ def load_json(path: str) -> ml_collections.ConfigDict:
   if not os.path.isfile(path):
     raise ConfigError(
       f'{path} not found: is this a tinycats workdir? Train one with '
-      '`python -m launch.modal_train --config configs/cats.py --local --workdir DIR`'
+      '`tinycats train --config configs/cats.py --workdir DIR`'
     )
   with open(path) as f:
     return from_dict(json.load(f))
