@@ -25,7 +25,7 @@ from tinycats.errors import USER_ERROR, run_command
 PROG = 'python -m launch.modal_train'
 
 
-def parse_args(argv=None):
+def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--config', required=True, help='config file, optionally with an argument: configs/cats.py:smoke')
   parser.add_argument('--local', action='store_true', help='run the same training body on this machine')
@@ -41,6 +41,11 @@ def parse_args(argv=None):
     action='store_true',
     help='Modal: prepare the TFDS data into the data volume (once), instead of training',
   )
+  return parser
+
+
+def parse_args(argv=None):
+  parser = build_parser()
   args, rest = parser.parse_known_args(argv)
   overrides, bad = config_lib.split_overrides(rest)
   if bad:
