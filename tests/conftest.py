@@ -198,6 +198,7 @@ def judge(shape_folder, tmp_path_factory):
       '--config.data.val_fraction=0.1',
       '--config.data.test_fraction=0.1',
       '--config.data.val_min_per_class=4',
+      '--config.train.steps=600',  # A judge that tells the shapes apart (200 steps: about 0.4 of 4 classes).
     ),
     workdir,
   )
