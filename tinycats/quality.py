@@ -73,7 +73,7 @@ def _spec(recipe: str) -> str:
 
 
 def _field(item: str) -> str:
-  return item.removeprefix('--').removeprefix('config.').partition('=')[0]
+  return config_lib.parse_override(item)[0]
 
 
 def _has(config, field: str) -> bool:
@@ -105,7 +105,7 @@ def load_config(recipe: str, folder: str, overrides: Iterable[str] = ()):
   return config_lib.load(
     spec,
     ['--config.data.source=folder', f'--config.data.folder={folder}']
-    + [f'--config.{_field(i)}={i.partition("=")[2]}' for i in chosen],
+    + ['--config.{}={}'.format(*config_lib.parse_override(i)) for i in chosen],
   ), chosen
 
 
