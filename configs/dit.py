@@ -3,7 +3,7 @@
 13 labels: the 12 cat breeds (0-11) and every dog as 'other' (12); label 13 is the null label
 for classifier-free guidance. `configs/dit.py` is the real run (128 px, patch 16, width 384,
 depth 12, 6 heads: about 33M parameters, a GPU); `:patch8` is the same at patch 8 (4x the
-tokens); `:smoke` is a small DiT at 32 px: 1,200 steps, about 5 minutes on 2 CPU cores.
+tokens); `:smoke` is a small DiT at 32 px: 2,400 steps of 32 images, minutes on 2 CPU cores.
 Override any field on the command line: `--config.train.batch_size=64`.
 """
 
@@ -104,13 +104,14 @@ def get_config(arg=None):
     c.sample.cfg = 3.0  # A short run's class signal is weak; stronger guidance shows it.
     c.sample.per_class = 6
     c.data.flip = False  # A short run learns the pictures as they are; mirrored copies are more to learn.
-    c.train.batch_size = 64
+    # More, smaller steps: 2,400 of 32 images learned shapes better than 1,200 of 64 (BENCHMARKS.md, 'Quality').
+    c.train.batch_size = 32
     c.train.eval_batch_size = 128
-    c.train.steps = 1200  # A fixed budget whatever the data's size (BENCHMARKS.md, 'Quality': about 5 minutes).
+    c.train.steps = 2400  # A fixed budget whatever the data's size.
     c.train.learning_rate = 4e-3
     c.train.warmup_epochs = 1
     c.train.log_every = 50
-    c.train.eval_every = 300
+    c.train.eval_every = 600
   elif arg not in (None, ''):
     raise ValueError(f"configs/dit.py: unknown config argument {arg!r}; use 'smoke', 'patch8' or nothing.")
   return c

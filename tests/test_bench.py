@@ -456,7 +456,7 @@ def test_quality_generator_and_its_reused_judge(capsys, tmp_path):
     capsys, '--quality', 'generator', '--workdir', str(tmp_path), '--results', '', *DIT_QUALITY_TINY, *JUDGE_TINY
   )
   assert GENERATE_FIELDS <= set(first), GENERATE_FIELDS - set(first)
-  assert (first['case'], first['recipe'], first['style']) == ('generator', 'configs/dit.py:smoke', 'EASY')
+  assert (first['case'], first['recipe'], first['style']) == ('generator', 'configs/dit.py:smoke', 'CENTRED')
   assert first['classes'] == ['circle', 'ring', 'triangle'] and not first['judge_reused']
   assert first['judge_held_out'] is True  # The judge never trained on the generator's test images.
   for key in ('conditional_accuracy', 'real_conditional_accuracy', 'judge_test_accuracy'):
