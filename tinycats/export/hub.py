@@ -113,7 +113,7 @@ def export_config(config, step: int, report: dict, files: list[str]) -> dict:
     'dataset': _dataset(config)[0],
     'labels': config.data.labels if config.data.source == 'tfds' else 'folders',
     'training': dict(config.train.to_dict()),
-    'weights': weights.WEIGHTS,
+    'weights': inference.WEIGHTS,
     'files': files,
     'metrics': report,
     'run_config': _portable(config.to_dict()),
@@ -230,7 +230,7 @@ def model_card(
   ]
   lines += ['## Files', '', '| file | what |', '|---|---|']
   described = {
-    weights.WEIGHTS: 'the weights, flat NNX keys (float32)',
+    inference.WEIGHTS: 'the weights, flat NNX keys (float32)',
     weights.TORCHVISION_WEIGHTS: (
       f'torchvision key names and layouts: `torchvision.models.{m.name}(num_classes='
       f'{len(config.data.classes)}).load_state_dict(safetensors.torch.load_file(...))`'
@@ -290,8 +290,8 @@ def assemble(
     print(f'tinycats export: {missing}; the card will show no metrics', file=sys.stderr)
   with onnx_export.output_folder(folder), onnx_export.staging(folder) as tmp:
     onnx_report = onnx_export.write_onnx(config, state, step, tmp, int8=int8, source=workdir)
-    files = [weights.WEIGHTS]
-    weights.save(state, os.path.join(tmp, weights.WEIGHTS), metadata={'format': 'flax-nnx', 'step': str(step)})
+    files = [inference.WEIGHTS]
+    weights.save(state, os.path.join(tmp, inference.WEIGHTS), metadata={'format': 'flax-nnx', 'step': str(step)})
     if config.task == 'classifier':
       state_dict = weights.torchvision_state_dict(state, num_batches_tracked=step)
       save_file(state_dict, os.path.join(tmp, weights.TORCHVISION_WEIGHTS), metadata={'format': 'pt'})
@@ -318,7 +318,7 @@ def stale_files(files: list[str]) -> list[str]:
   """The names an export can write that this one did not: left in the repo, they would contradict it
   (an int8 model models.json no longer lists, a classifier's files beside a generator's)."""
   possible = {
-    weights.WEIGHTS,
+    inference.WEIGHTS,
     weights.TORCHVISION_WEIGHTS,
     'samples.png',
     'models.json',

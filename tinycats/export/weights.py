@@ -14,7 +14,7 @@ from flax import nnx, traverse_util
 from safetensors.numpy import save_file
 
 from tinycats import pretrained
-from tinycats.inference import CONFIG, WEIGHTS, ExportError, flat_key  # noqa: F401  (the export folder's names, re-exported)
+from tinycats.inference import flat_key
 
 TORCHVISION_WEIGHTS = 'model_torchvision.safetensors'
 
