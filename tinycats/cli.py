@@ -19,7 +19,7 @@ from tinycats import bench, bench_torch, config as config_lib, evaluate, metrics
 from tinycats.classifier import Classifier
 from tinycats.data import pets
 from tinycats.errors import UserError, run_command
-from tinycats.export import hub, onnx as onnx_export
+from tinycats.export import hub, onnx as onnx_export, site
 from tinycats.generator import Generator
 from tinycats.train import loop
 
@@ -119,6 +119,25 @@ def _export_hub(args) -> int:
   )
   print(f'tinycats export: ONNX Runtime vs JAX max difference {result["onnx"]["max_difference"]:.3g}', file=sys.stderr)
   print(json.dumps({k: v for k, v in result.items() if k != 'onnx'}))
+  return 0
+
+
+def _export_site(args) -> int:
+  report = site.export_site(
+    args.classifier, args.out_dir, generator=args.generator, ort_dir=args.ort_dir, int8=args.int8
+  )
+  print(
+    f'tinycats export: site in {report["out_dir"]} ({report["bytes"] / 1e6:.1f} MB, of which onnxruntime-web '
+    f'{report["onnxruntime_web"]} {report["onnxruntime_web_bytes"] / 1e6:.1f} MB); open it with: '
+    f'tinycats serve {args.out_dir}',
+    file=sys.stderr,
+  )
+  print(json.dumps(report))
+  return 0
+
+
+def _serve(args) -> int:
+  site.serve(args.site, host=args.host, port=args.port)
   return 0
 
 
@@ -323,6 +342,26 @@ def build_parser() -> argparse.ArgumentParser:
   e.add_argument('--int8', action='store_true', help='include the int8 ONNX model(s)')
   e.add_argument('--license', default='cc-by-sa-4.0', help="the card's licence (default: Oxford-IIIT Pet's)")
   e.set_defaults(fn=_export_hub)
+  e = kinds.add_parser(
+    'site', help='a static web page that classifies a photo and generates a class in the browser (docs/site.md)'
+  )
+  e.add_argument('--classifier', required=True, help='a classifier workdir (exported here) or ONNX export folder')
+  e.add_argument('--generator', default=None, help='a generator workdir or ONNX export folder')
+  e.add_argument('--out-dir', required=True, help='the site folder (replaced if it holds an earlier site)')
+  e.add_argument(
+    '--ort-dir',
+    default=None,
+    help=f'offline: a folder holding onnxruntime-web-{site.ORT_VERSION}.tgz or its unpacked dist/ '
+    '(default: download it once from the npm registry into the tinycats cache)',
+  )
+  e.add_argument('--int8', action='store_true', help='workdirs: also export the int8 models (the page offers both)')
+  e.set_defaults(fn=_export_site)
+
+  p = sub.add_parser('serve', help='serve a site from `tinycats export site` on this machine')
+  p.add_argument('site', help='the site folder')
+  p.add_argument('--port', type=int, default=8000)
+  p.add_argument('--host', default='127.0.0.1', help='address to listen on (0.0.0.0: every interface)')
+  p.set_defaults(fn=_serve)
 
   p = sub.add_parser(
     'bench',

@@ -101,3 +101,35 @@ def sample(graphdef, state, noise, labels, *, steps: int = 50, cfg: float = 1.0,
 def noise_like(seed: int, n: int, image_size: int, channels: int = 3) -> np.ndarray:
   """The seeded starting noise (N, S, S, C): one seed, one set of samples, on any backend."""
   return np.asarray(jax.random.normal(jax.random.key(seed), (n, image_size, image_size, channels), jnp.float32))
+
+
+def _lowbias32(x: np.ndarray) -> np.ndarray:
+  """Chris Wellons' lowbias32 integer hash on uint32 (multiplications wrap, as JavaScript's Math.imul)."""
+  x = x ^ (x >> np.uint32(16))
+  x = x * np.uint32(0x7FEB352D)
+  x = x ^ (x >> np.uint32(15))
+  x = x * np.uint32(0x846CA68B)
+  return x ^ (x >> np.uint32(16))
+
+
+def browser_noise(seed: int, n: int, image_size: int, channels: int = 3) -> np.ndarray:
+  """The web page's seeded noise (N, S, S, C) float32, bit for bit what its `noise.js` makes from the same seed.
+
+  Counter-based, so JavaScript can repeat it without a library: with k = lowbias32(seed) + 0x9E3779B9, element
+  i (in NHWC order) takes the 32-bit word w_i = lowbias32(lowbias32(i + k) + k), all mod 2**32; each pair
+  of words (2j, 2j+1) gives two uniforms u = ((w >> 8) + 0.5) / 2**24 in (0, 1), and Box-Muller turns them into
+  sqrt(-2 ln u1) * (cos, sin)(2 pi u2), computed in float64 and rounded to float32. Image j of a batch is
+  the next S*S*C values of the same stream, so image 0 of N is the image the page draws for that seed.
+  `Generator.sample(labels, noise=browser_noise(seed, len(labels), size))` repeats the page's samples.
+  """
+  if not 0 <= seed < 2**32:
+    raise ValueError(f'the page seed is a 32-bit unsigned integer, got {seed}')
+  count = n * image_size * image_size * channels
+  with np.errstate(over='ignore'):
+    key = _lowbias32(np.asarray([seed], np.uint32))[0] + np.uint32(0x9E3779B9)
+    index = np.arange(count + count % 2, dtype=np.uint32)
+    words = _lowbias32(_lowbias32(index + key) + key)
+  u = ((words >> np.uint32(8)).astype(np.float64) + 0.5) / 2.0**24
+  radius, angle = np.sqrt(-2.0 * np.log(u[0::2])), 2.0 * np.pi * u[1::2]
+  z = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=-1).reshape(-1)[:count]
+  return z.astype(np.float32).reshape(n, image_size, image_size, channels)

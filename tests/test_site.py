@@ -1,0 +1,243 @@
+"""The static site (`tinycats export site`, `tinycats serve`) in a real browser, against Python.
+
+Headless Chromium (Debian's /usr/bin/chromium, driven by Playwright for Python) opens the site served on
+127.0.0.1 by the server `tinycats serve` uses, classifies two photos and generates two samples: the
+probabilities must match Python ONNX Runtime on Python's preprocessing within 1e-4, the samples
+`Generator.sample` with the page's noise (`flow.browser_noise`) within one grey level. Without Chromium
+or Playwright these tests skip, unless TINYCATS_REQUIRE_BROWSER=1 (as `.ci/run` sets), where they fail.
+The onnxruntime-web tarball is downloaded once per session, or read from TINYCATS_ORT_DIR (an --ort-dir).
+TINYCATS_SCREENSHOTS=DIR keeps the page's screenshots there (docs/site_*.png were made so).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tinycats import Generator, cli, flow
+from tinycats.data import augment, cache
+from tinycats.errors import UserError
+from tinycats.export import onnx as onnx_export, site
+
+ort = pytest.importorskip('onnxruntime', reason="the export extra (pip install -e '.[export]') is needed")
+
+CHROMIUM = os.environ.get('TINYCATS_CHROMIUM', '/usr/bin/chromium')
+TIMEOUT_MS = 60_000
+
+
+def _ort_args() -> list[str]:
+  folder = os.environ.get('TINYCATS_ORT_DIR')
+  return ['--ort-dir', folder] if folder else []
+
+
+@pytest.fixture(scope='module')
+def site_dir(folder_run, generator_run, tmp_path_factory):
+  """The site of the suite's tiny runs: the classifier straight from its workdir, the generator from an ONNX
+  export folder (both kinds of source), built by the CLI."""
+  generator_export = str(tmp_path_factory.mktemp('generator-export'))
+  onnx_export.export_onnx(generator_run[0], generator_export)
+  out = str(tmp_path_factory.mktemp('site') / 'site')
+  args = ['export', 'site', '--classifier', folder_run[0], '--generator', generator_export, '--out-dir', out]
+  with pytest.raises(SystemExit) as done:
+    cli.main(args + _ort_args())
+  assert done.value.code == 0
+  return out
+
+
+@pytest.fixture(scope='module')
+def server(site_dir):
+  """The site served on 127.0.0.1 by `tinycats serve`'s server, in a thread: its URL."""
+  httpd = site.make_server(site_dir, '127.0.0.1', 0, quiet=True)
+  thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+  thread.start()
+  yield f'http://127.0.0.1:{httpd.server_address[1]}/'
+  httpd.shutdown()
+  httpd.server_close()
+
+
+@pytest.fixture(scope='module')
+def browser():
+  required = os.environ.get('TINYCATS_REQUIRE_BROWSER') == '1'
+  problem = None
+  try:
+    from playwright.sync_api import sync_playwright
+  except ImportError:
+    problem = "Playwright for Python is not installed (pip install -e '.[dev]')"
+  if problem is None and not os.access(CHROMIUM, os.X_OK):
+    problem = f'no Chromium at {CHROMIUM} (apt-get install chromium, or set TINYCATS_CHROMIUM)'
+  if problem:
+    if required:
+      pytest.fail(f'TINYCATS_REQUIRE_BROWSER=1 but {problem}')
+    pytest.skip(problem)
+  with sync_playwright() as playwright:
+    args = ['--no-sandbox'] if os.geteuid() == 0 else []  # Chromium's sandbox refuses to run as root.
+    chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=args)
+    yield chromium
+    chromium.close()
+
+
+@pytest.fixture
+def page(browser, server):
+  """A fresh tab with the page loaded and its models ready; console errors are kept in `page.errors`."""
+  tab = browser.new_page(viewport={'width': 1000, 'height': 1200})
+  errors = []
+  tab.on('console', lambda message: errors.append(message.text) if message.type == 'error' else None)
+  tab.on('pageerror', lambda error: errors.append(str(error)))
+  tab.goto(server)
+  _wait(tab, "document.body.dataset.state === 'ready'", errors)
+  tab.errors = errors
+  yield tab
+  tab.close()
+
+
+def _wait(tab, condition: str, errors) -> None:
+  tab.wait_for_function(f"({condition}) || document.body.dataset.state === 'error'", timeout=TIMEOUT_MS)
+  state = tab.evaluate('document.body.dataset.state')
+  assert state != 'error', f'{tab.inner_text("#status")}; console: {errors}'
+
+
+def _screenshot(tab, name: str, tmp_path) -> None:
+  folder = os.environ.get('TINYCATS_SCREENSHOTS') or str(tmp_path)
+  os.makedirs(folder, exist_ok=True)
+  tab.screenshot(path=os.path.join(folder, name), full_page=True)
+
+
+def _photos(folder: str, out) -> list[str]:
+  """Two PNG photos from the classifier's pictures (one of each class), one shrunk and one enlarged to odd,
+  non-square sizes, so both of Pillow's resampling directions and the crop are exercised."""
+  paths = []
+  for name, size in (('cat', (150, 97)), ('other', (45, 61))):
+    source = os.path.join(
+      folder, name, sorted(f for f in os.listdir(os.path.join(folder, name)) if f != 'corrupt.jpg')[0]
+    )
+    path = str(out / f'{name}.png')
+    Image.open(source).convert('RGB').resize(size, Image.BICUBIC).save(path)
+    paths.append(path)
+  return paths
+
+
+def _python_probabilities(site_dir: str, path: str) -> np.ndarray:
+  """Python's way: cache.fit, augment.eval_transform, ONNX Runtime on the site's cats.onnx, softmax."""
+  spec = json.load(open(os.path.join(site_dir, 'models.json')))['classifier']
+  policy = spec['preprocess']
+  canvas, fitted = cache.fit(cache.read_image_file(path), policy['fit_size'])
+  x = augment.eval_transform(
+    canvas[None], np.asarray([fitted]), image_size=policy['size'], crop_fraction=policy['crop_fraction']
+  )
+  session = ort.InferenceSession(os.path.join(site_dir, 'cats.onnx'))
+  logits = session.run(None, {spec['input']['name']: np.asarray(x).transpose(0, 3, 1, 2)})[0][0].astype(np.float64)
+  probabilities = np.exp(logits - logits.max())
+  return probabilities / probabilities.sum()
+
+
+@pytest.mark.browser
+def test_the_page_classifies_photos_as_python_does(page, site_dir, learning_folder, tmp_path):
+  backend = page.evaluate('window.tinycats.backend')
+  assert backend['name'] == 'wasm'  # Headless Chromium here has no WebGPU adapter: the page must say wasm.
+  assert 'wasm' in page.inner_text('#backend-info')
+  assert page.evaluate('self.crossOriginIsolated')  # The server's COOP/COEP headers: wasm threads.
+  for count, path in enumerate(_photos(learning_folder, tmp_path), start=1):
+    page.set_input_files('#photo', path)
+    _wait(page, f'window.tinycats.classify.count === {count}', page.errors)
+    result = page.evaluate('window.tinycats.classify')
+    assert result['file'] == os.path.basename(path)
+    assert result['classes'] == ['cat', 'other']
+    expected = _python_probabilities(site_dir, path)
+    np.testing.assert_allclose(result['probs'], expected, atol=1e-4, rtol=0)
+    top = page.locator('#top li').first.inner_text()
+    assert ['cat', 'other'][int(np.argmax(expected))] in top and 'ms' in page.inner_text('#classify-time')
+    if count == 1:
+      _screenshot(page, 'site_classify.png', tmp_path)
+
+
+@pytest.mark.browser
+def test_the_page_generates_what_python_generates_from_the_same_seed(page, generator_run, tmp_path):
+  assert page.evaluate('Array.from(window.tinycats.noise(7, 9))') == flow.browser_noise(7, 1, 1, 9).ravel().tolist()
+  generator = Generator.load(generator_run[0])
+  options = page.eval_on_selector_all('#label option', 'options => options.map(o => o.textContent)')
+  assert options == generator.classes + ['unconditional (null label)']
+  for count, (label, steps, cfg, sampler, seed) in enumerate(
+    ((0, 6, 2.0, 'euler', 7), (2, 25, 1.5, 'heun', 4_000_000_001)), start=1
+  ):
+    page.select_option('#label', str(label))
+    page.fill('#steps', str(steps))
+    page.fill('#cfg', str(cfg))
+    page.select_option('#sampler', sampler)
+    page.fill('#seed', str(seed))
+    page.click('#generate-button')
+    _wait(page, f'window.tinycats.generate.count === {count}', page.errors)
+    result = page.evaluate('window.tinycats.generate')
+    size = generator.image_size
+    drawn = np.asarray(result['pixels'], np.uint8).reshape(size, size, 4)
+    assert (drawn[..., 3] == 255).all()
+    noise = flow.browser_noise(seed, 1, size)
+    expected = generator.sample([label], steps=steps, cfg=cfg, sampler=sampler, noise=noise)[0]
+    difference = np.abs(drawn[..., :3].astype(int) - expected)
+    assert difference.max() <= 1, f'{sampler}, seed {seed}: {difference.max()} grey levels apart'
+    assert page.evaluate("document.getElementById('progress').value") == steps
+    if count == 2:
+      _screenshot(page, 'site_generate.png', tmp_path)
+
+
+def test_the_server_sends_module_and_wasm_types_and_isolation_headers(site_dir, server):
+  for path, kind in (
+    ('', 'text/html'),
+    ('app.js', 'text/javascript'),
+    ('ort/ort.min.mjs', 'text/javascript'),
+    ('ort/ort-wasm-simd-threaded.jsep.wasm', 'application/wasm'),
+    ('models.json', 'application/json'),
+    ('cats.onnx', 'application/octet-stream'),
+  ):
+    with urllib.request.urlopen(server + path) as response:
+      assert response.headers['Content-Type'].startswith(kind), path
+      assert response.headers['Cross-Origin-Opener-Policy'] == 'same-origin'
+      assert response.headers['Cross-Origin-Embedder-Policy'] == 'require-corp'
+
+
+def test_the_site_holds_the_pinned_runtime_and_both_models(site_dir):
+  spec = json.load(open(os.path.join(site_dir, 'models.json')))
+  assert spec['site']['onnxruntime-web'] == site.ORT_VERSION
+  assert spec['runtime']['onnxruntime-web'] == '>=1.24.2' and spec['runtime']['opset'] == 23
+  assert set(spec['models']) == {'classifier', 'generator'}
+  for name in spec['site']['files'] + ['cats.onnx', 'generator.onnx', 'index.html', 'app.js']:
+    assert os.path.getsize(os.path.join(site_dir, name)) > 0, name
+  assert sorted(os.listdir(os.path.join(site_dir, 'ort'))) == sorted(site.ORT_FILES)
+  assert not [n for n in os.listdir(os.path.dirname(site_dir)) if n.startswith('.')]  # No staging left.
+
+
+def test_offline_and_bad_destinations_are_user_errors(site_dir, folder_run, tmp_path, monkeypatch):
+  """No network: the error names the URL and --ort-dir; a wrong --ort-dir or a folder of other files is
+  refused, and nothing is left behind."""
+  monkeypatch.setenv('TINYCATS_CACHE', str(tmp_path / 'empty-cache'))
+  monkeypatch.setattr(site, 'ORT_URL', 'http://127.0.0.1:9/onnxruntime-web-0.0.0.tgz')
+  out = tmp_path / 'new-site'
+  with pytest.raises(UserError, match='127.0.0.1:9.*--ort-dir'):
+    site.export_site(site_dir, str(out))
+  with pytest.raises(UserError, match='--ort-dir'):
+    site.export_site(site_dir, str(out), ort_dir=str(tmp_path))
+  assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith('.')] == []
+  (tmp_path / 'mine').mkdir()
+  (tmp_path / 'mine' / 'notes.txt').write_text('keep me')
+  with pytest.raises(UserError, match='not a tinycats site'):
+    site.export_site(site_dir, str(tmp_path / 'mine'))
+  assert os.listdir(tmp_path / 'mine') == ['notes.txt']
+
+
+def test_a_site_is_rebuilt_in_place_from_an_earlier_site(site_dir, tmp_path):
+  """An earlier site is a valid source (its models.json names both models) and is replaced whole."""
+  copy = str(tmp_path / 'copy')
+  shutil.copytree(site_dir, copy)
+  ort_dir = os.path.join(site_dir, 'ort')  # An unpacked dist/ of the pinned version.
+  report = site.export_site(copy, copy, generator=copy, ort_dir=ort_dir)
+  assert report['models'] == {
+    'classifier': {'source': copy, 'exported': False},
+    'generator': {'source': copy, 'exported': False},
+  }
+  assert sorted(os.listdir(copy)) == sorted(os.listdir(site_dir))

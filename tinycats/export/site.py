@@ -1,0 +1,296 @@
+"""`tinycats export site` and `tinycats serve`: a static page that runs the exported ONNX models in a browser.
+
+The site is one folder that works offline and on any static host: the page (`index.html`, plain ES modules,
+CSS; package data in `site_static/`), the ONNX files and `models.json` (everything the page knows about the
+models comes from it), and onnxruntime-web's own files under `ort/`. onnxruntime-web is pinned here with its
+npm registry hash; its tarball is downloaded once at export time into the tinycats cache folder (or read
+from `--ort-dir`), checked, and only the three files the page loads are copied. Nothing is fetched from a CDN
+when the page runs.
+
+The site is built in a hidden folder beside `--out-dir` and renamed into place at the end, so a failure
+leaves the folder as it was. An existing `--out-dir` is replaced only if it is empty or an earlier site.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import functools
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+
+from tinycats.errors import UserError
+from tinycats.export import onnx as onnx_export
+
+# The pinned onnxruntime-web (1.24.2 and 1.30.0 load opset-23 models; 1.20.x does not): version and npm's
+# dist.integrity of its tarball.
+ORT_VERSION = '1.30.0'
+ORT_INTEGRITY = 'sha512-q0y+JrrtukXSzsBWEMccVfqX25LRmosXHF+CaRJmg8pZClzcV7svNc4rKY3jL02Vb7QmRMDs1SigqR4CXAfKYQ=='
+ORT_URL = f'https://registry.npmjs.org/onnxruntime-web/-/onnxruntime-web-{ORT_VERSION}.tgz'
+# The ES-module build with the wasm and WebGPU (JSEP) backends, and the wasm module it loads.
+ORT_FILES = ('ort.min.mjs', 'ort-wasm-simd-threaded.jsep.mjs', 'ort-wasm-simd-threaded.jsep.wasm')
+ORT_FOLDER = 'ort'
+STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'site_static')
+PAGE_FILES = ('index.html', 'app.js', 'noise.js', 'preprocess.js', 'sampler.js', 'style.css')
+MARKER = 'tinycats-site.json'  # Says a folder is a site this command wrote (and may replace).
+# The sections of models.json that belong to each model.
+SECTIONS = {'classifier': ('classifier', 'breed_classes'), 'generator': ('generator', 'generator_breeds')}
+MIME_TYPES = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.json': 'application/json',
+  '.wasm': 'application/wasm',
+  '.onnx': 'application/octet-stream',
+  '.png': 'image/png',
+  '.map': 'application/json',
+}
+
+
+def cache_folder() -> str:
+  """Where downloads are kept: `TINYCATS_CACHE`, or ~/.cache/tinycats."""
+  return os.path.expanduser(os.environ.get('TINYCATS_CACHE') or os.path.join('~', '.cache', 'tinycats'))
+
+
+def _integrity(path: str) -> str:
+  digest = hashlib.sha512()
+  with open(path, 'rb') as f:
+    for block in iter(functools.partial(f.read, 1 << 20), b''):
+      digest.update(block)
+  return 'sha512-' + base64.b64encode(digest.digest()).decode()
+
+
+def _check_tarball(path: str) -> str:
+  found = _integrity(path)
+  if found != ORT_INTEGRITY:
+    raise UserError(
+      f"{path} is not onnxruntime-web {ORT_VERSION} (its {found[:20]}... differs from the registry's "
+      f'{ORT_INTEGRITY[:20]}...); delete it, or download {ORT_URL} again'
+    )
+  return path
+
+
+def download_ort(timeout: float = 60) -> str:
+  """The pinned tarball, from the cache folder or downloaded there once (checked against its hash)."""
+  folder = os.path.join(cache_folder(), 'onnxruntime-web')
+  path = os.path.join(folder, os.path.basename(ORT_URL))
+  if os.path.isfile(path) and _integrity(path) == ORT_INTEGRITY:
+    return path
+  os.makedirs(folder, exist_ok=True)
+  fd, partial = tempfile.mkstemp(prefix='.download-', dir=folder)
+  try:
+    with os.fdopen(fd, 'wb') as f, urllib.request.urlopen(ORT_URL, timeout=timeout) as response:
+      shutil.copyfileobj(response, f)
+    _check_tarball(partial)
+    os.replace(partial, path)
+  except (urllib.error.URLError, OSError) as e:
+    raise UserError(
+      f'could not download onnxruntime-web {ORT_VERSION} from {ORT_URL} ({type(e).__name__}: {e}); '
+      f'download it elsewhere and pass the folder holding it (or its unpacked dist/) with --ort-dir'
+    ) from e
+  finally:
+    if os.path.exists(partial):
+      os.remove(partial)
+  return path
+
+
+def _ort_source(ort_dir: str | None) -> tuple[str, str]:
+  """('tarball', path) or ('dist', folder) holding the pinned onnxruntime-web."""
+  if ort_dir is None:
+    return 'tarball', download_ort()
+  tarball = os.path.join(ort_dir, os.path.basename(ORT_URL))
+  if os.path.isfile(tarball):
+    return 'tarball', _check_tarball(tarball)
+  for dist in (ort_dir, os.path.join(ort_dir, 'dist'), os.path.join(ort_dir, 'package', 'dist')):
+    if all(os.path.isfile(os.path.join(dist, name)) for name in ORT_FILES):
+      package = os.path.join(os.path.dirname(os.path.abspath(dist)), 'package.json')
+      version = json.load(open(package)).get('version') if os.path.isfile(package) else None
+      if version not in (None, ORT_VERSION):
+        raise UserError(f'{package} is onnxruntime-web {version}; this tinycats needs {ORT_VERSION} ({ORT_URL})')
+      return 'dist', dist
+  raise UserError(
+    f'--ort-dir {ort_dir} holds neither {os.path.basename(ORT_URL)} nor an unpacked dist/ with '
+    f'{", ".join(ORT_FILES)}; download {ORT_URL} into it'
+  )
+
+
+def copy_ort(target: str, ort_dir: str | None = None) -> int:
+  """Copies the page's onnxruntime-web files into `target`; their total size in bytes."""
+  kind, source = _ort_source(ort_dir)
+  os.makedirs(target, exist_ok=True)
+  if kind == 'dist':
+    for name in ORT_FILES:
+      shutil.copyfile(os.path.join(source, name), os.path.join(target, name))
+  else:
+    with tarfile.open(source, 'r:gz') as archive:
+      for name in ORT_FILES:
+        member = archive.getmember(f'package/dist/{name}')
+        with archive.extractfile(member) as f, open(os.path.join(target, name), 'wb') as out:
+          shutil.copyfileobj(f, out)
+  return sum(os.path.getsize(os.path.join(target, name)) for name in ORT_FILES)
+
+
+def _read_spec(folder: str) -> dict | None:
+  path = os.path.join(folder, 'models.json')
+  return onnx_export.read_models_json(folder) if os.path.isfile(path) else None
+
+
+def _model_folder(source: str, kind: str, scratch: str, int8: bool) -> tuple[str, dict | None]:
+  """(an ONNX export folder whose models.json has `kind`, the export report if one was made).
+
+  `source` is such a folder already, or anything `Classifier.load`/`Generator.load` takes (a workdir, a Hub
+  export folder, a Hub repo id), which is exported here with `tinycats export onnx`.
+  """
+  spec = _read_spec(source) if os.path.isdir(source) else None
+  if spec and kind in spec.get('models', {}) and kind in spec:
+    return source, None
+  folder = os.path.join(scratch, kind)
+  return folder, onnx_export.export_onnx(source, folder, int8=int8, kind=kind)
+
+
+def _copy_model(folder: str, kind: str, target: str, spec: dict) -> list[str]:
+  """Copies one model's ONNX files and adds its sections of `folder`'s models.json to `spec`; the file names."""
+  source = onnx_export.read_models_json(folder)
+  entry = source['models'][kind]
+  main = entry['original'] if kind == 'classifier' else entry  # The generator's entry is its float32 file.
+  files = [main['path']] + ([entry['quantized']['path']] if 'quantized' in entry else [])
+  for name in files:
+    path = os.path.join(folder, name)
+    if not os.path.isfile(path):
+      raise UserError(f'{folder}/models.json names {name}, which is not there; export the model again')
+    shutil.copyfile(path, os.path.join(target, name))
+  spec.setdefault('models', {})[kind] = entry
+  for section in SECTIONS[kind]:
+    if section in source:
+      spec[section] = source[section]
+  if kind in source.get('recommended', {}):
+    spec.setdefault('recommended', {})[kind] = source['recommended'][kind]
+  if kind in source.get('tinycats', {}):
+    spec.setdefault('tinycats', {})[kind] = source['tinycats'][kind]
+  for key in ('version', 'generatedAt'):
+    spec.setdefault(key, source.get(key))
+  return files
+
+
+def _replaceable(out_dir: str) -> bool:
+  return not os.path.exists(out_dir) or (
+    os.path.isdir(out_dir) and (not os.listdir(out_dir) or os.path.isfile(os.path.join(out_dir, MARKER)))
+  )
+
+
+@contextlib.contextmanager
+def _staged_site(out_dir: str):
+  """A hidden folder beside `out_dir`, renamed to `out_dir` if the body succeeds, removed whatever happens."""
+  out_dir = os.path.abspath(out_dir)
+  parent = os.path.dirname(out_dir)
+  try:
+    os.makedirs(parent, exist_ok=True)
+    staged = tempfile.mkdtemp(prefix=f'.{os.path.basename(out_dir)}.tinycats-', dir=parent)
+  except OSError as e:
+    raise UserError(f'cannot write beside {out_dir} ({e.strerror or e}); choose another --out-dir') from e
+  old = None
+  try:
+    yield staged
+    os.chmod(staged, 0o755)  # mkdtemp's 0700 would hide the site from a web server running as another user.
+    if os.path.exists(out_dir):
+      old = tempfile.mkdtemp(prefix=f'.{os.path.basename(out_dir)}.old-', dir=parent)
+      os.rename(out_dir, os.path.join(old, 'site'))
+    os.rename(staged, out_dir)
+  finally:
+    shutil.rmtree(staged, ignore_errors=True)
+    if old:
+      shutil.rmtree(old, ignore_errors=True)
+
+
+def export_site(
+  classifier: str,
+  out_dir: str,
+  *,
+  generator: str | None = None,
+  ort_dir: str | None = None,
+  int8: bool = False,
+) -> dict:
+  """Writes the static site into `out_dir`: the page, the models (from workdirs or ONNX export folders,
+  see `_model_folder`), one models.json for both, and onnxruntime-web. Returns a report."""
+  if not _replaceable(out_dir):
+    raise UserError(f'{out_dir} exists and is not a tinycats site; choose a new or empty --out-dir')
+  onnx_export.require_export_packages()
+  sources = {'classifier': classifier, **({'generator': generator} if generator else {})}
+  report = {'out_dir': os.path.abspath(out_dir), 'onnxruntime_web': ORT_VERSION, 'models': {}}
+  with _staged_site(out_dir) as staged, tempfile.TemporaryDirectory(prefix='.exports-', dir=staged) as scratch:
+    spec = {}
+    files = []
+    for kind, source in sources.items():
+      folder, exported = _model_folder(source, kind, scratch, int8)
+      files += _copy_model(folder, kind, staged, spec)
+      report['models'][kind] = {'source': source, 'exported': exported is not None}
+    spec['runtime'] = {
+      'name': 'ONNX Runtime Web',
+      'executionProviders': ['webgpu', 'wasm'],
+      'recommendedProvider': 'wasm',
+      **onnx_export.WEB_RUNTIME,
+    }
+    spec['site'] = {
+      'onnxruntime-web': ORT_VERSION,
+      'files': [f'{ORT_FOLDER}/{name}' for name in ORT_FILES],
+      'backend': 'WebGPU when an adapter is obtained, else wasm (threads when cross-origin isolated)',
+    }
+    with open(os.path.join(staged, 'models.json'), 'w') as f:
+      json.dump(spec, f, indent=2)
+    for name in PAGE_FILES:
+      shutil.copyfile(os.path.join(STATIC, name), os.path.join(staged, name))
+    report['onnxruntime_web_bytes'] = copy_ort(os.path.join(staged, ORT_FOLDER), ort_dir)
+    report['files'] = sorted(PAGE_FILES + ('models.json', MARKER)) + sorted(files)
+    with open(os.path.join(staged, MARKER), 'w') as f:
+      json.dump({'onnxruntime-web': ORT_VERSION, 'sources': sources}, f, indent=2)
+  report['bytes'] = sum(
+    os.path.getsize(os.path.join(folder, name)) for folder, _, names in os.walk(out_dir) for name in names
+  )
+  return report
+
+
+class SiteHandler(http.server.SimpleHTTPRequestHandler):
+  """Static files with the MIME types browsers insist on (.mjs, .wasm), and cross-origin isolation headers
+  (COOP/COEP) so that onnxruntime-web may use wasm threads."""
+
+  extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **MIME_TYPES}
+  quiet = False
+
+  def end_headers(self):
+    self.send_header('Cross-Origin-Opener-Policy', 'same-origin')
+    self.send_header('Cross-Origin-Embedder-Policy', 'require-corp')
+    self.send_header('Cache-Control', 'no-cache')
+    super().end_headers()
+
+  def log_message(self, format, *args):  # noqa: A002  # The base class's signature.
+    if not self.quiet:
+      super().log_message(format, *args)
+
+
+def make_server(site: str, host: str = '127.0.0.1', port: int = 8000, quiet: bool = False):
+  """A threading HTTP server for the site folder (port 0 picks a free one: see `server.server_address`)."""
+  if not os.path.isfile(os.path.join(site, 'index.html')):
+    raise UserError(f'{site} has no index.html; make a site with: tinycats export site --out-dir {site} ...')
+  handler = functools.partial(type('Handler', (SiteHandler,), {'quiet': quiet}), directory=os.path.abspath(site))
+  try:
+    return http.server.ThreadingHTTPServer((host, port), handler)
+  except OSError as e:
+    raise UserError(f'cannot serve on {host}:{port} ({e.strerror or e}); choose another --port') from e
+
+
+def serve(site: str, host: str = '127.0.0.1', port: int = 8000) -> None:
+  """Serves the site until interrupted."""
+  server = make_server(site, host, port)
+  address = server.server_address
+  print(f'tinycats serve: {site} at http://{address[0]}:{address[1]}/ (Ctrl-C stops)', file=sys.stderr)
+  with server, contextlib.suppress(KeyboardInterrupt):
+    server.serve_forever()
