@@ -184,6 +184,16 @@ def test_the_page_generates_what_python_generates_from_the_same_seed(page, gener
     assert page.evaluate("document.getElementById('progress').value") == steps
     if count == 2:
       _screenshot(page, 'site_generate.png', tmp_path)
+      args = ['--label', str(label), '--num', '1', '--steps', str(steps), '--cfg', str(cfg), '--sampler', sampler]
+      with pytest.raises(SystemExit) as done:  # `tinycats sample --noise browser` draws the same image.
+        cli.main(
+          ['sample', '--workdir', generator_run[0], *args, '--seed', str(seed), '--noise', 'browser']
+          + ['--out-dir', str(tmp_path / 'cli')]
+        )
+      assert done.value.code == 0
+      (written,) = os.listdir(tmp_path / 'cli')
+      from_cli = np.asarray(Image.open(tmp_path / 'cli' / written))
+      assert np.abs(drawn[..., :3].astype(int) - from_cli).max() <= 1
 
 
 def test_the_server_sends_module_and_wasm_types_and_isolation_headers(site_dir, server):

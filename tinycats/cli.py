@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from tinycats import bench, bench_torch, config as config_lib, evaluate, metrics, quality
+from tinycats import bench, bench_torch, config as config_lib, evaluate, flow, metrics, quality
 from tinycats.classifier import Classifier
 from tinycats.data import pets
 from tinycats.errors import UserError, run_command
@@ -57,8 +57,13 @@ def _evaluate(args) -> int:
 def _sample(args) -> int:
   generator = Generator.load(args.workdir)
   labels = args.label or list(range(len(generator.classes)))
+  noise = None
+  if args.noise == 'browser':  # The web page's noise: image 0 of label 0 is what the page draws for the seed.
+    if not 0 <= args.seed < 2**32:
+      raise UserError(f"--noise browser takes a seed from 0 to {2**32 - 1} (the page's), got {args.seed}")
+    noise = flow.browser_noise(args.seed, len(labels) * args.num, generator.image_size)
   grid = generator.sample_grid(
-    labels, per_label=args.num, steps=args.steps, cfg=args.cfg, seed=args.seed, sampler=args.sampler
+    labels, per_label=args.num, steps=args.steps, cfg=args.cfg, seed=args.seed, sampler=args.sampler, noise=noise
   )
   names = [generator.classes[i] if i < len(generator.classes) else 'null' for i in map(generator.label_index, labels)]
   written = []
@@ -314,6 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--cfg', type=float, default=None, help="guidance scale, 1 = none (default: the run's sample.cfg)")
   p.add_argument('--sampler', choices=('euler', 'heun'), default=None)
   p.add_argument('--seed', type=int, default=0)
+  p.add_argument(
+    '--noise',
+    choices=('jax', 'browser'),
+    default='jax',
+    help="the seed's noise: JAX's (default) or the web page's (tinycats export site), for the page's images",
+  )
   p.add_argument('--out', default=None, help='grid PNG: one row per label')
   p.add_argument('--out-dir', default=None, help='folder for one PNG per image')
   p.set_defaults(fn=_sample)

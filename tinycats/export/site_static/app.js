@@ -250,7 +250,11 @@ function setUpGenerator(spec, models, breeds) {
   $('generator-note').textContent = `${size}×${size} px, ${breeds.length} classes (null label ${spec.sampling.nullLabel})`;
   $('generate-form').addEventListener('submit', (e) => {
     e.preventDefault();
-    generate().catch(fail);
+    const button = $('generate-button');
+    button.disabled = true; // One sample at a time.
+    generate()
+      .catch(fail)
+      .finally(() => (button.disabled = false));
   });
 }
 
