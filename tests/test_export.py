@@ -182,6 +182,7 @@ def test_int8_models_are_smaller_and_reported(exports):
   ):
     folder, result = exports[kind]
     report = result['onnx']['int8']
+    assert report['int8_kernel'].startswith('session.x64quantprecision=1')  # What the browser computes.
     assert report['int8_bytes'] == os.path.getsize(os.path.join(folder, quantized))
     assert report['float32_bytes'] == os.path.getsize(os.path.join(folder, name))
     assert report['int8_bytes'] < 0.6 * report['float32_bytes']

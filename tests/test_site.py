@@ -196,6 +196,22 @@ def test_the_page_generates_what_python_generates_from_the_same_seed(page, gener
       assert np.abs(drawn[..., :3].astype(int) - from_cli).max() <= 1
 
 
+def test_browser_noise_is_a_fixed_seeded_stream():
+  """The values are pinned (noise.js gives these too: the browser test compares them), image 0 of a batch is the
+  page's single image for that seed, seeds give different streams, and the values are standard normal."""
+  np.testing.assert_array_equal(
+    flow.browser_noise(0, 1, 1, 3).ravel(), np.asarray([-0.11656766, 0.9620633, -0.16051912], np.float32)
+  )
+  batch = flow.browser_noise(7, 3, 16)
+  assert batch.shape == (3, 16, 16, 3) and batch.dtype == np.float32
+  np.testing.assert_array_equal(batch[:1], flow.browser_noise(7, 1, 16))
+  assert not np.allclose(batch[:1], flow.browser_noise(8, 1, 16))
+  many = flow.browser_noise(123, 64, 32).ravel()
+  assert abs(many.mean()) < 0.01 and abs(many.std() - 1) < 0.01
+  with pytest.raises(ValueError, match='32-bit'):
+    flow.browser_noise(2**32, 1, 16)
+
+
 def test_the_server_sends_module_and_wasm_types_and_isolation_headers(site_dir, server):
   for path, kind in (
     ('', 'text/html'),
@@ -232,6 +248,12 @@ def test_offline_and_bad_destinations_are_user_errors(site_dir, folder_run, tmp_
     site.export_site(site_dir, str(out))
   with pytest.raises(UserError, match='--ort-dir'):
     site.export_site(site_dir, str(out), ort_dir=str(tmp_path))
+  older = tmp_path / 'older' / 'dist'  # An unpacked onnxruntime-web of another version.
+  older.mkdir(parents=True)
+  for name in site.ORT_FILES:
+    (older / name).write_text('/*!\n * ONNX Runtime Web v1.20.1\n */\n')
+  with pytest.raises(UserError, match=f'not onnxruntime-web {site.ORT_VERSION}'):
+    site.export_site(site_dir, str(out), ort_dir=str(tmp_path / 'older'))
   assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith('.')] == []
   (tmp_path / 'mine').mkdir()
   (tmp_path / 'mine' / 'notes.txt').write_text('keep me')

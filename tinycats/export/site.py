@@ -112,10 +112,10 @@ def _ort_source(ort_dir: str | None) -> tuple[str, str]:
     return 'tarball', _check_tarball(tarball)
   for dist in (ort_dir, os.path.join(ort_dir, 'dist'), os.path.join(ort_dir, 'package', 'dist')):
     if all(os.path.isfile(os.path.join(dist, name)) for name in ORT_FILES):
-      package = os.path.join(os.path.dirname(os.path.abspath(dist)), 'package.json')
-      version = json.load(open(package)).get('version') if os.path.isfile(package) else None
-      if version not in (None, ORT_VERSION):
-        raise UserError(f'{package} is onnxruntime-web {version}; this tinycats needs {ORT_VERSION} ({ORT_URL})')
+      with open(os.path.join(dist, ORT_FILES[0]), 'rb') as f:
+        banner = f.read(200).decode('utf-8', 'replace')  # '/*! ONNX Runtime Web v1.30.0 ...'
+      if f'ONNX Runtime Web v{ORT_VERSION}\n' not in banner:
+        raise UserError(f'{dist} is not onnxruntime-web {ORT_VERSION}; pass a folder holding {ORT_URL} or its dist/')
       return 'dist', dist
   raise UserError(
     f'--ort-dir {ort_dir} holds neither {os.path.basename(ORT_URL)} nor an unpacked dist/ with '
@@ -276,13 +276,20 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
       super().log_message(format, *args)
 
 
+class SiteServer(http.server.ThreadingHTTPServer):
+  def handle_error(self, request, client_address):
+    if isinstance(sys.exc_info()[1], ConnectionError):  # A browser that dropped a connection (a closed tab).
+      return
+    super().handle_error(request, client_address)
+
+
 def make_server(site: str, host: str = '127.0.0.1', port: int = 8000, quiet: bool = False):
   """A threading HTTP server for the site folder (port 0 picks a free one: see `server.server_address`)."""
   if not os.path.isfile(os.path.join(site, 'index.html')):
     raise UserError(f'{site} has no index.html; make a site with: tinycats export site --out-dir {site} ...')
   handler = functools.partial(type('Handler', (SiteHandler,), {'quiet': quiet}), directory=os.path.abspath(site))
   try:
-    return http.server.ThreadingHTTPServer((host, port), handler)
+    return SiteServer((host, port), handler)
   except OSError as e:
     raise UserError(f'cannot serve on {host}:{port} ({e.strerror or e}); choose another --port') from e
 
