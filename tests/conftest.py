@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
 import shutil
 import subprocess
@@ -9,6 +12,7 @@ import sys
 
 import fake_pets
 import pytest
+from filelock import FileLock
 
 from tinycats.data import shapes
 
@@ -16,15 +20,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def pytest_configure(config):
-  """One persistent XLA compilation cache per session, shared with child processes (through the
-  environment): the many tiny runs that compile the same step compile it once. Set here, before any
+  """One persistent XLA compilation cache per session, shared with child processes and xdist's workers (through
+  the environment): the many tiny runs that compile the same step compile it once. Set here, before any
   test module is imported, because JAX decides whether to use the cache at its first compilation."""
   import tempfile
 
   import jax
 
-  path = tempfile.mkdtemp(prefix='tinycats-xla-cache-')
-  config.add_cleanup(lambda: shutil.rmtree(path, ignore_errors=True))
+  path = os.environ.get('JAX_COMPILATION_CACHE_DIR', '') if os.environ.get('PYTEST_XDIST_WORKER') else ''
+  if not path:  # The main process makes it; pytest-xdist's workers inherit it through the environment.
+    path = tempfile.mkdtemp(prefix='tinycats-xla-cache-')
+    config.add_cleanup(lambda: shutil.rmtree(path, ignore_errors=True))
   os.environ['JAX_COMPILATION_CACHE_DIR'] = path
   os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0.5'
   jax.config.update('jax_compilation_cache_dir', path)
@@ -36,6 +42,19 @@ def run_tinycats(*args: str, timeout: float = 300) -> subprocess.CompletedProces
   return subprocess.run(
     [sys.executable, '-m', 'tinycats', *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
   )
+
+
+def run_main(main, *args: str) -> subprocess.CompletedProcess:
+  """A command's `main(args)` run in this process, its exit code and output kept as `run_tinycats` keeps them.
+
+  For commands that load neither TensorFlow nor a training run: a child process costs seconds of imports."""
+  out, err = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    try:
+      code = main(list(args))
+    except SystemExit as e:  # argparse, and `tinycats`'s main, exit rather than return.
+      code = e.code
+  return subprocess.CompletedProcess(list(args), code or 0, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope='session')
@@ -114,14 +133,29 @@ def tiny_config(*overrides: str, spec: str = 'configs/cats.py:smoke', base: list
   return config_lib.load(os.path.join(REPO, spec), (TINY if base is None else base) + list(overrides))
 
 
+def once_per_session(tmp_path_factory, name: str, train) -> tuple[str, dict]:
+  """(workdir, summary) of `train(workdir)`, run once per test session even with pytest-xdist's workers.
+
+  The first worker to ask trains under a file lock in the session's shared temporary folder; the others wait
+  and reuse its workdir (xdist's documented pattern for session fixtures). Without xdist it just trains."""
+  if not os.environ.get('PYTEST_XDIST_WORKER'):
+    workdir = str(tmp_path_factory.mktemp(name))
+    return workdir, train(workdir)
+  root = tmp_path_factory.getbasetemp().parent  # pytest-N/, shared by this session's workers.
+  workdir, done = root / name, root / f'{name}.json'
+  with FileLock(str(root / f'{name}.lock')):
+    if not done.is_file():
+      done.write_text(json.dumps(train(str(workdir))))
+  return str(workdir), json.loads(done.read_text())
+
+
 @pytest.fixture(scope='session')
 def folder_run(learning_folder, tmp_path_factory):
   """(workdir, summary): the tiny cat/other classifier trained on `learning_folder` (shared by several modules)."""
   from tinycats.train import loop
 
-  workdir = str(tmp_path_factory.mktemp('run'))
   config = tiny_config('--config.data.source=folder', f'--config.data.folder={learning_folder}', *LEARNING)
-  return workdir, loop.train_and_evaluate(config, workdir)
+  return once_per_session(tmp_path_factory, 'run', lambda workdir: loop.train_and_evaluate(config, workdir))
 
 
 # The generator's tiny set and runs (shared by test_generate and test_export).
@@ -177,8 +211,8 @@ def generator_run(shape_folder, tmp_path_factory):
   """(workdir, summary): the tiny DiT trained on `shape_folder`."""
   from tinycats.train import loop
 
-  workdir = str(tmp_path_factory.mktemp('dit'))
-  return workdir, loop.train_and_evaluate(dit_config(shape_folder), workdir)
+  config = dit_config(shape_folder)
+  return once_per_session(tmp_path_factory, 'dit', lambda workdir: loop.train_and_evaluate(config, workdir))
 
 
 @pytest.fixture(scope='session')

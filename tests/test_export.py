@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -28,9 +29,14 @@ SIZE = int(next(a for a in LEARNING if 'image_size' in a).rpartition('=')[2])  #
 
 
 @pytest.fixture(scope='module')
-def runs(folder_run, generator_run):
-  """{'classifier': workdir, 'generator': workdir}: the suite's tiny trained runs (cat/other 64 px; 4 shapes 16 px)."""
-  return {'classifier': folder_run[0], 'generator': generator_run[0]}
+def runs(folder_run, generator_run, tmp_path_factory):
+  """{'classifier': workdir, 'generator': workdir}: copies of the suite's tiny trained runs (cat/other 64 px;
+  4 shapes 16 px), so that an `evaluate` elsewhere (another xdist worker) cannot change the eval.json read here."""
+  root = tmp_path_factory.mktemp('runs')
+  return {
+    kind: str(shutil.copytree(workdir, root / kind))
+    for kind, workdir in (('classifier', folder_run[0]), ('generator', generator_run[0]))
+  }
 
 
 @pytest.fixture(scope='module')

@@ -1,21 +1,26 @@
-"""The launcher's command line: config errors, no Modal token, the CLI's commands."""
+"""The launcher's command line: config errors, no Modal token, the CLI's commands.
+
+Most run the commands' `main` in this process (`conftest.run_main`); the child processes check the real entry
+points (`python -m tinycats`, `python -m launch.modal_train`) and what needs a fresh process (no Modal token,
+TensorFlow)."""
 
 import os
 import subprocess
 import sys
 
 import pytest
-from conftest import REPO, run_tinycats
+from conftest import REPO, run_main, run_tinycats
+
+from launch import modal_train
+from tinycats import cli
 
 
 def _launch(*args):
-  return subprocess.run(
-    [sys.executable, '-m', 'launch.modal_train', *args], cwd=REPO, capture_output=True, text=True, timeout=120
-  )
+  return run_main(modal_train.main, *args)
 
 
 # The two commands that train here: one code path, one override parser, the same exit codes.
-TRAIN_HERE = {'launch': lambda *a: _launch('--local', *a), 'tinycats': lambda *a: run_tinycats('train', *a)}
+TRAIN_HERE = {'launch': lambda *a: _launch('--local', *a), 'tinycats': lambda *a: run_main(cli.main, 'train', *a)}
 
 
 def _no_modal_token_env(tmp_path):
@@ -61,13 +66,13 @@ def test_unknown_flags_are_refused(command, tmp_path):
 
 
 def test_config_overrides_belong_to_train_only():
-  result = run_tinycats('evaluate', '--workdir', 'w', '--config.train.epochs=3')
+  result = run_main(cli.main, 'evaluate', '--workdir', 'w', '--config.train.epochs=3')
   assert result.returncode == 2 and 'unrecognized arguments: --config.train.epochs=3' in result.stderr
 
 
-@pytest.mark.parametrize('command', TRAIN_HERE)
-def test_missing_tfds_data_says_how_to_prepare(command, tmp_path):
-  result = TRAIN_HERE[command](
+def test_missing_tfds_data_says_how_to_prepare(tmp_path):
+  result = run_tinycats(  # A child process: looking for the prepared files imports tensorflow_datasets.
+    'train',
     '--config',
     'configs/cats.py:smoke',
     '--workdir',
@@ -87,7 +92,7 @@ def test_cli_lists_its_commands():
 
 
 def test_evaluate_on_a_folder_that_is_not_a_workdir(tmp_path):
-  result = run_tinycats('evaluate', '--workdir', str(tmp_path))
+  result = run_main(cli.main, 'evaluate', '--workdir', str(tmp_path))
   assert result.returncode == 2 and 'is this a tinycats workdir' in result.stderr
 
 

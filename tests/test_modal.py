@@ -2,25 +2,16 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
-from conftest import REPO, TINY, tiny_config
+from conftest import REPO, TINY, run_main, tiny_config
 
-from launch import body, modal_app, plan as plan_lib
+from launch import body, modal_app, modal_train, plan as plan_lib
 from tinycats.train.checkpoint import Checkpoints
 
 
 def _dry_run(*args):
-  result = subprocess.run(
-    [sys.executable, '-m', 'launch.modal_train', '--dry-run', *args],
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-    timeout=120,
-  )
-  return result
+  return run_main(modal_train.main, '--dry-run', *args)
 
 
 @pytest.mark.parametrize('spec', ['configs/cats.py', 'configs/dit.py'])

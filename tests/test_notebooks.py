@@ -51,7 +51,7 @@ def test_generate_notebook(generator_run, tmp_path):
 
 
 def test_train_and_export_notebook(tmp_path):
-  notebook = run('03_train_and_export.ipynb', TINYCATS_NOTEBOOK_DIR=str(tmp_path))
+  notebook = run('03_train_and_export.ipynb', TINYCATS_NOTEBOOK_DIR=str(tmp_path), TINYCATS_NOTEBOOK_STEPS='30')
   assert os.path.isfile(tmp_path / 'export' / 'cats.onnx') and os.path.isfile(tmp_path / 'run' / 'eval.json')
   assert len(outputs(notebook)) == 1  # The curves.
 

@@ -6,9 +6,9 @@ import os
 import jax
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import run_main, tiny_config
 
-from tinycats import Classifier, evaluate, metrics
+from tinycats import Classifier, cli, evaluate, metrics
 from tinycats.data import shapes
 from tinycats.train import loop, state as state_lib
 from tinycats.train.tasks import TASKS
@@ -111,15 +111,15 @@ def test_classifier_predicts_any_size(folder_run, image_folder):
 
 
 def test_predict_command_reports_bad_files_and_continues(folder_run, image_folder, tmp_path):
-  from conftest import run_tinycats
-
   workdir, _ = folder_run
   empty = tmp_path / 'empty.jpg'
   empty.write_bytes(b'')
   text = tmp_path / 'notes.jpg'
   text.write_text('hello')
   good = os.path.join(image_folder, 'cat', '0.jpg')
-  result = run_tinycats('predict', '--workdir', workdir, good, str(tmp_path / 'missing.jpg'), str(empty), str(text))
+  result = run_main(
+    cli.main, 'predict', '--workdir', workdir, good, str(tmp_path / 'missing.jpg'), str(empty), str(text)
+  )
   assert result.returncode == 1, result.stderr[-2000:]
   rows = [json.loads(line) for line in result.stdout.splitlines()]
   assert [r['file'] for r in rows] == [good, str(tmp_path / 'missing.jpg'), str(empty), str(text)]
