@@ -5,11 +5,11 @@ import os
 
 import numpy as np
 import pytest
-from conftest import dit_config, run_tinycats
+from conftest import dit_config, run_main
 from flax import nnx
 from PIL import Image
 
-from tinycats import Classifier, Generator, evaluate
+from tinycats import Classifier, Generator, cli, evaluate
 from tinycats.errors import UserError
 from tinycats.sample_quality import sample_quality
 from tinycats.train import loop, state as state_lib
@@ -73,6 +73,13 @@ def test_samples_are_judged_by_a_classifier(generator_run, judge):
   assert samples['num_generated'] == 32 and samples['frechet_distance'] >= 0
   assert os.path.isfile(os.path.join(workdir, 'samples', 'eval.png'))
   assert json.load(open(os.path.join(workdir, 'eval.json')))['samples'] == samples
+  assert (samples['cfg'], samples['steps'], samples['sampler']) == (2.0, 10, 'euler')  # The run's sample.*.
+
+  # Other guidance, steps and sampler for the judged samples, recorded with them; only where there is a judge.
+  other = evaluate.evaluate(workdir, classifier=judge, samples_per_class=2, cfg=4.0, steps=3, sampler='heun')
+  assert (other['samples']['cfg'], other['samples']['steps'], other['samples']['sampler']) == (4.0, 3, 'heun')
+  refused = run_main(cli.main, 'evaluate', '--workdir', workdir, '--cfg', '4')
+  assert refused.returncode == 2 and 'give --classifier DIR too' in refused.stderr
 
 
 def test_pure_noise_scores_worse_than_real_images_on_every_metric(generator_run, judge):
@@ -104,7 +111,8 @@ def test_pure_noise_scores_worse_than_real_images_on_every_metric(generator_run,
 def test_sample_command_writes_grids_and_single_images(generator_run, tmp_path):
   workdir, _ = generator_run
   grid_path, out_dir = str(tmp_path / 'grid.png'), str(tmp_path / 'single')
-  result = run_tinycats(
+  result = run_main(
+    cli.main,
     'sample',
     '--workdir',
     workdir,
@@ -131,7 +139,7 @@ def test_sample_command_writes_grids_and_single_images(generator_run, tmp_path):
   single = np.asarray(Image.open(os.path.join(out_dir, sorted(os.listdir(out_dir))[0])))
   assert single.shape == (16, 16, 3)
 
-  bad = run_tinycats('sample', '--workdir', workdir, '--label', 'zebra', '--out', grid_path)
+  bad = run_main(cli.main, 'sample', '--workdir', workdir, '--label', 'zebra', '--out', grid_path)
   assert bad.returncode == 2 and "unknown label 'zebra'" in bad.stderr
 
 

@@ -41,8 +41,17 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
+  if (args.cfg, args.steps, args.sampler) != (None, None, None) and not args.classifier:
+    raise UserError('--cfg, --steps and --sampler set how the judged samples are drawn: give --classifier DIR too')
   report = evaluate.evaluate(
-    args.workdir, split=args.split, classifier=args.classifier, samples_per_class=args.samples_per_class, seed=args.seed
+    args.workdir,
+    split=args.split,
+    classifier=args.classifier,
+    samples_per_class=args.samples_per_class,
+    seed=args.seed,
+    cfg=args.cfg,
+    steps=args.steps,
+    sampler=args.sampler,
   )
   shown = {
     k: v
@@ -165,6 +174,7 @@ def _bench(args) -> int:
       judge_overrides=args.judge_set,
       samples_per_class=args.samples_per_class,
       emit=lambda row: bench.emit(row, results),
+      data_seed=args.data_seed,
     )
     quality.print_table(rows)
     return 0
@@ -174,6 +184,7 @@ def _bench(args) -> int:
       ('--sweep', args.sweep),
       ('--judge', args.judge),
       ('--judge-set', args.judge_set),
+      ('--data-seed', args.data_seed),
       ('--per-class', args.per_class),
       ('--picture-size', args.picture_size),
     )
@@ -299,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
   )
   p.add_argument('--samples-per-class', type=int, default=16, help='generators: samples of each class to judge')
   p.add_argument('--seed', type=int, default=0, help="generators: the samples' noise seed")
+  p.add_argument('--cfg', type=float, default=None, help="generators: the samples' guidance (default: the run's)")
+  p.add_argument('--steps', type=int, default=None, help="generators: the samples' steps (default: the run's)")
+  p.add_argument('--sampler', choices=('euler', 'heun'), default=None, help="generators (default: the run's)")
   p.set_defaults(fn=_evaluate)
 
   p = sub.add_parser('predict', help='classify image files with a trained workdir; one JSON line per image')
@@ -456,6 +470,12 @@ def build_parser() -> argparse.ArgumentParser:
   )
   p.add_argument(
     '--samples-per-class', type=int, default=50, help='--quality generator: samples of each class the judge scores'
+  )
+  p.add_argument(
+    '--data-seed',
+    type=int,
+    default=0,
+    help='--quality: the seed of the pictures (another seed: pictures the recipes were not tuned on)',
   )
   p.add_argument(
     '--workdir',

@@ -29,8 +29,13 @@ def evaluate(
   samples_per_class: int = 16,
   seed: int = 0,
   mesh=None,
+  *,
+  cfg: float | None = None,
+  steps: int | None = None,
+  sampler: str | None = None,
 ) -> dict:
-  """Writes and returns `WORKDIR/eval.json`. `classifier` (a classifier workdir) is for generators only."""
+  """Writes and returns `WORKDIR/eval.json`. `classifier` (a classifier workdir) is for generators only; so are
+  `cfg`, `steps` and `sampler`, which the judged samples use instead of the run's `sample.*`."""
   if split not in tinycats.data.SPLITS:
     raise UserError(f'unknown split {split!r}; choose one of {", ".join(tinycats.data.SPLITS)}')
   config = config_lib.load_json(os.path.join(workdir, 'config.json'))  # Before the data: a bad workdir fails first.
@@ -48,16 +53,20 @@ def evaluate(
   )
   if classifier:
     generator = Generator(config, graphdef, state, step)  # The checkpoint read above.
-    report['samples'] = _judge_samples(workdir, generator, data.splits[split], classifier, samples_per_class, seed)
+    sampling = dict(cfg=cfg, steps=steps, sampler=sampler)
+    report['samples'] = _judge_samples(
+      workdir, generator, data.splits[split], classifier, samples_per_class, seed, sampling
+    )
   metrics.write_report(report, workdir)
   return report
 
 
-def _judge_samples(workdir, generator, split, classifier_dir: str, per_class: int, seed: int) -> dict:
-  """Samples `per_class` images of every class (seeded) and scores them against the split's real images."""
+def _judge_samples(workdir, generator, split, classifier_dir: str, per_class: int, seed: int, sampling: dict) -> dict:
+  """Samples `per_class` images of every class (seeded; `sampling`'s cfg, steps and sampler where not None, else
+  the run's `sample.*`) and scores them against the split's real images."""
   judge = Classifier.load(classifier_dir)
   config = generator.config
-  grid = generator.sample_grid(per_label=per_class, seed=seed)
+  grid = generator.sample_grid(per_label=per_class, seed=seed, **sampling)
   classes = generator.classes
   labels = np.repeat(np.arange(len(classes)), per_class)
   real = _as_generator_data(config, split)
@@ -67,9 +76,9 @@ def _judge_samples(workdir, generator, split, classifier_dir: str, per_class: in
     classifier=os.path.abspath(classifier_dir),
     per_class=per_class,
     seed=seed,
-    sampler=s.sampler,
-    steps=s.steps,
-    cfg=s.cfg,
+    sampler=sampling['sampler'] or s.sampler,
+    steps=sampling['steps'] or s.steps,
+    cfg=s.cfg if sampling['cfg'] is None else sampling['cfg'],
   )
   metrics.save_grid(grid, os.path.join(workdir, 'samples', 'eval.png'), classes)
   return out

@@ -466,9 +466,11 @@ def run(
   judge_overrides: Sequence[str] = (),
   samples_per_class: int = 50,
   emit: Callable[[dict], None] = lambda row: None,
+  data_seed: int = 0,
 ) -> list[dict]:
   """Runs `cases` ('classifier', 'small', 'generator' or 'all'), each over the sweep's grid; `emit` gets each row
-  as it is done (with the machine's description) and the rows are returned."""
+  as it is done (with the machine's description) and the rows are returned. `data_seed` draws other pictures:
+  a recipe tuned on seed 0's is checked on pictures it was not tuned on."""
   chosen = CASES if cases == 'all' else (cases,)
   if any(c not in CASES for c in chosen):
     raise UserError(f'unknown --quality case {cases!r}; choose one of {", ".join(CASES + ("all",))}')
@@ -491,14 +493,19 @@ def run(
       settings = [*overrides, *point]
       n = per_class or PER_CLASS[case]
       if case == 'generator':
-        row = generator(workdir, n, classes, picture_size, settings, judge, judge_overrides, samples_per_class, label)
+        row = generator(
+          workdir, n, classes, picture_size, settings, judge, judge_overrides, samples_per_class, label, data_seed
+        )
         judge = row['judge_workdir']  # Trained once: the sweep's later points reuse it.
       elif case == 'classifier':
-        row = classifier(workdir, n, classes, picture_size, settings, label)
+        row = classifier(workdir, n, classes, picture_size, settings, label, data_seed)
       else:
-        row = small(workdir, n, picture_size, settings, label)
+        row = small(workdir, n, picture_size, settings, label, data_seed)
       row = dict(
-        row, sweep={item.partition('=')[0]: item.partition('=')[2] for item in point} or None, **bench.machine()
+        row,
+        sweep={item.partition('=')[0]: item.partition('=')[2] for item in point} or None,
+        data_seed=data_seed,
+        **bench.machine(),
       )
       emit(row)
       rows.append(row)
