@@ -74,7 +74,7 @@ def test_fit_keeps_the_whole_picture_and_its_aspect():
   small, size = cache.fit(np.full((3, 4, 3), 9, np.uint8), 8)  # Smaller pictures are enlarged to the size.
   assert size == (6, 8)
   gray = Image.fromarray(np.full((10, 30), 7, np.uint8))
-  rgba = Image.fromarray(np.full((30, 10, 4), 9, np.uint8))
+  rgba = Image.fromarray(np.concatenate([np.full((30, 10, 3), 9, np.uint8), np.full((30, 10, 1), 255, np.uint8)], -1))
   assert cache.fit(gray, 9)[1] == (3, 9) and cache.fit(rgba, 9)[1] == (9, 3)
   assert cache.fit(gray, 9)[0][:3, :9].min() == 7 and cache.fit(rgba, 9)[0][:9, :3].min() == 9
 
@@ -134,12 +134,16 @@ def test_the_cache_notices_changed_images(tmp_path):
   config = tiny_config(
     '--config.data.source=folder', f'--config.data.folder={root}', f'--config.data.cache_dir={tmp_path / "c"}'
   )
-  before = np.asarray(tinycats.data.load(config).splits['train'].images).copy()
+  split = tinycats.data.load(config).splits['train']
+  before, fingerprint = np.asarray(split.images).copy(), split.fingerprint
+  for path in root.glob('*/*'):
+    os.utime(path, (2, 2))  # Only the times change: a new cache, the same pictures, the same fingerprint.
+  assert tinycats.data.load(config).splits['train'].fingerprint == fingerprint
   for path in (root / 'cat').iterdir():
     Image.new('RGB', (16, 16), (255, 0, 0)).save(path, format='JPEG')
     os.utime(path, (1, 1))  # A different modification time, as any edit gives.
-  after = np.asarray(tinycats.data.load(config).splits['train'].images)
-  assert not np.array_equal(before, after)
+  split = tinycats.data.load(config).splits['train']
+  assert not np.array_equal(before, np.asarray(split.images)) and split.fingerprint != fingerprint
 
 
 def test_load_folder_splits(tmp_path):
@@ -286,3 +290,62 @@ def test_eval_crop_is_a_fraction_of_the_shorter_side_and_old_configs_keep_theirs
   config = tiny_config()
   del config.data['eval_crop']  # A workdir from before the field: it cut image_size from a cache_size square.
   assert augment.eval_crop(config.data) == config.data.image_size / config.data.cache_size
+
+
+# Real-world files: one reader (`cache.read_image_file`) for the cache and for prediction.
+
+
+def test_exif_orientation_is_applied(tmp_path):
+  stored = np.zeros((20, 40, 3), np.uint8)
+  stored[:, 20:] = 250  # Stored wide: dark left half, bright right half.
+  exif = Image.Exif()
+  exif[0x0112] = 6  # "Rotate 90 degrees clockwise to display", as a phone held upright writes.
+  Image.fromarray(stored).save(tmp_path / 'phone.jpg', exif=exif, quality=95)
+  upright = np.asarray(cache.read_image_file(str(tmp_path / 'phone.jpg')))
+  assert upright.shape == (40, 20, 3)  # Tall, as shown; its top is the stored left side.
+  assert upright[:18].mean() < 10 and upright[22:].mean() > 240
+  assert cache.read_image_file(str(tmp_path / 'phone.jpg'), 10).size == (5, 10)  # Reduced (1/4), then turned.
+
+
+def test_16_bit_and_float_pictures_are_scaled_not_clipped(tmp_path):
+  ramp = np.tile(np.linspace(0, 65535, 64).round().astype(np.uint16), (8, 1))
+  Image.fromarray(ramp).save(tmp_path / 'ramp16.png')
+  assert Image.open(tmp_path / 'ramp16.png').mode == 'I;16'
+  rgb = np.asarray(cache.read_image_file(str(tmp_path / 'ramp16.png')))
+  assert rgb.shape == (8, 64, 3) and rgb.dtype == np.uint8
+  np.testing.assert_allclose(rgb[..., 0], ramp / 257, atol=0.5)  # 0..65535 -> 0..255, not 98% white.
+  Image.fromarray((ramp / 65535).astype(np.float32)).save(tmp_path / 'ramp.tif')
+  np.testing.assert_allclose(np.asarray(cache.read_image_file(str(tmp_path / 'ramp.tif')))[..., 1], ramp / 257, atol=1)
+  canvas, _ = cache.fit(ramp, 64)  # Arrays given to predict: the same rule.
+  np.testing.assert_allclose(canvas[:8, :, 2], ramp / 257, atol=1)
+
+
+def test_transparency_lies_on_white(tmp_path):
+  rgba = np.zeros((8, 8, 4), np.uint8)
+  rgba[..., 2] = 255  # Blue everywhere, hidden on the left half...
+  rgba[:, 4:, 3] = 255  # ...which is transparent.
+  Image.fromarray(rgba).save(tmp_path / 'cutout.png')
+  palette = Image.fromarray(np.repeat([[0, 1]], 8, 0).repeat(4, 1).astype(np.uint8), mode='P')
+  palette.putpalette([0, 0, 255, 255, 0, 0])  # Index 0 blue (transparent), 1 red.
+  palette.save(tmp_path / 'palette.png', transparency=0)
+  Image.fromarray(rgba[..., [0, 3]]).save(tmp_path / 'grey.png')  # LA: black, half transparent.
+  for name, opaque in (('cutout.png', (0, 0, 255)), ('palette.png', (255, 0, 0)), ('grey.png', (0, 0, 0))):
+    rgb = np.asarray(cache.read_image_file(str(tmp_path / name)))
+    assert (rgb[:, :4] == 255).all() and (rgb[:, 4:] == opaque).all(), name
+
+
+def test_huge_pictures_are_reduced_or_refused(tmp_path, monkeypatch, recwarn):
+  monkeypatch.setattr(cache, 'MAX_PIXELS', 10_000)  # Stands for 50 megapixels: 400x300 is "huge" here.
+  monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 5_000)  # Pillow's own check at full size would warn, or fail.
+  photo = np.asarray(Image.fromarray(fake_pets.pet_image(np.random.default_rng(0), True, (40, 30))).resize((400, 300)))
+  Image.fromarray(photo).save(tmp_path / 'huge.jpg', quality=95)
+  Image.fromarray(photo).save(tmp_path / 'huge.png')
+  small = cache.read_image_file(str(tmp_path / 'huge.jpg'), 40)  # Decoded at 1/8 scale: 50x38 pixels.
+  assert small.size == (50, 38) and not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+  with pytest.raises(ValueError, match=r'400x300 pixels, above the limit of 10,000'):
+    cache.read_image_file(str(tmp_path / 'huge.jpg'))  # Without a size it would decode whole.
+  loaders = [lambda p=p: (cache.read_image_file(str(tmp_path / p), 40), {'label': 0}) for p in ('huge.jpg', 'huge.png')]
+  with pytest.warns(UserWarning, match=r'skipping unreadable image huge.png: ValueError: 400x300 pixels, above'):
+    built = cache.build(str(tmp_path / 'cache'), ['huge.jpg', 'huge.png'], loaders, dict(size=40))
+  assert built.names == ['huge.jpg'] and built.skipped == ['huge.png']
+  np.testing.assert_allclose(built.images[0, :30, :40].mean(), photo.mean(), atol=3)

@@ -188,6 +188,10 @@ def test_resuming_on_a_folder_that_gained_images_is_refused(tmp_path):
     '--config.data.val_min_per_class=0',
   )
   loop.train_and_evaluate(config, str(tmp_path / 'run'))
+  for path in (root / 'cat').iterdir():  # Other pictures under the same names: the count alone cannot tell.
+    Image.open(path).transpose(Image.Transpose.ROTATE_90).save(path)
+  with pytest.raises(ConfigError, match=r'trained on other training images than the data now holds \(the same count'):
+    loop.train_and_evaluate(config, str(tmp_path / 'run'))
   rng = np.random.default_rng(1)
   for i in range(10):
     Image.fromarray(fake_pets.pet_image(rng, True, (16, 16))).save(root / 'cat' / f'new{i}.jpg')

@@ -451,7 +451,7 @@ def pipeline(
       picture = Image.fromarray(small).resize((w, h), Image.BILINEAR)
       paths.append(os.path.join(tmp, f'{i}.jpg'))
       picture.save(paths[-1], quality=90)
-    loaders = [lambda p=p: (cache.read_image_file(p), {'label': 0}) for p in paths]
+    loaders = [lambda p=p: (cache.read_image_file(p, side), {'label': 0}) for p in paths]
     start = time.perf_counter()
     cached = cache.build(
       os.path.join(tmp, 'cache'), [str(i) for i in range(images)], loaders, {'size': side, 'split': 'bench'}

@@ -58,7 +58,7 @@ class Classifier:
       try:
         if os.path.isfile(path) and os.path.getsize(path) == 0:
           raise ValueError('empty file')
-        images.append(cache.read_image_file(path))  # fit makes it RGB, as for the cache.
+        images.append(cache.read_image_file(path, self.config.data.cache_size))  # As the cache reads it.
         readable.append(len(results))
         results.append({'file': path})
       except Exception as e:  # pylint: disable=broad-except  # Reported per file, in the output.

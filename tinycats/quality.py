@@ -171,7 +171,7 @@ def generator_view(folder: str, out: str, data, batch: int = 256) -> str:
     os.makedirs(os.path.join(out, name), exist_ok=True)
   for start in range(0, len(files), batch):
     chunk = files[start : start + batch]
-    canvases, sizes = zip(*(cache.fit(cache.read_image_file(path), data.cache_size) for path in chunk))
+    canvases, sizes = zip(*(cache.fit(cache.read_image_file(path, data.cache_size), data.cache_size) for path in chunk))
     x = augment.eval_transform(
       np.stack(canvases),
       np.asarray(sizes, np.int32),

@@ -29,6 +29,7 @@ class Split:
   names: list[str]
   skipped: list[str]
   sizes: np.ndarray  # (N, 2) int32: (height, width) of each picture on its canvas.
+  fingerprint: str | None = None  # The cache's `content_fingerprint`: a resumed run must see the same images.
 
   def __len__(self):
     return len(self.labels)
@@ -118,7 +119,7 @@ def _folder_parts(config, splits=SPLITS):
   parts = stratify.split_indices(labels, d.split_seed, d.val_fraction, d.test_fraction, _val_floor(config))
 
   def loader(i):
-    return lambda: (cache.read_image_file(files[i]), {'label': int(labels[i])})
+    return lambda: (cache.read_image_file(files[i], d.cache_size), {'label': int(labels[i])})
 
   out = {}
   for name, indices in parts.items():
@@ -156,7 +157,9 @@ def load(config, splits=SPLITS) -> Data:
     if not loaders:
       raise UserError(f'the {name} split is empty; check data.val_fraction / data.test_fraction / data.max_examples')
     cached = cache.get_or_build(cache_dir, key, names, loaders)
-    out[name] = Split(cached.images, to_labels(cached.labels), cached.names, cached.skipped, cached.sizes)
+    out[name] = Split(
+      cached.images, to_labels(cached.labels), cached.names, cached.skipped, cached.sizes, cached.fingerprint
+    )
   if 'val' in out:
     stratify.warn_if_few(out['val'].labels, classes, _val_floor(config))
   return Data(classes, out)

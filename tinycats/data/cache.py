@@ -9,6 +9,10 @@ folder) so that every later run on that data reuses it. A cache is a folder: `im
 `<field>.npy` int32 per label field and `meta.json`; it is written to a temporary folder and
 renamed, so an interrupted build leaves nothing half-written. Images that fail to decode are
 skipped with a warning naming them, and counted.
+
+`read_image_file` is the one reader of image files, for the cache and for prediction alike: EXIF
+orientation applied, 16-bit and float pictures scaled to 8 bits, transparency composited on white,
+a huge JPEG decoded at a reduced scale, and a picture above `MAX_PIXELS` refused.
 """
 
 from __future__ import annotations
@@ -17,21 +21,29 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import sys
+import threading
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from tinycats.errors import UserError
 
-# Part of every cache's key: a cache of another layout (1: centre-cropped squares) is not reused.
-FORMAT = 2
+# Part of every cache's key: a cache of another layout or reader is not reused (1: centre-cropped squares;
+# 2: EXIF orientation, 16-bit scaling and transparency ignored).
+FORMAT = 3
+# The most pixels a picture may decode to (after a JPEG's reduced-scale decoding): about 150 MB as RGB.
+MAX_PIXELS = 50_000_000
+# Where transparent pixels end up: white, as a browser shows a transparent picture on a page.
+BACKGROUND = (255, 255, 255)
+_OPEN_LOCK = threading.Lock()  # Guards the moment Pillow's own pixel limit is lifted (see `_open`).
 
 Loader = Callable[[], tuple[np.ndarray | Image.Image, dict[str, int]]]
 
@@ -43,6 +55,7 @@ class CachedSplit:
   labels: dict[str, np.ndarray]  # field -> (N,) int32
   names: list[str]  # Source names of the N kept images.
   skipped: list[str]  # Names of images that could not be decoded.
+  fingerprint: str | None = None  # `content_fingerprint` of the kept images; None for a cache older than it.
 
   def __len__(self):
     return len(self.images)
@@ -59,8 +72,7 @@ def fit(image: np.ndarray | Image.Image, size: int) -> tuple[np.ndarray, tuple[i
     if array.ndim == 3 and array.shape[-1] == 1:
       array = array[..., 0]
     image = Image.fromarray(array)
-  if image.mode != 'RGB':
-    image = image.convert('RGB')
+  image = to_rgb(image)
   w, h = image.size
   if w == 0 or h == 0:
     raise ValueError('empty image')
@@ -71,11 +83,68 @@ def fit(image: np.ndarray | Image.Image, size: int) -> tuple[np.ndarray, tuple[i
   return canvas, (nh, nw)
 
 
-def read_image_file(path: str) -> Image.Image:
-  """Opens and fully decodes an image file (errors surface here, not later)."""
-  with Image.open(path) as image:
+def to_rgb(image: Image.Image) -> Image.Image:
+  """8-bit RGB as a viewer shows the picture; `convert('RGB')` alone clips 16-bit pictures to white and
+  drops transparency, revealing whatever colour the transparent pixels happen to hold.
+
+  16-bit and 32-bit integer pictures are scaled from 0..65535 (32-bit ones above that from their full
+  range), float ones from 0..1 (or 0..255 when they exceed 1); transparency goes on `BACKGROUND`.
+  """
+  if image.mode == 'RGB' and 'transparency' not in image.info:
+    return image
+  if image.mode.startswith('I') or image.mode == 'F':
+    array = np.asarray(image, np.float64)
+    if image.mode == 'F':
+      top = 1.0 if array.size == 0 or np.nanmax(array) <= 1.0 else 255.0
+    else:
+      top = 65535.0 if array.size == 0 or array.max() <= 65535 else 2.0**32 - 1
+    array = np.nan_to_num(np.clip(array / top, 0.0, 1.0)) * 255.0
+    return Image.fromarray(np.round(array).astype(np.uint8)).convert('RGB')
+  if image.mode in ('RGBA', 'LA', 'PA', 'La', 'RGBa') or 'transparency' in image.info:
+    image = image.convert('RGBA')
+    return Image.alpha_composite(Image.new('RGBA', image.size, BACKGROUND + (255,)), image).convert('RGB')
+  return image.convert('RGB')
+
+
+def _open(path: str) -> Image.Image:
+  """`Image.open` without Pillow's own pixel check at full size (a warning, or an error at twice its
+  limit): `read_image_file` applies `MAX_PIXELS` to what is decoded, after a JPEG's reduction."""
+  with _OPEN_LOCK:
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+      return Image.open(path)
+    finally:
+      Image.MAX_IMAGE_PIXELS = limit
+
+
+def read_image_file(path: str, size: int | None = None) -> Image.Image:
+  """Decodes an image file whole (errors surface here, not later) as 8-bit RGB, upright (EXIF orientation).
+
+  With `size` (the longer side the caller will resize to), a JPEG is decoded at the smallest of 1/2,
+  1/4, 1/8 scale that still covers it (`Image.draft`): a 12000x12000 photo costs 1500x1500 at 320.
+  A picture still above `MAX_PIXELS` raises ValueError before it is decoded.
+  """
+  with _open(path) as image:
+    if size and image.format == 'JPEG':
+      scale = size / max(image.size)
+      if scale < 1:
+        image.draft('RGB', (math.ceil(image.width * scale), math.ceil(image.height * scale)))
+    if image.width * image.height > MAX_PIXELS:
+      raise ValueError(
+        f'{image.width}x{image.height} pixels, above the limit of {MAX_PIXELS:,} (tinycats.data.cache.MAX_PIXELS); '
+        'shrink the picture'
+      )
     image.load()
-    return image.copy()
+    return to_rgb(ImageOps.exif_transpose(image))
+
+
+def content_fingerprint(rows) -> str:
+  """What a split holds, in order: each kept image's name, a SHA-256 of its decoded canvas and its labels.
+
+  Decoded pixels rather than file sizes and times: a copy, a `touch` or a moved data folder keeps it, and
+  other pictures under the same names change it. It is computed while decoding, so it costs no extra read.
+  """
+  return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
 
 
 def cache_path(cache_dir: str, key: dict) -> str:
@@ -93,6 +162,7 @@ def load(path: str) -> CachedSplit:
     labels,
     meta['names'],
     meta['skipped'],
+    meta.get('fingerprint'),
   )
 
 
@@ -110,11 +180,12 @@ def build(path: str, names: Sequence[str], loaders: Sequence[Loader], key: dict)
     sizes = np.zeros((n, 2), np.int32)
     labels: dict[str, np.ndarray] = {}
     ok = np.zeros(n, bool)
-    skipped = []
+    skipped, digests = [], [b''] * n
 
     def decode(i):
       image, fields = loaders[i]()
-      return fit(image, size), fields
+      canvas, fitted = fit(image, size)
+      return (canvas, fitted), fields, hashlib.sha256(canvas.tobytes()).digest()
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 1)) as pool:
       futures = {pool.submit(decode, i): i for i in range(n)}
@@ -129,7 +200,7 @@ def build(path: str, names: Sequence[str], loaders: Sequence[Loader], key: dict)
       ):
         i = futures.pop(future)  # Drop the reference: the decoded canvas lives only in the file.
         try:
-          (canvas, sizes[i]), fields = future.result()
+          (canvas, sizes[i]), fields, digests[i] = future.result()
         except Exception as error:  # pylint: disable=broad-except  # A bad image must not end the run.
           skipped.append(names[i])
           warnings.warn(f'skipping unreadable image {names[i]}: {type(error).__name__}: {error}', stacklevel=2)
@@ -162,6 +233,13 @@ def build(path: str, names: Sequence[str], loaders: Sequence[Loader], key: dict)
       names=[name for name, keep in zip(names, ok) if keep],
       skipped=sorted(skipped),
       label_fields=sorted(labels),
+      fingerprint=content_fingerprint(
+        [
+          (name, digest.hex(), {f: int(v[i]) for f, v in labels.items()})
+          for i, (name, digest) in enumerate(zip(names, digests))
+          if ok[i]
+        ]
+      ),
     )
     with open(os.path.join(tmp, 'meta.json'), 'w') as f:
       json.dump(meta, f)

@@ -105,7 +105,7 @@ def _check_batch(tc, mesh, train_examples: int | None = None) -> None:
     raise config_lib.ConfigError(f'train.batch_size ({tc.batch_size}) exceeds the {train_examples} training images')
 
 
-def _restore(ckpts, state, progress: Progress, workdir: str, config, train_examples: int):
+def _restore(ckpts, state, progress: Progress, workdir: str, config, train):
   """(state, progress) from the latest checkpoint, after checking that this config may resume it."""
   config_path = os.path.join(workdir, 'config.json')
   if os.path.isfile(config_path) and (
@@ -118,10 +118,15 @@ def _restore(ckpts, state, progress: Progress, workdir: str, config, train_examp
     )
   stored, meta = ckpts.restore(ckpts.latest_step(), state_lib.to_checkpoint(state))
   progress = Progress.from_meta(meta)
-  if progress.data['train_examples'] != train_examples:  # Same config, but the images changed.
+  if progress.data['train_examples'] != len(train):  # Same config, but the images changed.
     raise config_lib.ConfigError(
       f'{workdir} was trained on {progress.data["train_examples"]} training images, the data now has '
-      f'{train_examples}, so its data position cannot be resumed. Restore the data, or use a fresh --workdir.'
+      f'{len(train)}, so its data position cannot be resumed. Restore the data, or use a fresh --workdir.'
+    )
+  if progress.data.get('train_fingerprint', train.fingerprint) != train.fingerprint:  # Older runs have none.
+    raise config_lib.ConfigError(
+      f'{workdir} was trained on other training images than the data now holds (the same count, other '
+      'names, pictures or labels), so it cannot be resumed on them. Restore the data, or use a fresh --workdir.'
     )
   print(f'resuming from step {progress.step} ({ckpts.directory})', file=sys.stderr)
   return state_lib.from_checkpoint(state, stored), progress
@@ -161,7 +166,7 @@ def train_and_evaluate(config, workdir: str, mesh=None, on_checkpoint=None) -> d
   progress = Progress(rng=np.asarray(jax.random.key_data(jax.random.key(config.seed))).tolist())
   resumed = ckpts.latest_step() is not None
   if resumed:
-    state, progress = _restore(ckpts, state, progress, workdir, config, len(train))
+    state, progress = _restore(ckpts, state, progress, workdir, config, train)
   writer = metrics.MetricWriter(os.path.join(workdir, 'metrics.jsonl'), progress.step if resumed else None)
   config_lib.save_json(config, os.path.join(workdir, 'config.json'))  # Only once the run can go on.
 
@@ -208,7 +213,9 @@ def train_and_evaluate(config, workdir: str, mesh=None, on_checkpoint=None) -> d
         progress.record(sign * val[task.best_metric])
         epoch, batch_in_epoch = divmod(step, steps_per_epoch)
         progress.step = step
-        progress.data = dict(train_examples=len(train), epoch=epoch, batch_in_epoch=batch_in_epoch)
+        progress.data = dict(
+          train_examples=len(train), train_fingerprint=train.fingerprint, epoch=epoch, batch_in_epoch=batch_in_epoch
+        )
         ckpts.save(step, state_lib.to_checkpoint(state), dataclasses.asdict(progress), metrics=val)
         if on_checkpoint is not None:
           ckpts.wait()  # Only a finished checkpoint is worth persisting.

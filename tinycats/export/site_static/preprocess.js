@@ -140,13 +140,12 @@ export function centreCrop(rgb, h, w, cropFraction, size) {
   return out;
 }
 
-// RGBA (from a canvas) -> RGB, alpha dropped as Pillow's convert('RGB') drops it.
+// RGBA (from a canvas) -> RGB, transparency composited on white as tinycats.data.cache.read_image_file does.
 export function rgbaToRgb(rgba) {
   const rgb = new Uint8Array((rgba.length / 4) * 3);
   for (let i = 0, j = 0; i < rgba.length; i += 4, j += 3) {
-    rgb[j] = rgba[i];
-    rgb[j + 1] = rgba[i + 1];
-    rgb[j + 2] = rgba[i + 2];
+    const a = rgba[i + 3];
+    for (let c = 0; c < 3; c++) rgb[j + c] = Math.round((rgba[i + c] * a + 255 * (255 - a)) / 255);
   }
   return rgb;
 }
