@@ -26,9 +26,10 @@ def list_images(root: str) -> tuple[list[str], list[str], np.ndarray]:
     )
     files += [os.path.join(root, name, f) for f in found]
     labels += [index] * len(found)
-  if len(classes) < 2 or not files:
+  counts = np.bincount(np.asarray(labels, np.int64), minlength=len(classes))
+  if len(classes) < 2 or not counts.all():
     raise UserError(
-      f'image folder {root!r} needs at least two class sub-folders holding images '
-      f'({", ".join(IMAGE_EXTENSIONS)}); found classes {classes} with {len(files)} images'
+      f'image folder {root!r} needs at least two class sub-folders, each holding images '
+      f'({", ".join(IMAGE_EXTENSIONS)}); found ' + (', '.join(f'{c} ({n})' for c, n in zip(classes, counts)) or 'none')
     )
   return classes, files, np.asarray(labels, np.int32)

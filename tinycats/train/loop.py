@@ -141,7 +141,6 @@ def train_and_evaluate(config, workdir: str, mesh=None, on_checkpoint=None) -> d
   # Build: the config (class names get recorded in this copy), pretrained weights (before any other
   # work, so a bad source fails at once), the data, the task, the model and optimizer.
   config = config_lib.validate(copy.deepcopy(config))
-  os.makedirs(workdir, exist_ok=True)
   mesh = mesh or sharding.make_mesh()
   tc = config.train
   _check_batch(tc, mesh)
@@ -150,6 +149,7 @@ def train_and_evaluate(config, workdir: str, mesh=None, on_checkpoint=None) -> d
   config.data.classes = tuple(data.classes)
   train, val_split = data.splits['train'], data.splits['val']
   _check_batch(tc, mesh, len(train))
+  os.makedirs(workdir, exist_ok=True)  # Only once the data is checked: a refused run leaves no empty workdir.
   task = tasks.get(config)
   steps_per_epoch = len(train) // tc.batch_size
   total_steps = tc.get('steps', 0) or tc.epochs * steps_per_epoch  # A fixed budget, else whole epochs.
