@@ -72,10 +72,14 @@ def is_export(folder: str) -> bool:
   return os.path.isfile(os.path.join(folder, WEIGHTS)) and os.path.isfile(os.path.join(folder, CONFIG))
 
 
+LOCAL_FIRST_FOLDERS = ('runs',)  # Where tinycats puts workdirs by default (`launch.modal_train`, docs/modal.md).
+
+
 def _looks_local(source: str) -> bool:
-  """A missing path whose first folder exists here is a mistyped path, not a Hub repo id."""
+  """A missing path whose first folder exists here, or is `runs`, is a mistyped or not yet fetched path, not a
+  Hub repo id (`hf-hub:` forces the Hub)."""
   first = source.split('/')[0]
-  return not source.startswith('hf-hub:') and os.path.isdir(first)
+  return not source.startswith('hf-hub:') and (os.path.isdir(first) or first in LOCAL_FIRST_FOLDERS)
 
 
 def resolve(source: str, endpoint: str | None = None) -> tuple[str, str]:
@@ -103,7 +107,7 @@ def resolve(source: str, endpoint: str | None = None) -> tuple[str, str]:
     raise ExportError(
       f'could not download {CONFIG} and {WEIGHTS} of {repo!r} from the Hugging Face Hub '
       f'({type(e).__name__}: {e}); check the repo id, HF_ENDPOINT and HF_TOKEN for private repos, '
-      'or pass a local export folder'
+      f'or pass a local workdir or export folder (no folder {repo!r} exists here)'
     ) from e
   if not is_export(folder):
     raise ExportError(f'{repo!r} on the Hub has no {CONFIG} and {WEIGHTS}: it is not a tinycats export')
