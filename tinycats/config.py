@@ -40,7 +40,12 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
     sys.path.pop(0)
   if not hasattr(module, 'get_config'):
     raise ConfigError(f'config file {path!r} defines no get_config(arg=None)')
-  return module.get_config(arg or None)
+  try:
+    return module.get_config(arg or None)
+  except ValueError as e:  # A config refuses an argument it does not know; its message names those it knows.
+    if not arg:
+      raise
+    raise ConfigError(str(e) if os.path.basename(path) in str(e) else f'{path}:{arg}: {e}') from None
 
 
 def _leaves(config, prefix=''):
@@ -52,6 +57,14 @@ def _leaves(config, prefix=''):
     else:
       out[f'{prefix}{key}'] = list(value) if isinstance(value, (tuple, list)) else value
   return out
+
+
+def _literal(text: str) -> Any:
+  """`ast.literal_eval`, whose own errors name AST nodes ('<ast.Name object at 0x...>') rather than the text."""
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+    raise ValueError("not a Python literal; quote text, e.g. \"('cat', 'other')\" or \"'cat'\"") from None
 
 
 def _parse_value(field: str, text: str, current: Any) -> Any:
@@ -71,9 +84,9 @@ def _parse_value(field: str, text: str, current: Any) -> Any:
     if isinstance(current, str):
       return text
     if isinstance(current, (tuple, list)):
-      value = ast.literal_eval(text)
+      value = _literal(text)
       return type(current)(value if isinstance(value, (tuple, list)) else (value,))
-    return ast.literal_eval(text)
+    return _literal(text)
   except (ValueError, SyntaxError) as e:
     raise ConfigError(
       f'bad value for config field {field!r}: {text!r} is not a {type(current).__name__} ({e})'
