@@ -1,13 +1,15 @@
 """Faults and odd inputs that a user can fix end in one line with the way out and exit 2, never a traceback."""
 
+import errno
 import os
+import subprocess
 
 import numpy as np
 import pytest
 from conftest import TINY, run_main
 from PIL import Image
 
-from tinycats import cli
+from tinycats import cli, errors
 from tinycats.errors import USER_ERROR
 
 
@@ -59,3 +61,60 @@ def test_a_missing_runs_path_is_not_looked_up_on_the_hub(tmp_path, monkeypatch):
   result = run_main(cli.main, 'predict', '--workdir', 'runs/cats-1', 'photo.jpg')
   _one_line(result, 'runs/cats-1: no such workdir or export folder')
   assert not os.path.exists('runs')
+
+
+def _raises(error):
+  def fn():
+    raise error
+
+  return fn
+
+
+def test_a_full_or_read_only_file_system_is_one_line_wherever_it_surfaces(capsys):
+  # What Orbax's writer (TensorStore) raised when a checkpoint filled a 600 KB tmpfs, wrapped as Orbax's thread does.
+  tensorstore = ValueError(
+    'RESOURCE_EXHAUSTED: Error writing "layer3.1.conv2.kernel/0.0.0.0" in OCDBT database at local file '
+    '"/w/checkpoints/4.orbax-checkpoint-tmp/model.orbax-checkpoint-tmp/ocdbt.process_0/": Failed writing: '
+    '"/w/x.__lock": Failed to write 26385 bytes to file 8: No space left on device [os_error_code=\'28\']'
+  )
+  wrapped = RuntimeError('async save failed')
+  wrapped.__cause__ = tensorstore
+  assert errors.run_command('tinycats train', _raises(wrapped)) == USER_ERROR
+  line = capsys.readouterr().err
+  assert line.count('\n') == 1 and 'no space left on the device writing /w/checkpoints/4.orbax' in line
+  assert 'resumes from its last complete checkpoint' in line
+  full = OSError(errno.ENOSPC, 'No space left on device', '/w/metrics.jsonl')
+  assert errors.run_command('tinycats train', _raises(full)) == USER_ERROR
+  assert 'writing /w/metrics.jsonl (No space left on device)' in capsys.readouterr().err
+  denied = PermissionError(errno.EACCES, 'Permission denied', '/w/config.json')
+  assert errors.run_command('tinycats train', _raises(denied)) == USER_ERROR
+  assert 'cannot write /w/config.json (Permission denied): make it writable' in capsys.readouterr().err
+  with pytest.raises(ConnectionResetError):  # Not the file system: a bug's traceback stays.
+    errors.run_command('tinycats train', _raises(ConnectionResetError(errno.ECONNRESET, 'reset')))
+
+
+def _read_only(path) -> bool:
+  """Makes the folder `path` unwritable for this process, truly: the immutable flag for root, else its mode."""
+  if os.geteuid() != 0:
+    os.chmod(path, 0o555)
+    return True
+  return subprocess.run(['chattr', '+i', str(path)], capture_output=True).returncode == 0
+
+
+def test_a_read_only_workdir_is_one_line(tmp_path, image_folder):
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  if not _read_only(workdir):
+    pytest.skip('cannot make a folder read-only here (root without chattr)')
+  try:
+    result = run_main(
+      cli.main, 'train', '--config', 'configs/cats.py:smoke', *TINY, '--config.data.source=folder',
+      f'--config.data.folder={image_folder}', '--workdir', str(workdir),
+    )  # fmt: skip
+  finally:
+    if os.geteuid() == 0:
+      subprocess.run(['chattr', '-i', str(workdir)], check=True)
+    else:
+      os.chmod(workdir, 0o755)
+  _one_line(result, f'cannot write {workdir}', 'choose another --workdir')
+  assert os.listdir(workdir) == []

@@ -12,6 +12,7 @@ success, so a run killed mid-save leaves no checkpoint that restore would pick u
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -22,10 +23,22 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
-from tinycats.errors import UserError
+from tinycats.errors import UserError, file_system_error
 
-# Opening checkpoints read-only for evaluation is deliberate; Orbax warns about it every time.
-logging.getLogger('absl').addFilter(lambda record: 'Given directory is read only' not in record.getMessage())
+
+def _shown(record: logging.LogRecord) -> bool:
+  """Opening checkpoints read-only for evaluation is deliberate; Orbax warns about it every time. A full or
+  read-only disk is logged by Orbax's threads with tracebacks (and, once the command has said so and exits, by
+  a thread left behind that can no longer run); the command reports it once, in one line."""
+  message = record.getMessage()
+  caught = record.exc_info[1] if record.exc_info else None
+  quiet = ('Given directory is read only', 'cannot schedule new futures after interpreter shutdown')
+  return not any(text in message for text in quiet) and not (
+    file_system_error(caught) or file_system_error(ValueError(message))
+  )
+
+
+logging.getLogger('absl').addFilter(_shown)
 
 
 ARRAY_ITEMS = ('model', 'optimizer')
@@ -133,7 +146,12 @@ class Checkpoints:
     return {name: restored[name] for name in targets}, restored['meta']
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    try:
+      self._manager.wait_until_finished()
+    except BaseException:  # A failed save (a full disk): stop Orbax's threads, or they fail again at exit.
+      with contextlib.suppress(Exception):
+        self._manager.close()
+      raise
 
   def close(self) -> None:
     self._manager.close()
