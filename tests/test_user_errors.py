@@ -10,6 +10,7 @@ from conftest import TINY, run_main
 from PIL import Image
 
 from tinycats import cli, errors
+from tinycats.data import pets
 from tinycats.errors import USER_ERROR
 
 
@@ -118,3 +119,11 @@ def test_a_read_only_workdir_is_one_line(tmp_path, image_folder):
       os.chmod(workdir, 0o755)
   _one_line(result, f'cannot write {workdir}', 'choose another --workdir')
   assert os.listdir(workdir) == []
+
+
+def test_prepare_without_a_network_names_the_archives_and_the_offline_way(tmp_path, monkeypatch):
+  urls = ['http://127.0.0.1:9/annotations.tar.gz', 'http://127.0.0.1:9/images.tar.gz']  # Nothing listens there.
+  monkeypatch.setattr(pets, 'archive_urls', lambda: urls)
+  result = run_main(cli.main, 'prepare', '--data-dir', str(tmp_path / 'tfds'))
+  _one_line(result, 'could not download the archives', *urls, 'tinycats prepare --archives DIR --data-dir')
+  assert not (tmp_path / 'tfds').exists()

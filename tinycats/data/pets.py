@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import socket
 import sys
 import tempfile
+import urllib.parse
 
 import numpy as np
 from tqdm import tqdm
@@ -179,6 +181,40 @@ def _require_tensorflow() -> None:
     )
 
 
+def archive_urls() -> list[str]:
+  """Where TFDS downloads the two archives from (its registered URLs)."""
+  import tensorflow_datasets as tfds
+
+  return sorted(tfds.builder_cls(NAME).url_infos)
+
+
+def _download_failed(data_dir: str, urls: list[str], why: str) -> PrepareError:
+  return PrepareError(
+    f'could not download the archives ({why}): {" and ".join(urls)}. Download both into a folder DIR where there '
+    f'is a network, then prepare offline with: {_prepare_command(data_dir)}'
+  )
+
+
+def _check_reachable(urls: list[str], data_dir: str, timeout: float = 15.0) -> None:
+  """Fails at once, in one line, where there is no network; TFDS would retry for minutes, then raise
+  requests' ConnectionError."""
+  for url in urls:
+    parts = urllib.parse.urlsplit(url)
+    try:
+      port = parts.port or (443 if parts.scheme == 'https' else 80)
+      socket.create_connection((parts.hostname, port), timeout).close()
+    except OSError as e:
+      raise _download_failed(data_dir, urls, f'{parts.hostname}: {e.strerror or e}') from None
+
+
+def _is_network_error(error: BaseException | None) -> bool:
+  while error is not None:
+    if isinstance(error, (ConnectionError, socket.gaierror, TimeoutError)) or 'ConnectionError' in type(error).__name__:
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
 def _builder_expecting(url_infos: dict, data_dir: str):
   """TFDS's builder, unchanged except that it expects the given archives' checksums.
 
@@ -217,6 +253,8 @@ def prepare(data_dir: str, archives: str | None = None, verify: bool = True) -> 
   if archives is not None:
     archives = os.path.expanduser(archives)
     _check_missing(archives)
+  else:
+    _check_reachable(archive_urls(), data_dir)
   _require_tensorflow()
   url_infos = _check_archives(archives, verify) if archives is not None else None
   if url_infos is not None and not verify:
@@ -232,10 +270,12 @@ def prepare(data_dir: str, archives: str | None = None, verify: bool = True) -> 
       _log(f'preparing {NAME} {builder.version} from {source} into {builder.data_dir} (scratch: {work})')
       config = tfds.download.DownloadConfig(manual_dir=archives, try_download_gcs=False)
       builder.download_and_prepare(download_dir=work, download_config=config, file_format='array_record')
-  except BaseException:
+  except BaseException as e:
     # TFDS removes its incomplete.* folder on failure but leaves the empty dataset folder.
     if not existed and os.path.isdir(dataset_dir) and not os.listdir(dataset_dir):
       os.rmdir(dataset_dir)
+    if archives is None and isinstance(e, Exception) and _is_network_error(e):  # The network went mid-way.
+      raise _download_failed(data_dir, archive_urls(), f'{type(e).__name__}: {str(e)[:200]}') from None
     raise
   counts = _counts(tfds.builder(NAME, data_dir=data_dir))
   _log(f'done: {counts}')
