@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 import time
+import urllib.parse
 
 from launch import plan as plan_lib
 from tinycats import cli, config as config_lib
@@ -64,6 +66,24 @@ NO_TOKEN = (
   f'{PROG}: error: no Modal token is configured. Authenticate once with `modal setup` (or `modal token new`), '
   'or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET; or add --local to train on this machine.'
 )
+
+
+def modal_unreachable(timeout: float = 10.0) -> str | None:
+  """Why Modal's server cannot be reached (no network, DNS, a firewall), or None: checked in seconds, where
+  Modal's client would retry for a minute and end in a traceback."""
+  import modal.config  # pylint: disable=import-outside-toplevel
+
+  url = modal.config.config.get('server_url')
+  parts = urllib.parse.urlsplit(url)
+  try:
+    port = parts.port or (443 if parts.scheme == 'https' else 80)
+    socket.create_connection((parts.hostname, port), timeout).close()
+  except OSError as e:
+    return (
+      f'{PROG}: error: cannot reach Modal at {url} ({e.strerror or e}); check the network (or MODAL_SERVER_URL), '
+      'or add --local to train on this machine.'
+    )
+  return None
 
 
 def local_workdir(args, name: str) -> str:
@@ -117,6 +137,9 @@ def _main(args, overrides) -> int:
     return 0
   if not modal_token_configured():  # Before any image is built.
     print(NO_TOKEN, file=sys.stderr)
+    return USER_ERROR
+  if unreachable := modal_unreachable():
+    print(unreachable, file=sys.stderr)
     return USER_ERROR
   return _run_modal(args, plan)
 

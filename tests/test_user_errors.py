@@ -9,6 +9,7 @@ import pytest
 from conftest import TINY, run_main
 from PIL import Image
 
+from launch import modal_train
 from tinycats import cli, errors
 from tinycats.data import pets
 from tinycats.errors import USER_ERROR
@@ -127,3 +128,14 @@ def test_prepare_without_a_network_names_the_archives_and_the_offline_way(tmp_pa
   result = run_main(cli.main, 'prepare', '--data-dir', str(tmp_path / 'tfds'))
   _one_line(result, 'could not download the archives', *urls, 'tinycats prepare --archives DIR --data-dir')
   assert not (tmp_path / 'tfds').exists()
+
+
+def test_a_modal_launch_without_a_network_is_one_line_at_once(monkeypatch):
+  monkeypatch.setenv('MODAL_TOKEN_ID', 'ak-not-a-real-token')
+  monkeypatch.setenv('MODAL_TOKEN_SECRET', 'as-not-a-real-secret')
+  monkeypatch.setenv(
+    'MODAL_SERVER_URL', 'http://127.0.0.1:9'
+  )  # Nothing listens: as offline, without a minute's retries.
+  result = run_main(modal_train.main, '--config', 'configs/cats.py')
+  _one_line(result, 'cannot reach Modal at http://127.0.0.1:9', '--local')
+  assert 'Building image' not in result.stdout + result.stderr
