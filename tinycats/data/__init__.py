@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import io
 import os
 
 import numpy as np
@@ -75,7 +76,7 @@ def _tfds_breeds(data_dir: str, split: str, content: str) -> np.ndarray:
 def _tfds_parts(config, splits=SPLITS):
   data_dir = os.path.abspath(os.path.expanduser(default_tfds_dir(config)))
   sources = {
-    split: pets.read_split(data_dir, split, skip_decoding=('segmentation_mask',)) for split in ('train', 'test')
+    split: pets.read_split(data_dir, split, skip_decoding=('image', 'segmentation_mask')) for split in ('train', 'test')
   }
   label_set = config.data.labels
   variant = pets.variant_dir(data_dir)
@@ -90,8 +91,9 @@ def _tfds_parts(config, splits=SPLITS):
 
   def loader(source, i):
     def load():
-      record = source[int(i)]
-      return record['image'], {'label': int(record['label']), 'species': int(record['species'])}
+      record = source[int(i)]  # The JPEG's bytes, read as a folder's files are (EXIF orientation, reduction).
+      image = cache.read_image_file(io.BytesIO(record['image']), config.data.cache_size)
+      return image, {'label': int(record['label']), 'species': int(record['species'])}
 
     return load
 

@@ -29,6 +29,7 @@ import threading
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -106,7 +107,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
   return image.convert('RGB')
 
 
-def _open(path: str) -> Image.Image:
+def _open(path: str | BinaryIO) -> Image.Image:
   """`Image.open` without Pillow's own pixel check at full size (a warning, or an error at twice its
   limit): `read_image_file` applies `MAX_PIXELS` to what is decoded, after a JPEG's reduction."""
   with _OPEN_LOCK:
@@ -117,7 +118,7 @@ def _open(path: str) -> Image.Image:
       Image.MAX_IMAGE_PIXELS = limit
 
 
-def read_image_file(path: str, size: int | None = None) -> Image.Image:
+def read_image_file(path: str | BinaryIO, size: int | None = None) -> Image.Image:
   """Decodes an image file whole (errors surface here, not later) as 8-bit RGB, upright (EXIF orientation).
 
   With `size` (the longer side the caller will resize to), a JPEG is decoded at the smallest of 1/2,
