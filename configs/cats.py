@@ -87,6 +87,9 @@ def get_config(arg=None):
   # The last N are kept, plus the best by validation balanced accuracy (mean per-class recall; of equal
   # scores the later step): a model that answers one class for everything scores 1/K, not the majority's share.
   c.train.keep_checkpoints = 2
+  # JAX's persistent compilation cache: 'auto' ($TINYCATS_CACHE/xla or ~/.cache/tinycats/xla; on Modal the outputs
+  # volume's .xla-cache), a folder, or '' for none. A rerun or resume loads its compiled steps instead of compiling.
+  c.train.compilation_cache = 'auto'
 
   c.modal = common.modal_config()  # configs/common.py: GPU, nodes, timeout, retries, volumes.
 

@@ -87,6 +87,9 @@ def get_config(arg=None):
   c.train.eval_every = 1000  # Steps between validation, sample grid and checkpoint.
   c.train.patience = 0  # Evaluations without a lower validation loss before stopping; 0 = never.
   c.train.keep_checkpoints = 2  # The last N are kept, plus the one with the lowest validation loss.
+  # JAX's persistent compilation cache: 'auto' ($TINYCATS_CACHE/xla or ~/.cache/tinycats/xla; on Modal the outputs
+  # volume's .xla-cache), a folder, or '' for none. A rerun or resume loads its compiled steps instead of compiling.
+  c.train.compilation_cache = 'auto'
 
   c.modal = common.modal_config()  # configs/common.py: GPU, nodes, timeout, retries, volumes.
 

@@ -6,12 +6,14 @@ what will run can be read, tested and diffed before anything is built or paid fo
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import sys
 import tomllib
 
 from tinycats.config import ConfigError
+from tinycats.train import compile_cache
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # GPU types Modal accepts for `gpu=` (https://modal.com/docs/guide/gpu), as TYPE or TYPE:COUNT.
@@ -19,6 +21,7 @@ GPU_TYPES = ('T4', 'L4', 'A10G', 'L40S', 'A100', 'A100-40GB', 'A100-80GB', 'H100
 MAX_GPUS = 8  # Per container.
 DATA_MOUNT, OUTPUTS_MOUNT = '/data', '/outputs'
 TFDS_SUBDIR = 'tfds'  # The prepared TFDS data dir inside the data volume.
+XLA_CACHE = f'{OUTPUTS_MOUNT}/.xla-cache'  # train.compilation_cache='auto' on Modal: shared by every run of the app.
 MAX_TIMEOUT = 24 * 3600  # Modal's limit for one function call.
 PYTHON = f'{sys.version_info.major}.{sys.version_info.minor}'
 
@@ -40,6 +43,15 @@ def parse_gpu(spec: str) -> tuple[str, int]:
       f'{", ".join(GPU_TYPES)} and COUNT 1-{MAX_GPUS}, e.g. --config.modal.gpu=H100:8'
     )
   return kind, count
+
+
+def gpu_packages() -> list[str]:
+  """The GPU image's packages: the dependencies with JAX pinned to this machine's version, so that the
+  image runs what was tested here and every run of the app can load the others' compiled steps (JAX's
+  compilation cache is keyed by its version)."""
+  jax_version = importlib.metadata.version('jax')
+  packages = [p for p in requirements('gpu') if not re.match(r'(jax|jaxlib)(\[|[<>=!~ ]|$)', p)]
+  return [*packages, f'jax[cuda12]=={jax_version}']
 
 
 def check(config) -> None:
@@ -71,6 +83,8 @@ def launch_plan(config, run_name: str) -> dict:
   resolved = config.to_dict()
   if config.data.source == 'tfds':
     resolved['data']['data_dir'] = data_dir
+  if resolved['train'].get('compilation_cache') == 'auto':
+    resolved['train']['compilation_cache'] = XLA_CACHE
   return {
     'app': m.app,
     'run_name': run_name,
@@ -85,7 +99,7 @@ def launch_plan(config, run_name: str) -> dict:
     # The functions are pickled here and unpickled there: the container runs this Python's version.
     'image': {
       'python': PYTHON,
-      'packages': requirements('gpu'),
+      'packages': gpu_packages(),
       'local_sources': ['tinycats', 'launch'],
       'local_dirs': {'configs': '/root/configs'},
     },
@@ -94,6 +108,7 @@ def launch_plan(config, run_name: str) -> dict:
       'data': {'name': m.data_volume, 'mount': DATA_MOUNT, 'tfds_data_dir': data_dir},
       'outputs': {'name': m.outputs_volume, 'mount': OUTPUTS_MOUNT},
     },
+    'compilation_cache': compile_cache.folder(resolved['train'].get('compilation_cache', '')),
     'follow': f'modal app logs {m.app}',
     'fetch': f'modal volume get {m.outputs_volume} {run_name} runs/{run_name}',
     'config': resolved,

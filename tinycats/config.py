@@ -277,6 +277,7 @@ CHANGEABLE_ON_RESUME = frozenset(
     'train.log_every',
     'train.eval_every',
     'train.keep_checkpoints',
+    'train.compilation_cache',
     'train.eval_batch_size',
     'train.learning_rate',
     'train.warmup_epochs',
