@@ -27,7 +27,7 @@ from tqdm import tqdm
 import tinycats.data
 from tinycats import config as config_lib, metrics, models, sharding
 from tinycats.errors import UserError
-from tinycats.train import feed as feed_lib, state as state_lib, step as step_lib, tasks
+from tinycats.train import feed as feed_lib, lock, state as state_lib, step as step_lib, tasks
 
 
 class TrainingDiverged(UserError):
@@ -147,9 +147,16 @@ def train_and_evaluate(config, workdir: str, mesh=None, on_checkpoint=None) -> d
   weights = tasks.TASKS[config.task].fetch_weights(config)
   data = tinycats.data.load(config)
   config.data.classes = tuple(data.classes)
-  train, val_split = data.splits['train'], data.splits['val']
-  _check_batch(tc, mesh, len(train))
+  _check_batch(tc, mesh, len(data.splits['train']))
   os.makedirs(workdir, exist_ok=True)  # Only once the data is checked: a refused run leaves no empty workdir.
+  with lock.hold(workdir):  # Before anything in the workdir is read, deleted or rewritten; released on any exit.
+    return _train_in_workdir(config, workdir, mesh, data, weights, on_checkpoint)
+
+
+def _train_in_workdir(config, workdir: str, mesh, data, weights, on_checkpoint) -> dict:
+  """The run itself, under the workdir's lock: the task, model and optimizer; restore; train; test the best."""
+  tc = config.train
+  train, val_split = data.splits['train'], data.splits['val']
   task = tasks.get(config)
   steps_per_epoch = len(train) // tc.batch_size
   total_steps = tc.get('steps', 0) or tc.epochs * steps_per_epoch  # A fixed budget, else whole epochs.

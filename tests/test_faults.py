@@ -1,0 +1,113 @@
+"""Faults injected into training runs: a second run on a busy workdir, a lock left by a process killed with -9."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import LEARNING, REPO, TINY, run_main
+
+import launch.modal_train
+from tinycats.train import lock
+
+
+def _train_command(image_folder, workdir):
+  """The session's tiny classifier run (`folder_run`): the same config, so the same compiled steps from the XLA
+  cache."""
+  return [
+    sys.executable,
+    '-m',
+    'launch.modal_train',
+    '--config',
+    'configs/cats.py:smoke',
+    '--local',
+    '--workdir',
+    workdir,
+    *TINY,
+    '--config.data.source=folder',
+    f'--config.data.folder={image_folder}',
+    *LEARNING,
+  ]
+
+
+def _holder(workdir):
+  try:
+    with open(os.path.join(workdir, lock.LOCK)) as f:
+      return json.loads(f.read() or 'null')
+  except (OSError, ValueError):
+    return None
+
+
+def _steps(workdir):
+  return sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')) if d.isdigit())
+
+
+@pytest.fixture
+def trained(folder_run, tmp_path):
+  """A copy of the session's tiny classifier run (its last two steps and its best), free to damage."""
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(folder_run[0], workdir, ignore=shutil.ignore_patterns(lock.LOCK))
+  return workdir, folder_run[1]['best_step']
+
+
+def test_a_second_run_on_a_busy_workdir_is_refused_and_the_first_is_unaffected(trained, learning_folder):
+  workdir, _ = trained
+  last = _steps(workdir)[-1]
+  shutil.rmtree(os.path.join(workdir, 'checkpoints', str(last)))  # The first run resumes to train the last steps.
+  first = subprocess.Popen(
+    _train_command(learning_folder, workdir),
+    cwd=REPO,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+  deadline = time.time() + 120
+  while first.poll() is None and time.time() < deadline and not _holder(workdir):
+    time.sleep(0.05)
+  holder = _holder(workdir)
+  assert holder and holder['pid'] == first.pid, 'the first run never took the lock'
+
+  second = run_main(launch.modal_train.main, *_train_command(learning_folder, workdir)[3:])
+  assert second.returncode == 2
+  line = second.stderr.strip().splitlines()[-1]
+  assert ' error: ' in line
+  assert f'pid {first.pid} on host {holder["host"]}, started {holder["started"]}' in line
+  assert 'another --workdir' in line
+
+  _, err = first.communicate(timeout=300)
+  assert first.returncode == 0, err[-3000:]
+  rows = [json.loads(r) for r in open(os.path.join(workdir, 'metrics.jsonl'))]
+  train_steps = [r['step'] for r in rows if 'train_loss' in r]
+  assert train_steps == sorted(set(train_steps)) and train_steps[-1] == last
+  assert _holder(workdir) is None  # Released with the file emptied: the next run finds no dead holder.
+
+
+def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path, capsys):
+  # A process that holds the lock as a run does (its name in the file), without the seconds a run takes to start.
+  holds = (
+    'import fcntl, json, os, socket, sys, time\n'
+    "f = open(os.path.join(sys.argv[1], '.lock'), 'w')\n"
+    'fcntl.flock(f, fcntl.LOCK_EX)\n'
+    "json.dump(dict(host=socket.gethostname(), pid=os.getpid(), started='2026-12-02 10:00:00 UTC'), f)\n"
+    'f.flush()\n'
+    'print(1, flush=True)\n'
+    'time.sleep(600)'
+  )
+  holder = subprocess.Popen([sys.executable, '-c', holds, str(tmp_path)], stdout=subprocess.PIPE)
+  assert holder.stdout.readline().strip() == b'1'
+  with pytest.raises(lock.WorkdirBusy, match=f'pid {holder.pid} on host .*, started 2026-12-02 10:00:00 UTC'):
+    with lock.hold(str(tmp_path)):
+      pass
+  holder.send_signal(signal.SIGKILL)
+  holder.wait()
+
+  with lock.hold(str(tmp_path)):
+    assert _holder(str(tmp_path))['pid'] == os.getpid()
+  assert f'taking over the lock of a run that ended without releasing it (pid {holder.pid} on host' in (
+    capsys.readouterr().err
+  )
+  assert _holder(str(tmp_path)) is None
