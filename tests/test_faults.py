@@ -1,4 +1,5 @@
-"""Faults injected into training runs: a second run on a busy workdir, a lock left by a process killed with -9."""
+"""Faults injected into training runs: a second run on a busy workdir, a lock left by a process killed with -9,
+checkpoint steps damaged on disk (a truncated array file, a deleted `_METADATA` or `meta/metadata`)."""
 
 import json
 import os
@@ -9,10 +10,13 @@ import sys
 import time
 
 import pytest
-from conftest import LEARNING, REPO, TINY, run_main
+from conftest import LEARNING, REPO, TINY, run_main, tiny_config
 
 import launch.modal_train
-from tinycats.train import lock
+from tinycats import cli, inference
+from tinycats.classifier import Classifier
+from tinycats.train import lock, loop
+from tinycats.train.checkpoint import CheckpointDamaged
 
 
 def _train_command(image_folder, workdir):
@@ -44,6 +48,18 @@ def _holder(workdir):
 
 def _steps(workdir):
   return sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')) if d.isdigit())
+
+
+def _damage(workdir, step, how):
+  """Damages checkpoint `step` as a disk or a careless hand would."""
+  folder = os.path.join(workdir, 'checkpoints', str(step))
+  if how == 'truncated':  # The model's largest array file, cut in half.
+    data = os.path.join(folder, 'model', 'ocdbt.process_0', 'd')
+    path = max((os.path.join(data, f) for f in os.listdir(data)), key=os.path.getsize)
+    with open(path, 'r+b') as f:
+      f.truncate(os.path.getsize(path) // 2)
+  else:
+    os.remove(os.path.join(folder, how))
 
 
 @pytest.fixture
@@ -111,3 +127,41 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path, capsys):
     capsys.readouterr().err
   )
   assert _holder(str(tmp_path)) is None
+
+
+def test_a_damaged_latest_step_is_set_aside_and_the_run_resumes_from_the_one_before(trained, learning_folder):
+  workdir, _ = trained
+  steps = _steps(workdir)
+  _damage(workdir, steps[-1], 'truncated')
+  config = tiny_config('--config.data.source=folder', f'--config.data.folder={learning_folder}', *LEARNING)
+  with pytest.warns(UserWarning, match=rf'step {steps[-1]}: .*Using step {steps[-2]}, the newest intact one') as w:
+    summary = loop.train_and_evaluate(config, workdir)
+  assert len([x for x in w if 'damaged checkpoint' in str(x.message)]) == 1
+  assert summary['steps'] == steps[-1]
+  assert _steps(workdir)[-1] == steps[-1]  # Written again by the resumed run.
+  assert os.listdir(os.path.join(workdir, 'damaged_checkpoints')) == [str(steps[-1])]  # Kept, not deleted.
+
+
+@pytest.mark.parametrize('how', ['truncated', 'model/_METADATA', 'meta/metadata'])
+def test_a_damaged_best_step_falls_back_to_the_newest_intact_one(trained, how):
+  workdir, best = trained
+  _damage(workdir, best, how)
+  newest_intact = max(s for s in _steps(workdir) if s != best)
+  with pytest.warns(UserWarning, match=rf'step {best}: .*Using step {newest_intact}') as w:
+    classifier = Classifier.load(workdir)
+  assert classifier.step == newest_intact
+  assert 'does not fit' not in str(w[0].message)  # Damage, not a config mismatch.
+  assert _steps(workdir).count(best) == 1  # Inference reads; it moves nothing.
+
+
+def test_no_intact_step_is_one_line_with_the_way_out(trained):
+  workdir, _ = trained
+  for step in _steps(workdir):
+    _damage(workdir, step, 'model/_METADATA')
+  with pytest.raises(CheckpointDamaged) as e:
+    inference.load(workdir)
+  assert 'no intact checkpoint in' in str(e.value) and 'new workdir' in str(e.value)
+  result = run_main(cli.main, 'evaluate', '--workdir', workdir)
+  assert result.returncode == 2
+  (line,) = result.stderr.strip().splitlines()
+  assert 'model/_METADATA is missing' in line and 'Delete the damaged step folders' in line

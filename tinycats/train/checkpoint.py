@@ -7,7 +7,9 @@ data-iterator position, early-stopping counters). The last
 balanced accuracy, the generator's lowest loss). Of equal scores the later step is the best: Orbax's
 `best_step` and `BestN` both take the last of a stable ascending sort of the steps; the training
 loop reads the best step from here and tracks none of its own. Orbax writes into a temporary folder and renames it on
-success, so a run killed mid-save leaves no checkpoint that restore would pick up.
+success, so a run killed mid-save leaves no checkpoint that restore would pick up. A step damaged later on
+disk (a truncated or deleted file) is told apart from a config mismatch: restore falls back to the newest
+intact step with one warning (`restore_newest_intact`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import contextlib
 import logging
 import math
 import os
+import shutil
+import time
+import warnings
 from typing import Any
 
 import jax
@@ -46,6 +51,20 @@ ARRAY_ITEMS = ('model', 'optimizer')
 
 class CheckpointMismatchError(UserError):
   """The checkpoint's arrays do not fit the model the config builds."""
+
+
+class CheckpointDamaged(UserError):
+  """A checkpoint step's files are missing or unreadable (not a model of another shape)."""
+
+  def __init__(self, message: str, step: int | None = None):
+    super().__init__(message)
+    self.step = step
+
+
+def _reason(e: Exception) -> str:
+  """An Orbax or TensorStore error as one short line."""
+  text = ' '.join(str(e).split())
+  return f'{type(e).__name__}: {text[:200]}{"..." if len(text) > 200 else ""}'
 
 
 def _path(keys) -> str:
@@ -137,13 +156,68 @@ class Checkpoints:
 
   def restore(self, step: int, targets: dict[str, Any]) -> tuple[dict[str, Any], dict]:
     """Restores the items named in `targets` into their structure, shapes, dtypes and shardings."""
-    metadata = self._manager.item_metadata(step)
+    try:
+      metadata = self._manager.item_metadata(step)
+    except Exception as e:  # Whatever Orbax raises on unreadable files: the step is damaged.
+      raise CheckpointDamaged(f'step {step}: {_reason(e)}', step) from e
     args = {}
     for name, target in targets.items():
+      if metadata.get(name) is None:  # Its _METADATA is gone: damage, not a model without leaves.
+        raise CheckpointDamaged(f'step {step}: {name}/_METADATA is missing', step)
       check_shapes(metadata[name], target, f'{self.directory} (step {step}, {name})')
       args[name] = ocp.args.StandardRestore(jax.tree.map(_restore_target, target))
-    restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore(), **args))
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore(), **args))
+    except Exception as e:  # The shapes fit (checked above), so a failure to read is a damaged file.
+      raise CheckpointDamaged(f'step {step}: {_reason(e)}', step) from e
     return {name: restored[name] for name in targets}, restored['meta']
+
+  def restore_newest_intact(
+    self, targets: dict[str, Any], first: int | None = None, set_aside: bool = False
+  ) -> tuple[int, dict[str, Any], dict]:
+    """(step, items, meta) of step `first` (default: the latest), else of the newest intact step.
+
+    Falling back warns once, naming the damaged steps. `set_aside` (training, which will write those
+    step numbers again) moves the damaged steps to WORKDIR/damaged_checkpoints/ rather than deleting them.
+    When no step is intact: one line naming the folder and the way out.
+    """
+    steps = sorted(self._manager.all_steps(), reverse=True)
+    first = steps[0] if first is None else first
+    damaged = []
+    for step in [first] + [s for s in steps if s != first]:
+      try:
+        stored, meta = self.restore(step, targets)
+      except CheckpointDamaged as e:
+        damaged.append(e)
+        continue
+      if damaged:
+        moved = self._set_aside([d.step for d in damaged]) if set_aside else None
+        warnings.warn(
+          f'damaged checkpoint in {self.directory}: '
+          + '; '.join(str(d) for d in damaged)
+          + f'. Using step {step}, the newest intact one'
+          + (f'; the damaged steps were moved to {moved}' if moved else ''),
+          stacklevel=2,
+        )
+      return step, stored, meta
+    if not damaged:
+      raise FileNotFoundError(f'no checkpoint in {self.directory}; train first, or check --workdir')
+    raise CheckpointDamaged(
+      f'no intact checkpoint in {self.directory}: '
+      + '; '.join(str(d) for d in damaged)
+      + '. Delete the damaged step folders (a run then starts from scratch) or train in a new workdir'
+    )
+
+  def _set_aside(self, steps: list[int]) -> str:
+    """Moves the step folders out of Orbax's sight, keeping them for a look; returns where they went."""
+    root = os.path.join(os.path.dirname(self.directory), 'damaged_checkpoints')
+    for step in steps if jax.process_index() == 0 else ():  # The process that writes the run's files.
+      target = os.path.join(root, str(step))
+      if os.path.exists(target):
+        target += f'.{int(time.time())}'
+      shutil.move(os.path.join(self.directory, str(step)), target)
+    self._manager.reload()
+    return root
 
   def wait(self) -> None:
     try:

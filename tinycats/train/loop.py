@@ -106,7 +106,7 @@ def _check_batch(tc, mesh, train_examples: int | None = None) -> None:
 
 
 def _restore(ckpts, state, progress: Progress, workdir: str, config, train):
-  """(state, progress) from the latest checkpoint, after checking that this config may resume it."""
+  """(state, progress) from the latest intact checkpoint, after checking that this config may resume it."""
   config_path = os.path.join(workdir, 'config.json')
   if os.path.isfile(config_path) and (
     conflicts := config_lib.resume_conflicts(config_lib.load_json(config_path), config)
@@ -116,7 +116,7 @@ def _restore(ckpts, state, progress: Progress, workdir: str, config, train):
       + '\n  '.join(conflicts)
       + '\nUse the settings in its config.json, or a fresh --workdir.'
     )
-  stored, meta = ckpts.restore(ckpts.latest_step(), state_lib.to_checkpoint(state))
+  _, stored, meta = ckpts.restore_newest_intact(state_lib.to_checkpoint(state), set_aside=True)
   progress = Progress.from_meta(meta)
   if progress.data['train_examples'] != len(train):  # Same config, but the images changed.
     raise config_lib.ConfigError(

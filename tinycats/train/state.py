@@ -42,13 +42,21 @@ def checkpoints(workdir: str, task, keep: int = 2, read_only: bool = False) -> c
 
 
 def restore_model(workdir: str, task, step: int | None = None):
-  """(graphdef, model_state, step) of the trained model in the best checkpoint (or `step`); no optimizer is read."""
+  """(graphdef, model_state, step) of the trained model in the best checkpoint (or `step`); no optimizer is read.
+
+  A damaged best checkpoint falls back to the newest intact one, with a warning; a damaged `step` asked for
+  by number is an error.
+  """
   ckpts = checkpoints(workdir, task, read_only=True)
-  step = step if step is not None else ckpts.best_step()
-  if step is None:
+  best = ckpts.best_step()
+  if (step if step is not None else best) is None:
     raise FileNotFoundError(f'no checkpoint in {ckpts.directory}; train first, or check --workdir')
   graphdef, model_state = nnx.split(nnx.eval_shape(lambda: task.create_model(task.config.seed)))
-  stored, _ = ckpts.restore(step, {'model': nnx.to_pure_dict(model_state)})
+  targets = {'model': nnx.to_pure_dict(model_state)}
+  if step is None:
+    step, stored, _ = ckpts.restore_newest_intact(targets, first=best)
+  else:
+    stored, _ = ckpts.restore(step, targets)
   ckpts.close()
   nnx.replace_by_pure_dict(model_state, stored['model'])
   return graphdef, model_state, step
