@@ -27,7 +27,7 @@ from tqdm import tqdm
 import tinycats.data
 from tinycats import config as config_lib, metrics, models, sharding
 from tinycats.errors import UserError
-from tinycats.train import feed as feed_lib, lock, state as state_lib, step as step_lib, tasks
+from tinycats.train import compile_cache, feed as feed_lib, lock, state as state_lib, step as step_lib, tasks
 
 
 class TrainingDiverged(UserError):
@@ -141,6 +141,7 @@ def train_and_evaluate(config, workdir: str, mesh=None, on_checkpoint=None) -> d
   # Build: the config (class names get recorded in this copy), pretrained weights (before any other
   # work, so a bad source fails at once), the data, the task, the model and optimizer.
   config = config_lib.validate(copy.deepcopy(config))
+  compile_cache.enable(config.train.compilation_cache)  # Before anything compiles: a rerun loads the steps.
   mesh = mesh or sharding.make_mesh()
   tc = config.train
   _check_batch(tc, mesh)
