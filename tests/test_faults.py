@@ -1,6 +1,7 @@
 """Faults injected into training runs: a second run on a busy workdir, a lock left by a process killed with -9,
 checkpoint steps damaged on disk (a truncated array file, a deleted `_METADATA` or `meta/metadata`)."""
 
+import errno
 import json
 import os
 import shutil
@@ -154,14 +155,32 @@ def test_a_damaged_best_step_falls_back_to_the_newest_intact_one(trained, how):
   assert _steps(workdir).count(best) == 1  # Inference reads; it moves nothing.
 
 
-def test_no_intact_step_is_one_line_with_the_way_out(trained):
+def test_no_intact_step_is_one_line_with_the_way_out(trained, learning_folder):
   workdir, _ = trained
-  for step in _steps(workdir):
+  steps = _steps(workdir)
+  for step in steps:
     _damage(workdir, step, 'model/_METADATA')
   with pytest.raises(CheckpointDamaged) as e:
     inference.load(workdir)
   assert 'no intact checkpoint in' in str(e.value) and 'new workdir' in str(e.value)
+  config = tiny_config('--config.data.source=folder', f'--config.data.folder={learning_folder}', *LEARNING)
+  with pytest.raises(CheckpointDamaged, match='no intact checkpoint in'):
+    loop.train_and_evaluate(config, workdir)  # A resume says the same, and moves nothing.
+  assert _steps(workdir) == steps and not os.path.exists(os.path.join(workdir, 'damaged_checkpoints'))
+  with lock.hold(workdir):  # Released on the error.
+    pass
   result = run_main(cli.main, 'evaluate', '--workdir', workdir)
   assert result.returncode == 2
   (line,) = result.stderr.strip().splitlines()
   assert 'model/_METADATA is missing' in line and 'Delete the damaged step folders' in line
+
+
+def test_a_filesystem_without_flock_warns_once_and_goes_on(tmp_path, monkeypatch, capsys):
+  def no_flock(fd, op):
+    raise OSError(errno.ENOLCK, 'No locks available')
+
+  monkeypatch.setattr(lock.fcntl, 'flock', no_flock)
+  with lock.hold(str(tmp_path)):
+    assert _holder(str(tmp_path))['pid'] == os.getpid()
+  (line,) = capsys.readouterr().err.strip().splitlines()
+  assert 'does not support flock (No locks available); the workdir is not locked' in line
