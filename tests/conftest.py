@@ -57,6 +57,25 @@ def run_main(main, *args: str) -> subprocess.CompletedProcess:
   return subprocess.CompletedProcess(list(args), code or 0, out.getvalue(), err.getvalue())
 
 
+def launch_local(image_folder: str, workdir: str, *overrides: str) -> list[str]:
+  """The command line of a tiny classifier run on `image_folder` through `python -m launch.modal_train --local`,
+  for tests that need a real process (kill -9, two runs at once); `[3:]` is its argv for `modal_train.main`."""
+  return [
+    sys.executable,
+    '-m',
+    'launch.modal_train',
+    '--config',
+    'configs/cats.py:smoke',
+    '--local',
+    '--workdir',
+    workdir,
+    *TINY,
+    '--config.data.source=folder',
+    f'--config.data.folder={image_folder}',
+    *overrides,
+  ]
+
+
 @pytest.fixture(scope='session')
 def pets_archives(tmp_path_factory) -> tuple[str, dict]:
   """(folder with fake images.tar.gz and annotations.tar.gz, what make_archives says they hold)."""

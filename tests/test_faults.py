@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from conftest import LEARNING, REPO, TINY, run_main, tiny_config
+from conftest import LEARNING, REPO, launch_local, run_main, tiny_config
 
 import launch.modal_train
 from tinycats import cli, inference
@@ -23,20 +23,7 @@ from tinycats.train.checkpoint import CheckpointDamaged
 def _train_command(image_folder, workdir):
   """The session's tiny classifier run (`folder_run`): the same config, so the same compiled steps from the XLA
   cache."""
-  return [
-    sys.executable,
-    '-m',
-    'launch.modal_train',
-    '--config',
-    'configs/cats.py:smoke',
-    '--local',
-    '--workdir',
-    workdir,
-    *TINY,
-    '--config.data.source=folder',
-    f'--config.data.folder={image_folder}',
-    *LEARNING,
-  ]
+  return launch_local(image_folder, workdir, *LEARNING)
 
 
 def _holder(workdir):

@@ -4,12 +4,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
-from conftest import REPO, TINY, tiny_config
+from conftest import REPO, launch_local, tiny_config
 from flax import nnx
 from PIL import Image
 
@@ -20,22 +19,13 @@ from tinycats.train.tasks import TASKS
 
 
 def _launch_command(image_folder, workdir):
-  return [
-    sys.executable,
-    '-m',
-    'launch.modal_train',
-    '--config',
-    'configs/cats.py:smoke',
-    '--local',
-    '--workdir',
+  return launch_local(
+    image_folder,
     workdir,
-    *TINY,
-    '--config.data.source=folder',
-    f'--config.data.folder={image_folder}',
     '--config.train.epochs=3',
     '--config.train.eval_every=3',
     '--config.train.keep_checkpoints=1',
-  ]
+  )
 
 
 def _final_model_state(workdir, image_folder):
