@@ -37,6 +37,18 @@ def pytest_configure(config):
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 
 
+def pytest_collection_modifyitems(config, items):
+  """`gpu` tests need an accelerator; TINYCATS_GPU_TESTS=cpu (benchmarks/gpu.sh --cpu) runs them on the CPU."""
+  import jax
+
+  if jax.default_backend() != 'cpu' or os.environ.get('TINYCATS_GPU_TESTS') == 'cpu':
+    return
+  skip = pytest.mark.skip(reason='needs a GPU or TPU (benchmarks/gpu.sh --cpu runs it on the CPU)')
+  for item in items:
+    if 'gpu' in item.keywords:
+      item.add_marker(skip)
+
+
 def run_tinycats(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
   """`python -m tinycats ARGS` in a child process, so TensorFlow never loads in the test process."""
   return subprocess.run(
