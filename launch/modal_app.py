@@ -19,10 +19,11 @@ from launch.plan import REPO
 @dataclasses.dataclass
 class ModalRun:
   app: modal.App
-  train: Any  # modal.Function: train(config_dict, run_name) -> summary
+  train: Any  # modal.Function: train(config_dict, run_name) -> summary, or {'refused': why}
   prepare: Any  # modal.Function: prepare() -> {'data_dir', 'splits'}
   data_volume: modal.Volume
   outputs_volume: modal.Volume
+  claims: modal.Dict  # Run name -> the call training it (launch/claim.py).
 
 
 def _cluster_process() -> dict | None:
@@ -56,6 +57,7 @@ def build(plan: dict) -> ModalRun:
   data_volume = modal.Volume.from_name(volumes['data']['name'], create_if_missing=True)
   outputs_volume = modal.Volume.from_name(volumes['outputs']['name'], create_if_missing=True)
   mounts = {volumes['data']['mount']: data_volume, volumes['outputs']['mount']: outputs_volume}
+  claims = modal.Dict.from_name(plan['claims']['dict'], create_if_missing=True)
   data_dir, outputs = volumes['data']['tfds_data_dir'], volumes['outputs']['mount']
   nodes = plan['nodes']
 
@@ -66,11 +68,16 @@ def build(plan: dict) -> ModalRun:
         f'`python -m launch.modal_train --config CONFIG --prepare`'
       )
     distributed = _cluster_process() if nodes > 1 else None
-    process_zero = distributed is None or distributed['process_id'] == 0
-    return body.train(
+    workdir = f'{outputs}/{run_name}'
+    if distributed is not None and distributed['process_id'] != 0:  # Process 0 commits and holds the claim.
+      return body.train(config_dict, workdir, distributed=distributed)
+    return body.train_claimed(
+      claims,
+      modal.current_function_call_id(),
+      plan['claims']['stale_after_s'],
       config_dict,
-      f'{outputs}/{run_name}',
-      commit=outputs_volume.commit if process_zero else None,
+      workdir,
+      commit=outputs_volume.commit,
       distributed=distributed,
     )
 
@@ -93,4 +100,4 @@ def build(plan: dict) -> ModalRun:
   prepare_function = app.function(
     image=prepare_image, timeout=3600, volumes={volumes['data']['mount']: data_volume}, serialized=True, name='prepare'
   )(prepare)
-  return ModalRun(app, train_function, prepare_function, data_volume, outputs_volume)
+  return ModalRun(app, train_function, prepare_function, data_volume, outputs_volume, claims)

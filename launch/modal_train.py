@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.parse
 
-from launch import plan as plan_lib
+from launch import claim, plan as plan_lib
 from tinycats import cli, config as config_lib
 from tinycats.errors import USER_ERROR, run_command
 
@@ -111,6 +111,9 @@ def _run_modal(args, plan) -> int:
     if args.prepare:
       print(json.dumps(run.prepare.remote()))
       return 0
+    if why := claim.refusal(run.claims, plan['run_name'], None, plan['claims']['stale_after_s']):
+      print(why, file=sys.stderr)  # Before a container starts; the container checks again (launch/claim.py).
+      return USER_ERROR
     if args.detach:
       run.train.spawn(plan['config'], plan['run_name'])
       print(
@@ -121,6 +124,9 @@ def _run_modal(args, plan) -> int:
       )
       return 0
     summary = run.train.remote(plan['config'], plan['run_name'])
+  if 'refused' in summary:
+    print(summary['refused'], file=sys.stderr)
+    return USER_ERROR
   print(json.dumps(summary, indent=2))
   print(f'fetch the workdir: {plan["fetch"]}', file=sys.stderr)
   return 0

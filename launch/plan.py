@@ -109,6 +109,8 @@ def launch_plan(config, run_name: str) -> dict:
       'outputs': {'name': m.outputs_volume, 'mount': OUTPUTS_MOUNT},
     },
     'compilation_cache': compile_cache.folder(resolved['train'].get('compilation_cache', '')),
+    # One call per run name (launch/claim.py): claims in this Dict; a holder silent longer than a call may run is dead.
+    'claims': {'dict': f'{m.app}-runs', 'stale_after_s': m.timeout + 60},
     'follow': f'modal app logs {m.app}',
     'fetch': f'modal volume get {m.outputs_volume} {run_name} runs/{run_name}',
     'config': resolved,

@@ -6,7 +6,7 @@ import os
 import pytest
 from conftest import REPO, TINY, run_main, tiny_config
 
-from launch import body, modal_app, modal_train, plan as plan_lib
+from launch import body, claim, modal_app, modal_train, plan as plan_lib
 from tinycats.train.checkpoint import Checkpoints
 
 
@@ -30,6 +30,7 @@ def test_dry_run_prints_the_whole_plan(spec):
   assert plan['config']['data']['data_dir'] == '/data/tfds' and plan['config']['modal']['gpu'] == 'H100:8'
   assert plan['config']['task'] == ('classifier' if 'cats' in spec else 'generator')
   assert plan['fetch'] == 'modal volume get tinycats-outputs run1 runs/run1'
+  assert plan['claims'] == {'dict': 'tinycats-runs', 'stale_after_s': 4 * 3600 + 60}
 
 
 @pytest.mark.parametrize(
@@ -125,3 +126,68 @@ def test_local_runs_go_under_the_runs_dir():
   assert modal_train.local_workdir(args, 'cats-1') == '/tmp/w'
   args, _ = modal_train.parse_args(['--config', 'configs/cats.py', '--local'])
   assert modal_train.local_workdir(args, 'cats-1') == os.path.join('runs', 'cats-1')
+
+
+class FakeDict:
+  """modal.Dict's put (with skip_if_exists), get and pop, in memory."""
+
+  def __init__(self):
+    self.items, self.puts = {}, 0
+
+  def put(self, key, value, *, skip_if_exists=False):
+    if skip_if_exists and key in self.items:
+      return False
+    self.items[key], self.puts = value, self.puts + 1
+    return True
+
+  def get(self, key, default=None):
+    return self.items.get(key, default)
+
+  def pop(self, key, default=None):
+    return self.items.pop(key, default)
+
+
+def test_one_call_per_run_name_a_retry_and_a_dead_holder_take_over(capsys):
+  store, clock = FakeDict(), [1000.0]
+  now = lambda: clock[0]
+  with claim.hold(store, 'run1', 'fc-1', stale_after=60, now=now) as heartbeat:
+    with pytest.raises(claim.RunClaimed, match=r'run run1 is being trained by another Modal call \(fc-1 on .*--name'):
+      with claim.hold(store, 'run1', 'fc-2', stale_after=60, now=now):
+        pass
+    assert store.get('run1')['call'] == 'fc-1'  # The refused call changed nothing.
+    clock[0] += 50
+    heartbeat()  # A checkpoint.
+    clock[0] += 50  # 100 s since the start, 50 since the checkpoint: still alive.
+    assert claim.refusal(store, 'run1', 'fc-2', 60, now)
+    with claim.hold(store, 'run1', 'fc-1', stale_after=60, now=now):  # Modal retried the same call.
+      assert 'call fc-1 retried' in capsys.readouterr().err
+  assert store.get('run1') is None  # Released when the call ends.
+
+  store.put('run1', dict(call='fc-3', host='h', started=0.0, heartbeat=0.0))  # Killed, never released.
+  with claim.hold(store, 'run1', 'fc-4', stale_after=60, now=now):
+    assert store.get('run1')['call'] == 'fc-4'
+    assert 'taking over the claim of call fc-3' in capsys.readouterr().err
+  assert claim.refusal(store, 'run1', None, 60, now) is None
+
+
+def test_a_second_call_on_a_run_being_trained_is_refused_and_touches_nothing(image_folder, tmp_path):
+  workdir = str(tmp_path / 'outputs' / 'run1')
+  store, refused = FakeDict(), []
+  config = tiny_config(
+    '--config.data.source=folder',
+    f'--config.data.folder={image_folder}',
+    '--config.train.epochs=1',
+    '--config.train.eval_every=5',
+  )
+
+  def commit():  # At the first checkpoint, another launch with the same --name arrives.
+    if not refused:
+      refused.append(body.train_claimed(store, 'fc-2', 3600, config.to_dict(), workdir))
+
+  summary = body.train_claimed(store, 'fc-1', 3600, config.to_dict(), workdir, commit=commit)
+  assert summary['steps'] == 10
+  assert refused[0]['refused'].startswith('run run1 is being trained by another Modal call (fc-1')
+  assert store.get('run1') is None and store.puts >= 3  # Claimed, refreshed at each checkpoint, released.
+  rows = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  steps = [r['step'] for r in rows]
+  assert steps == sorted(steps) and steps[-1] == 10  # One run's rows, not two interleaved.
