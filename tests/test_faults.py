@@ -171,3 +171,34 @@ def test_a_filesystem_without_flock_warns_once_and_goes_on(tmp_path, monkeypatch
     assert _holder(str(tmp_path))['pid'] == os.getpid()
   (line,) = capsys.readouterr().err.strip().splitlines()
   assert 'does not support flock (No locks available); the workdir is not locked' in line
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 600 KB tmpfs (root only): too small for the tiny run's first checkpoint. Yields (folder, grow)."""
+  folder = tmp_path / 'disk'
+  folder.mkdir()
+  if os.geteuid() != 0 or subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=600k', 'tmpfs', str(folder)]).returncode:
+    pytest.skip('needs root to mount a small tmpfs')
+  grow = lambda: subprocess.run(['mount', '-o', 'remount,size=64m', str(folder)], check=True)
+  yield str(folder), grow
+  subprocess.run(['umount', '-l', str(folder)])
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_line_leaves_no_partial_save_and_the_rerun_resumes(
+  small_disk, learning_folder
+):
+  folder, grow = small_disk
+  workdir = os.path.join(folder, 'run')
+  command = _train_command(learning_folder, workdir)
+  full = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert full.returncode == 2, full.stderr[-3000:]
+  last = full.stderr.strip().splitlines()[-1]
+  assert 'no space left on the device' in last and 'resumes from its last complete checkpoint' in last
+  assert 'Traceback' not in full.stderr
+  checkpoints = os.path.join(workdir, 'checkpoints')
+  assert not [n for n in os.listdir(checkpoints) if 'orbax-checkpoint-tmp' in n]  # The half-written step is gone.
+  grow()  # Space again: the same command trains on to the end.
+  rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert json.load(open(os.path.join(workdir, 'summary.json')))['steps'] == 200

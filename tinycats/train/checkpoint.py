@@ -47,6 +47,7 @@ logging.getLogger('absl').addFilter(_shown)
 
 
 ARRAY_ITEMS = ('model', 'optimizer')
+PARTIAL_SAVE = '.orbax-checkpoint-tmp'  # Orbax writes a step into `<step>.orbax-checkpoint-tmp-<time>`, then renames it.
 
 
 class CheckpointMismatchError(UserError):
@@ -137,7 +138,18 @@ class Checkpoints:
     )
     handlers = {name: ocp.StandardCheckpointHandler() for name in ARRAY_ITEMS}
     handlers['meta'] = ocp.JsonCheckpointHandler()
+    if not read_only:  # The writer, under the workdir's lock: what an interrupted save left is no step at all.
+      self.remove_partial_saves()
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+
+  def remove_partial_saves(self) -> list[str]:
+    """Deletes the temporary folders of saves that never finished (killed, or a full disk); returns their names."""
+    if jax.process_index() != 0 or not os.path.isdir(self.directory):
+      return []
+    partial = sorted(name for name in os.listdir(self.directory) if PARTIAL_SAVE in name)
+    for name in partial:
+      shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+    return partial
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -222,9 +234,10 @@ class Checkpoints:
   def wait(self) -> None:
     try:
       self._manager.wait_until_finished()
-    except BaseException:  # A failed save (a full disk): stop Orbax's threads, or they fail again at exit.
-      with contextlib.suppress(Exception):
+    except BaseException:  # A failed save (a full disk): stop Orbax's threads, or they fail again at exit,
+      with contextlib.suppress(Exception):  # and delete the half-written step, which frees the space it took.
         self._manager.close()
+      self.remove_partial_saves()
       raise
 
   def close(self) -> None:
