@@ -446,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     '--per-class',
     type=int,
     default=None,
-    help='--quality: pictures written per class (default: classifier 150, small 160, generator 200)',
+    help='--quality: pictures written per class (default 300 for every case)',
   )
   p.add_argument('--classes', type=int, default=10, help='--quality classifier/generator: how many shapes (2-10)')
   p.add_argument(
