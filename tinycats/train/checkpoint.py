@@ -47,7 +47,8 @@ logging.getLogger('absl').addFilter(_shown)
 
 
 ARRAY_ITEMS = ('model', 'optimizer')
-PARTIAL_SAVE = '.orbax-checkpoint-tmp'  # Orbax writes a step into `<step>.orbax-checkpoint-tmp-<time>`, then renames it.
+# Orbax writes a step into `<step>.orbax-checkpoint-tmp-<time>`, then renames it.
+PARTIAL_SAVE = '.orbax-checkpoint-tmp'
 
 
 class CheckpointMismatchError(UserError):
@@ -164,7 +165,13 @@ class Checkpoints:
   def save(self, step: int, items: dict[str, Any], meta: dict, metrics: dict | None = None) -> None:
     """Saves `items` ({'model': ..., 'optimizer': ...}) and `meta` asynchronously."""
     args = {name: ocp.args.StandardSave(tree) for name, tree in items.items()}
-    self._manager.save(step, args=ocp.args.Composite(meta=ocp.args.JsonSave(meta), **args), metrics=metrics, force=True)
+    try:  # The synchronous part of a save, or the failure of the previous async one, surfaces here.
+      self._manager.save(
+        step, args=ocp.args.Composite(meta=ocp.args.JsonSave(meta), **args), metrics=metrics, force=True
+      )
+    except BaseException:
+      self._abandon()
+      raise
 
   def restore(self, step: int, targets: dict[str, Any]) -> tuple[dict[str, Any], dict]:
     """Restores the items named in `targets` into their structure, shapes, dtypes and shardings."""
@@ -234,11 +241,16 @@ class Checkpoints:
   def wait(self) -> None:
     try:
       self._manager.wait_until_finished()
-    except BaseException:  # A failed save (a full disk): stop Orbax's threads, or they fail again at exit,
-      with contextlib.suppress(Exception):  # and delete the half-written step, which frees the space it took.
-        self._manager.close()
-      self.remove_partial_saves()
+    except BaseException:
+      self._abandon()
       raise
+
+  def _abandon(self) -> None:
+    """After a failed save (a full disk): stops Orbax's threads, or they fail again at exit, and deletes the
+    half-written step, which also frees the space it took."""
+    with contextlib.suppress(BaseException):
+      self._manager.close()
+    self.remove_partial_saves()
 
   def close(self) -> None:
     self._manager.close()
