@@ -26,9 +26,13 @@ HUB_FILENAME = 'model.safetensors'
 _FILE_SUFFIXES = ('.safetensors', '.pth', '.pt', '.bin', '.ckpt')
 # NNX leaf name -> torchvision's; `kernel` and `scale` are both torch's `weight`.
 _LEAF_NAMES = {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias', 'mean': 'running_mean', 'var': 'running_var'}
+_SCRATCH_HINT = (
+  'or train from random weights with configs/cats.py:scratch (:smoke on a CPU), whose schedule is made for it '
+  "(--config.model.pretrained='' alone keeps the fine-tuning schedule)."
+)
 _HOW_TO = (
   'Download the .safetensors file elsewhere (for example from https://huggingface.co/{repo}) and pass its '
-  "path instead, or train from scratch with --config.model.pretrained=''."
+  'path instead, ' + _SCRATCH_HINT
 )
 
 
@@ -98,8 +102,7 @@ def fetch(source: str, *, cache_dir: str | None = None, endpoint: str | None = N
   if not is_hub_id(source):
     raise PretrainedError(
       f'pretrained weights {source!r}: no such file. '
-      "Pass a .safetensors/.pth file, a Hugging Face Hub id such as 'timm/resnet18.tv_in1k', "
-      "or train from scratch with --config.model.pretrained=''."
+      "Pass a .safetensors/.pth file, a Hugging Face Hub id such as 'timm/resnet18.tv_in1k', " + _SCRATCH_HINT
     )
   repo = source.removeprefix('hf-hub:')
   try:
