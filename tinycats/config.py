@@ -118,6 +118,19 @@ def parse_override(item: str) -> tuple[str, str]:
   return field, value
 
 
+def _abbreviated(field: str, known: Iterable[str]) -> list[str]:
+  """The known field that `field` abbreviates by its words' initials (train.lr -> train.learning_rate), if one."""
+  group, _, name = field.rpartition('.')
+  matches = [
+    k
+    for k in known
+    if k.rpartition('.')[0] == group
+    and len(name) > 1
+    and ''.join(w[0] for w in k.rpartition('.')[2].split('_')) == name
+  ]
+  return matches if len(matches) == 1 else []
+
+
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> ml_collections.ConfigDict:
   """Applies `a.b=value` (or `--config.a.b=value`) strings; unknown fields are named with a suggestion."""
   config = ml_collections.ConfigDict(config.to_dict())  # A copy: the caller's config is untouched.
@@ -127,7 +140,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
     if field not in known:
       if any(name.startswith(field + '.') for name in known):
         raise ConfigError(f'config field {field!r} is a group; set one of its fields, e.g. --config.{field}.<name>=...')
-      close = difflib.get_close_matches(field, known, n=1)
+      close = _abbreviated(field, known) or difflib.get_close_matches(field, known, n=1)
       hint = f"; did you mean '{close[0]}'?" if close else '; see the config file for the fields'
       raise ConfigError(f'unknown config field {field!r}{hint}')
     *parents, leaf = field.split('.')
