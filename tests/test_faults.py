@@ -10,13 +10,14 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from conftest import LEARNING, REPO, launch_local, run_main, tiny_config
 
 import launch.modal_train
 from tinycats import cli, inference
 from tinycats.classifier import Classifier
-from tinycats.train import lock, loop
+from tinycats.train import checkpoint, lock, loop
 from tinycats.train.checkpoint import CheckpointDamaged
 
 
@@ -202,3 +203,18 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_leaves_no_partial_save_and_
   rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert json.load(open(os.path.join(workdir, 'summary.json')))['steps'] == 200
+
+
+def test_a_save_that_fails_at_once_deletes_its_partial_step(tmp_path, monkeypatch):
+  """A failure inside `save` itself (Orbax's synchronous part), not only in `wait`, leaves no half-written step."""
+  checkpoints = checkpoint.Checkpoints(str(tmp_path / 'checkpoints'))
+  partial = os.path.join(checkpoints.directory, f'3{checkpoint.PARTIAL_SAVE}-1733390000')
+
+  def full_disk(*args, **kwargs):
+    os.makedirs(partial)  # Orbax had begun writing the step when the disk filled.
+    raise OSError(28, 'No space left on device')
+
+  monkeypatch.setattr(checkpoints._manager, 'save', full_disk)
+  with pytest.raises(OSError, match='No space left'):
+    checkpoints.save(3, {'model': {'w': np.zeros(2)}}, meta={'step': 3})
+  assert not os.path.exists(partial)
