@@ -119,15 +119,12 @@ def parse_override(item: str) -> tuple[str, str]:
 
 
 def _abbreviated(field: str, known: Iterable[str]) -> list[str]:
-  """The known field that `field` abbreviates by its words' initials (train.lr -> train.learning_rate), if one."""
+  """The one known field that `field` abbreviates by its words' initials (train.lr -> train.learning_rate)."""
   group, _, name = field.rpartition('.')
-  matches = [
-    k
-    for k in known
-    if k.rpartition('.')[0] == group
-    and len(name) > 1
-    and ''.join(w[0] for w in k.rpartition('.')[2].split('_')) == name
-  ]
+  if len(name) < 2:
+    return []
+  initials = lambda known_name: ''.join(word[0] for word in known_name.split('_'))
+  matches = [k for k in known if k.rpartition('.')[0] == group and initials(k.rpartition('.')[2]) == name]
   return matches if len(matches) == 1 else []
 
 
