@@ -75,6 +75,7 @@ def get_config(arg=None):
   c.train.grad_accum = 1
   c.train.learning_rate = 1e-3  # Peak, reached after warmup, then cosine decay to 0.
   c.train.warmup_epochs = 0.5
+  c.train.beta2 = 0.999  # AdamW's second-moment decay.
   c.train.weight_decay = 0.05
   # Fine-tuning only (model.pretrained set; from scratch the whole network learns at the full rate):
   c.train.backbone_lr_scale = 0.1  # Backbone learning rate = this x the head's; 1 = the same.

@@ -219,3 +219,74 @@ def test_attention_matches_jax_reference():
   q, k, v = jnp.moveaxis(attn.qkv(x).reshape(2, 16, 3, 2, 16), 2, 0)
   expected = attn.proj(jax.nn.dot_product_attention(q, k, v).reshape(2, 16, 32))
   np.testing.assert_allclose(attn(x), expected, atol=1e-5)
+
+
+MODERN = dict(norm='rmsnorm', qk_norm=True, mlp='swiglu', rope=True, bottleneck=8, class_tokens=2, class_token_block=1)
+
+
+def test_x_prediction_returns_the_velocity_of_its_clean_image_estimate():
+  # Fresh, the network's x̂ is exactly 0, so the velocity is (0 - x_t) / max(1 - t, t_eps).
+  x, _, y = _inputs()
+  t = jnp.asarray([0.0, 0.5, 0.97, 1.0])
+  v = _tiny(prediction='x', **MODERN)(x, t, y)
+  np.testing.assert_allclose(v, -x / np.maximum(1 - t, 0.05)[:, None, None, None], rtol=1e-6)
+  # Perturbed, x̂ = x_t + (1 - t) v recovers the same network output at every t away from the clip.
+  model = _perturb(_tiny(prediction='x'))
+  reference = _perturb(_tiny(prediction='v'))  # The same weights: only the output's meaning differs.
+  t = jnp.asarray([0.1, 0.4, 0.6, 0.9])
+  x_hat = x + (1 - t)[:, None, None, None] * model(x, t, y)
+  np.testing.assert_allclose(x_hat, reference(x, t, y), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+  'option',
+  [
+    dict(norm='rmsnorm'),
+    dict(qk_norm=True),
+    dict(mlp='swiglu'),
+    dict(rope=True),
+    dict(bottleneck=8),
+    dict(class_tokens=2, class_token_block=1),
+    MODERN,
+  ],
+)
+def test_each_block_option_trains_its_parameters_and_changes_the_output(option):
+  x, t, y = _inputs()
+  base, model = _perturb(_tiny()), _perturb(_tiny(**option))
+  out = _forward(model, x, t, y)
+  assert out.shape == x.shape and bool(jnp.all(jnp.isfinite(out)))
+  assert not np.allclose(out, _forward(base, x, t, y))
+  grads = nnx.grad(lambda m: jnp.mean(jnp.square(m(x, t, y))))(model)
+  assert all(bool(jnp.any(g != 0)) for g in jax.tree.leaves(grads)), 'a parameter gets no gradient'
+
+
+def test_swiglu_costs_what_the_gelu_mlp_costs():
+  gelu, swiglu = _count(_tiny()), _count(_tiny(mlp='swiglu'))
+  assert abs(swiglu - gelu) / gelu < 0.02
+
+
+def test_rope_makes_attention_depend_on_relative_position_only():
+  cos, sin = (jnp.asarray(a) for a in dit.rope_tables(8, 4))
+  q, k = jnp.asarray(_normal((1, 1, 1, 8), 0)), jnp.asarray(_normal((1, 1, 1, 8), 1))
+  score = lambda i, j: float(
+    jnp.sum(dit.apply_rope(q, cos[i : i + 1], sin[i : i + 1]) * dit.apply_rope(k, cos[j : j + 1], sin[j : j + 1]))
+  )
+  # Tokens are row-major on a 4x4 grid: (0,0)-(1,1) and (2,1)-(3,2) are the same offset, (0,0)-(1,2) is not.
+  assert score(0, 5) == pytest.approx(score(9, 14), abs=1e-5)
+  assert abs(score(0, 5) - score(0, 6)) > 1e-3
+  # A rotation: lengths are kept; the class-token prefix is not rotated.
+  np.testing.assert_allclose(jnp.linalg.norm(dit.apply_rope(q, cos[7:8], sin[7:8])), jnp.linalg.norm(q), rtol=1e-6)
+  cos2, sin2 = dit.rope_tables(8, 4, prefix=3)
+  assert cos2.shape == (19, 8) and np.all(cos2[:3] == 1) and np.all(sin2[:3] == 0)
+  np.testing.assert_array_equal(cos2[3:], cos)
+
+
+def test_in_context_class_tokens_take_part_and_leave_only_the_patch_tokens():
+  x, t, y = _inputs()
+  model = _perturb(_tiny(class_tokens=2, class_token_block=1))
+  before = model(x, t, y)
+  assert before.shape == x.shape  # The two class tokens are dropped before the final layer.
+  model.class_token_pos[...] = model.class_token_pos[...] + 1.0  # Only the class tokens see this parameter.
+  assert not np.allclose(before, model(x, t, y))
+  with pytest.raises(ValueError, match='class_token_block'):
+    _tiny(class_tokens=2, class_token_block=2)

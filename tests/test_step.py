@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 
 from tinycats import sharding
@@ -114,3 +115,24 @@ def test_gradient_accumulation_runs_the_generator_and_moves_its_ema():
   )
   metrics, before, after = _accumulated_step(dit, 4)
   assert np.isfinite(float(metrics['loss'])) and _changed(after, before, 'ema', 'final_layer', 'linear', 'kernel')
+
+
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
+def test_the_default_generator_recipe_trains_a_step_in_float32_and_bfloat16(dtype):
+  """configs/dit.py as it is (128 px, patch 16, its prediction, time sampling and block), but 2 blocks deep for
+  the CPU's compile time: a step is finite and moves the network and its EMA."""
+  from conftest import tiny_config
+
+  dit = tiny_config(
+    '--config.data.source=folder',
+    '--config.data.folder=unused',
+    f'--config.model.dtype={dtype}',
+    '--config.model.depth=2',
+    '--config.data.cache_size=128',
+    spec='configs/dit.py',
+    base=[],
+  )
+  metrics, before, after = _accumulated_step(dit, 13)
+  assert np.isfinite(float(metrics['loss'])) and np.isfinite(float(metrics['grad_norm']))
+  assert _changed(after, before, 'net', 'final_layer', 'linear', 'kernel')
+  assert _changed(after, before, 'ema', 'final_layer', 'linear', 'kernel')

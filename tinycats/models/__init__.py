@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from tinycats import config
 from tinycats.models.dit import DiT
 from tinycats.models.ema import EMAModel
 from tinycats.models.resnet import ResNet, resnet18, resnet34
@@ -31,8 +32,12 @@ def create_classifier(model_config, num_classes: int, seed: int = 0) -> ResNet:
   )
 
 
-def create_generator(model_config, num_classes: int, image_size: int, seed: int = 0) -> DiT:
-  """The DiT a config describes, for `num_classes` labels (plus the null label) and square images."""
+def create_generator(
+  model_config, num_classes: int, image_size: int, seed: int = 0, *, prediction: str = 'v', t_eps: float = 0.05
+) -> DiT:
+  """The DiT a config describes, for `num_classes` labels (plus the null label) and square images.
+
+  `prediction` and `t_eps` are the run's `flow.prediction` and `flow.t_eps` (what the network outputs)."""
   return DiT(
     image_size=image_size,
     patch_size=model_config.patch_size,
@@ -41,6 +46,10 @@ def create_generator(model_config, num_classes: int, image_size: int, seed: int 
     heads=model_config.heads,
     mlp_ratio=model_config.mlp_ratio,
     num_classes=num_classes,
+    # A config from before a block option existed lacks it: the value it had then.
+    **{name: model_config.get(name, old) for name, old in config.GENERATOR_BEFORE['model'].items()},
+    prediction=prediction,
+    t_eps=t_eps,
     dtype=compute_dtype(model_config.dtype),
     rngs=nnx.Rngs(seed),
   )

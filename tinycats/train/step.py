@@ -56,7 +56,10 @@ def make_optimizer(
   scale = train_config.backbone_lr_scale if fine_tuning else 1.0
   backbone_schedule = lambda step: jnp.where(step < freeze_steps, 0.0, scale * schedule(step))
   adamw = lambda lr: optax.adamw(
-    lr, weight_decay=train_config.weight_decay, mask=lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
+    lr,
+    b2=train_config.get('beta2', 0.999),
+    weight_decay=train_config.weight_decay,
+    mask=lambda params: jax.tree.map(lambda p: p.ndim > 1, params),
   )
   parts = [optax.clip_by_global_norm(train_config.grad_clip)] if train_config.grad_clip > 0 else []
   parts.append(optax.multi_transform({'head': adamw(schedule), 'backbone': adamw(backbone_schedule)}, param_groups))

@@ -28,8 +28,16 @@ class GeneratorTask(Task):
   summary_metrics = ('flow_loss',)
 
   def create_model(self, seed: int) -> ema.EMAModel:
+    c = self.config
     return ema.EMAModel(
-      models.create_generator(self.config.model, len(self.classes), self.config.data.image_size, seed)
+      models.create_generator(
+        c.model,
+        len(self.classes),
+        c.data.image_size,
+        seed,
+        prediction=c.flow.get('prediction', 'v'),
+        t_eps=c.flow.get('t_eps', 0.05),
+      )
     )
 
   def loss(self, model, batch, key):
@@ -85,13 +93,17 @@ def sample(
   steps: int,
   cfg: float,
   sampler: str,
+  guidance_interval=(0.0, 1.0),
   batch_size: int = 256,
   mesh=None,
 ) -> np.ndarray:
   """uint8 images (N, S, S, 3) from the DiT (`graphdef`, `state`), float32 NHWC `noise` and int `labels` (N,)."""
+  interval = flow.check_guidance_interval(guidance_interval)
 
   def run(state, noise, labels):
-    return flow.sample(graphdef, state, noise, labels, steps=steps, cfg=cfg, sampler=sampler)
+    return flow.sample(
+      graphdef, state, noise, labels, steps=steps, cfg=cfg, sampler=sampler, guidance_interval=interval
+    )
 
   images = sharding.run_batched(
     run, state, (np.asarray(noise, np.float32), np.asarray(labels, np.int32)), batch_size, mesh or sharding.make_mesh()
@@ -110,6 +122,7 @@ def sample_grid(
   steps: int | None = None,
   cfg: float | None = None,
   sampler: str | None = None,
+  guidance_interval=None,
   **kwargs,
 ) -> np.ndarray:
   """uint8 (len(labels), per_label, S, S, 3): one row per label index (all classes by default), seeded noise.
@@ -129,6 +142,7 @@ def sample_grid(
     steps=s.steps if steps is None else steps,
     cfg=s.cfg if cfg is None else cfg,
     sampler=sampler or s.sampler,
+    guidance_interval=s.get('guidance_interval', (0.0, 1.0)) if guidance_interval is None else guidance_interval,
     **kwargs,
   )
   return images.reshape((len(labels), per_label) + images.shape[1:])
