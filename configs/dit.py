@@ -25,6 +25,14 @@ def get_config(arg=None):
   c.model.depth = 12
   c.model.heads = 6
   c.model.mlp_ratio = 4.0
+  # The block (BENCHMARKS.md, 'The generator, change by change', for what each did here):
+  c.model.norm = 'layernorm'  # layernorm (DiT) | rmsnorm (LightningDiT, JiT)
+  c.model.qk_norm = False  # RMS-normalise queries and keys per head.
+  c.model.mlp = 'gelu'  # gelu | swiglu (2/3 of the hidden width, the same cost)
+  c.model.rope = False  # 2-D rotary position embedding in attention, beside the fixed sin-cos one.
+  c.model.bottleneck = 0  # > 0: patch values -> this many -> width (JiT's bottleneck patch embedding); 0 = one Linear.
+  c.model.class_tokens = 0  # In-context tokens carrying the label, in front of the patch tokens (JiT: 32).
+  c.model.class_token_block = 0  # The block from which they are there (JiT: 4 of 12).
   # Compute dtype: auto | bfloat16 | float32; 'auto' is bfloat16 on a GPU or TPU and float32 on a CPU (XLA's
   # bfloat16 CPU kernels are slower, BENCHMARKS.md). Parameters, norms, softmax and the loss stay float32.
   c.model.dtype = 'auto'
@@ -53,6 +61,10 @@ def get_config(arg=None):
   c.data.flip = True  # The only augmentation.
 
   c.flow = ml_collections.ConfigDict()
+  # What the network outputs: 'v' the velocity, or 'x' the clean image, turned into the velocity
+  # (x̂ - x_t) / max(1 - t, t_eps) inside the model (JiT), so the loss, the samplers and the ONNX see a velocity.
+  c.flow.prediction = 'v'
+  c.flow.t_eps = 0.05  # x-prediction only: bounds 1 / (1 - t) near the data end.
   c.flow.timesteps = (
     'uniform'  # uniform | logit_normal (sigmoid of N(mean, std): more weight mid-flow, less near noise).
   )
@@ -67,6 +79,7 @@ def get_config(arg=None):
   c.sample.sampler = 'euler'  # euler | heun
   c.sample.steps = 50
   c.sample.cfg = 1.5  # Classifier-free guidance scale; 1 = none.
+  c.sample.guidance_interval = (0.0, 1.0)  # Guide only steps with lo <= t <= hi (0 noise, 1 data; JiT: (0.1, 1)).
   c.sample.seed = 0  # Fixed noise: grids of successive evaluations are comparable.
   c.sample.per_class = 8  # Grid columns.
 
@@ -81,6 +94,7 @@ def get_config(arg=None):
   c.train.optimizer = 'adamw'
   c.train.learning_rate = 3e-4
   c.train.warmup_epochs = 10
+  c.train.beta2 = 0.999  # AdamW's second-moment decay (JiT: 0.95).
   c.train.weight_decay = 0.0
   c.train.grad_clip = 1.0
   c.train.log_every = 50

@@ -92,6 +92,9 @@ def test_bad_fields_and_values_are_named(override, message):
     ('configs/dit.py', '--config.flow.timesteps=cosine', 'allowed: uniform, logit_normal'),
     ('configs/dit.py', '--config.sample.sampler=rk4', 'allowed: euler, heun'),
     ('configs/dit.py', '--config.flow.label_dropout=1', "'flow.label_dropout' must be in [0, 1)"),
+    ('configs/dit.py', '--config.sample.guidance_interval=0.6,0.2', "'sample.guidance_interval' is [0.6, 0.2]"),
+    ('configs/dit.py', '--config.sample.guidance_interval=0.1,1.5', '--config.sample.guidance_interval=0.1,1.0'),
+    ('configs/dit.py', '--config.sample.guidance_interval=0.1', 'a pair 0 <= lo <= hi <= 1'),
   ],
 )
 def test_generator_config_errors_are_named(spec, override, message):
@@ -105,6 +108,19 @@ def test_generator_configs_load():
     c = config_lib.load(f'configs/dit.py{arg}')
     assert c.task == 'generator' and c.data.labels == 'cat_breeds' and c.data.normalization == 'symmetric'
   assert config_lib.load('configs/dit.py:patch8').model.patch_size == 8
+
+
+def test_a_generator_run_from_before_guidance_intervals_guides_every_step(tmp_path):
+  config = config_lib.load('configs/dit.py', ['--config.sample.guidance_interval=0.1,1'])
+  assert tuple(config.sample.guidance_interval) == (0.1, 1.0) and 'sample.guidance_interval' in (
+    config_lib.CHANGEABLE_ON_RESUME
+  )
+  stored = config.to_dict()
+  del stored['sample']['guidance_interval']  # What config.json held before the field existed.
+  (tmp_path / 'config.json').write_text(json.dumps(stored))
+  loaded = config_lib.load_json(str(tmp_path / 'config.json'))
+  assert tuple(loaded.sample.guidance_interval) == (0.0, 1.0)
+  assert config_lib.resume_conflicts(loaded, config) == []  # Changeable on resume.
 
 
 def test_config_file_errors():

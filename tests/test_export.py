@@ -15,7 +15,7 @@ from conftest import LEARNING
 from fake_hub import FakeHub
 from flax import nnx
 
-from tinycats import Classifier, Generator, cli, inference, models, pretrained
+from tinycats import Classifier, Generator, cli, config as config_lib, inference, models, pretrained
 from tinycats.data import augment
 from tinycats.errors import UserError
 from tinycats.export import hub, onnx as onnx_export, weights
@@ -76,7 +76,13 @@ def reference(workdir):
   model_config = ml_collections.ConfigDict(config.model.to_dict())
   model_config.dtype = 'float32'  # Float32 compute; the parameters are float32 already.
   if task == 'generator':
-    net = models.create_generator(model_config, len(config.data.classes), config.data.image_size)
+    net = models.create_generator(
+      model_config,
+      len(config.data.classes),
+      config.data.image_size,
+      prediction=config.flow.get('prediction', 'v'),
+      t_eps=config.flow.get('t_eps', 0.05),
+    )
   else:
     net = models.create_classifier(model_config, len(config.data.classes))
   nnx.update(net, state)
@@ -266,12 +272,15 @@ def test_models_json_describes_both_models_in_one_folder(exports, runs, tmp_path
   }
   assert spec['classifier']['output']['classes'] == ['cat', 'other']
   sampling = spec['generator']['sampling']
-  assert (sampling['method'], sampling['steps'], sampling['cfgScale'], sampling['nullLabel']) == (
-    'Euler integration',
-    50,
-    1.5,
-    4,
-  )
+  # The run's own sample.* (conftest's tiny run: 10 Euler steps, guidance 2, at every step): the page's default.
+  assert {k: v for k, v in sampling.items() if k != 'description'} == {
+    'method': 'Euler integration',
+    'sampler': 'euler',
+    'steps': 10,
+    'cfgScale': 2.0,
+    'guidanceInterval': [0.0, 1.0],
+    'nullLabel': 4,
+  }
   assert [c['name'] for c in spec['generator_breeds']['classes']] == ['circle', 'cross', 'square', 'triangle']
   assert spec['recommended'] == {'classifier': 'quantized', 'generator': 'generator'}
 
@@ -395,6 +404,22 @@ def test_an_export_deletes_what_an_older_export_left_and_nothing_else_and_makes_
     assert server.private['someone/again']  # The existing public repo, made private as asked.
     ((_, _, added, deleted),) = server.commits  # One commit adds and deletes.
     assert set(added) == set(result['files']) and sorted(deleted) == ['cats_quantized.onnx', 'samples.png']
+
+
+def test_the_pages_sampling_defaults_are_the_runs(runs):
+  """models.json's `generator.sampling` follows the workdir's sample.*; a run from before guidance intervals
+  (config.json without one) guides every step."""
+  saved = json.load(open(os.path.join(runs['generator'], 'config.json')))
+  saved['sample'].update(sampler='heun', steps=7, cfg=3.5, guidance_interval=[0.1, 1.0])
+  assert onnx_export.page_sampling(config_lib.from_dict(saved)) == {
+    'method': 'Heun integration',
+    'sampler': 'heun',
+    'steps': 7,
+    'cfgScale': 3.5,
+    'guidanceInterval': [0.1, 1.0],
+  }
+  del saved['sample']['guidance_interval']
+  assert onnx_export.page_sampling(config_lib.from_dict(saved))['guidanceInterval'] == [0.0, 1.0]
 
 
 def test_card_metrics_only_from_an_eval_json_of_the_exported_step(tmp_path):

@@ -130,6 +130,91 @@ def test_seeds_reproduce_samples_and_different_seeds_differ(tiny_dit):
   assert np.abs(run(7, 'heun') - run(7)).max() > 0  # Heun is a different integrator.
 
 
+def _reference_sample(model, noise, labels, steps, cfg, interval, sampler):
+  """The guidance-interval sampler written out step by step in Python: guided v where lo <= t <= hi (float32;
+  hi 1 has no upper bound), the conditional v elsewhere."""
+  lo, hi = np.float32(interval[0]), np.float32(interval[1])
+  dt, n = 1.0 / steps, len(labels)
+  labels = jnp.asarray(labels, jnp.int32)
+
+  def velocity(x, t):
+    times = jnp.full((n,), t, jnp.float32)
+    if lo <= t and (t <= hi or hi >= 1):
+      null = jnp.full_like(labels, model.null_label)
+      v = model(jnp.concatenate([x, x]), jnp.concatenate([times, times]), jnp.concatenate([labels, null]))
+      return v[n:] + jnp.float32(cfg) * (v[:n] - v[n:])
+    return model(x, times, labels)
+
+  x = jnp.asarray(noise, jnp.float32)
+  for i in range(steps):
+    t = np.float32(i) * np.float32(dt)
+    v = velocity(x, t)
+    if sampler == 'euler':
+      x = x + dt * v
+    else:
+      x = x + dt * 0.5 * (v + velocity(x + dt * v, t + np.float32(dt)))
+  return np.asarray(x)
+
+
+@pytest.mark.parametrize('sampler', flow.SAMPLERS)
+def test_a_guidance_interval_guides_only_the_steps_inside_it(tiny_dit, sampler):
+  graphdef, state = tiny_dit
+  noise, labels = flow.noise_like(5, 3, 8), np.asarray([0, 1, 2])
+  run = lambda **kw: np.asarray(flow.sample(graphdef, state, noise, labels, steps=6, sampler=sampler, **kw))
+  guided, conditional = run(cfg=3.0), run(cfg=1.0)
+  assert np.abs(guided - conditional).max() > 1e-3
+  # (0, 1) is the old guided sampler, bit for bit, also when forced through the interval's condition.
+  np.testing.assert_array_equal(run(cfg=3.0, guidance_interval=(0.0, 1.0)), guided)
+  forced = flow._sample_fn(graphdef, 6, sampler, True, True)(
+    state, noise, labels, jnp.float32(3.0), jnp.float32(0.0), jnp.float32(1.0)
+  )
+  np.testing.assert_array_equal(forced, guided)
+  # An interval between the step times (Euler 0, 1/6, ..., 5/6; Heun also 1/6, ..., 1) guides nothing.
+  np.testing.assert_array_equal(run(cfg=3.0, guidance_interval=(0.9, 0.95)), conditional)
+  # Guided from t = 0.3 on: neither of the above, and what the step-by-step reference computes.
+  part = run(cfg=3.0, guidance_interval=(0.3, 1.0))
+  assert np.abs(part - guided).max() > 1e-4 and np.abs(part - conditional).max() > 1e-4
+  model = nnx.merge(graphdef, state)
+  model.eval()
+  np.testing.assert_allclose(part, _reference_sample(model, noise, labels, 6, 3.0, (0.3, 1.0), sampler), atol=1e-6)
+  middle = run(cfg=3.0, guidance_interval=(0.2, 0.6))
+  np.testing.assert_allclose(middle, _reference_sample(model, noise, labels, 6, 3.0, (0.2, 0.6), sampler), atol=1e-6)
+  assert np.abs(middle - part).max() > 1e-4
+
+
+def test_outside_the_guidance_interval_only_the_conditional_batch_is_run():
+  calls = []
+
+  class Recording(nnx.Module):
+    """A velocity x * t + label that logs each evaluation's batch size and time."""
+
+    null_label = 3
+
+    def __init__(self):
+      self.scale = nnx.Param(jnp.ones(()))
+
+    def __call__(self, x, t, y):
+      jax.debug.callback(lambda t0: calls.append((x.shape[0], round(float(t0), 4))), t[0])
+      return self.scale * x * t[:, None, None, None] + y[:, None, None, None]
+
+  graphdef, state = nnx.split(Recording())
+  noise, labels = flow.noise_like(0, 2, 4), np.asarray([0, 1])
+  flow.sample(graphdef, state, noise, labels, steps=4, cfg=2.0, guidance_interval=(0.5, 1.0))
+  jax.effects_barrier()
+  assert sorted(calls) == [(2, 0.0), (2, 0.25), (4, 0.5), (4, 0.75)]  # Doubled (label + null) only inside.
+  calls.clear()
+  flow.sample(graphdef, state, noise, labels, steps=2, cfg=2.0, sampler='heun', guidance_interval=(0.0, 0.5))
+  jax.effects_barrier()
+  assert sorted(calls) == [(2, 1.0), (4, 0.0), (4, 0.5), (4, 0.5)]  # Heun's t + dt checks its own time.
+
+
+@pytest.mark.parametrize('interval', [(0.5, 0.2), (-0.1, 0.5), (0.2, 1.5), (float('nan'), 1.0), (0.5,), 'ab', None])
+def test_a_bad_guidance_interval_is_refused(tiny_dit, interval):
+  graphdef, state = tiny_dit
+  with pytest.raises(ValueError, match='guidance interval'):
+    flow.sample(graphdef, state, flow.noise_like(0, 1, 8), [0], steps=2, cfg=2.0, guidance_interval=interval)
+
+
 def test_ema_decay_ramps_up_to_its_ceiling():
   decays = [float(ema.ema_decay(step, 0.999)) for step in (0, 10, 100, 10**6)]
   assert decays[0] == pytest.approx(0.1) and decays[0] < decays[1] < decays[2] and decays[3] == pytest.approx(0.999)
@@ -218,3 +303,31 @@ def test_frechet_distance_weighs_the_real_classes_equally():
   balanced = sample_quality(judge, real, real_labels, samples, labels, ['a', 'b'])['frechet_distance']
   mixed = sample_quality(judge, real, np.zeros(48, int), samples, labels, ['a', 'b'])['frechet_distance']
   assert balanced < 0.1 * mixed  # Weighted, the real set looks like the samples; unweighted it does not.
+
+
+class _CleanImagePredictor:
+  """Stands for an x-predicting network that knows the data: x̂ = data, turned into a velocity as DiT does."""
+
+  prediction, t_eps = 'x', 0.05
+
+  def __init__(self, data):
+    self.data = data
+
+  def __call__(self, x_t, t, labels):
+    gap = jnp.maximum(1 - t, self.t_eps).reshape(-1, 1, 1, 1)
+    return (self.data - x_t) / gap
+
+
+def test_x_prediction_target_is_the_velocity_until_t_eps_and_zero_loss_for_the_clean_image():
+  rng = np.random.default_rng(0)
+  data, noise = (jnp.asarray(rng.normal(size=(4, 4, 4, 3)).astype(np.float32)) for _ in range(2))
+  t = jnp.asarray([0.0, 0.5, 0.95, 0.99])
+  target = flow.target_velocity(data, noise, t, t_eps=0.05)
+  np.testing.assert_allclose(target[:3], (data - noise)[:3], rtol=1e-6)
+  # Past 1 - t_eps the gap is clipped: (data - x_t) / 0.05, smaller than data - noise by (1 - t) / 0.05.
+  np.testing.assert_allclose(target[3], (data - noise)[3] * 0.01 / 0.05, rtol=1e-5)
+  np.testing.assert_array_equal(flow.target_velocity(data, noise), data - noise)
+  loss = flow.per_example_loss(_CleanImagePredictor(data), data, jnp.zeros(4, jnp.int32), noise, t)
+  np.testing.assert_allclose(loss, 0.0, atol=1e-10)
+  wrong = flow.per_example_loss(_CleanImagePredictor(data + 0.1), data, jnp.zeros(4, jnp.int32), noise, t)
+  assert np.all(np.asarray(wrong) > 0)

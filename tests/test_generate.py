@@ -73,13 +73,17 @@ def test_samples_are_judged_by_a_classifier(generator_run, judge):
   assert samples['num_generated'] == 32 and samples['frechet_distance'] >= 0
   assert os.path.isfile(os.path.join(workdir, 'samples', 'eval.png'))
   assert json.load(open(os.path.join(workdir, 'eval.json')))['samples'] == samples
-  assert (samples['cfg'], samples['steps'], samples['sampler']) == (2.0, 10, 'euler')  # The run's sample.*.
+  settings = lambda s: (s['cfg'], s['steps'], s['sampler'], s['guidance_interval'])
+  assert settings(samples) == (2.0, 10, 'euler', [0.0, 1.0])  # The run's sample.*.
 
-  # Other guidance, steps and sampler for the judged samples, recorded with them; only where there is a judge.
-  other = evaluate.evaluate(workdir, classifier=judge, samples_per_class=2, cfg=4.0, steps=3, sampler='heun')
-  assert (other['samples']['cfg'], other['samples']['steps'], other['samples']['sampler']) == (4.0, 3, 'heun')
-  refused = run_main(cli.main, 'evaluate', '--workdir', workdir, '--cfg', '4')
-  assert refused.returncode == 2 and 'give --classifier DIR too' in refused.stderr
+  # Other guidance, steps, sampler and interval for the judged samples, recorded with them; only with a judge.
+  other = evaluate.evaluate(
+    workdir, classifier=judge, samples_per_class=2, cfg=4.0, steps=3, sampler='heun', guidance_interval=(0.2, 1.0)
+  )
+  assert settings(other['samples']) == (4.0, 3, 'heun', [0.2, 1.0])
+  for flag, value in (('--cfg', '4'), ('--guidance-interval', '0.1,1')):
+    refused = run_main(cli.main, 'evaluate', '--workdir', workdir, flag, value)
+    assert refused.returncode == 2 and 'give --classifier DIR too' in refused.stderr
 
 
 def test_pure_noise_scores_worse_than_real_images_on_every_metric(generator_run, judge):
@@ -141,6 +145,33 @@ def test_sample_command_writes_grids_and_single_images(generator_run, tmp_path):
 
   bad = run_main(cli.main, 'sample', '--workdir', workdir, '--label', 'zebra', '--out', grid_path)
   assert bad.returncode == 2 and "unknown label 'zebra'" in bad.stderr
+
+
+def test_sample_command_takes_a_guidance_interval(generator_run, tmp_path):
+  """--guidance-interval LO,HI guides only the steps with LO <= t <= HI; bad values are one line, exit 2."""
+  workdir, _ = generator_run
+  sample = lambda *extra: run_main(
+    cli.main, 'sample', '--workdir', workdir, '--num', '2', '--steps', '6', '--cfg', '4', '--seed', '3', *extra
+  )
+
+  def grid(*extra):
+    path = str(tmp_path / f'grid{len(os.listdir(tmp_path))}.png')
+    result = sample('--out', path, *extra)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return np.asarray(Image.open(path)).astype(int)
+
+  everywhere = grid()  # The run's sample.guidance_interval: (0, 1).
+  np.testing.assert_array_equal(grid('--guidance-interval', '0,1'), everywhere)
+  late = grid('--guidance-interval', '0.5,1')  # Guided at t = 3/6, 4/6, 5/6 only.
+  assert np.abs(late - everywhere).max() > 2
+  # Between the step times (0, 1/6, ..., 5/6): no step is guided, the conditional model's images.
+  np.testing.assert_array_equal(grid('--guidance-interval', '0.9,0.95'), grid('--cfg', '1'))
+  for bad in ('0.5', '0.6,0.2', '0,2', 'a,b', '0.1,0.5,1'):
+    result = sample('--guidance-interval', bad, '--out', str(tmp_path / 'bad.png'))
+    assert result.returncode == 2 and '--guidance-interval takes LO,HI' in result.stderr, (bad, result.stderr)
+    assert len(result.stderr.strip().splitlines()) == 1 and not os.path.exists(tmp_path / 'bad.png')
+  with pytest.raises(UserError, match='guidance interval'):
+    Generator.load(workdir).sample([0], guidance_interval=(0.5, 0.1))
 
 
 def test_generator_library_api(generator_run, judge):

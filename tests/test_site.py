@@ -1,9 +1,9 @@
 """The static site (`tinycats export site`, `tinycats serve`) in a real browser, against Python.
 
 Headless Chromium (Debian's /usr/bin/chromium, driven by Playwright for Python) opens the site served on
-127.0.0.1 by the server `tinycats serve` uses, classifies two photos and generates two samples: the
-probabilities must match Python ONNX Runtime on Python's preprocessing within 1e-4, the samples
-`Generator.sample` with the page's noise (`flow.browser_noise`) within one grey level. Without Chromium
+127.0.0.1 by the server `tinycats serve` uses, classifies two photos and generates three samples (two with
+guidance intervals): the probabilities must match Python ONNX Runtime on Python's preprocessing within 1e-4,
+the samples `Generator.sample` with the page's noise (`flow.browser_noise`) within one grey level. Without Chromium
 or Playwright these tests skip, unless TINYCATS_REQUIRE_BROWSER=1 (as `.ci/run` sets), where they fail.
 The onnxruntime-web tarball is downloaded once per session, or read from TINYCATS_ORT_DIR (an --ort-dir).
 TINYCATS_SCREENSHOTS=DIR keeps the page's screenshots there (docs/site_*.png were made so).
@@ -163,13 +163,24 @@ def test_the_page_generates_what_python_generates_from_the_same_seed(page, gener
   generator = Generator.load(generator_run[0])
   options = page.eval_on_selector_all('#label option', 'options => options.map(o => o.textContent)')
   assert options == generator.classes + ['unconditional (null label)']
-  for count, (label, steps, cfg, sampler, seed) in enumerate(
-    ((0, 6, 2.0, 'euler', 7), (2, 25, 1.5, 'heun', 4_000_000_001)), start=1
-  ):
+  # The page's defaults are the run's sample.* (models.json carries them), what `tinycats sample` uses.
+  s = generator.config.sample
+  shown = [page.input_value(f'#{name}') for name in ('steps', 'cfg', 'sampler', 'guidance-from', 'guidance-to')]
+  assert [float(v) if v[0].isdigit() else v for v in shown] == [s.steps, s.cfg, s.sampler, *s.guidance_interval]
+  # Guidance at every step, then only mid-flow (Euler), then from t = 0.5 on (Heun, whose last t + dt rounds one
+  # float32 ulp past 1 at 15 steps: an upper end of 1 has no bound, in Python and on the page).
+  cases = (
+    (0, 6, 2.0, 'euler', 7, (0.0, 1.0)),
+    (1, 8, 5.0, 'euler', 11, (0.3, 0.7)),
+    (3, 15, 4.0, 'heun', 4_000_000_001, (0.5, 1.0)),
+  )
+  for count, (label, steps, cfg, sampler, seed, interval) in enumerate(cases, start=1):
     page.select_option('#label', str(label))
     page.fill('#steps', str(steps))
     page.fill('#cfg', str(cfg))
     page.select_option('#sampler', sampler)
+    page.fill('#guidance-from', str(interval[0]))
+    page.fill('#guidance-to', str(interval[1]))
     page.fill('#seed', str(seed))
     page.click('#generate-button')
     _wait(page, f'window.tinycats.generate.count === {count}', page.errors)
@@ -178,13 +189,19 @@ def test_the_page_generates_what_python_generates_from_the_same_seed(page, gener
     drawn = np.asarray(result['pixels'], np.uint8).reshape(size, size, 4)
     assert (drawn[..., 3] == 255).all()
     noise = flow.browser_noise(seed, 1, size)
-    expected = generator.sample([label], steps=steps, cfg=cfg, sampler=sampler, noise=noise)[0]
+    settings = dict(steps=steps, cfg=cfg, sampler=sampler, noise=noise)
+    expected = generator.sample([label], guidance_interval=interval, **settings)[0]
     difference = np.abs(drawn[..., :3].astype(int) - expected)
-    assert difference.max() <= 1, f'{sampler}, seed {seed}: {difference.max()} grey levels apart'
+    assert difference.max() <= 1, f'{sampler}, seed {seed}, {interval}: {difference.max()} grey levels apart'
+    if interval != (0.0, 1.0):  # The interval shows: guided at every step, or at none, the picture is another.
+      for other in (generator.sample([label], **settings)[0], generator.sample([label], **{**settings, 'cfg': 1})[0]):
+        assert np.abs(drawn[..., :3].astype(int) - other).max() > 2
     assert page.evaluate("document.getElementById('progress').value") == steps
-    if count == 2:
+    assert page.evaluate('window.tinycats.generate.guidanceInterval') == list(interval)
+    if count == len(cases):
       _screenshot(page, 'site_generate.png', tmp_path)
       args = ['--label', str(label), '--num', '1', '--steps', str(steps), '--cfg', str(cfg), '--sampler', sampler]
+      args += ['--guidance-interval', ','.join(map(str, interval))]
       with pytest.raises(SystemExit) as done:  # `tinycats sample --noise browser` draws the same image.
         cli.main(
           ['sample', '--workdir', generator_run[0], *args, '--seed', str(seed), '--noise', 'browser']

@@ -40,9 +40,25 @@ def _train(args) -> int:
   return train(config_lib.load(args.config, args.overrides), args.workdir)
 
 
+def _guidance_interval(text: str | None) -> tuple[float, float] | None:
+  """`--guidance-interval LO,HI` as (lo, hi); None when not given (the run's `sample.guidance_interval`)."""
+  if text is None:
+    return None
+  try:
+    return flow.check_guidance_interval([float(part) for part in text.split(',')])
+  except ValueError:
+    raise UserError(
+      f'--guidance-interval takes LO,HI with 0 <= LO <= HI <= 1 (t: 0 noise, 1 data), e.g. 0.1,1; got {text!r}'
+    ) from None
+
+
 def _evaluate(args) -> int:
-  if (args.cfg, args.steps, args.sampler) != (None, None, None) and not args.classifier:
-    raise UserError('--cfg, --steps and --sampler set how the judged samples are drawn: give --classifier DIR too')
+  guidance_interval = _guidance_interval(args.guidance_interval)
+  if (args.cfg, args.steps, args.sampler, guidance_interval) != (None,) * 4 and not args.classifier:
+    raise UserError(
+      '--cfg, --steps, --sampler and --guidance-interval set how the judged samples are drawn: '
+      'give --classifier DIR too'
+    )
   report = evaluate.evaluate(
     args.workdir,
     split=args.split,
@@ -52,6 +68,7 @@ def _evaluate(args) -> int:
     cfg=args.cfg,
     steps=args.steps,
     sampler=args.sampler,
+    guidance_interval=guidance_interval,
   )
   shown = {
     k: v
@@ -64,6 +81,7 @@ def _evaluate(args) -> int:
 
 
 def _sample(args) -> int:
+  guidance_interval = _guidance_interval(args.guidance_interval)
   generator = Generator.load(args.workdir)
   labels = args.label or list(range(len(generator.classes)))
   noise = None
@@ -72,7 +90,14 @@ def _sample(args) -> int:
       raise UserError(f"--noise browser takes a seed from 0 to {2**32 - 1} (the page's), got {args.seed}")
     noise = flow.browser_noise(args.seed, len(labels) * args.num, generator.image_size)
   grid = generator.sample_grid(
-    labels, per_label=args.num, steps=args.steps, cfg=args.cfg, seed=args.seed, sampler=args.sampler, noise=noise
+    labels,
+    per_label=args.num,
+    steps=args.steps,
+    cfg=args.cfg,
+    seed=args.seed,
+    sampler=args.sampler,
+    noise=noise,
+    guidance_interval=guidance_interval,
   )
   names = [generator.classes[i] if i < len(generator.classes) else 'null' for i in map(generator.label_index, labels)]
   written = []
@@ -306,13 +331,19 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument(
     '--classifier',
     default=None,
-    help='generators: a trained classifier workdir that judges the samples (accuracy, Fréchet distance)',
+    help='generators: a trained classifier workdir that judges the samples (accuracy, Fréchet distance, diversity)',
   )
   p.add_argument('--samples-per-class', type=int, default=16, help='generators: samples of each class to judge')
   p.add_argument('--seed', type=int, default=0, help="generators: the samples' noise seed")
   p.add_argument('--cfg', type=float, default=None, help="generators: the samples' guidance (default: the run's)")
   p.add_argument('--steps', type=int, default=None, help="generators: the samples' steps (default: the run's)")
   p.add_argument('--sampler', choices=('euler', 'heun'), default=None, help="generators (default: the run's)")
+  p.add_argument(
+    '--guidance-interval',
+    default=None,
+    metavar='LO,HI',
+    help="generators: guide only the samples' steps with LO <= t <= HI (t: 0 noise, 1 data; default: the run's)",
+  )
   p.set_defaults(fn=_evaluate)
 
   p = sub.add_parser('predict', help='classify image files with a trained workdir; one JSON line per image')
@@ -332,6 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--steps', type=int, default=None, help="ODE steps (default: the run's sample.steps)")
   p.add_argument('--cfg', type=float, default=None, help="guidance scale, 1 = none (default: the run's sample.cfg)")
   p.add_argument('--sampler', choices=('euler', 'heun'), default=None)
+  p.add_argument(
+    '--guidance-interval',
+    default=None,
+    metavar='LO,HI',
+    help='guide only the steps with LO <= t <= HI (t: 0 noise, 1 data), e.g. 0.1,1; elsewhere the conditional '
+    "model alone (default: the run's sample.guidance_interval)",
+  )
   p.add_argument('--seed', type=int, default=0)
   p.add_argument(
     '--noise',
@@ -422,10 +460,11 @@ def build_parser() -> argparse.ArgumentParser:
   )
   p.add_argument(
     '--quality',
-    choices=('classifier', 'small', 'generator', 'all'),
+    choices=('classifier', 'small', 'generator', 'generator128', 'all'),
     default=None,
     help='train the smoke recipes from scratch on shape-labelled pictures and report accuracy '
-    '(generator: judged by a trained classifier) with times',
+    '(generator: judged by a trained classifier, with diversity; generator128: the same at 128 px) with times; '
+    'all: classifier, small and generator (not the costlier generator128)',
   )
   p.add_argument(
     '--set',
@@ -448,28 +487,29 @@ def build_parser() -> argparse.ArgumentParser:
     default=None,
     help='--quality: pictures written per class (default 300 for every case)',
   )
-  p.add_argument('--classes', type=int, default=10, help='--quality classifier/generator: how many shapes (2-10)')
+  p.add_argument('--classes', type=int, default=10, help='--quality classifier/generator*: how many shapes (2-10)')
   p.add_argument(
     '--picture-size',
     type=int,
     default=None,
-    help="--quality: the pictures' mean side in pixels (default: 64 classifier and small, 48 generator)",
+    help="--quality: the pictures' mean side in pixels (default: 48 classifier and generator, 64 small, "
+    '160 generator128)',
   )
   p.add_argument(
     '--judge',
     default=None,
     metavar='DIR',
-    help="--quality generator: a trained judge's workdir to reuse (a row's judge_workdir)",
+    help="--quality generator*: a trained judge's workdir to reuse (a row's judge_workdir, of the same case)",
   )
   p.add_argument(
     '--judge-set',
     action='append',
     default=[],
     metavar='FIELD=VALUE',
-    help="--quality generator: an override for the judge's recipe (repeatable)",
+    help="--quality generator*: an override for the judge's recipe (repeatable)",
   )
   p.add_argument(
-    '--samples-per-class', type=int, default=50, help='--quality generator: samples of each class the judge scores'
+    '--samples-per-class', type=int, default=50, help='--quality generator*: samples of each class the judge scores'
   )
   p.add_argument(
     '--data-seed',

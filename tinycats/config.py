@@ -157,6 +157,9 @@ _CHOICES = {
   'data.labels': ('species', 'breed', 'cat_breeds'),
   'data.normalization': ('imagenet', 'none', 'symmetric'),
   'flow.timesteps': ('uniform', 'logit_normal'),
+  'flow.prediction': ('v', 'x'),
+  'model.norm': ('layernorm', 'rmsnorm'),
+  'model.mlp': ('gelu', 'swiglu'),
   'sample.sampler': ('euler', 'heun'),
   'train.optimizer': ('adamw',),
 }
@@ -188,6 +191,8 @@ _FRACTIONS = (
   'data.recolor',
   'train.label_smoothing',
   'flow.label_dropout',
+  'flow.t_eps',
+  'train.beta2',
   'ema.decay',
 )
 _NON_NEGATIVE = (
@@ -202,6 +207,9 @@ _NON_NEGATIVE = (
   'train.patience',
   'train.backbone_lr_scale',
   'train.freeze_epochs',
+  'model.bottleneck',
+  'model.class_tokens',
+  'model.class_token_block',
 )
 
 
@@ -243,6 +251,12 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       'model.pretrained weights were trained on ImageNet-normalised inputs; keep '
       "data.normalization='imagenet' or train from scratch with --config.model.pretrained=''"
     )
+  interval = values.get('sample.guidance_interval')
+  if interval is not None and not _is_interval(interval):
+    raise ConfigError(
+      f"config field 'sample.guidance_interval' is {interval!r}; it must be a pair 0 <= lo <= hi <= 1 of "
+      'times (0 noise, 1 data), e.g. --config.sample.guidance_interval=0.1,1.0, or 0.0,1.0 to guide every step'
+    )
   eval_crop = values.get('data.eval_crop')
   if eval_crop is not None and not 0 < eval_crop <= 1:
     raise ConfigError(
@@ -257,8 +271,22 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return config
 
 
+def _is_interval(value) -> bool:
+  """A pair of numbers with 0 <= lo <= hi <= 1 (`sample.guidance_interval`)."""
+  numbers = isinstance(value, (tuple, list)) and all(isinstance(v, (int, float)) for v in value)
+  return numbers and len(value) == 2 and 0 <= value[0] <= value[1] <= 1
+
+
 def _check_dit(config) -> None:
   m, size = config.model, config.data.image_size
+  if m.get('class_tokens') and m.class_token_block >= m.depth:
+    raise ConfigError(
+      f'model.class_token_block ({m.class_token_block}) must name a block: 0 to model.depth - 1 ({m.depth - 1})'
+    )
+  if m.get('rope') and (m.width // m.heads) % 4:
+    raise ConfigError(
+      f'model.rope needs a head width (model.width / model.heads = {m.width // m.heads}) divisible by 4'
+    )
   if size % m.patch_size:
     raise ConfigError(f'data.image_size ({size}) must be a multiple of model.patch_size ({m.patch_size})')
   if m.width % m.heads or m.width % 4:
@@ -299,6 +327,7 @@ CHANGEABLE_ON_RESUME = frozenset(
     'sample.sampler',
     'sample.steps',
     'sample.cfg',
+    'sample.guidance_interval',
     'sample.seed',
     'sample.per_class',  # Grids only.
     # Where it runs: the global batch and its order do not depend on the device count.
@@ -328,6 +357,18 @@ def save_json(config: ml_collections.ConfigDict, path: str) -> None:
   metrics.write_json(config.to_dict(), path)
 
 
+# A generator's fields that runs written before they existed lack, with the behaviour those runs had.
+GENERATOR_BEFORE = {
+  'model': dict(
+    norm='layernorm', qk_norm=False, mlp='gelu', rope=False, bottleneck=0, class_tokens=0, class_token_block=0
+  ),
+  'flow': dict(prediction='v', t_eps=0.05),
+  'train': dict(beta2=0.999),
+}
+
+# Sampling fields that generator runs written before they existed lack, with the behaviour those runs had.
+_SAMPLE_BEFORE = {'guidance_interval': (0.0, 1.0)}  # Guidance at every step.
+
 # Task names that runs written before the rename recorded in config.json.
 _OLD_TASKS = {'classify': 'classifier', 'flow': 'generator'}
 
@@ -337,6 +378,17 @@ def from_dict(values: dict) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict(values)
   if config.get('task') in _OLD_TASKS:
     config.task = _OLD_TASKS[config.task]
+  if config.get('task') == 'generator' and 'sample' in config:
+    with config.unlocked():
+      for name, value in _SAMPLE_BEFORE.items():
+        if name not in config.sample:
+          config.sample[name] = value
+  if config.get('task') == 'generator':  # Fields added since: their values before they existed.
+    with config.unlocked():
+      for section, defaults in GENERATOR_BEFORE.items():
+        for name, value in defaults.items():
+          if name not in config[section]:
+            config[section][name] = value
   return config
 
 

@@ -33,9 +33,11 @@ def evaluate(
   cfg: float | None = None,
   steps: int | None = None,
   sampler: str | None = None,
+  guidance_interval: tuple[float, float] | None = None,
 ) -> dict:
   """Writes and returns `WORKDIR/eval.json`. `classifier` (a classifier workdir) is for generators only; so are
-  `cfg`, `steps` and `sampler`, which the judged samples use instead of the run's `sample.*`."""
+  `cfg`, `steps`, `sampler` and `guidance_interval`, which the judged samples use instead of the run's
+  `sample.*`."""
   if split not in tinycats.data.SPLITS:
     raise UserError(f'unknown split {split!r}; choose one of {", ".join(tinycats.data.SPLITS)}')
   config = config_lib.load_json(os.path.join(workdir, 'config.json'))  # Before the data: a bad workdir fails first.
@@ -53,7 +55,7 @@ def evaluate(
   )
   if classifier:
     generator = Generator(config, graphdef, state, step)  # The checkpoint read above.
-    sampling = dict(cfg=cfg, steps=steps, sampler=sampler)
+    sampling = dict(cfg=cfg, steps=steps, sampler=sampler, guidance_interval=guidance_interval)
     report['samples'] = _judge_samples(
       workdir, generator, data.splits[split], classifier, samples_per_class, seed, sampling
     )
@@ -62,8 +64,8 @@ def evaluate(
 
 
 def _judge_samples(workdir, generator, split, classifier_dir: str, per_class: int, seed: int, sampling: dict) -> dict:
-  """Samples `per_class` images of every class (seeded; `sampling`'s cfg, steps and sampler where not None, else
-  the run's `sample.*`) and scores them against the split's real images."""
+  """Samples `per_class` images of every class (seeded; `sampling`'s cfg, steps, sampler and guidance_interval
+  where not None, else the run's `sample.*`) and scores them against the split's real images."""
   judge = Classifier.load(classifier_dir)
   config = generator.config
   grid = generator.sample_grid(per_label=per_class, seed=seed, **sampling)
@@ -79,6 +81,7 @@ def _judge_samples(workdir, generator, split, classifier_dir: str, per_class: in
     sampler=sampling['sampler'] or s.sampler,
     steps=sampling['steps'] or s.steps,
     cfg=s.cfg if sampling['cfg'] is None else sampling['cfg'],
+    guidance_interval=[float(v) for v in sampling['guidance_interval'] or s.get('guidance_interval', (0.0, 1.0))],
   )
   metrics.save_grid(grid, os.path.join(workdir, 'samples', 'eval.png'), classes)
   return out

@@ -5,7 +5,9 @@
 
 The model takes the raw t. Sampling integrates the learned velocity from t = 0 to 1 with Euler
 or Heun steps; classifier-free guidance `v = v_null + s * (v_label - v_null)` evaluates both
-velocities in one forward pass over a doubled batch.
+velocities in one forward pass over a doubled batch. A guidance interval (lo, hi) (Kynkäänniemi et al. 2024)
+guides only the steps whose t lies in it; the others take the plain conditional velocity from one pass over
+the undoubled batch.
 """
 
 from __future__ import annotations
@@ -27,8 +29,16 @@ def interpolate(data, noise, t):
   return t * data + (1 - t) * noise
 
 
-def target_velocity(data, noise):
-  return data - noise
+def target_velocity(data, noise, t=None, t_eps: float = 0.0):
+  """data - noise; with `t_eps` > 0, JiT's (data - x_t) / max(1 - t, t_eps), the same but for t > 1 - t_eps.
+
+  An x-predicting network's velocity (x̂ - x_t) / max(1 - t, t_eps) equals this target exactly when x̂ = data,
+  so the velocity loss is then a weighted loss on x̂ at every t.
+  """
+  if not t_eps:
+    return data - noise
+  t = t.reshape((-1,) + (1,) * (data.ndim - 1))
+  return (data - noise) * ((1 - t) / jnp.maximum(1 - t, t_eps))
 
 
 def sample_timesteps(key, n: int, distribution: str = 'uniform', mean: float = 0.0, std: float = 1.0):
@@ -41,19 +51,63 @@ def sample_timesteps(key, n: int, distribution: str = 'uniform', mean: float = 0
 
 
 def per_example_loss(model, data, labels, noise, t):
-  """Mean squared velocity error per example, in float32."""
+  """Mean squared velocity error per example, in float32 (JiT's target for an x-predicting `model`)."""
   pred = model(interpolate(data, noise, t), t, labels)
-  err = pred.astype(jnp.float32) - target_velocity(data, noise).astype(jnp.float32)
+  t_eps = model.t_eps if getattr(model, 'prediction', 'v') == 'x' else 0.0
+  target = target_velocity(data.astype(jnp.float32), noise.astype(jnp.float32), t, t_eps)
+  err = pred.astype(jnp.float32) - target
   return jnp.mean(jnp.square(err), axis=tuple(range(1, err.ndim)))
 
 
-def guided_velocity(model, x, t, labels, cfg):
-  """v_null + cfg * (v_label - v_null), both from one forward pass over the doubled batch."""
-  n = x.shape[0]
-  null = jnp.full_like(labels, model.null_label)
-  v = model(jnp.concatenate([x, x]), jnp.concatenate([t, t]), jnp.concatenate([labels, null]))
-  v_label, v_null = v[:n], v[n:]
-  return v_null + cfg * (v_label - v_null)
+def check_guidance_interval(interval) -> tuple[float, float]:
+  """(lo, hi) as floats from a pair with 0 <= lo <= hi <= 1, else ValueError naming the value."""
+  try:
+    lo, hi = (float(v) for v in interval)
+  except (TypeError, ValueError):
+    lo = hi = float('nan')
+  if not 0 <= lo <= hi <= 1:
+    raise ValueError(f'guidance interval must be a pair (lo, hi) with 0 <= lo <= hi <= 1, got {interval!r}')
+  return lo, hi
+
+
+def guides_everywhere(interval) -> bool:
+  """Whether (lo, hi) guides every t in [0, 1] at the sampler's float32 precision: lo 0 and hi 1."""
+  lo, hi = check_guidance_interval(interval)
+  return bool(np.float32(lo) <= 0 and np.float32(hi) >= 1)
+
+
+def in_guidance_interval(t, lo, hi):
+  """lo <= t <= hi in float32; hi 1 has no upper bound (Heun's last time, t + dt, may round one ulp past 1)."""
+  t, lo, hi = (jnp.asarray(v, jnp.float32) for v in (t, lo, hi))
+  return (lo <= t) & ((t <= hi) | (hi >= 1))
+
+
+def guided_velocity(model, x, t, labels, cfg, guidance_interval=(0.0, 1.0)):
+  """v_null + cfg * (v_label - v_null), both from one forward pass over the doubled batch, where t lies in
+  `guidance_interval`, else v_label (then float32). When no example's t is in it (a sampler's step shares one
+  t), only the conditional batch is run (`jax.lax.cond`). (0, 1) guides every t: no condition at all."""
+
+  def label_and_null(x):
+    n = x.shape[0]
+    null = jnp.full_like(labels, model.null_label)
+    v = model(jnp.concatenate([x, x]), jnp.concatenate([t, t]), jnp.concatenate([labels, null]))
+    return v[:n], v[n:]
+
+  lo, hi = guidance_interval
+  if not isinstance(lo, jax.Array) and not isinstance(hi, jax.Array) and guides_everywhere((lo, hi)):
+    v_label, v_null = label_and_null(x)
+    return v_null + cfg * (v_label - v_null)
+  inside = in_guidance_interval(t, lo, hi)
+
+  def guided(x):
+    v_label, v_null = label_and_null(x)
+    v = (v_null + cfg * (v_label - v_null)).astype(jnp.float32)
+    return jnp.where(inside.reshape((-1,) + (1,) * (x.ndim - 1)), v, v_label.astype(jnp.float32))
+
+  def conditional(x):
+    return model(x, t, labels).astype(jnp.float32)
+
+  return jax.lax.cond(jnp.any(inside), guided, conditional, x)
 
 
 def integrate(velocity, x0, steps: int, sampler: str = 'euler'):
@@ -75,13 +129,16 @@ def integrate(velocity, x0, steps: int, sampler: str = 'euler'):
 
 
 @functools.lru_cache(maxsize=16)
-def _sample_fn(graphdef, steps: int, sampler: str, guided: bool):
-  """The jitted sampler for one model graph and setting; guidance 1 needs no unconditional pass."""
+def _sample_fn(graphdef, steps: int, sampler: str, guided: bool, interval: bool = False):
+  """The jitted sampler for one model graph and setting; guidance 1 needs no unconditional pass, and `interval`
+  (a guidance interval other than (0, 1), given as float32 `lo`, `hi`) guides only the steps in it."""
 
-  def run(state, noise, labels, cfg):
+  def run(state, noise, labels, cfg, lo=0.0, hi=1.0):
     model = nnx.merge(graphdef, state)
     model.eval()
-    if guided:
+    if guided and interval:
+      velocity = lambda x, t: guided_velocity(model, x, t, labels, cfg, (lo, hi))
+    elif guided:
       velocity = lambda x, t: guided_velocity(model, x, t, labels, cfg)
     else:
       velocity = lambda x, t: model(x, t, labels).astype(jnp.float32)
@@ -90,12 +147,29 @@ def _sample_fn(graphdef, steps: int, sampler: str, guided: bool):
   return jax.jit(run)
 
 
-def sample(graphdef, state, noise, labels, *, steps: int = 50, cfg: float = 1.0, sampler: str = 'euler'):
-  """Images (float32, the model's normalised range) from `noise` (N, H, W, C) for int `labels` (N,)."""
+def sample(
+  graphdef,
+  state,
+  noise,
+  labels,
+  *,
+  steps: int = 50,
+  cfg: float = 1.0,
+  sampler: str = 'euler',
+  guidance_interval=(0.0, 1.0),
+):
+  """Images (float32, the model's normalised range) from `noise` (N, H, W, C) for int `labels` (N,).
+
+  Guidance `cfg` applies to the steps whose t (0 noise, 1 data) lies in `guidance_interval` = (lo, hi),
+  lo <= t <= hi (Heun's second evaluation, at t + dt, checks its own t); the other steps take the conditional
+  velocity alone, one network pass over the undoubled batch. (0, 1), the default, guides every step."""
   if steps < 1:
     raise ValueError(f'steps must be >= 1, got {steps}')
-  fn = _sample_fn(graphdef, int(steps), sampler, float(cfg) != 1.0)
-  return fn(state, jnp.asarray(noise, jnp.float32), jnp.asarray(labels, jnp.int32), jnp.float32(cfg))
+  lo, hi = check_guidance_interval(guidance_interval)
+  guided = float(cfg) != 1.0
+  fn = _sample_fn(graphdef, int(steps), sampler, guided, guided and not guides_everywhere((lo, hi)))
+  noise, labels = jnp.asarray(noise, jnp.float32), jnp.asarray(labels, jnp.int32)
+  return fn(state, noise, labels, jnp.float32(cfg), jnp.float32(lo), jnp.float32(hi))
 
 
 def noise_like(seed: int, n: int, image_size: int, channels: int = 3) -> np.ndarray:

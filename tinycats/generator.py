@@ -3,7 +3,7 @@
     gen = Generator.load('workdirs/dit-...')   # or an export folder, or a Hub repo id
     images = gen.sample(['Bengal', 'other'], steps=50, cfg=1.5, seed=0)   # uint8 (2, 128, 128, 3)
 
-Sampling defaults (sampler, steps, guidance) come from the run's config.json (`sample.*`).
+Sampling defaults (sampler, steps, guidance and its interval) come from the run's config.json (`sample.*`).
 """
 
 from __future__ import annotations
@@ -58,15 +58,24 @@ class Generator:
     sampler: str | None = None,
     noise: np.ndarray | None = None,
     batch_size: int = 256,
+    guidance_interval: tuple[float, float] | None = None,
   ) -> np.ndarray:
     """uint8 images (N, S, S, 3), one per label, from seeded noise (or the given float32 NHWC `noise`).
 
-    The same seed and labels give the same images; `cfg` 1 is the plain conditional model.
+    The same seed and labels give the same images; `cfg` 1 is the plain conditional model. Guidance applies at
+    the steps whose time t (0 noise, 1 data) lies in `guidance_interval` (lo, hi), the others use the
+    conditional model; None is the run's `sample.guidance_interval`, (0, 1) guides every step.
     """
     s = self.config.sample
     steps = s.steps if steps is None else steps
     cfg = s.cfg if cfg is None else cfg
     sampler = sampler or s.sampler
+    if guidance_interval is None:
+      guidance_interval = s.get('guidance_interval', (0.0, 1.0))
+    try:
+      guidance_interval = flow.check_guidance_interval(guidance_interval)
+    except ValueError as e:
+      raise UserError(str(e)) from None
     if sampler not in flow.SAMPLERS:
       raise UserError(f'unknown sampler {sampler!r}; choose one of {", ".join(flow.SAMPLERS)}')
     if steps < 1:
@@ -88,6 +97,7 @@ class Generator:
       steps=steps,
       cfg=cfg,
       sampler=sampler,
+      guidance_interval=guidance_interval,
       batch_size=batch_size,
     )
 

@@ -50,8 +50,6 @@ WEB_RUNTIME = {'onnxruntime-web': '>=1.24.2', 'opset': 23}
 # Python ONNX Runtime's default int8 matmul saturates on x86 CPUs without VNNI (velocities 0.43 off the browser's);
 # this kernel gives what onnxruntime-web computes (4.8e-7 off): int8 parity is measured with it.
 PRECISE_INT8 = ('session.x64quantprecision', '1')
-# The page's sampling defaults (its GENERATOR_CONFIG): Euler, 50 steps, guidance 1.5.
-PAGE_SAMPLING = {'method': 'Euler integration', 'steps': 50, 'cfgScale': 1.5}
 QUALITY_BATCH = 256
 # jax2onnx 0.17.1: this graph pass mis-wires the residual Add after a strided downsample in the
 # ResNet (ONNX Runtime then refuses the graph: "Incompatible dimensions"). Without it the graph
@@ -250,7 +248,8 @@ def quantization_report(config, float_path: str, int8_path: str) -> dict:
     x_t = np.asarray(flow.interpolate(data, noise, t))
     feeds = {'noise': x_t, 'timestep': t, 'breed': labels.astype(np.int64)}
     velocity = {k: _run(s, feeds) for k, s in sessions.items()}
-    target = np.asarray(flow.target_velocity(data, noise))
+    t_eps = config.flow.get('t_eps', 0.05) if config.flow.get('prediction', 'v') == 'x' else 0.0
+    target = np.asarray(flow.target_velocity(data, noise, t, t_eps))
     out = {f'{k}_flow_loss': float(np.mean((v - target) ** 2)) for k, v in velocity.items()}
     out['flow_loss_change'] = out['int8_flow_loss'] - out['float32_flow_loss']
     out['max_velocity_difference'] = float(np.max(np.abs(velocity['int8'] - velocity['float32'])))
@@ -285,6 +284,19 @@ def _preprocess(config) -> dict:
     'size': size,
     'description': f'the whole image with its longer side resized to {fit} (Pillow bilinear), then the central '
     f'square of side {fraction:g} x the shorter side, resized to {size}x{size} (bilinear, antialiased)',
+  }
+
+
+def page_sampling(config) -> dict:
+  """The page's default sampling settings: the run's `sample.*`, so its default picture is `tinycats sample`'s."""
+  s = config.sample
+  lo, hi = flow.check_guidance_interval(s.get('guidance_interval', (0.0, 1.0)))
+  return {
+    'method': f'{s.sampler.capitalize()} integration',
+    'sampler': s.sampler,
+    'steps': int(s.steps),
+    'cfgScale': float(s.cfg),
+    'guidanceInterval': [lo, hi],
   }
 
 
@@ -364,9 +376,15 @@ def models_json(existing: dict, config, paths: dict[str, str], info: dict) -> di
         'description': 'dx/dt = data - noise; x at t=1 is the image, normalised as below',
       },
       'sampling': dict(
-        PAGE_SAMPLING,
+        page_sampling(config),
         nullLabel=null,
-        description=('x(t+dt) = x(t) + dt * v from t=0 to 1; guided v = v(null) + cfgScale * (v(breed) - v(null))'),
+        description=(
+          "the run's sample.* settings (what `tinycats sample` uses by default): from t=0 to 1 in `steps` equal "
+          'steps, euler x(t+dt) = x(t) + dt * v(t), heun x(t+dt) = x(t) + dt/2 * (v(t) + v(t+dt) at the Euler '
+          'point); v = v(null) + cfgScale * (v(breed) - v(null)), both in one batch of two, where '
+          'guidanceInterval[0] <= t <= guidanceInterval[1] (an upper end of 1 is unbounded), else v = v(breed) '
+          'from the breed alone (no null pass); float32 arithmetic'
+        ),
       ),
       'normalization': {
         'mean': list(augment.normalization(config.data.normalization)[0]),

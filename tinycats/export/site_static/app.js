@@ -162,6 +162,7 @@ async function generate() {
   const steps = Number($('steps').value);
   const cfg = Number($('cfg').value);
   const sampler = $('sampler').value;
+  const guidanceInterval = [Number($('guidance-from').value), Number($('guidance-to').value)];
   const seed = Number($('seed').value);
   const session = state.sessions.generator;
   setState('generating', `Generating (seed ${seed})…`);
@@ -190,6 +191,7 @@ async function generate() {
     steps,
     cfg,
     sampler,
+    guidanceInterval,
     onStep: async (i, total, current) => {
       progress.value = i;
       $('generate-time').textContent = `step ${i} of ${total}`;
@@ -200,10 +202,13 @@ async function generate() {
   draw(x);
   const ms = performance.now() - start;
   const name = label === spec.sampling.nullLabel ? 'unconditional' : state.classNames[label];
+  const where = guidanceInterval.join(' ≤ t ≤ ');
   $('generate-time').textContent =
-    `${name}, seed ${seed}, ${steps} ${sampler} steps, guidance ${cfg}: ${ms.toFixed(0)} ms (${state.backend.name})`;
+    `${name}, seed ${seed}, ${steps} ${sampler} steps, guidance ${cfg} for ${where}: ` +
+    `${ms.toFixed(0)} ms (${state.backend.name})`;
   const pixels = Array.from(context.getImageData(0, 0, size, size).data);
-  Object.assign(state.generate, { label, seed, steps, cfg, sampler, ms, size, pixels, count: state.generate.count + 1 });
+  const count = state.generate.count + 1;
+  Object.assign(state.generate, { label, seed, steps, cfg, sampler, guidanceInterval, ms, size, pixels, count });
   setState('generated', 'Ready.');
 }
 
@@ -245,7 +250,9 @@ function setUpGenerator(spec, models, breeds) {
   select.append(new Option('unconditional (null label)', spec.sampling.nullLabel));
   $('steps').value = spec.sampling.steps;
   $('cfg').value = spec.sampling.cfgScale;
-  $('sampler').value = /heun/i.test(spec.sampling.method) ? 'heun' : 'euler';
+  // The run's sample.* (older models.json: no sampler or guidanceInterval, guidance at every step).
+  $('sampler').value = spec.sampling.sampler || (/heun/i.test(spec.sampling.method) ? 'heun' : 'euler');
+  [$('guidance-from').value, $('guidance-to').value] = spec.sampling.guidanceInterval || [0, 1];
   const size = generatorSize(spec);
   $('generator-note').textContent = `${size}×${size} px, ${breeds.length} classes (null label ${spec.sampling.nullLabel})`;
   $('generate-form').addEventListener('submit', (e) => {
