@@ -275,6 +275,11 @@ GENERATE_FIELDS = QUALITY_FIELDS | {
   'conditional_accuracy',
   'frechet_distance',
   'sample_per_class_accuracy',
+  'worst_class_accuracy',
+  'diversity',
+  'per_class_diversity',
+  'picture_size',
+  'image_size',
   'real_conditional_accuracy',
   'real_per_class_accuracy',
   'evaluate_seconds',
@@ -348,8 +353,10 @@ def test_quality_table():
     sweep={'train.learning_rate': '0.001'},
     test_accuracy=None,
     conditional_accuracy=0.25,
+    worst_class_accuracy=0.05,
     real_conditional_accuracy=0.75,
     frechet_distance=12.5,
+    diversity=0.625,
     judge_test_accuracy=0.9,
     steps=40,
     train_seconds=10.0,
@@ -357,14 +364,17 @@ def test_quality_table():
   )
   lines = quality.table([row]).splitlines()
   assert lines[0].split()[:3] == ['case', 'sweep', 'accuracy'] and len(lines) == 2
+  assert lines[0].split()[5] == 'worst' and lines[0].split()[9] == 'divers.'  # 'real acc' is two words.
   assert lines[1].split() == [
     'generator',
     'learning_rate=0.001',
     '-',
     '-',
     '0.250',
+    '0.050',
     '0.750',
     '12.50',
+    '0.625',
     '0.900',
     '40',
     '10.0',
@@ -462,6 +472,8 @@ def test_quality_generator_and_its_reused_judge(capsys, tmp_path):
   for key in ('conditional_accuracy', 'real_conditional_accuracy', 'judge_test_accuracy'):
     assert 0 <= first[key] <= 1, key
   assert first['frechet_distance'] >= 0 and first['test_flow_loss'] > 0
+  assert first['worst_class_accuracy'] == min(first['sample_per_class_accuracy'].values())
+  assert (first['picture_size'], first['image_size']) == (20, 16)
   assert first['evaluate_seconds'] > 0 and first['judge_seconds'] > first['judge_train_seconds'] > 0
   check_times(first)
   judge_config = json.loads((tmp_path / 'judge' / os.path.basename(first['judge_workdir']) / 'config.json').read_text())
@@ -484,3 +496,67 @@ def test_quality_generator_and_its_reused_judge(capsys, tmp_path):
   assert second['judge_test_accuracy'] == first['judge_test_accuracy']  # Read back, not retrained.
   assert second['judge_seconds'] < 5 and second['workdir'] != first['workdir']
   assert 0 <= second['conditional_accuracy'] <= 1
+
+
+def test_generator128_case_settings(tmp_path):
+  """`generator128`: 128 px pictures of 64 tokens (patch 16) from pictures large enough for its 144 px cache,
+  a user's `--set` after the case's own, and a judge whose cache holds the 128 px view at its own input size."""
+  from tinycats import quality
+
+  assert 'generator128' in quality.CASES and 'generator128' not in quality.ALL
+  folder, _ = quality.data_folder(str(tmp_path), ['circle', 'ring'], 2, 'CENTRED', quality.GENERATOR128_PICTURE_SIZE)
+  assert '-160px-' in os.path.basename(folder)
+  config, applied = quality.load_config(quality.GENERATOR_RECIPE, folder, quality.GENERATOR128_OVERRIDES)
+  d = config.data
+  assert (d.image_size, d.cache_size, config.model.patch_size) == (128, 144, 16)
+  assert (d.image_size // config.model.patch_size) ** 2 == 64  # As the 32 px smoke with patch 4.
+  assert d.cache_size > d.image_size and quality.GENERATOR128_PICTURE_SIZE > d.cache_size  # The cache shrinks.
+  config, applied = quality.load_config(
+    quality.GENERATOR_RECIPE, folder, [*quality.GENERATOR128_OVERRIDES, 'model.patch_size=8']
+  )
+  assert config.model.patch_size == 8 and applied[-1] == 'model.patch_size=8'  # The user's override wins.
+  judge, _ = quality.load_config(quality.CLASSIFIER_RECIPE, quality.view_folder(folder, d), quality.JUDGE_OVERRIDES)
+  assert judge.data.image_size <= judge.data.cache_size and judge.data.cache_size >= 128  # No 128 px view upsampled.
+
+
+@pytest.mark.slow  # A judge (at its own 96 px) and a DiT at 128 px, both tiny (about a minute on 2 cores).
+def test_quality_generator128_at_128_px(capsys, tmp_path):
+  from tinycats import quality
+
+  (row,) = run_bench(
+    capsys,
+    '--quality',
+    'generator128',
+    '--workdir',
+    str(tmp_path),
+    '--results',
+    '',
+    '--per-class',
+    '12',
+    '--classes',
+    '3',
+    *('--set', 'model.width=32', '--set', 'model.depth=1', '--set', 'model.heads=2'),
+    *('--set', 'train.batch_size=8', '--set', 'train.epochs=1', '--set', 'train.steps=0'),
+    *('--set', 'sample.steps=2', '--set', 'data.test_fraction=0.25', '--samples-per-class', '2'),
+    *('--judge-set', 'model.width=8', '--judge-set', 'train.batch_size=8', '--judge-set', 'train.epochs=1'),
+    *('--judge-set', 'train.steps=0'),
+  )
+  assert GENERATE_FIELDS <= set(row), GENERATE_FIELDS - set(row)
+  assert (row['case'], row['recipe'], row['style']) == ('generator128', 'configs/dit.py:smoke', 'CENTRED')
+  assert row['overrides'][:3] == list(quality.GENERATOR128_OVERRIDES)  # The case's, then the user's.
+  assert (row['picture_size'], row['image_size']) == (160, 128)
+  assert row['workdir'].startswith(str(tmp_path / 'generator128'))
+  config = json.loads((tmp_path / 'generator128' / os.path.basename(row['workdir']) / 'config.json').read_text())
+  assert (config['data']['image_size'], config['data']['cache_size'], config['model']['patch_size']) == (128, 144, 16)
+  assert '-160px-' in config['data']['folder']
+  judge_config = json.loads((tmp_path / 'judge' / os.path.basename(row['judge_workdir']) / 'config.json').read_text())
+  assert judge_config['data']['folder'].endswith('-as-128px-144-crop1')  # The generator's 128 px view.
+  assert (judge_config['data']['image_size'], judge_config['data']['cache_size']) == (96, 128)  # The smoke's own.
+  assert row['judge_held_out'] is True
+  assert row['worst_class_accuracy'] == min(row['sample_per_class_accuracy'].values())
+  assert set(row['per_class_diversity']) == set(row['classes'])  # 2 samples and 3 real test pictures per class.
+  assert row['diversity'] == pytest.approx(np.mean(list(row['per_class_diversity'].values())))
+  assert all(v >= 0 for v in row['per_class_diversity'].values())
+  samples = json.loads((tmp_path / 'generator128' / os.path.basename(row['workdir']) / 'eval.json').read_text())
+  assert samples['samples']['diversity'] == row['diversity']  # eval.json carries it too.
+  check_times(row)

@@ -1,6 +1,6 @@
 """`tinycats bench --quality`: the smoke recipes trained from scratch on pictures whose labels only shape carries.
 
-    tinycats bench --quality classifier|small|generator|all [--per-class N] [--set FIELD=VALUE ...]
+    tinycats bench --quality classifier|small|generator|generator128|all [--per-class N] [--set FIELD=VALUE ...]
                    [--sweep FIELD=V1,V2 ...] [--judge DIR] [--workdir DIR] [--results PATH]
 
 Every run takes the library's own path: `config.load(recipe, overrides)` with `data.source=folder`,
@@ -16,6 +16,13 @@ ratio random per image): nothing but the outline tells the class.
   (`configs/cats.py:smoke` from scratch, longer: `JUDGE_OVERRIDES`) trained on a copy of the same folder
   as the generator sees it (`generator_view`), with the generator's own train/val/test partition, so
   the real images the judge scores are ones it never trained on. `--judge DIR` reuses a trained judge.
+  Beside conditional accuracy (and its worst class) the row gives diversity: per class, the mean pairwise
+  distance of the samples over that of the real pictures, in the judge's features (`sample_quality`).
+- `generator128`: the same at the real recipe's 128 px: the ten `shapes.CENTRED` shapes drawn at 160 px
+  (`GENERATOR128_PICTURE_SIZE`), the smoke DiT at `data.image_size=128`, `data.cache_size=144` and patch 16
+  (`GENERATOR128_OVERRIDES`: 64 tokens, as at 32 px with patch 4), judged by the same judge recipe trained on
+  the 128 px view (it reads them at its own 96 px input). 16 times the pixels to draw, cache and crop as
+  at 32 px, so `all` leaves it out (`all` is classifier, small and generator).
 
 Each run is one JSON line (`kind: quality`) with its figures, its wall time and the loop's
 train/compile seconds. `--sweep` trains a case once per point of a grid (one line per point).
@@ -46,18 +53,25 @@ from tinycats.data import augment, cache, folder as folder_lib, shapes
 from tinycats.errors import UserError
 from tinycats.train import loop
 
-CASES = ('classifier', 'small', 'generator')
+CASES = ('classifier', 'small', 'generator', 'generator128')
+ALL = ('classifier', 'small', 'generator')  # `--quality all`: not generator128, the costliest.
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSIFIER_RECIPE = 'configs/cats.py:smoke'
 GENERATOR_RECIPE = 'configs/dit.py:smoke'
 # The generator's pictures: one large object near the middle (`shapes.CENTRED`), as pets are photographed;
 # on `shapes.EASY` (small objects anywhere) the smoke DiT stays near chance (BENCHMARKS.md).
 GENERATOR_STYLE = 'CENTRED'
-PER_CLASS = {'classifier': 300, 'small': 300, 'generator': 300}
+PER_CLASS = {'classifier': 300, 'small': 300, 'generator': 300, 'generator128': 300}
 # `small`: of 300 per class, 30 validate, 144 test and 126 train (252 in all): a test set large enough to
 # tell 0.85 from 0.8, the training set as small as the case. Twice the smoke's 1,000 steps: from 252
 # pictures the smoke's own budget stops at 0.82 test accuracy, still improving (BENCHMARKS.md).
 SMALL_SPLIT = ('data.test_fraction=0.48', 'train.steps=2000')
+# `generator128`: the smoke DiT at 128 px with the same 64 tokens (patch 16). The cache is to 128 px what 44 is to
+# 32: room for the crop's resize. `--set` overrides come after these and win.
+GENERATOR128_OVERRIDES = ('data.image_size=128', 'data.cache_size=144', 'model.patch_size=16')
+# Its pictures' mean side: the 32 px case draws 48 px pictures for a 44 px cache (CENTRED's size); 160 px for
+# the 144 px cache keeps the same ratio, so the cache shrinks nearly every picture and enlarges none by much.
+GENERATOR128_PICTURE_SIZE = 160
 # The judge: the classifier smoke recipe from scratch, on every image (no max_examples cap) and for longer.
 JUDGE_OVERRIDES = ('model.pretrained=', 'data.max_examples=0', 'train.steps=2000')
 # The generator's partition, given to the judge so that both hold out the same test images.
@@ -131,6 +145,11 @@ def data_folder(
   shapes.make_folder(folder, classes, per_class, style, seed)
   _write_json(spec, done)  # Last: a folder without it is written again.
   return folder, time.perf_counter() - start
+
+
+def picture_side(style_name: str, picture_size: int | None) -> int:
+  """The pictures' mean side in pixels: `picture_size`, else the style's own."""
+  return picture_size or getattr(shapes, style_name).size
 
 
 def _digest(obj) -> str:
@@ -259,6 +278,7 @@ def _classify(
     classes=report['classes'],
     per_class=per_class,
     style=style,
+    picture_size=picture_side(style, picture_size),
     examples=_examples(config),
     test_accuracy=report['accuracy'],
     test_balanced_accuracy=report['balanced_accuracy'],
@@ -370,40 +390,51 @@ def generator(
   samples_per_class: int = 50,
   label: str = '',
   seed: int = 0,
+  case: str = 'generator',
 ) -> dict:
   """Case 3: a judge classifier (trained, or `judge` reused), then `configs/dit.py:smoke` on 10 shapes
-  (`shapes.CENTRED`), its samples scored by the judge: conditional accuracy and Fréchet distance."""
+  (`shapes.CENTRED`), its samples scored by the judge: conditional accuracy (overall and its worst class),
+  Fréchet distance and diversity."""
   start = time.perf_counter()
   folder, data_seconds = data_folder(workdir, shapes.SHAPES[:classes], per_class, GENERATOR_STYLE, picture_size, seed)
   config, applied = load_config(GENERATOR_RECIPE, folder, overrides)
   judged = _judge(workdir, folder, config, folder_lib.list_images(folder)[0], judge, judge_overrides)
-  run_dir = _run_dir(workdir, 'generator', label)
+  run_dir = _run_dir(workdir, case, label)
   summary, _, seconds = _train(config, run_dir)
   evaluate_start = time.perf_counter()
   report = evaluate.evaluate(run_dir, classifier=judged['judge_workdir'], samples_per_class=samples_per_class)
   evaluate_seconds = time.perf_counter() - evaluate_start
   samples = report['samples']
   real = samples.get('real', {})
+  per_class_accuracy = samples.get('per_class_accuracy') or {}  # None for a judge of other labels (species).
+  worst = min(per_class_accuracy, key=per_class_accuracy.get) if per_class_accuracy else None
   return dict(
     kind='quality',
-    case='generator',
+    case=case,
     recipe=GENERATOR_RECIPE,
     overrides=applied,
     classes=report['classes'],
     per_class=per_class,
     style=GENERATOR_STYLE,
+    picture_size=picture_side(GENERATOR_STYLE, picture_size),
+    image_size=config.data.image_size,
     examples=_examples(config),
     test_flow_loss=report['flow_loss'],
     samples_per_class=samples_per_class,
     conditional_accuracy=samples.get('conditional_accuracy'),
     frechet_distance=samples['frechet_distance'],
     sample_per_class_accuracy=samples.get('per_class_accuracy'),
+    worst_class_accuracy=per_class_accuracy.get(worst),
+    worst_class=worst,
+    diversity=samples.get('diversity'),
+    per_class_diversity=samples.get('per_class_diversity'),
     real_conditional_accuracy=real.get('conditional_accuracy'),
     real_per_class_accuracy=real.get('per_class_accuracy'),
     num_real=samples.get('num_real'),
     sampler=samples.get('sampler'),
     sample_steps=samples.get('steps'),
     cfg=samples.get('cfg'),
+    guidance_interval=samples.get('guidance_interval'),
     **_training_fields(summary, seconds),
     evaluate_seconds=evaluate_seconds,
     **judged,
@@ -411,6 +442,35 @@ def generator(
     data_seconds=data_seconds,
     wall_seconds=time.perf_counter() - start,
     workdir=run_dir,
+  )
+
+
+def generator128(
+  workdir: str,
+  per_class: int = PER_CLASS['generator128'],
+  classes: int = 10,
+  picture_size: int | None = None,
+  overrides: Sequence[str] = (),
+  judge: str | None = None,
+  judge_overrides: Sequence[str] = (),
+  samples_per_class: int = 50,
+  label: str = '',
+  seed: int = 0,
+) -> dict:
+  """Case 4: case 3 at 128 px: pictures of `GENERATOR128_PICTURE_SIZE` px, the DiT with `GENERATOR128_OVERRIDES`
+  (then `overrides`, which win), the judge trained on its 128 px view of them."""
+  return generator(
+    workdir,
+    per_class,
+    classes,
+    picture_size or GENERATOR128_PICTURE_SIZE,
+    [*GENERATOR128_OVERRIDES, *overrides],
+    judge,
+    judge_overrides,
+    samples_per_class,
+    label,
+    seed,
+    case='generator128',
   )
 
 
@@ -468,17 +528,17 @@ def run(
   emit: Callable[[dict], None] = lambda row: None,
   data_seed: int = 0,
 ) -> list[dict]:
-  """Runs `cases` ('classifier', 'small', 'generator' or 'all'), each over the sweep's grid; `emit` gets each row
-  as it is done (with the machine's description) and the rows are returned. `data_seed` draws other pictures:
-  a recipe tuned on seed 0's is checked on pictures it was not tuned on."""
-  chosen = CASES if cases == 'all' else (cases,)
+  """Runs `cases` (one of `CASES`, or 'all': `ALL`, the first three), each over the sweep's grid; `emit` gets each
+  row as it is done (with the machine's description) and the rows are returned. `data_seed` draws other
+  pictures: a recipe tuned on seed 0's is checked on pictures it was not tuned on."""
+  chosen = ALL if cases == 'all' else (cases,)
   if any(c not in CASES for c in chosen):
     raise UserError(f'unknown --quality case {cases!r}; choose one of {", ".join(CASES + ("all",))}')
   if per_class is not None and per_class < 2:
     raise UserError(f'--per-class must be at least 2, got {per_class}')
   if not 2 <= classes <= 10:
     raise UserError(f'--classes must be 2 to 10 (the shapes there are), got {classes}')
-  recipes = sorted({GENERATOR_RECIPE if c == 'generator' else CLASSIFIER_RECIPE for c in chosen})
+  recipes = sorted({GENERATOR_RECIPE if c.startswith('generator') else CLASSIFIER_RECIPE for c in chosen})
   if judge and judge_overrides:
     raise UserError('--judge-set configures a judge to train; with --judge DIR that judge is reused as it is')
   _check_known(overrides, recipes)
@@ -487,16 +547,19 @@ def run(
   _check_known([f for point in points for f in point], recipes)
   workdir = os.path.abspath(workdir)
   rows = []
+  judges = {}  # Per generator case: a 32 px judge cannot grade 128 px samples.
   for case in chosen:
     for point in points:
       label = ','.join(item.removeprefix('train.') for item in point)
       settings = [*overrides, *point]
       n = per_class or PER_CLASS[case]
-      if case == 'generator':
-        row = generator(
-          workdir, n, classes, picture_size, settings, judge, judge_overrides, samples_per_class, label, data_seed
+      if case in ('generator', 'generator128'):
+        make = generator if case == 'generator' else generator128
+        reused = judges.get(case, judge)
+        row = make(
+          workdir, n, classes, picture_size, settings, reused, judge_overrides, samples_per_class, label, data_seed
         )
-        judge = row['judge_workdir']  # Trained once: the sweep's later points reuse it.
+        judges[case] = row['judge_workdir']  # Trained once: the sweep's later points reuse it.
       elif case == 'classifier':
         row = classifier(workdir, n, classes, picture_size, settings, label, data_seed)
       else:
@@ -520,16 +583,17 @@ def table(rows: Sequence[dict]) -> str:
   """A short human-readable summary of the rows, one line each."""
   lines = [
     (
-      f'{"case":<11} {"sweep":<28} {"accuracy":>8} {"balanced":>8} {"cond.acc":>8} {"real acc":>8} '
-      f'{"Fréchet":>8} {"judge":>6} {"steps":>6} {"train s":>8} {"wall s":>8}'
+      f'{"case":<12} {"sweep":<28} {"accuracy":>8} {"balanced":>8} {"cond.acc":>8} {"worst":>6} {"real acc":>8} '
+      f'{"Fréchet":>8} {"divers.":>7} {"judge":>6} {"steps":>6} {"train s":>8} {"wall s":>8}'
     )
   ]
   for r in rows:
     sweep = ','.join(f'{k.removeprefix("train.")}={v}' for k, v in (r.get('sweep') or {}).items()) or '-'
     lines.append(
-      f'{r["case"]:<11} {sweep[:28]:<28} {_figure(r.get("test_accuracy")):>8} '
+      f'{r["case"]:<12} {sweep[:28]:<28} {_figure(r.get("test_accuracy")):>8} '
       f'{_figure(r.get("test_balanced_accuracy")):>8} {_figure(r.get("conditional_accuracy")):>8} '
-      f'{_figure(r.get("real_conditional_accuracy")):>8} {_figure(r.get("frechet_distance"), 2):>8} '
+      f'{_figure(r.get("worst_class_accuracy")):>6} {_figure(r.get("real_conditional_accuracy")):>8} '
+      f'{_figure(r.get("frechet_distance"), 2):>8} {_figure(r.get("diversity")):>7} '
       f'{_figure(r.get("judge_test_accuracy")):>6} {r["steps"]:>6} {r["train_seconds"]:>8.1f} '
       f'{r["wall_seconds"]:>8.1f}'
     )

@@ -8,6 +8,11 @@
   Samples come in equal numbers per class while a real split need not (Oxford-IIIT Pet is two
   thirds dogs), so the real statistics weigh each class equally: the distance then measures the
   images, not the class mix.
+- diversity: per class, the mean pairwise distance between the samples of that class over the
+  mean pairwise distance between the real images of that class, averaged over classes (1 is
+  as varied as the real pictures, 0 is one picture repeated). It stands beside conditional
+  accuracy because strong guidance buys accuracy with variety: a generator that draws one
+  perfect picture per class scores full accuracy and diversity 0. See `diversity`.
 
 Every number is also computed for real images of the same split, so a reader sees what a
 perfect generator would score under this classifier.
@@ -68,6 +73,53 @@ def _judge(classifier, images: np.ndarray, labels: np.ndarray, classes: list[str
   return out, features
 
 
+def mean_pairwise_distance(features: np.ndarray) -> float | None:
+  """The mean Euclidean distance over all pairs i < j of the rows of `features` (N, D); None when N < 2.
+
+  From the Gram matrix of the centred rows (|a|^2 + |b|^2 - 2 a.b, in float64): O(N^2) memory, not O(N^2 D).
+  """
+  if len(features) < 2:
+    return None
+  x = np.asarray(features, np.float64).reshape(len(features), -1)
+  x = x - x.mean(0)  # Centred: smaller norms, less cancellation in the Gram formula.
+  norms = np.einsum('nd,nd->n', x, x)
+  squared = norms[:, None] + norms[None, :] - 2.0 * (x @ x.T)
+  upper = np.triu_indices(len(x), k=1)
+  return float(np.sqrt(np.clip(squared[upper], 0.0, None)).mean())
+
+
+def diversity(
+  real_features: np.ndarray,
+  real_labels: np.ndarray,
+  features: np.ndarray,
+  labels: np.ndarray,
+  classes: list[str],
+) -> tuple[float | None, dict[str, float]]:
+  """(the mean over classes, {class: figure}): per class, the mean pairwise distance of the generated
+  features of that class over that of the real features of that class.
+
+  Per class, never over the pooled set: pooled, the distance between two classes' pictures would count
+  as variety, and a generator drawing one picture per class would still score well. A class with
+  fewer than 2 samples or real images (or real images all alike) gets no figure; the mean is over the
+  classes that have one (None if none has). The real set's own figure is 1 by construction, so none is
+  reported for it.
+
+  The distance space is the judge classifier's penultimate features (the ones the Fréchet distance
+  uses), for both sets: there two pictures are far apart when they differ in what the judge has
+  learned to look at (outline, pose, scale). Pixel distance on the shape pictures would mostly measure
+  the random colours and grounds, which a generator can vary while drawing one outline.
+  """
+  real_features, features = np.asarray(real_features), np.asarray(features)
+  real_labels, labels = np.asarray(real_labels), np.asarray(labels)
+  per_class = {}
+  for i, name in enumerate(classes):
+    generated = mean_pairwise_distance(features[labels == i])
+    real = mean_pairwise_distance(real_features[real_labels == i])
+    if generated is not None and real:  # `real` 0 or None: no scale to measure against.
+      per_class[name] = generated / real
+  return (float(np.mean(list(per_class.values()))) if per_class else None), per_class
+
+
 def sample_quality(
   classifier,
   real_images: np.ndarray,
@@ -76,16 +128,20 @@ def sample_quality(
   labels: np.ndarray,
   classes: list[str],
 ) -> dict:
-  """Scores `images` (uint8, with the `labels` they were asked for) against real images under `classifier`."""
+  """Scores `images` (uint8, with the `labels` they were asked for) against real images under `classifier`:
+  accuracy, Fréchet distance and diversity (`diversity`), all in the classifier's terms."""
   generated, generated_features = _judge(classifier, images, labels, classes)
   real, real_features = _judge(classifier, real_images, real_labels, classes)
   counts = np.bincount(real_labels, minlength=len(classes)).astype(np.float64)
   asked = np.bincount(labels, minlength=len(classes)) > 0  # Classes absent from the samples get no weight.
   weights = np.where(asked[real_labels], 1.0 / np.maximum(counts[real_labels], 1), 0.0)
   distance = metrics.frechet_distance(real_features, generated_features, weights_a=weights)
+  mean_diversity, per_class_diversity = diversity(real_features, real_labels, generated_features, labels, classes)
   return dict(
     generated,
     frechet_distance=distance,
+    diversity=mean_diversity,
+    per_class_diversity=per_class_diversity,
     num_generated=int(len(images)),
     num_real=int(len(real_images)),
     real=real,
