@@ -26,12 +26,14 @@ def get_config(arg=None):
   c.model.heads = 6
   c.model.mlp_ratio = 4.0
   # The block (BENCHMARKS.md, 'The generator, change by change', for what each did here):
-  c.model.norm = 'layernorm'  # layernorm (DiT) | rmsnorm (LightningDiT, JiT)
-  c.model.qk_norm = False  # RMS-normalise queries and keys per head.
-  c.model.mlp = 'gelu'  # gelu | swiglu (2/3 of the hidden width, the same cost)
-  c.model.rope = False  # 2-D rotary position embedding in attention, beside the fixed sin-cos one.
+  c.model.norm = 'rmsnorm'  # rmsnorm (LightningDiT, JiT) | layernorm (DiT)
+  c.model.qk_norm = True  # RMS-normalise queries and keys per head.
+  c.model.mlp = 'swiglu'  # swiglu (2/3 of the hidden width, the same cost) | gelu (DiT)
+  c.model.rope = True  # 2-D rotary position embedding in attention, beside the fixed sin-cos one.
   c.model.bottleneck = 0  # > 0: patch values -> this many -> width (JiT's bottleneck patch embedding); 0 = one Linear.
-  c.model.class_tokens = 0  # In-context tokens carrying the label, in front of the patch tokens (JiT: 32).
+  # In-context tokens carrying the label, in front of the patch tokens (JiT: 32). 4 from block 1 lost accuracy on
+  # the 32 px case (BENCHMARKS.md), so none.
+  c.model.class_tokens = 0
   c.model.class_token_block = 0  # The block from which they are there (JiT: 4 of 12).
   # Compute dtype: auto | bfloat16 | float32; 'auto' is bfloat16 on a GPU or TPU and float32 on a CPU (XLA's
   # bfloat16 CPU kernels are slower, BENCHMARKS.md). Parameters, norms, softmax and the loss stay float32.
@@ -63,13 +65,12 @@ def get_config(arg=None):
   c.flow = ml_collections.ConfigDict()
   # What the network outputs: 'v' the velocity, or 'x' the clean image, turned into the velocity
   # (x̂ - x_t) / max(1 - t, t_eps) inside the model (JiT), so the loss, the samplers and the ONNX see a velocity.
-  c.flow.prediction = 'v'
+  c.flow.prediction = 'x'
   c.flow.t_eps = 0.05  # x-prediction only: bounds 1 / (1 - t) near the data end.
-  c.flow.timesteps = (
-    'uniform'  # uniform | logit_normal (sigmoid of N(mean, std): more weight mid-flow, less near noise).
-  )
-  c.flow.logit_mean = 0.0
-  c.flow.logit_std = 1.0
+  # uniform | logit_normal: sigmoid of N(mean, std); JiT's (-0.8, 0.8) puts most times on the noisy side.
+  c.flow.timesteps = 'logit_normal'
+  c.flow.logit_mean = -0.8
+  c.flow.logit_std = 0.8
   c.flow.label_dropout = 0.1  # Fraction of labels replaced by the null label, for guidance.
 
   c.ema = ml_collections.ConfigDict()
@@ -78,8 +79,10 @@ def get_config(arg=None):
   c.sample = ml_collections.ConfigDict()  # Grids written at every evaluation to WORKDIR/samples/.
   c.sample.sampler = 'euler'  # euler | heun
   c.sample.steps = 50
-  c.sample.cfg = 1.5  # Classifier-free guidance scale; 1 = none.
-  c.sample.guidance_interval = (0.0, 1.0)  # Guide only steps with lo <= t <= hi (0 noise, 1 data; JiT: (0.1, 1)).
+  c.sample.cfg = 4.0  # Classifier-free guidance scale; 1 = none.
+  # Guide only the steps with lo <= t <= hi (t = 0 noise, 1 data): mid-flow, where guidance sets the class without
+  # collapsing variety (Kynkäänniemi et al. 2024; (0, 1) guides every step). Chosen on the 32 px case (BENCHMARKS.md).
+  c.sample.guidance_interval = (0.25, 0.8)
   c.sample.seed = 0  # Fixed noise: grids of successive evaluations are comparable.
   c.sample.per_class = 8  # Grid columns.
 
@@ -94,7 +97,7 @@ def get_config(arg=None):
   c.train.optimizer = 'adamw'
   c.train.learning_rate = 3e-4
   c.train.warmup_epochs = 10
-  c.train.beta2 = 0.999  # AdamW's second-moment decay (JiT: 0.95).
+  c.train.beta2 = 0.95  # AdamW's second-moment decay (JiT's; 0.999 is optax's default).
   c.train.weight_decay = 0.0
   c.train.grad_clip = 1.0
   c.train.log_every = 50
@@ -118,9 +121,6 @@ def get_config(arg=None):
     c.data.cache_size = 44
     c.ema.decay = 0.995
     c.sample.steps = 20
-    # A short run's class signal is weak; strong guidance shows it. On one 2,400-step run, conditional accuracy
-    # at guidance 3 / 5 / 7 / 10 was 0.48 / 0.55 / 0.60 / 0.55 (BENCHMARKS.md, 'Quality').
-    c.sample.cfg = 7.0
     c.sample.per_class = 6
     c.data.flip = False  # A short run learns the pictures as they are; mirrored copies are more to learn.
     # More, smaller steps: 2,400 of 32 images learned shapes better than 1,200 of 64 (BENCHMARKS.md, 'Quality').

@@ -258,7 +258,7 @@ def model_card(
     lines += [
       'from tinycats import Generator',
       f"gen = Generator.load('{repo_id}')",
-      f"images = gen.sample(['{config.data.classes[0]}'] * 4, steps=50, cfg=1.5, seed=0)  # uint8 NHWC",
+      f"images = gen.sample(['{config.data.classes[0]}'] * 4, seed=0)  # uint8 NHWC; the run's sampling settings",
     ]
   lines += ['```', '']
   if not classify:
