@@ -180,10 +180,11 @@ def test_onnx_euler_loop_gives_the_generators_images(exports, runs):
   from_onnx = augment.to_uint8(x.transpose(0, 2, 3, 1), 'symmetric')
   config, net = reference(runs['generator'])
   graphdef, state = nnx.split(net)
-  float32 = Generator(config, graphdef, state, 0).sample(labels, steps=steps, cfg=cfg, sampler='euler', noise=noise)
+  every = dict(steps=steps, cfg=cfg, sampler='euler', noise=noise, guidance_interval=(0.0, 1.0))  # The loop's guidance.
+  float32 = Generator(config, graphdef, state, 0).sample(labels, **every)
   difference = np.abs(from_onnx.astype(int) - float32)
   assert difference.max() <= 1 and difference.mean() < 0.01  # The same images up to float rounding.
-  library = Generator.load(runs['generator']).sample(labels, steps=steps, cfg=cfg, sampler='euler', noise=noise)
+  library = Generator.load(runs['generator']).sample(labels, **every)
   assert np.abs(from_onnx.astype(int) - library).mean() < 2.0  # The bfloat16 library sampler: near, not equal.
 
 
@@ -272,13 +273,13 @@ def test_models_json_describes_both_models_in_one_folder(exports, runs, tmp_path
   }
   assert spec['classifier']['output']['classes'] == ['cat', 'other']
   sampling = spec['generator']['sampling']
-  # The run's own sample.* (conftest's tiny run: 10 Euler steps, guidance 2, at every step): the page's default.
+  # The run's own sample.* (conftest's tiny run: 10 Euler steps, guidance 2 on t in [0.25, 0.8]): the page's default.
   assert {k: v for k, v in sampling.items() if k != 'description'} == {
     'method': 'Euler integration',
     'sampler': 'euler',
     'steps': 10,
     'cfgScale': 2.0,
-    'guidanceInterval': [0.0, 1.0],
+    'guidanceInterval': [0.25, 0.8],
     'nullLabel': 4,
   }
   assert [c['name'] for c in spec['generator_breeds']['classes']] == ['circle', 'cross', 'square', 'triangle']
