@@ -473,3 +473,39 @@ def test_a_failed_parity_check_leaves_nothing(runs, tmp_path):
   with pytest.raises(ExportError, match='differs from the JAX model'):
     onnx_export.export_onnx(runs['generator'], str(tmp_path / 'new'), tolerance=0.0)
   assert not os.path.exists(tmp_path / 'new')  # A folder the failed export made is gone again.
+
+
+def test_every_dit_block_option_and_x_prediction_export_within_the_tolerance(tmp_path):
+  """The options the recipes may turn on (RMSNorm, QK-norm, SwiGLU, RoPE, bottleneck, class tokens, x-prediction)
+  convert with jax2onnx and match JAX within the exporter's tolerance, at N=1 and N=3."""
+  import ml_collections
+  import onnx
+
+  config = ml_collections.ConfigDict(dict(task='generator', data=dict(image_size=16, classes=['a', 'b', 'c'])))
+  net = models.DiT(
+    image_size=16,
+    patch_size=4,
+    width=32,
+    depth=2,
+    heads=2,
+    num_classes=3,
+    norm='rmsnorm',
+    qk_norm=True,
+    mlp='swiglu',
+    rope=True,
+    bottleneck=8,
+    class_tokens=2,
+    class_token_block=1,
+    prediction='x',
+    dtype=jnp.float32,
+    rngs=nnx.Rngs(0),
+  )
+  graphdef, params, rest = nnx.split(net, nnx.Param, ...)
+  rng = np.random.default_rng(0)  # Every parameter moved, so the zero-initialised layers take part.
+  params = jax.tree.map(lambda p: p + 0.1 * rng.standard_normal(p.shape).astype(np.float32), params)
+  net = nnx.merge(graphdef, params, rest)
+  net.eval()
+  proto, forward, _ = onnx_export.convert(config, net)
+  path = str(tmp_path / 'generator.onnx')
+  onnx.save(proto, path)
+  assert onnx_export.max_difference(path, config, forward) < onnx_export.TOLERANCE
