@@ -208,6 +208,7 @@ _NON_NEGATIVE = (
   'train.backbone_lr_scale',
   'train.freeze_epochs',
   'model.bottleneck',
+  'flow.skip',
   'model.class_tokens',
   'model.class_token_block',
 )
@@ -362,7 +363,7 @@ GENERATOR_BEFORE = {
   'model': dict(
     norm='layernorm', qk_norm=False, mlp='gelu', rope=False, bottleneck=0, class_tokens=0, class_token_block=0
   ),
-  'flow': dict(prediction='v', t_eps=0.05),
+  'flow': dict(prediction='v', t_eps=0.05, skip=0.0),
   'train': dict(beta2=0.999),
 }
 
