@@ -68,9 +68,6 @@ def get_config(arg=None):
   # (x̂ - x_t) / max(1 - t, t_eps) inside the model (JiT), so the loss, the samplers and the ONNX see a velocity.
   c.flow.prediction = 'x'
   c.flow.t_eps = 0.05  # x-prediction only: bounds 1 / (1 - t) near the data end.
-  # x-prediction only: > 0 = the data's std for EDM's skip connection, x̂ = c_skip(t) x_t + c_out(t) network
-  # (models/dit.py `skip_connection`); 0 = the network's output is x̂.
-  c.flow.skip = 0.0
   # uniform | logit_normal: sigmoid of N(mean, std). JiT's (-0.8, 0.8) at 32 px; at 128 px the same picture is 16
   # times the pixels, noise hides less of it at each t, and the mean moves by -log(128 / 32) to -2.2: on the 128 px
   # case -0.8 drew no class (0.13), -2.2 drew 0.65 (BENCHMARKS.md, 'The generator, change by change').

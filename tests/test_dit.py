@@ -238,36 +238,6 @@ def test_x_prediction_returns_the_velocity_of_its_clean_image_estimate():
   np.testing.assert_allclose(x_hat, reference(x, t, y), rtol=1e-4, atol=1e-5)
 
 
-def test_skip_connection_is_the_best_linear_estimate_plus_the_network():
-  # At the data end x̂ is x_t itself, at the noise end the network's output times the data's std.
-  x_t, out = jnp.asarray(_normal((2, 4, 4, 3), 0)), jnp.asarray(_normal((2, 4, 4, 3), 1))
-  np.testing.assert_allclose(dit.skip_connection(out, x_t, 1.0, 0.5), x_t, rtol=1e-6)
-  np.testing.assert_allclose(dit.skip_connection(out, x_t, 0.0, 0.5), 0.5 * out, rtol=1e-6)
-  # For data of std sigma, c_skip x_t is the least-squares linear estimate of x, and c_out the std of its error:
-  # with a zero network the error's std is c_out, i.e. the network's ideal output has unit variance.
-  rng = np.random.default_rng(0)
-  sigma, t = 0.5, 0.7
-  data, noise = sigma * rng.standard_normal(200_000), rng.standard_normal(200_000)
-  x_t = t * data + (1 - t) * noise
-  estimate = np.asarray(dit.skip_connection(np.zeros_like(x_t), x_t, t, sigma))
-  c_skip = np.dot(data, x_t) / np.dot(x_t, x_t)
-  np.testing.assert_allclose(estimate, c_skip * x_t, rtol=1e-2)
-  c_out = np.asarray(dit.skip_connection(np.ones(1), np.zeros(1), t, sigma))[0]
-  np.testing.assert_allclose(np.std(data - estimate), c_out, rtol=1e-2)
-
-
-def test_x_prediction_with_the_skip_returns_the_velocity_of_its_estimate():
-  x, _, y = _inputs()
-  t = jnp.asarray([0.1, 0.4, 0.6, 0.9])
-  model = _perturb(_tiny(prediction='x', skip=0.5))
-  reference = _perturb(_tiny(prediction='v'))  # The same weights: the network's raw output.
-  x_hat = x + (1 - t)[:, None, None, None] * model(x, t, y)
-  expected = dit.skip_connection(reference(x, t, y), x, t[:, None, None, None], 0.5)
-  np.testing.assert_allclose(x_hat, expected, rtol=1e-4, atol=1e-5)
-  with pytest.raises(ValueError, match='needs prediction x'):
-    _tiny(skip=0.5)
-
-
 @pytest.mark.parametrize(
   'option',
   [

@@ -82,7 +82,6 @@ def reference(workdir):
       config.data.image_size,
       prediction=config.flow.get('prediction', 'v'),
       t_eps=config.flow.get('t_eps', 0.05),
-      skip=config.flow.get('skip', 0.0),
     )
   else:
     net = models.create_classifier(model_config, len(config.data.classes))
@@ -477,8 +476,8 @@ def test_a_failed_parity_check_leaves_nothing(runs, tmp_path):
 
 
 def test_every_dit_block_option_and_x_prediction_export_within_the_tolerance(tmp_path):
-  """The options the recipes may turn on (RMSNorm, QK-norm, SwiGLU, RoPE, bottleneck, class tokens, x-prediction
-  with its skip connection) convert with jax2onnx and match JAX within the exporter's tolerance, at N=1 and N=3."""
+  """The options the recipes may turn on (RMSNorm, QK-norm, SwiGLU, RoPE, bottleneck, class tokens, x-prediction)
+  convert with jax2onnx and match JAX within the exporter's tolerance, at N=1 and N=3."""
   import ml_collections
   import onnx
 
@@ -498,7 +497,6 @@ def test_every_dit_block_option_and_x_prediction_export_within_the_tolerance(tmp
     class_tokens=2,
     class_token_block=1,
     prediction='x',
-    skip=0.5,
     dtype=jnp.float32,
     rngs=nnx.Rngs(0),
   )

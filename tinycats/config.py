@@ -208,7 +208,6 @@ _NON_NEGATIVE = (
   'train.backbone_lr_scale',
   'train.freeze_epochs',
   'model.bottleneck',
-  'flow.skip',
   'model.class_tokens',
   'model.class_token_block',
 )
@@ -363,7 +362,7 @@ GENERATOR_BEFORE = {
   'model': dict(
     norm='layernorm', qk_norm=False, mlp='gelu', rope=False, bottleneck=0, class_tokens=0, class_token_block=0
   ),
-  'flow': dict(prediction='v', t_eps=0.05, skip=0.0),
+  'flow': dict(prediction='v', t_eps=0.05),
   'train': dict(beta2=0.999),
 }
 

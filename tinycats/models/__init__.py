@@ -33,18 +33,11 @@ def create_classifier(model_config, num_classes: int, seed: int = 0) -> ResNet:
 
 
 def create_generator(
-  model_config,
-  num_classes: int,
-  image_size: int,
-  seed: int = 0,
-  *,
-  prediction: str = 'v',
-  t_eps: float = 0.05,
-  skip: float = 0.0,
+  model_config, num_classes: int, image_size: int, seed: int = 0, *, prediction: str = 'v', t_eps: float = 0.05
 ) -> DiT:
   """The DiT a config describes, for `num_classes` labels (plus the null label) and square images.
 
-  `prediction`, `t_eps` and `skip` are the run's `flow.*` fields of the same names (what the network outputs)."""
+  `prediction` and `t_eps` are the run's `flow.prediction` and `flow.t_eps` (what the network outputs)."""
   return DiT(
     image_size=image_size,
     patch_size=model_config.patch_size,
@@ -57,7 +50,6 @@ def create_generator(
     **{name: model_config.get(name, old) for name, old in config.GENERATOR_BEFORE['model'].items()},
     prediction=prediction,
     t_eps=t_eps,
-    skip=skip,
     dtype=compute_dtype(model_config.dtype),
     rngs=nnx.Rngs(seed),
   )

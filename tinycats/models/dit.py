@@ -278,7 +278,6 @@ class DiT(nnx.Module):
     class_token_block=0,
     prediction='v',
     t_eps=0.05,
-    skip=0.0,
     dtype=jnp.bfloat16,
     rngs: nnx.Rngs,
   ):
@@ -297,9 +296,6 @@ class DiT(nnx.Module):
     self.time_scale = time_scale
     self.prediction = prediction
     self.t_eps = t_eps
-    if skip and prediction != 'x':
-      raise ValueError('skip (a skip connection from x_t to the clean-image estimate) needs prediction x')
-    self.skip = skip
     self.class_tokens = class_tokens
     self.class_token_block = class_token_block
     self.dtype = dtype
@@ -367,23 +363,6 @@ class DiT(nnx.Module):
       tokens = tokens[:, k:]
     out = unpatchify(self.final_layer(tokens, cond), self.patch_size, h, w, c).astype(jnp.float32)
     if self.prediction == 'x':
-      x = x.astype(jnp.float32)
-      t = jnp.asarray(t, jnp.float32).reshape(-1, 1, 1, 1)
-      if self.skip:
-        out = skip_connection(out, x, t, self.skip)
-      return (out - x) / jnp.maximum(1.0 - t, self.t_eps)
+      gap = jnp.maximum(1.0 - jnp.asarray(t, jnp.float32), self.t_eps).reshape(-1, 1, 1, 1)
+      return (out - x.astype(jnp.float32)) / gap
     return out
-
-
-def skip_connection(out, x_t, t, sigma_data):
-  """The clean-image estimate c_skip(t) x_t + c_out(t) out: EDM's preconditioning (Karras et al. 2022, arXiv
-  2206.00364) for x_t = t x + (1 - t) noise and data of std `sigma_data`.
-
-  c_skip x_t is the best linear estimate of x from x_t and c_out the std of what it leaves, so the network only
-  adds the rest. Near the data end (c_skip -> 1, c_out -> 0) x_t's detail reaches the image through the skip,
-  not through the final layer, which can only write `width` directions per patch: a narrow DiT with large patches
-  otherwise prints the same texture into every patch.
-  """
-  s2 = sigma_data * sigma_data
-  var = t * t * s2 + (1.0 - t) ** 2
-  return (t * s2 / var) * x_t + (sigma_data * (1.0 - t) / jnp.sqrt(var)) * out

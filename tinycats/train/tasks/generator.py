@@ -37,7 +37,6 @@ class GeneratorTask(Task):
         seed,
         prediction=c.flow.get('prediction', 'v'),
         t_eps=c.flow.get('t_eps', 0.05),
-        skip=c.flow.get('skip', 0.0),
       )
     )
 
