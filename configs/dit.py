@@ -32,7 +32,6 @@ def get_config(arg=None):
   c.model.mlp = 'swiglu'  # swiglu (2/3 of the hidden width, the same cost) | gelu (DiT)
   c.model.rope = True  # 2-D rotary position embedding in attention, beside the fixed sin-cos one.
   c.model.bottleneck = 0  # > 0: patch values -> this many -> width (JiT's bottleneck patch embedding); 0 = one Linear.
-  c.model.head_hidden = 0  # > 0: the final layer is width -> this many (GELU) -> patch values; 0 = one Linear (DiT).
   # In-context tokens carrying the label, in front of the patch tokens (JiT: 32). 4 from block 1 lost accuracy on
   # the 32 px case (BENCHMARKS.md), so none.
   c.model.class_tokens = 0

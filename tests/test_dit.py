@@ -246,7 +246,6 @@ def test_x_prediction_returns_the_velocity_of_its_clean_image_estimate():
     dict(mlp='swiglu'),
     dict(rope=True),
     dict(bottleneck=8),
-    dict(head_hidden=16),
     dict(class_tokens=2, class_token_block=1),
     MODERN,
   ],

@@ -476,8 +476,8 @@ def test_a_failed_parity_check_leaves_nothing(runs, tmp_path):
 
 
 def test_every_dit_block_option_and_x_prediction_export_within_the_tolerance(tmp_path):
-  """The options the recipes may turn on (RMSNorm, QK-norm, SwiGLU, RoPE, bottleneck, a hidden layer in the head,
-  class tokens, x-prediction) convert with jax2onnx and match JAX within the exporter's tolerance, at N=1 and N=3."""
+  """The options the recipes may turn on (RMSNorm, QK-norm, SwiGLU, RoPE, bottleneck, class tokens, x-prediction)
+  convert with jax2onnx and match JAX within the exporter's tolerance, at N=1 and N=3."""
   import ml_collections
   import onnx
 
@@ -494,7 +494,6 @@ def test_every_dit_block_option_and_x_prediction_export_within_the_tolerance(tmp
     mlp='swiglu',
     rope=True,
     bottleneck=8,
-    head_hidden=16,
     class_tokens=2,
     class_token_block=1,
     prediction='x',

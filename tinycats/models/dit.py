@@ -238,25 +238,16 @@ class DiTBlock(nnx.Module):
 
 
 class FinalLayer(nnx.Module):
-  """adaLN (shift, scale) then a zero-initialised Linear to p*p*C per token, all in float32.
+  """adaLN (shift, scale) then a zero-initialised Linear to p*p*C per token, all in float32."""
 
-  With `hidden` > 0 the Linear reads a GELU layer of that width instead of the token: a Linear from `width`
-  values can only write `width` directions of a patch's p*p*C values, too few for a narrow DiT with large patches
-  (96 for 768 at the 128 px smoke), whose pictures then show the same texture in every patch.
-  """
-
-  def __init__(self, width, out_features, *, rngs, norm='layernorm', hidden=0):
+  def __init__(self, width, out_features, *, rngs, norm='layernorm'):
     self.norm_final = _norm(width, rngs, norm)
     self.adaLN_modulation = _linear(width, 2 * width, jnp.float32, rngs, kernel_init=_ZEROS)
-    self.hidden = _linear(width, hidden, jnp.float32, rngs) if hidden else None
-    self.linear = _linear(hidden or width, out_features, jnp.float32, rngs, kernel_init=_ZEROS)
+    self.linear = _linear(width, out_features, jnp.float32, rngs, kernel_init=_ZEROS)
 
   def __call__(self, x, c):
     shift, scale = jnp.split(self.adaLN_modulation(nnx.silu(c)), 2, axis=-1)
-    x = modulate(self.norm_final(x), shift, scale)
-    if self.hidden is not None:
-      x = nnx.gelu(self.hidden(x), approximate=True)
-    return self.linear(x)
+    return self.linear(modulate(self.norm_final(x), shift, scale))
 
 
 class DiT(nnx.Module):
@@ -283,7 +274,6 @@ class DiT(nnx.Module):
     mlp='gelu',
     rope=False,
     bottleneck=0,
-    head_hidden=0,
     class_tokens=0,
     class_token_block=0,
     prediction='v',
@@ -348,7 +338,7 @@ class DiT(nnx.Module):
         for _ in range(depth)
       ]
     )
-    self.final_layer = FinalLayer(width, patch_size * patch_size * channels, rngs=rngs, norm=norm, hidden=head_hidden)
+    self.final_layer = FinalLayer(width, patch_size * patch_size * channels, rngs=rngs, norm=norm)
 
   def __call__(self, x, t, y):
     """Velocity (N, H, W, C) float32 for x (N, H, W, C), t (N,) float, y (N,) int (num_classes = null)."""
