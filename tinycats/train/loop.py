@@ -25,7 +25,7 @@ from flax import nnx
 from tqdm import tqdm
 
 import tinycats.data
-from tinycats import config as config_lib, metrics, models, sharding
+from tinycats import config as config_lib, files, metrics, models, sharding
 from tinycats.errors import UserError
 from tinycats.train import compile_cache, feed as feed_lib, lock, state as state_lib, step as step_lib, tasks
 
@@ -157,6 +157,7 @@ def train_and_evaluate(config, workdir: str, mesh=None, on_checkpoint=None) -> d
 def _train_in_workdir(config, workdir: str, mesh, data, weights, on_checkpoint) -> dict:
   """The run itself, under the workdir's lock: the task, model and optimizer; restore; train; test the best."""
   tc = config.train
+  files.refuse_links(workdir, files.WORKDIR_FOLDERS)  # Before Orbax or a grid writes through one.
   train, val_split = data.splits['train'], data.splits['val']
   task = tasks.get(config)
   steps_per_epoch = len(train) // tc.batch_size
