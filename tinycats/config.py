@@ -11,6 +11,7 @@ import ast
 import difflib
 import importlib.util
 import json
+import math
 import os
 import sys
 from collections.abc import Iterable
@@ -216,6 +217,9 @@ _NON_NEGATIVE = (
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Checks values that the type check cannot; every error names the field and the allowed values."""
   values = _leaves(config)
+  for field, value in values.items():
+    if isinstance(value, float) and not math.isfinite(value):
+      raise ConfigError(f'config field {field!r} must be a finite number, got {value!r}')
   for field, allowed in _CHOICES.items():
     value = values.get(field)
     if value is not None and value not in allowed:
