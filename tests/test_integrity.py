@@ -4,9 +4,10 @@ import os
 import shutil
 
 import pytest
-from conftest import LEARNING, run_main, tiny_config
+from conftest import LEARNING, REPO, run_main, tiny_config
 
 from tinycats import cli, files
+from tinycats.config import ConfigError
 from tinycats.train import lock, loop
 
 OUTSIDE = 'a file outside the workdir\n'
@@ -96,3 +97,18 @@ def test_append_line_never_follows_a_link(tmp_path):
   files.append_line(str(tmp_path / 'new.jsonl'), 'a\n')
   files.append_line(str(tmp_path / 'new.jsonl'), 'b\n')
   assert (tmp_path / 'new.jsonl').read_text() == 'a\nb\n'
+
+
+def test_a_workdir_that_is_a_file_is_one_line_and_the_file_is_untouched(tmp_path):
+  path = tmp_path / 'notes.txt'
+  path.write_text(OUTSIDE)
+  config = os.path.join(REPO, 'configs', 'cats.py') + ':smoke'
+  result = run_main(cli.main, 'train', '--config', config, '--workdir', str(path))
+  assert result.returncode == 2
+  line = result.stderr.strip().splitlines()[-1]
+  assert 'is a file, not a folder' in line and path.read_text() == OUTSIDE
+
+
+def test_an_image_size_a_resnet_cannot_use_is_refused():
+  with pytest.raises(ConfigError, match=r'data.image_size \(7\) is below 32'):
+    tiny_config('--config.data.image_size=7', '--config.data.cache_size=8')

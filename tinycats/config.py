@@ -243,6 +243,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     )
   if config.task == 'generator':
     _check_dit(config)
+  elif config.data.image_size < 32:
+    raise ConfigError(
+      f'data.image_size ({config.data.image_size}) is below 32, the ResNet\'s total stride: its last stage would '
+      'see less than one pixel. Use 32 or more (the smoke recipes use 64 and more)'
+    )
   if config.train.batch_size % config.train.get('grad_accum', 1):
     raise ConfigError(
       f'train.batch_size ({config.train.batch_size}) must be a multiple of train.grad_accum '

@@ -260,7 +260,8 @@ def export_site(
 
 class SiteHandler(http.server.SimpleHTTPRequestHandler):
   """Static files with the MIME types browsers insist on (.mjs, .wasm), and cross-origin isolation headers
-  (COOP/COEP) so that onnxruntime-web may use wasm threads."""
+  (COOP/COEP) so that onnxruntime-web may use wasm threads. Only regular files inside the site are served: a
+  symlink out of it, and a folder without index.html, answer 404 (no listings)."""
 
   extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **MIME_TYPES}
   quiet = False
@@ -270,6 +271,20 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
     self.send_header('Cross-Origin-Embedder-Policy', 'require-corp')
     self.send_header('Cache-Control', 'no-cache')
     super().end_headers()
+
+  def send_head(self):
+    path = self.translate_path(self.path)
+    if os.path.isdir(path) and self.path.split('?', 1)[0].endswith('/'):
+      path = os.path.join(path, 'index.html')  # What the base class serves for a folder.
+    if not os.path.isdir(path):  # A folder without its slash is redirected by the base class.
+      root, real = os.path.realpath(self.directory), os.path.realpath(path)
+      if os.path.commonpath([root, real]) != root or not os.path.isfile(real):
+        self.send_error(http.HTTPStatus.NOT_FOUND, 'File not found')
+        return None
+    return super().send_head()
+
+  def list_directory(self, path):
+    self.send_error(http.HTTPStatus.NOT_FOUND, 'File not found')
 
   def log_message(self, format, *args):  # noqa: A002  # The base class's signature.
     if not self.quiet:

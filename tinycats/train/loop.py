@@ -152,6 +152,8 @@ def train_and_evaluate(config, workdir: str, mesh=None, on_checkpoint=None) -> d
   # Build: the config (class names get recorded in this copy), pretrained weights (before any other
   # work, so a bad source fails at once), the data, the task, the model and optimizer.
   config = config_lib.validate(copy.deepcopy(config))
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError(f'--workdir {workdir} is a file, not a folder; name a folder (it is created if missing)')
   compile_cache.enable(config.train.compilation_cache)  # Before anything compiles: a rerun loads the steps.
   mesh = mesh or sharding.make_mesh()
   tc = config.train
