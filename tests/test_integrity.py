@@ -2,12 +2,14 @@
 
 import os
 import shutil
+import subprocess
 
 import pytest
 from conftest import LEARNING, REPO, run_main, tiny_config
 
 from tinycats import cli, files
 from tinycats.config import ConfigError
+from tinycats.errors import UserError
 from tinycats.train import lock, loop
 
 OUTSIDE = 'a file outside the workdir\n'
@@ -112,3 +114,20 @@ def test_a_workdir_that_is_a_file_is_one_line_and_the_file_is_untouched(tmp_path
 def test_an_image_size_a_resnet_cannot_use_is_refused():
   with pytest.raises(ConfigError, match=r'data.image_size \(7\) is below 32'):
     tiny_config('--config.data.image_size=7', '--config.data.cache_size=8')
+
+
+def test_a_read_only_checkpoint_folder_is_one_line_before_the_first_step(learning_folder, tmp_path):
+  checkpoints = tmp_path / 'run' / 'checkpoints'
+  checkpoints.mkdir(parents=True)
+  if (
+    os.geteuid() != 0
+    or subprocess.run(['mount', '-t', 'tmpfs', '-o', 'ro,size=64k', 'tmpfs', str(checkpoints)]).returncode
+  ):
+    pytest.skip('needs root to mount a read-only tmpfs (root writes through chmod)')
+  try:
+    config = tiny_config('--config.data.source=folder', f'--config.data.folder={learning_folder}', *LEARNING)
+    with pytest.raises(UserError, match=r'checkpoints cannot be written \(Read-only file system\)'):
+      loop.train_and_evaluate(config, str(tmp_path / 'run'))
+    assert not os.path.exists(tmp_path / 'run' / 'metrics.jsonl')  # Refused before the first step.
+  finally:
+    subprocess.run(['umount', '-l', str(checkpoints)])

@@ -245,7 +245,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _check_dit(config)
   elif config.data.image_size < 32:
     raise ConfigError(
-      f'data.image_size ({config.data.image_size}) is below 32, the ResNet\'s total stride: its last stage would '
+      f"data.image_size ({config.data.image_size}) is below 32, the ResNet's total stride: its last stage would "
       'see less than one pixel. Use 32 or more (the smoke recipes use 64 and more)'
     )
   if config.train.batch_size % config.train.get('grad_accum', 1):

@@ -62,6 +62,22 @@ def refuse_links(folder: str, names) -> None:
       raise _linked(path)
 
 
+def check_writable(folders) -> None:
+  """Raises a one-line UserError for the first existing folder a file cannot be created in (read-only, not
+  ours): before a run's first step, not at its first checkpoint, where Orbax's threads report it at length."""
+  for folder in folders:
+    if not os.path.isdir(folder):
+      continue
+    try:
+      with tempfile.TemporaryFile(dir=folder):
+        pass
+    except OSError as e:
+      raise UserError(
+        f'{folder} cannot be written ({e.strerror}), and a run writes its checkpoints and files there; make it '
+        'writable, or train in another --workdir'
+      ) from None
+
+
 def _linked(path: str) -> LinkedPath:
   return LinkedPath(
     f'{path} is a symlink (to {os.readlink(path)}); tinycats writes only inside the workdir and will not follow '

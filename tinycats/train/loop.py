@@ -171,6 +171,7 @@ def _train_in_workdir(config, workdir: str, mesh, data, weights, on_checkpoint) 
   """The run itself, under the workdir's lock: the task, model and optimizer; restore; train; test the best."""
   tc = config.train
   files.refuse_links(workdir, files.WORKDIR_FOLDERS)  # Before Orbax or a grid writes through one.
+  files.check_writable([workdir, *(os.path.join(workdir, name) for name in files.WORKDIR_FOLDERS)])
   train, val_split = data.splits['train'], data.splits['val']
   task = tasks.get(config)
   steps_per_epoch = len(train) // tc.batch_size
