@@ -1,14 +1,21 @@
-"""A workdir as an attack surface: names in it made symlinks to files elsewhere are never written through."""
+"""Integrity under abuse: links planted in a workdir are never written through, a damaged cache or changed data
+is found, and a workdir or data folder that cannot be used is one line."""
 
+import fcntl
+import json
 import os
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 from conftest import LEARNING, REPO, run_main, tiny_config
+from PIL import Image, ImageOps
 
+import tinycats.data
 from tinycats import cli, files
 from tinycats.config import ConfigError
+from tinycats.data import cache
 from tinycats.errors import UserError
 from tinycats.train import lock, loop
 
@@ -131,3 +138,111 @@ def test_a_read_only_checkpoint_folder_is_one_line_before_the_first_step(learnin
     assert not os.path.exists(tmp_path / 'run' / 'metrics.jsonl')  # Refused before the first step.
   finally:
     subprocess.run(['umount', '-l', str(checkpoints)])
+
+
+# The data: a damaged cache, a changed folder, builds killed mid-way.
+
+
+@pytest.fixture
+def folder_data(tmp_path):
+  """(config, image folder, cache folder): a small two-class folder of its own, free to edit."""
+  import fake_pets
+
+  root = str(tmp_path / 'pictures')
+  fake_pets.make_image_folder(root, per_class=20, size=40)
+  cache_dir = str(tmp_path / 'cache')
+  config = tiny_config(
+    '--config.data.source=folder',
+    f'--config.data.folder={root}',
+    f'--config.data.cache_dir={cache_dir}',
+    '--config.data.val_min_per_class=2',
+  )
+  return config, root, cache_dir
+
+
+def _cache_folders(cache_dir, split):
+  return sorted(os.path.join(cache_dir, n) for n in os.listdir(cache_dir) if f'-{split}-' in n)
+
+
+@pytest.mark.parametrize('how', ['random bytes', 'truncated images', 'truncated meta'])
+def test_a_damaged_cache_is_found_and_decoded_again(folder_data, how):
+  config, _, cache_dir = folder_data
+  first = np.array(tinycats.data.load(config).splits['train'].images)  # A copy: the cache is memory-mapped.
+  (train,) = _cache_folders(cache_dir, 'train')
+  images = os.path.join(train, 'images.npy')
+  if how == 'random bytes':  # Past the .npy header: the array's values, not its shape.
+    with open(images, 'r+b') as f:
+      f.seek(200)
+      f.write(np.random.default_rng(0).bytes(20_000))
+  elif how == 'truncated images':
+    os.truncate(images, os.path.getsize(images) // 2)
+  else:
+    os.truncate(os.path.join(train, 'meta.json'), 10)
+  with pytest.warns(UserWarning, match=rf'the cache {train} is damaged: .*decoding the pictures again'):
+    again = tinycats.data.load(config)
+  np.testing.assert_array_equal(again.splits['train'].images, first)
+  assert _cache_folders(cache_dir, 'train') == [train]  # Rebuilt in place; the damaged copy is gone.
+
+
+def test_pictures_edited_with_their_times_restored_make_a_new_cache(folder_data):
+  config, root, cache_dir = folder_data
+  first = tinycats.data.load(config)
+  first_train = np.array(first.splits['train'].images)
+  for folder, _, names in os.walk(root):
+    for name in names:
+      path = os.path.join(folder, name)
+      stat = os.stat(path)
+      with Image.open(path) as image:
+        ImageOps.flip(ImageOps.invert(image.convert('RGB'))).save(path, format='JPEG', quality=95)
+      os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+  again = tinycats.data.load(config)
+  assert not np.array_equal(again.splits['train'].images, first_train)
+  assert again.splits['test'].source_digest != first.splits['test'].source_digest
+
+
+def test_evaluate_refuses_a_test_split_drawn_again_from_changed_pictures(trained, learning_folder, tmp_path):
+  # The run's own data, copied elsewhere: the same pictures, so evaluate runs (the record travels with the run).
+  pictures = str(tmp_path / 'pictures')
+  shutil.copytree(learning_folder, pictures, ignore=shutil.ignore_patterns('.tinycats-cache'))
+  stored = json.load(open(os.path.join(trained, 'config.json')))
+  stored['data']['folder'] = pictures
+  json.dump(stored, open(os.path.join(trained, 'config.json'), 'w'))
+  assert run_main(cli.main, 'evaluate', '--workdir', trained).returncode == 0
+  cat = os.path.join(pictures, 'cat')
+  for i in range(5):  # Five more cats: the folder is split again by its new listing.
+    shutil.copy(os.path.join(cat, '0.jpg'), os.path.join(cat, f'extra-{i}.jpg'))
+  before = open(os.path.join(trained, 'eval.json')).read()
+  result = run_main(cli.main, 'evaluate', '--workdir', trained)
+  assert result.returncode == 2
+  line = result.stderr.strip().splitlines()[-1]
+  assert 'the test split of the data is not the one' in line and 'Restore the data' in line
+  assert open(os.path.join(trained, 'eval.json')).read() == before
+
+
+def test_a_same_count_replacement_is_another_split(folder_data, tmp_path):
+  config, root, _ = folder_data
+  data = tinycats.data.load(config)
+  workdir = str(tmp_path / 'run')
+  os.makedirs(workdir)
+  tinycats.data.record(data, workdir)
+  tinycats.data.check_record(tinycats.data.load(config), workdir)  # Unchanged: accepted.
+  test_picture = os.path.join(root, data.splits['test'].names[0])
+  other = os.path.join(root, data.splits['train'].names[0])
+  shutil.copy(other, test_picture)  # Same names, same count, another picture.
+  with pytest.raises(UserError, match='the test split of the data is not the one'):
+    tinycats.data.check_record(tinycats.data.load(config), workdir)
+
+
+def test_folders_left_by_killed_cache_builds_are_removed_and_a_running_build_is_not(folder_data):
+  config, _, cache_dir = folder_data
+  tinycats.data.load(config)
+  (train,) = _cache_folders(cache_dir, 'train')
+  killed = train + cache.BUILDING + 'dead0000'
+  os.makedirs(killed)
+  open(os.path.join(killed, 'images.npy'), 'wb').write(b'\0' * 1000)
+  running = train + cache.BUILDING + 'live0000'
+  os.makedirs(running)
+  with open(os.path.join(running, '.building'), 'w') as held:
+    fcntl.flock(held, fcntl.LOCK_EX)
+    tinycats.data.load(config)
+    assert not os.path.exists(killed) and os.path.exists(running)

@@ -50,6 +50,7 @@ def evaluate(
       f'the data now has classes {data.classes}, but {workdir} was trained on '
       f'{list(config.data.classes)}; evaluate on the data it was trained on'
     )
+  tinycats.data.check_record(data, workdir, [split])  # Exactly the run's pictures, never a new draw.
   config, graphdef, state, step = inference.load(workdir)
   report = tasks.get(config).evaluate(
     graphdef, state, data.splits[split], mesh or sharding.make_mesh(), name=split, step=step, workdir=workdir
