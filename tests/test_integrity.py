@@ -242,7 +242,50 @@ def test_folders_left_by_killed_cache_builds_are_removed_and_a_running_build_is_
   open(os.path.join(killed, 'images.npy'), 'wb').write(b'\0' * 1000)
   running = train + cache.BUILDING + 'live0000'
   os.makedirs(running)
-  with open(os.path.join(running, '.building'), 'w') as held:
+  with open(running + files.BUSY, 'w') as held:  # Its process is alive: it holds the lock beside it.
     fcntl.flock(held, fcntl.LOCK_EX)
     tinycats.data.load(config)
     assert not os.path.exists(killed) and os.path.exists(running)
+  tinycats.data.load(config)  # Its process is gone: the lock is free.
+  assert not os.path.exists(running) and not os.path.exists(running + files.BUSY)
+
+
+def _named_onnx_files(out):
+  """Every .onnx file models.json names."""
+  found = []
+
+  def walk(value):
+    if isinstance(value, dict):
+      for v in value.values():
+        walk(v)
+    elif isinstance(value, list):
+      for v in value:
+        walk(v)
+    elif isinstance(value, str) and value.endswith('.onnx'):
+      found.append(value)
+
+  walk(json.load(open(os.path.join(out, 'models.json'))))
+  return found
+
+
+def test_an_export_killed_anywhere_leaves_a_folder_whose_models_json_names_only_files_it_has(
+  folder_run, tmp_path, monkeypatch
+):
+  from tinycats.export import onnx as onnx_export
+
+  out = str(tmp_path / 'out')
+  dead = os.path.join(out, onnx_export.STAGING + 'dead1234')  # What an export killed with -9 left.
+  os.makedirs(dead)
+  open(os.path.join(dead, 'cats.onnx'), 'wb').write(b'\0' * 1000)
+  onnx_export.export_onnx(folder_run[0], out, int8=True)
+  assert not [n for n in os.listdir(out) if n.startswith('.')]  # The killed export's folder is gone too.
+
+  def killed(path):  # The process dies as it removes the older int8 model.
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(onnx_export.os, 'remove', killed)
+  with pytest.raises(KeyboardInterrupt):
+    onnx_export.export_onnx(folder_run[0], out)
+  named = _named_onnx_files(out)
+  assert named and all(os.path.isfile(os.path.join(out, os.path.basename(n))) for n in named)
+  assert not any('quantized' in n for n in named)

@@ -9,7 +9,9 @@ the folders it writes into are checked by `refuse_links` before a run starts.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import shutil
 import tempfile
 
 from tinycats.errors import UserError
@@ -76,6 +78,54 @@ def check_writable(folders) -> None:
         f'{folder} cannot be written ({e.strerror}), and a run writes its checkpoints and files there; make it '
         'writable, or train in another --workdir'
       ) from None
+
+
+BUSY = '.busy'  # Suffix of the lock file beside a working folder.
+
+
+@contextlib.contextmanager
+def working_folder(parent: str, prefix: str):
+  """Yields a new folder `parent/prefix*` for work in progress (a cache being built, an export being staged),
+  removed when the block ends unless the block renamed it into place.
+
+  A process killed with -9 runs no cleanup, so each such folder has a lock file beside it, `<folder>.busy`,
+  made before the folder and removed after it, and flock-ed while its process lives: `remove_abandoned`
+  deletes exactly the folders whose process is gone.
+  """
+  remove_abandoned(parent, prefix)
+  fd, lock_path = tempfile.mkstemp(prefix=prefix, suffix=BUSY, dir=parent)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    folder = lock_path[: -len(BUSY)]
+    os.mkdir(folder)
+    try:
+      yield folder
+    finally:
+      shutil.rmtree(folder, ignore_errors=True)  # Nothing left to remove when the block renamed it away.
+  finally:
+    os.remove(lock_path)
+    os.close(fd)
+
+
+def remove_abandoned(parent: str, prefix: str) -> None:
+  """Deletes the working folders `parent/prefix*` (and their lock files) whose process has died."""
+  names = set(os.listdir(parent)) if os.path.isdir(parent) else set()
+  for name in sorted(n for n in names if n.startswith(prefix) and not n.endswith(BUSY)):
+    folder = os.path.join(parent, name)
+    try:
+      fd = os.open(folder + BUSY, os.O_RDWR)
+    except FileNotFoundError:  # The lock is made before the folder and removed after it: its process is gone.
+      shutil.rmtree(folder, ignore_errors=True)
+      continue
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      continue  # Its process is alive.
+    finally:
+      os.close(fd)
+    shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(folder + BUSY)
 
 
 def _linked(path: str) -> LinkedPath:

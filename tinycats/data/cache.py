@@ -20,7 +20,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import math
@@ -37,6 +36,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from tinycats import files
 from tinycats.errors import UserError
 
 # Part of every cache's key: a cache of another layout or reader is not reused (1: centre-cropped squares;
@@ -199,11 +199,9 @@ def build(path: str, names: Sequence[str], loaders: Sequence[Loader], key: dict)
   to the file as soon as it is decoded.
   """
   n, size = len(loaders), key['size']
-  tmp = f'{path}{BUILDING}{uuid.uuid4().hex[:8]}'
-  os.makedirs(tmp)
-  building = open(os.path.join(tmp, '.building'), 'w')  # Locked while this build lives (`_remove_leftovers`).
-  fcntl.flock(building, fcntl.LOCK_EX)
-  try:
+  folder, name = os.path.split(path)
+  os.makedirs(folder, exist_ok=True)
+  with files.working_folder(folder, name + BUILDING) as tmp:  # Removed if the build fails, or by a later one.
     images = np.lib.format.open_memmap(os.path.join(tmp, 'images.npy'), 'w+', np.uint8, (n, size, size, 3))
     sizes = np.zeros((n, 2), np.int32)
     labels: dict[str, np.ndarray] = {}
@@ -277,37 +275,14 @@ def build(path: str, names: Sequence[str], loaders: Sequence[Loader], key: dict)
     except OSError:  # Another process finished the same cache first; theirs is as good as ours.
       if not os.path.isfile(os.path.join(path, 'meta.json')):
         raise
-      shutil.rmtree(tmp, ignore_errors=True)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-  finally:
-    building.close()
   return load(path)
-
-
-def _remove_leftovers(path: str) -> None:
-  """Deletes the folders that builds of `path` killed mid-way left (`kill -9`: no `finally` ran); a build still
-  running holds the lock on its `.building` file and is left alone."""
-  folder, name = os.path.split(path)
-  for leftover in os.listdir(folder) if os.path.isdir(folder) else ():
-    if not (leftover.startswith(name + BUILDING) or leftover.startswith(name + DAMAGED)):
-      continue
-    leftover = os.path.join(folder, leftover)
-    try:
-      with open(os.path.join(leftover, '.building')) as f:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # Raises while its build runs.
-    except BlockingIOError:
-      continue
-    except OSError:
-      pass  # No lock file: a damaged cache set aside, or a build killed before it made one.
-    shutil.rmtree(leftover, ignore_errors=True)
 
 
 def get_or_build(cache_dir: str, key: dict, names: Sequence[str], loaders: Sequence[Loader]) -> CachedSplit:
   """The cached split for `key` (which must identify the images, their content and the size), built once."""
   path = cache_path(cache_dir, key)
-  _remove_leftovers(path)
+  for suffix in (BUILDING, DAMAGED):  # What builds and repairs killed mid-way left.
+    files.remove_abandoned(cache_dir, os.path.basename(path) + suffix)
   if os.path.isdir(path):
     try:
       return load(path)

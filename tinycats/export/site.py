@@ -27,6 +27,7 @@ import tempfile
 import urllib.error
 import urllib.request
 
+from tinycats import files
 from tinycats.errors import UserError
 from tinycats.export import onnx as onnx_export
 
@@ -189,26 +190,32 @@ def _replaceable(out_dir: str) -> bool:
 
 @contextlib.contextmanager
 def _staged_site(out_dir: str):
-  """A hidden folder beside `out_dir`, renamed to `out_dir` if the body succeeds, removed whatever happens."""
+  """A hidden folder beside `out_dir`, renamed to `out_dir` if the body succeeds, removed whatever happens (and
+  by the next build if this process is killed: `files.working_folder`)."""
   out_dir = os.path.abspath(out_dir)
-  parent = os.path.dirname(out_dir)
+  parent, name = os.path.split(out_dir)
   try:
     os.makedirs(parent, exist_ok=True)
-    staged = tempfile.mkdtemp(prefix=f'.{os.path.basename(out_dir)}.tinycats-', dir=parent)
   except OSError as e:
     raise UserError(f'cannot write beside {out_dir} ({e.strerror or e}); choose another --out-dir') from e
-  old = None
-  try:
+  files.remove_abandoned(parent, f'.{name}.old-')  # A site set aside by a build killed between its renames.
+  with files.working_folder(parent, f'.{name}.tinycats-') as staged:
     yield staged
     os.chmod(staged, 0o755)  # mkdtemp's 0700 would hide the site from a web server running as another user.
-    if os.path.exists(out_dir):
-      old = tempfile.mkdtemp(prefix=f'.{os.path.basename(out_dir)}.old-', dir=parent)
-      os.rename(out_dir, os.path.join(old, 'site'))
-    os.rename(staged, out_dir)
-  finally:
-    shutil.rmtree(staged, ignore_errors=True)
-    if old:
-      shutil.rmtree(old, ignore_errors=True)
+    old = None
+    try:
+      if os.path.exists(out_dir):
+        old = tempfile.mkdtemp(prefix=f'.{name}.old-', dir=parent)
+        os.rename(out_dir, os.path.join(old, 'site'))
+      try:
+        os.rename(staged, out_dir)
+      except OSError:
+        if old:  # The previous site back where it was.
+          os.rename(os.path.join(old, 'site'), out_dir)
+        raise
+    finally:
+      if old:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def export_site(
