@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import REPO, launch_local, tiny_config
+from conftest import REPO, dit_config, launch_local, tiny_config
 from flax import nnx
 from PIL import Image
 
@@ -93,9 +93,22 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(image_folder, tmp_p
   assert (tmp_path / 'config.json').read_text() == config_json  # The workdir's truth is untouched.
 
   diverging = tiny_config(*folder, '--config.train.epochs=2', '--config.train.learning_rate=1e30')
-  with pytest.raises(loop.TrainingDiverged, match=r'loss became nan at step 1[2-9].*last good checkpoint is step 10'):
+  with pytest.raises(loop.TrainingDiverged, match=r'became (nan|inf) at step 1[1-9].*resumes from step 10 .*val_loss'):
     loop.train_and_evaluate(diverging, str(tmp_path))
   assert _committed_steps(str(tmp_path)) == good
+
+
+def test_a_blown_up_generator_stops_before_any_checkpoint_and_says_it_starts_over(shape_folder, tmp_path):
+  # Gradient clipping keeps the loss finite for a while; the gradient norm (before the clip) shows it first.
+  config = dit_config(shape_folder, '--config.train.learning_rate=1e4', '--config.train.steps=60')
+  with pytest.raises(loop.TrainingDiverged, match=r'became (nan|inf) at step \d+; stopped. No checkpoint was'):
+    loop.train_and_evaluate(config, str(tmp_path))
+  assert not _committed_steps(str(tmp_path))
+
+
+def test_an_infinite_learning_rate_is_refused_with_the_config_checks():
+  with pytest.raises(ConfigError, match="'train.learning_rate' must be a finite number, got inf"):
+    tiny_config('--config.train.learning_rate=inf')
 
 
 def _scripted_validation(monkeypatch, scores):

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import threading
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -290,3 +291,27 @@ def test_a_site_is_rebuilt_in_place_from_an_earlier_site(site_dir, tmp_path):
     'generator': {'source': copy, 'exported': False},
   }
   assert sorted(os.listdir(copy)) == sorted(os.listdir(site_dir))
+
+
+def test_serve_answers_only_regular_files_inside_the_site(tmp_path):
+  root = tmp_path / 'site'
+  (root / 'sub').mkdir(parents=True)
+  (root / 'index.html').write_text('<p>page</p>')
+  (root / 'sub' / 'a.txt').write_text('inside')
+  secret = tmp_path / 'secret.txt'
+  secret.write_text('outside')
+  os.symlink(secret, root / 'link.txt')
+  os.symlink(tmp_path, root / 'up')
+  httpd = site.make_server(str(root), '127.0.0.1', 0, quiet=True)
+  threading.Thread(target=httpd.serve_forever, daemon=True).start()
+  url = f'http://127.0.0.1:{httpd.server_address[1]}/'
+  try:
+    assert urllib.request.urlopen(url).read() == b'<p>page</p>'
+    assert urllib.request.urlopen(url + 'sub/a.txt').read() == b'inside'
+    for path in ('link.txt', 'up/secret.txt', 'sub/', 'up/', 'missing.txt'):
+      with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(url + path)
+      assert e.value.code == 404, path
+  finally:
+    httpd.shutdown()
+    httpd.server_close()

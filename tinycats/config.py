@@ -11,6 +11,7 @@ import ast
 import difflib
 import importlib.util
 import json
+import math
 import os
 import sys
 from collections.abc import Iterable
@@ -216,6 +217,9 @@ _NON_NEGATIVE = (
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Checks values that the type check cannot; every error names the field and the allowed values."""
   values = _leaves(config)
+  for field, value in values.items():
+    if isinstance(value, float) and not math.isfinite(value):
+      raise ConfigError(f'config field {field!r} must be a finite number, got {value!r}')
   for field, allowed in _CHOICES.items():
     value = values.get(field)
     if value is not None and value not in allowed:
@@ -239,6 +243,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     )
   if config.task == 'generator':
     _check_dit(config)
+  elif config.data.image_size < 32:
+    raise ConfigError(
+      f"data.image_size ({config.data.image_size}) is below 32, the ResNet's total stride: its last stage would "
+      'see less than one pixel. Use 32 or more (the smoke recipes use 64 and more)'
+    )
   if config.train.batch_size % config.train.get('grad_accum', 1):
     raise ConfigError(
       f'train.batch_size ({config.train.batch_size}) must be a multiple of train.grad_accum '

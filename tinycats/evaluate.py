@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 import tinycats.data
-from tinycats import config as config_lib, inference, metrics, sharding
+from tinycats import config as config_lib, files, inference, metrics, sharding
 from tinycats.classifier import Classifier
 from tinycats.data import augment
 from tinycats.errors import UserError
@@ -41,6 +41,7 @@ def evaluate(
   if split not in tinycats.data.SPLITS:
     raise UserError(f'unknown split {split!r}; choose one of {", ".join(tinycats.data.SPLITS)}')
   config = config_lib.load_json(os.path.join(workdir, 'config.json'))  # Before the data: a bad workdir fails first.
+  files.refuse_links(workdir, ['samples'])  # The folder the judged samples' grid is written into.
   if classifier and config.task != 'generator':
     raise UserError('--classifier judges generated images; this workdir holds a classifier')
   data = tinycats.data.load(config, splits=(split,))
@@ -49,6 +50,7 @@ def evaluate(
       f'the data now has classes {data.classes}, but {workdir} was trained on '
       f'{list(config.data.classes)}; evaluate on the data it was trained on'
     )
+  tinycats.data.check_record(data, workdir, [split])  # Exactly the run's pictures, never a new draw.
   config, graphdef, state, step = inference.load(workdir)
   report = tasks.get(config).evaluate(
     graphdef, state, data.splits[split], mesh or sharding.make_mesh(), name=split, step=step, workdir=workdir

@@ -12,6 +12,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
+from tinycats import files
+
 
 def writes_files() -> bool:
   """Whether this process writes a run's files: in a multi-process run all compute, process 0 writes."""
@@ -84,17 +86,20 @@ def plot_confusion(confusion, classes, path: str, title: str = '') -> None:
       ax.text(j, i, str(v), ha='center', va='center', color='white' if v > confusion.max() / 2 else 'black')
   ax.set_title(title)
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  _save_figure(fig, path)
+
+
+def _save_figure(fig, path: str) -> None:
+  with files.atomic_write(path, 'wb') as f:  # Never through a link planted at `path`.
+    fig.savefig(f, format='png', dpi=100)
 
 
 def write_json(obj, path: str) -> None:
-  """Writes JSON through a temporary file and a rename: a reader never sees half a file."""
+  """Writes JSON through a temporary file and a rename: a reader never sees half a file, a link is not followed."""
   if not writes_files():
     return
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
+  with files.atomic_write(path) as f:
     json.dump(obj, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
 
 
 def write_report(report: dict, workdir: str) -> None:
@@ -120,12 +125,13 @@ class MetricWriter:
     self._tensorboard = None
     if not writes_files():
       return
+    files.refuse_links(os.path.dirname(path), [os.path.basename(path)])
     if resume_step is None:
       if os.path.exists(path):
         os.remove(path)
     else:
       rows = [r for r in read_jsonl(path) if r['step'] <= resume_step]
-      with open(path, 'w') as f:
+      with files.atomic_write(path) as f:
         f.writelines(json.dumps(r) + '\n' for r in rows)
     if importlib.util.find_spec('tensorboardX') is not None:  # Optional: never a dependency.
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
@@ -135,8 +141,7 @@ class MetricWriter:
   def write(self, step: int, scalars: dict[str, float]) -> None:
     if not writes_files():
       return
-    with open(self.path, 'a') as f:
-      f.write(json.dumps({'step': step, **scalars}) + '\n')
+    files.append_line(self.path, json.dumps({'step': step, **scalars}) + '\n')
     if self._tensorboard is not None:
       for name, value in scalars.items():
         self._tensorboard.add_scalar(name, value, step)
@@ -177,7 +182,7 @@ def plot_curves(metrics_path: str, path: str) -> None:
     ax.set_title(name)
     ax.legend()
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  _save_figure(fig, path)
 
 
 def save_grid(images: np.ndarray, path: str, row_labels: list[str] | None = None, gap: int = 2) -> None:
@@ -195,9 +200,8 @@ def save_grid(images: np.ndarray, path: str, row_labels: list[str] | None = None
     for c in range(cols):
       canvas.paste(Image.fromarray(images[r, c]), (margin + gap + c * (w + gap), top))
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f'{path}.tmp.png'
-  canvas.save(tmp)
-  os.replace(tmp, path)
+  with files.atomic_write(path, 'wb') as f:
+    canvas.save(f, format='PNG')
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray, weights_a: np.ndarray | None = None) -> float:

@@ -9,14 +9,17 @@ evaluation. An image folder is divided into all three the same way (`stratify.py
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import hashlib
 import io
+import json
 import os
 
 import numpy as np
 
+from tinycats import metrics
 from tinycats.data import cache, folder, pets, stratify
 from tinycats.errors import UserError
 
@@ -31,6 +34,9 @@ class Split:
   skipped: list[str]
   sizes: np.ndarray  # (N, 2) int32: (height, width) of each picture on its canvas.
   fingerprint: str | None = None  # The cache's `content_fingerprint`: a resumed run must see the same images.
+  # The pictures' names, their source files' bytes and their labels: which pictures a split is, on any machine
+  # (the workdir's data.json records it; evaluate checks it). None where unknown.
+  source_digest: str | None = None
 
   def __len__(self):
     return len(self.labels)
@@ -58,10 +64,23 @@ def _limit(config, name: str, indices: np.ndarray, labels_of) -> np.ndarray:
   )
 
 
-def _fingerprint(paths) -> str:
-  """Names, sizes and modification times: a cache built from other bytes is not reused."""
-  stats = [(str(p), os.path.getsize(p), os.path.getmtime(p)) for p in paths]
-  return hashlib.sha256(repr(stats).encode()).hexdigest()
+def _file_digests(paths) -> list[str]:
+  """SHA-256 of each file's bytes, read in full (threads: hashlib releases the GIL; about 1 GB/s a core).
+
+  Bytes, not sizes and modification times: an edit that keeps both (a picture inverted, its time restored)
+  still makes another cache and another split.
+  """
+
+  def digest(path):
+    with open(path, 'rb') as f:
+      return hashlib.file_digest(f, 'sha256').hexdigest()
+
+  with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 1)) as pool:
+    return list(pool.map(digest, paths))
+
+
+def _combine(*parts) -> str:
+  return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
 
 
 @functools.lru_cache(maxsize=4)
@@ -80,7 +99,8 @@ def _tfds_parts(config, splits=SPLITS):
   }
   label_set = config.data.labels
   variant = pets.variant_dir(data_dir)
-  content = _fingerprint(sorted(os.path.join(variant, f) for f in os.listdir(variant)))
+  shards = sorted(os.listdir(variant))
+  content = _combine(shards, _file_digests([os.path.join(variant, f) for f in shards]))
   classes = list(pets.LABEL_SETS[label_set])
   labels = lambda split: pets.labels_for(label_set, _tfds_breeds(data_dir, split, content))
   parts = {'test': ('test', np.arange(len(sources['test'])))}
@@ -109,7 +129,7 @@ def _tfds_parts(config, splits=SPLITS):
       size=config.data.cache_size,
     )
     names = [f'{pets.NAME}/{tfds_split}[{i}]' for i in indices]
-    out[name] = (key, names, [loader(sources[tfds_split], i) for i in indices])
+    out[name] = (key, names, [loader(sources[tfds_split], i) for i in indices], _combine(names, content, label_set))
   to_labels = lambda fields: pets.labels_for(label_set, fields['label'])  # The cache keeps the breed.
   return classes, to_labels, out, os.path.join(data_dir, 'tinycats-cache')
 
@@ -119,23 +139,20 @@ def _folder_parts(config, splits=SPLITS):
   classes, files, labels = folder.list_images(root)
   d = config.data
   parts = stratify.split_indices(labels, d.split_seed, d.val_fraction, d.test_fraction, _val_floor(config))
+  limited = {name: _limit(config, name, parts[name], lambda idx=parts[name]: labels[idx]) for name in splits}
+  wanted = sorted({int(i) for indices in limited.values() for i in indices})
+  digests = dict(zip(wanted, _file_digests([files[i] for i in wanted])))  # Only the files the splits use.
 
   def loader(i):
     return lambda: (cache.read_image_file(files[i], d.cache_size), {'label': int(labels[i])})
 
   out = {}
-  for name, indices in parts.items():
-    indices = _limit(config, name, indices, lambda: labels[indices])
+  for name, indices in limited.items():
     chosen = [files[i] for i in indices]
-    key = dict(
-      source='folder',
-      root=root,
-      split=name,
-      files=_digest(chosen),
-      content=_fingerprint(chosen),
-      size=config.data.cache_size,
-    )
-    out[name] = (key, [os.path.relpath(f, root) for f in chosen], [loader(i) for i in indices])
+    names = [os.path.relpath(f, root) for f in chosen]
+    content = _combine(names, [digests[int(i)] for i in indices], [classes[labels[i]] for i in indices])
+    key = dict(source='folder', root=root, split=name, files=_digest(chosen), content=content, size=d.cache_size)
+    out[name] = (key, names, [loader(i) for i in indices], content)
   return classes, lambda fields: fields['label'], out, os.path.join(root, '.tinycats-cache')
 
 
@@ -148,6 +165,36 @@ def _digest(items) -> str:
   return hashlib.sha256(repr(list(map(str, items))).encode()).hexdigest()
 
 
+RECORD = 'data.json'  # In a workdir: which pictures each split of the run was (`record`, `check_record`).
+
+
+def record(data: Data, workdir: str) -> None:
+  """Writes WORKDIR/data.json: each split's `source_digest` and size, facts of the run that evaluate checks."""
+  metrics.write_json(
+    {name: dict(source_digest=split.source_digest, images=len(split)) for name, split in data.splits.items()},
+    os.path.join(workdir, RECORD),
+  )
+
+
+def check_record(data: Data, workdir: str, names=SPLITS) -> None:
+  """Raises a one-line UserError when a split in `names` is not the one WORKDIR/data.json recorded (pictures
+  added, removed, edited or relabelled since: a folder is split again by its listing). A run older than the
+  record is not checked."""
+  path = os.path.join(workdir, RECORD)
+  if not os.path.isfile(path):
+    return
+  with open(path) as f:
+    recorded = json.load(f)
+  for name in names:
+    was, split = recorded.get(name, {}), data.splits.get(name)
+    if split is not None and was.get('source_digest') not in (None, split.source_digest):
+      raise UserError(
+        f'the {name} split of the data is not the one {workdir} was trained with ({was.get("images")} pictures '
+        f'then, {len(split)} now): pictures were added, removed, edited or relabelled since. Restore the data as '
+        'it was, or train a new run on the data as it is.'
+      )
+
+
 def load(config, splits=SPLITS) -> Data:
   """Decodes (once; later runs reuse the cache) and returns the requested splits."""
   parts_of = _tfds_parts if config.data.source == 'tfds' else _folder_parts
@@ -155,12 +202,18 @@ def load(config, splits=SPLITS) -> Data:
   cache_dir = os.path.expanduser(config.data.cache_dir or os.environ.get('TINYCATS_CACHE') or beside_data)
   out = {}
   for name in splits:
-    key, names, loaders = parts[name]
+    key, names, loaders, source_digest = parts[name]
     if not loaders:
       raise UserError(f'the {name} split is empty; check data.val_fraction / data.test_fraction / data.max_examples')
     cached = cache.get_or_build(cache_dir, key, names, loaders)
     out[name] = Split(
-      cached.images, to_labels(cached.labels), cached.names, cached.skipped, cached.sizes, cached.fingerprint
+      cached.images,
+      to_labels(cached.labels),
+      cached.names,
+      cached.skipped,
+      cached.sizes,
+      cached.fingerprint,
+      source_digest,
     )
   if 'val' in out:
     stratify.warn_if_few(out['val'].labels, classes, _val_floor(config))

@@ -22,7 +22,6 @@ import importlib
 import json
 import logging
 import os
-import shutil
 import sys
 import tempfile
 
@@ -33,12 +32,13 @@ import numpy as np
 from flax import nnx
 
 import tinycats.data
-from tinycats import flow, inference
+from tinycats import files, flow, inference
 from tinycats.data import augment
 from tinycats.errors import UserError
 from tinycats.inference import ExportError
 from tinycats.train import tasks
 
+STAGING = '.tinycats-export-'  # Prefix of the hidden folder an export is made in, inside its --out-dir.
 TOLERANCE = 1e-4
 BATCH = 'batch_size'  # The dynamic batch axis: the same name in the ONNX files and models.json.
 FILES = {
@@ -447,12 +447,10 @@ def publish(staged: str, names, out_dir: str) -> None:
 
 @contextlib.contextmanager
 def staging(out_dir: str):
-  """A hidden folder inside `out_dir` for the files being made; removed whatever happens."""
-  folder = tempfile.mkdtemp(prefix='.tinycats-export-', dir=out_dir)
-  try:
+  """A hidden folder inside `out_dir` for the files being made; removed whatever happens, and by the next
+  export if its process was killed (`files.working_folder`)."""
+  with files.working_folder(out_dir, STAGING) as folder:
     yield folder
-  finally:
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def export_onnx(
@@ -546,10 +544,10 @@ def write_onnx(
     }
     with open(os.path.join(tmp, 'models.json'), 'w') as f:
       json.dump(models_json(existing, config, paths, info), f, indent=2)
+    publish(tmp, report['files'] + ['models.json'], out_dir)  # models.json last: it names the files before it.
     stale = os.path.join(out_dir, names[1])
-    if not int8 and os.path.exists(stale):  # An older int8 model would be what the page loads: not this one.
+    if not int8 and os.path.exists(stale):  # After models.json stopped naming it: the page never loses a file.
       os.remove(stale)
       print(f'tinycats export: removed {stale} (an earlier int8 export); add --int8 to make a new one', file=sys.stderr)
-    publish(tmp, report['files'] + ['models.json'], out_dir)  # models.json last: it names the files before it.
   report['out_dir'] = os.path.abspath(out_dir)
   return report

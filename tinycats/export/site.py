@@ -27,6 +27,7 @@ import tempfile
 import urllib.error
 import urllib.request
 
+from tinycats import files
 from tinycats.errors import UserError
 from tinycats.export import onnx as onnx_export
 
@@ -189,26 +190,32 @@ def _replaceable(out_dir: str) -> bool:
 
 @contextlib.contextmanager
 def _staged_site(out_dir: str):
-  """A hidden folder beside `out_dir`, renamed to `out_dir` if the body succeeds, removed whatever happens."""
+  """A hidden folder beside `out_dir`, renamed to `out_dir` if the body succeeds, removed whatever happens (and
+  by the next build if this process is killed: `files.working_folder`)."""
   out_dir = os.path.abspath(out_dir)
-  parent = os.path.dirname(out_dir)
+  parent, name = os.path.split(out_dir)
   try:
     os.makedirs(parent, exist_ok=True)
-    staged = tempfile.mkdtemp(prefix=f'.{os.path.basename(out_dir)}.tinycats-', dir=parent)
   except OSError as e:
     raise UserError(f'cannot write beside {out_dir} ({e.strerror or e}); choose another --out-dir') from e
-  old = None
-  try:
+  files.remove_abandoned(parent, f'.{name}.old-')  # A site set aside by a build killed between its renames.
+  with files.working_folder(parent, f'.{name}.tinycats-') as staged:
     yield staged
     os.chmod(staged, 0o755)  # mkdtemp's 0700 would hide the site from a web server running as another user.
-    if os.path.exists(out_dir):
-      old = tempfile.mkdtemp(prefix=f'.{os.path.basename(out_dir)}.old-', dir=parent)
-      os.rename(out_dir, os.path.join(old, 'site'))
-    os.rename(staged, out_dir)
-  finally:
-    shutil.rmtree(staged, ignore_errors=True)
-    if old:
-      shutil.rmtree(old, ignore_errors=True)
+    old = None
+    try:
+      if os.path.exists(out_dir):
+        old = tempfile.mkdtemp(prefix=f'.{name}.old-', dir=parent)
+        os.rename(out_dir, os.path.join(old, 'site'))
+      try:
+        os.rename(staged, out_dir)
+      except OSError:
+        if old:  # The previous site back where it was.
+          os.rename(os.path.join(old, 'site'), out_dir)
+        raise
+    finally:
+      if old:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def export_site(
@@ -260,7 +267,8 @@ def export_site(
 
 class SiteHandler(http.server.SimpleHTTPRequestHandler):
   """Static files with the MIME types browsers insist on (.mjs, .wasm), and cross-origin isolation headers
-  (COOP/COEP) so that onnxruntime-web may use wasm threads."""
+  (COOP/COEP) so that onnxruntime-web may use wasm threads. Only regular files inside the site are served: a
+  symlink out of it, and a folder without index.html, answer 404 (no listings)."""
 
   extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **MIME_TYPES}
   quiet = False
@@ -270,6 +278,20 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
     self.send_header('Cross-Origin-Embedder-Policy', 'require-corp')
     self.send_header('Cache-Control', 'no-cache')
     super().end_headers()
+
+  def send_head(self):
+    path = self.translate_path(self.path)
+    if os.path.isdir(path) and self.path.split('?', 1)[0].endswith('/'):
+      path = os.path.join(path, 'index.html')  # What the base class serves for a folder.
+    if not os.path.isdir(path):  # A folder without its slash is redirected by the base class.
+      root, real = os.path.realpath(self.directory), os.path.realpath(path)
+      if os.path.commonpath([root, real]) != root or not os.path.isfile(real):
+        self.send_error(http.HTTPStatus.NOT_FOUND, 'File not found')
+        return None
+    return super().send_head()
+
+  def list_directory(self, path):
+    self.send_error(http.HTTPStatus.NOT_FOUND, 'File not found')
 
   def log_message(self, format, *args):  # noqa: A002  # The base class's signature.
     if not self.quiet:

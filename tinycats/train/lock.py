@@ -18,7 +18,7 @@ import os
 import socket
 import sys
 
-from tinycats import metrics
+from tinycats import files, metrics
 from tinycats.errors import UserError
 
 LOCK = '.lock'
@@ -47,7 +47,8 @@ def hold(workdir: str):
     yield
     return
   path = os.path.join(workdir, LOCK)
-  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  files.refuse_links(workdir, [LOCK])
+  fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, 'O_NOFOLLOW', 0), 0o644)
   locked = True
   try:
     try:

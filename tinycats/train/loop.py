@@ -25,13 +25,14 @@ from flax import nnx
 from tqdm import tqdm
 
 import tinycats.data
-from tinycats import config as config_lib, metrics, models, sharding
+from tinycats import config as config_lib, files, metrics, models, sharding
 from tinycats.errors import UserError
 from tinycats.train import compile_cache, feed as feed_lib, lock, state as state_lib, step as step_lib, tasks
 
 
 class TrainingDiverged(UserError):
-  """The loss became NaN or infinite; the last good checkpoint is kept, and a gentler setting resumes."""
+  """The loss, the gradient norm or a validation metric became NaN or infinite; the checkpoints saved before
+  are kept, and a gentler setting resumes from the last."""
 
 
 def itstime(step: int, every: int, total_steps: int) -> bool:
@@ -78,14 +79,9 @@ class _Interval:
     """Fetches the pending metrics (one host sync), checks them, and returns their means as a log row."""
     fetched = jax.device_get([m for _, m in self.pending])
     for (s, _), m in zip(self.pending, fetched):
-      if not np.isfinite(m['loss']):
-        ckpts.wait()
-        last = ckpts.latest_step()
-        raise TrainingDiverged(
-          f'loss became {m["loss"]} at step {s + 1}; stopped. The last good checkpoint is '
-          f'{"step " + str(last) if last is not None else "none"} in {ckpts.directory}. '
-          'Lower train.learning_rate or keep train.grad_clip on, then run again (it resumes from there).'
-        )
+      for key in ('loss', 'grad_norm'):
+        if key in m and not np.isfinite(m[key]):
+          raise diverged(f'the {key.replace("_", " ")} became {m[key]} at step {s + 1}', ckpts)
     row = {'learning_rate': float(schedule(self.pending[-1][0]))}
     if self.images:
       row['images_per_sec'] = self.images / max(time.perf_counter() - self.start, 1e-9)
@@ -93,6 +89,21 @@ class _Interval:
       row[('train_' if key in ('loss', 'accuracy') else '') + key] = float(np.mean([m[key] for m in fetched]))
     self.reset()
     return row
+
+
+def diverged(what: str, ckpts) -> TrainingDiverged:
+  """The error for a run that blew up, naming the checkpoint a rerun resumes from (every one saved has finite
+  validation metrics: a non-finite validation stops the run before its save)."""
+  ckpts.wait()
+  last = ckpts.latest_step()
+  if last is None:
+    where = f'No checkpoint was written before, so a rerun starts over in {ckpts.directory}.'
+  else:
+    shown = ', '.join(f'{k} {v:.4g}' for k, v in sorted((ckpts.metrics(last) or {}).items()))
+    where = f'A rerun resumes from step {last} in {ckpts.directory} ({shown}).'
+  return TrainingDiverged(
+    f'{what}; stopped. {where} Lower train.learning_rate, or keep train.grad_clip on, and run the same command.'
+  )
 
 
 def _check_batch(tc, mesh, train_examples: int | None = None) -> None:
@@ -141,6 +152,8 @@ def train_and_evaluate(config, workdir: str, mesh=None, on_checkpoint=None) -> d
   # Build: the config (class names get recorded in this copy), pretrained weights (before any other
   # work, so a bad source fails at once), the data, the task, the model and optimizer.
   config = config_lib.validate(copy.deepcopy(config))
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError(f'--workdir {workdir} is a file, not a folder; name a folder (it is created if missing)')
   compile_cache.enable(config.train.compilation_cache)  # Before anything compiles: a rerun loads the steps.
   mesh = mesh or sharding.make_mesh()
   tc = config.train
@@ -157,6 +170,8 @@ def train_and_evaluate(config, workdir: str, mesh=None, on_checkpoint=None) -> d
 def _train_in_workdir(config, workdir: str, mesh, data, weights, on_checkpoint) -> dict:
   """The run itself, under the workdir's lock: the task, model and optimizer; restore; train; test the best."""
   tc = config.train
+  files.refuse_links(workdir, files.WORKDIR_FOLDERS)  # Before Orbax or a grid writes through one.
+  files.check_writable([workdir, *(os.path.join(workdir, name) for name in files.WORKDIR_FOLDERS)])
   train, val_split = data.splits['train'], data.splits['val']
   task = tasks.get(config)
   steps_per_epoch = len(train) // tc.batch_size
@@ -175,6 +190,9 @@ def _train_in_workdir(config, workdir: str, mesh, data, weights, on_checkpoint) 
   resumed = ckpts.latest_step() is not None
   if resumed:
     state, progress = _restore(ckpts, state, progress, workdir, config, train)
+  if resumed:  # Its validation and test pictures are facts of the run too, not only the training ones.
+    tinycats.data.check_record(data, workdir)
+  tinycats.data.record(data, workdir)
   writer = metrics.MetricWriter(os.path.join(workdir, 'metrics.jsonl'), progress.step if resumed else None)
   config_lib.save_json(config, os.path.join(workdir, 'config.json'))  # Only once the run can go on.
 
@@ -218,6 +236,8 @@ def _train_in_workdir(config, workdir: str, mesh, data, weights, on_checkpoint) 
         network = task.network(model_graphdef, state[0])
         val = task.validate(*network, val_split, mesh)
         writer.write(step, val)
+        if not all(np.isfinite(v) for v in val.values()):  # Never saved: it would be resumed from.
+          raise diverged(f'the validation at step {step} is not finite ({val})', ckpts)
         progress.record(sign * val[task.best_metric])
         epoch, batch_in_epoch = divmod(step, steps_per_epoch)
         progress.step = step
