@@ -148,3 +148,16 @@ def test_a_workdir_written_with_the_old_task_names_still_loads(tmp_path, spec, o
   path.write_text(json.dumps(stored))
   loaded = config_lib.load_json(str(path))
   assert loaded.task == config.task and config_lib.resume_conflicts(loaded, config) == []
+
+
+def test_a_misspelt_field_set_in_python_fails_where_it_is_set():
+  """Loaded configs are locked (as ml_collections' config_flags locks them): `c.train.lr = 1` raises at once
+  instead of training at the default rate; an existing field still takes any value of its type."""
+  c = config_lib.load('configs/cats.py:smoke')
+  with pytest.raises(AttributeError, match='"lr" does not exist .* locked'):
+    c.train.lr = 1
+  c.train.learning_rate = 1e-3
+  assert config_lib.validate(c).train.learning_rate == 1e-3
+  stored = config_lib.from_dict(c.to_dict())  # A workdir's or an export's config.json: locked too.
+  with pytest.raises(AttributeError):
+    stored.sample.cfg_scale = 2

@@ -69,6 +69,7 @@ def _evaluate(args) -> int:
     steps=args.steps,
     sampler=args.sampler,
     guidance_interval=guidance_interval,
+    data_dir=args.data_dir,
   )
   shown = {
     k: v
@@ -328,6 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
   p = sub.add_parser('evaluate', help="evaluate a workdir's best checkpoint: writes eval.json and confusion.png")
   p.add_argument('--workdir', required=True)
   p.add_argument('--split', default='test', choices=('train', 'val', 'test'))
+  p.add_argument(
+    '--data-dir',
+    default=None,
+    help="where the run's data is on this machine, if not where its config.json says (a run trained on Modal): "
+    'the TFDS data dir, or the image folder of a folder run',
+  )
   p.add_argument(
     '--classifier',
     default=None,

@@ -42,11 +42,13 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
   if not hasattr(module, 'get_config'):
     raise ConfigError(f'config file {path!r} defines no get_config(arg=None)')
   try:
-    return module.get_config(arg or None)
+    config = module.get_config(arg or None)
   except ValueError as e:  # A config refuses an argument it does not know; its message names those it knows.
     if not arg:
       raise
     raise ConfigError(str(e) if os.path.basename(path) in str(e) else f'{path}:{arg}: {e}') from None
+  config.lock()  # A misspelt field set in Python fails there (as with ml_collections' config_flags), not silently.
+  return config
 
 
 def _leaves(config, prefix=''):
@@ -398,6 +400,7 @@ def from_dict(values: dict) -> ml_collections.ConfigDict:
         for name, value in defaults.items():
           if name not in config[section]:
             config[section][name] = value
+  config.lock()
   return config
 
 

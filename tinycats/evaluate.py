@@ -34,17 +34,29 @@ def evaluate(
   steps: int | None = None,
   sampler: str | None = None,
   guidance_interval: tuple[float, float] | None = None,
+  data_dir: str | None = None,
 ) -> dict:
   """Writes and returns `WORKDIR/eval.json`. `classifier` (a classifier workdir) is for generators only; so are
   `cfg`, `steps`, `sampler` and `guidance_interval`, which the judged samples use instead of the run's
-  `sample.*`."""
+  `sample.*`. `data_dir`: where the run's data is on this machine, when not where config.json says (a TFDS data
+  dir, or the image folder of a folder run)."""
   if split not in tinycats.data.SPLITS:
     raise UserError(f'unknown split {split!r}; choose one of {", ".join(tinycats.data.SPLITS)}')
   config = config_lib.load_json(os.path.join(workdir, 'config.json'))  # Before the data: a bad workdir fails first.
   files.refuse_links(workdir, ['samples'])  # The folder the judged samples' grid is written into.
   if classifier and config.task != 'generator':
     raise UserError('--classifier judges generated images; this workdir holds a classifier')
-  data = tinycats.data.load(config, splits=(split,))
+  if data_dir:
+    config = tinycats.data.relocated(config, data_dir)
+  try:
+    data = tinycats.data.load(config, splits=(split,))
+  except (UserError, FileNotFoundError) as e:
+    if data_dir:
+      raise
+    raise UserError(
+      f'{e}\n{workdir} was trained on data at {tinycats.data.location(config)}; if it is elsewhere on this '
+      'machine (a run trained on Modal), pass --data-dir DIR'
+    ) from None
   if list(config.data.classes) != list(data.classes):
     raise UserError(
       f'the data now has classes {data.classes}, but {workdir} was trained on '

@@ -10,6 +10,7 @@ evaluation. An image folder is divided into all three the same way (`stratify.py
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 import dataclasses
 import functools
 import hashlib
@@ -193,6 +194,23 @@ def check_record(data: Data, workdir: str, names=SPLITS) -> None:
         f'then, {len(split)} now): pictures were added, removed, edited or relabelled since. Restore the data as '
         'it was, or train a new run on the data as it is.'
       )
+
+
+def location(config) -> str:
+  """Where a config's data is: the TFDS data dir (`data.source` tfds) or the image folder (folder)."""
+  return default_tfds_dir(config) if config.data.source == 'tfds' else config.data.folder
+
+
+def relocated(config, where: str):
+  """A copy of `config` whose data is at `where` (a TFDS data dir or an image folder, as its source has):
+  a run trained on Modal (`/data/tfds`) evaluated on a laptop. Which pictures a split is (`data.json`) is
+  checked as before, so other data at the new place is still refused."""
+  config = copy.deepcopy(config)
+  if config.data.source == 'tfds':
+    config.data.data_dir = where
+  else:
+    config.data.folder = where
+  return config
 
 
 def load(config, splits=SPLITS) -> Data:

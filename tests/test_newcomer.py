@@ -1,0 +1,25 @@
+"""What a new user trips on: a workdir trained elsewhere, a misspelt field set in Python."""
+
+import json
+import os
+import shutil
+
+from conftest import run_main
+
+from tinycats import cli
+from tinycats.train import lock
+
+
+def test_a_run_trained_elsewhere_is_evaluated_here_with_data_dir(folder_run, learning_folder, tmp_path):
+  # A run whose config.json names a data folder of another machine (a Modal container's path).
+  workdir = str(tmp_path / 'fetched')
+  shutil.copytree(folder_run[0], workdir, ignore=shutil.ignore_patterns(lock.LOCK))
+  stored = json.load(open(os.path.join(workdir, 'config.json')))
+  stored['data']['folder'] = '/data/pictures'
+  json.dump(stored, open(os.path.join(workdir, 'config.json'), 'w'))
+  missing = run_main(cli.main, 'evaluate', '--workdir', workdir)
+  assert missing.returncode == 2 and 'pass --data-dir DIR' in missing.stderr and 'Traceback' not in missing.stderr
+  here = run_main(cli.main, 'evaluate', '--workdir', workdir, '--data-dir', learning_folder)
+  assert here.returncode == 0, here.stderr
+  assert json.loads(here.stdout)['split'] == 'test'
+  assert json.load(open(os.path.join(workdir, 'config.json')))['data']['folder'] == '/data/pictures'  # Untouched.
