@@ -3,10 +3,13 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 
+import pytest
 from conftest import run_main
 
-from tinycats import cli
+from tinycats import cli, config as config_lib
 from tinycats.train import lock
 
 
@@ -23,3 +26,18 @@ def test_a_run_trained_elsewhere_is_evaluated_here_with_data_dir(folder_run, lea
   assert here.returncode == 0, here.stderr
   assert json.loads(here.stdout)['split'] == 'test'
   assert json.load(open(os.path.join(workdir, 'config.json')))['data']['folder'] == '/data/pictures'  # Untouched.
+
+
+def test_configs_and_the_launcher_work_from_any_folder(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  assert config_lib.load('configs/cats.py:smoke').task == 'classifier'
+  with pytest.raises(config_lib.ConfigError, match='not found in .* nor in the tinycats checkout'):
+    config_lib.load('configs/nope.py')
+  dry = subprocess.run(
+    [sys.executable, '-m', 'launch.modal_train', '--config', 'configs/cats.py:smoke', '--dry-run', '--name', 'x'],
+    cwd=tmp_path,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert dry.returncode == 0, dry.stderr[-2000:]

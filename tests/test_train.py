@@ -120,7 +120,9 @@ def test_predict_command_reports_bad_files_and_continues(folder_run, image_folde
   result = run_main(
     cli.main, 'predict', '--workdir', workdir, good, str(tmp_path / 'missing.jpg'), str(empty), str(text)
   )
-  assert result.returncode == 1, result.stderr[-2000:]
+  assert result.returncode == 2, result.stderr[-2000:]  # The user's files: a user error, not a bug (1).
+  assert result.stderr.strip().splitlines()[-1] == 'tinycats predict: 3 of 4 file(s) could not be read'
+  assert str(empty) in result.stderr and str(text) in result.stderr
   rows = [json.loads(line) for line in result.stdout.splitlines()]
   assert [r['file'] for r in rows] == [good, str(tmp_path / 'missing.jpg'), str(empty), str(text)]
   assert rows[0]['label'] in ('cat', 'other') and set(rows[0]['probs']) == {'cat', 'other'}

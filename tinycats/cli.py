@@ -18,7 +18,7 @@ from PIL import Image
 from tinycats import bench, bench_torch, config as config_lib, evaluate, flow, metrics, quality
 from tinycats.classifier import Classifier
 from tinycats.data import pets
-from tinycats.errors import UserError, run_command
+from tinycats.errors import USER_ERROR, UserError, run_command
 from tinycats.export import hub, onnx as onnx_export, site
 from tinycats.generator import Generator
 from tinycats.train import loop
@@ -130,7 +130,12 @@ def _predict(args) -> int:
   results = Classifier.load(args.workdir).predict_files(args.images)
   for row in results:
     print(json.dumps(row))
-  return 1 if any('error' in row for row in results) else 0
+  if failed := [row for row in results if 'error' in row]:  # A user's files, not a bug: exit 2, as other user errors.
+    for row in failed:
+      print(f'tinycats predict: {row["file"]}: {row["error"]}', file=sys.stderr)
+    print(f'tinycats predict: {len(failed)} of {len(results)} file(s) could not be read', file=sys.stderr)
+    return USER_ERROR
+  return 0
 
 
 def _export_onnx(args) -> int:

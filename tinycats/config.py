@@ -27,11 +27,20 @@ class ConfigError(UserError):
   """A config file, field or value that cannot be used; the message says the way out."""
 
 
+# The folder holding `tinycats/`, `configs/` and `launch/` when tinycats is installed from a checkout (pip -e).
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
   """Loads `configs/cats.py` or `configs/cats.py:smoke` (the part after ':' is `arg`)."""
   path, _, arg = spec.partition(':')
+  if not os.path.isfile(path) and not os.path.isabs(path) and os.path.isfile(os.path.join(CHECKOUT, path)):
+    path = os.path.join(CHECKOUT, path)  # `configs/cats.py` from any folder, with tinycats installed from a checkout.
   if not os.path.isfile(path):
-    raise ConfigError(f'config file {path!r} not found (expected e.g. configs/cats.py or configs/cats.py:smoke)')
+    raise ConfigError(
+      f'config file {path!r} not found in {os.getcwd()} nor in the tinycats checkout {CHECKOUT} (expected e.g. '
+      'configs/cats.py or configs/cats.py:smoke, relative to either, or a path to your own config file)'
+    )
   module_spec = importlib.util.spec_from_file_location(f'_tinycats_config_{abs(hash(path))}', path)
   module = importlib.util.module_from_spec(module_spec)
   sys.path.insert(0, os.path.dirname(os.path.abspath(path)))  # So configs can import their shared parts.
