@@ -534,7 +534,13 @@ def build_parser() -> argparse.ArgumentParser:
     default='workdirs/quality',
     help='--quality: where the data folders (reused) and one workdir per run go',
   )
-  p.add_argument('--results', default='benchmarks/results.jsonl', help="also append each JSON line here ('' for none)")
+  p.add_argument(
+    '--results',
+    default='',
+    metavar='FILE',
+    help='also append each JSON line to FILE (default: stdout only; the project records its own figures with '
+    '--results benchmarks/results.jsonl)',
+  )
   p.set_defaults(fn=_bench)
   return parser
 
