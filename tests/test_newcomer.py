@@ -41,3 +41,14 @@ def test_configs_and_the_launcher_work_from_any_folder(tmp_path, monkeypatch):
     timeout=120,
   )
   assert dry.returncode == 0, dry.stderr[-2000:]
+
+
+def test_help_shows_defaults_and_a_commands_error_shows_its_own_usage():
+  sample = run_main(cli.main, 'sample', '--help')
+  assert sample.returncode == 0 and '(default: 8)' in sample.stdout and 'noise seed' in sample.stdout
+  evaluate = run_main(cli.main, 'evaluate', '--help')
+  assert '(default: test)' in ' '.join(evaluate.stdout.split())
+  assert 'serve' in run_main(cli.main, '--help').stdout.split('\n\n')[1]  # The description names every command.
+  missing = run_main(cli.main, 'sample', '--workdir', 'x')
+  assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1].startswith('tinycats sample: error:')
+  assert 'usage: tinycats sample' in missing.stderr

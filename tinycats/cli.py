@@ -1,4 +1,4 @@
-"""`tinycats <command>`: prepare, train, evaluate, predict, sample, export, bench.
+"""`tinycats <command>`: prepare, train, evaluate, predict, sample, export, serve, bench.
 
 `tinycats train` trains here; `python -m launch.modal_train` trains on Modal (with `--local`, here, through
 the same `train` function). Exit codes: 0, 2 for a user error (one line with the way out), 1 for a bug.
@@ -304,9 +304,21 @@ def _bench(args) -> int:
   return 0
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+  """Shows each flag's default, except where there is none to show or the help already says it."""
+
+  def _get_help_string(self, action):
+    if action.default is None or action.default is False or action.default == '' or 'default' in (action.help or ''):
+      return action.help
+    return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog='tinycats', description=__doc__)
+  parser = argparse.ArgumentParser(prog='tinycats', description=__doc__, formatter_class=_HelpFormatter)
   sub = parser.add_subparsers(dest='command', required=True)
+  parser.commands = sub.choices  # name -> its parser: a command's error shows that command's usage.
+  add_parser = sub.add_parser
+  sub.add_parser = lambda *a, **k: add_parser(*a, formatter_class=_HelpFormatter, **k)
 
   p = sub.add_parser(
     'prepare', help='prepare TFDS oxford_iiit_pet (offline from the official archives with --archives)'
@@ -332,8 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.set_defaults(fn=_train)
 
   p = sub.add_parser('evaluate', help="evaluate a workdir's best checkpoint: writes eval.json and confusion.png")
-  p.add_argument('--workdir', required=True)
-  p.add_argument('--split', default='test', choices=('train', 'val', 'test'))
+  p.add_argument('--workdir', required=True, help='the trained run folder')
+  p.add_argument('--split', default='test', choices=('train', 'val', 'test'), help='the split to score')
   p.add_argument(
     '--data-dir',
     default=None,
@@ -359,12 +371,20 @@ def build_parser() -> argparse.ArgumentParser:
   p.set_defaults(fn=_evaluate)
 
   p = sub.add_parser('predict', help='classify image files with a trained workdir; one JSON line per image')
-  p.add_argument('--workdir', required=True)
+  p.add_argument(
+    '--workdir',
+    required=True,
+    help='a trained run folder (a workdir), an export folder, or a Hub repo id (hf-hub:USER/NAME)',
+  )
   p.add_argument('images', nargs='+')
   p.set_defaults(fn=_predict)
 
   p = sub.add_parser('sample', help='generate images with a trained generator workdir (its EMA weights)')
-  p.add_argument('--workdir', required=True)
+  p.add_argument(
+    '--workdir',
+    required=True,
+    help='a trained run folder (a workdir), an export folder, or a Hub repo id (hf-hub:USER/NAME)',
+  )
   p.add_argument(
     '--label',
     action='append',
@@ -374,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--num', type=int, default=8, help='images per label')
   p.add_argument('--steps', type=int, default=None, help="ODE steps (default: the run's sample.steps)")
   p.add_argument('--cfg', type=float, default=None, help="guidance scale, 1 = none (default: the run's sample.cfg)")
-  p.add_argument('--sampler', choices=('euler', 'heun'), default=None)
+  p.add_argument('--sampler', choices=('euler', 'heun'), default=None, help="ODE sampler (default: the run's)")
   p.add_argument(
     '--guidance-interval',
     default=None,
@@ -382,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     help='guide only the steps with LO <= t <= HI (t: 0 noise, 1 data), e.g. 0.1,1; elsewhere the conditional '
     "model alone (default: the run's sample.guidance_interval)",
   )
-  p.add_argument('--seed', type=int, default=0)
+  p.add_argument('--seed', type=int, default=0, help='noise seed: the same seed, the same images')
   p.add_argument(
     '--noise',
     choices=('jax', 'browser'),
@@ -395,6 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
 
   p = sub.add_parser('export', help='export a trained workdir: ONNX for the web page, or a Hugging Face Hub repo')
   kinds = p.add_subparsers(dest='export', required=True)
+  add_kind = kinds.add_parser
+  kinds.add_parser = lambda *a, **k: add_kind(*a, formatter_class=_HelpFormatter, **k)
   e = kinds.add_parser('onnx', help='ONNX model(s) + models.json, checked against JAX with ONNX Runtime')
   e.add_argument('--workdir', required=True)
   e.add_argument('--out-dir', required=True)
@@ -434,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
 
   p = sub.add_parser('serve', help='serve a site from `tinycats export site` on this machine')
   p.add_argument('site', help='the site folder')
-  p.add_argument('--port', type=int, default=8000)
+  p.add_argument('--port', type=int, default=8000, help='port on 127.0.0.1 (0: any free one)')
   p.add_argument('--host', default='127.0.0.1', help='address to listen on (0.0.0.0: every interface)')
   p.set_defaults(fn=_serve)
 
@@ -555,8 +577,9 @@ def main(argv=None) -> None:
       f'unrecognized arguments: {" ".join(rest)}'
       + (' (config fields are set as --config.train.batch_size=64)' if args.command == 'train' else '')
     )
+  command = parser.commands[args.command]
   if args.command == 'sample' and not (args.out or args.out_dir):
-    parser.error('sample: give --out FILE.png (a grid) and/or --out-dir DIR (single images)')
+    command.error('give --out FILE.png (a grid) and/or --out-dir DIR (single images)')
   if getattr(args, 'num', 1) < 1 or getattr(args, 'samples_per_class', 1) < 1:
-    parser.error('the number of samples must be at least 1')
+    command.error('the number of samples must be at least 1')
   sys.exit(run_command(f'tinycats {args.command}', lambda: args.fn(args)))

@@ -143,6 +143,7 @@ def _abbreviated(field: str, known: Iterable[str]) -> list[str]:
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> ml_collections.ConfigDict:
   """Applies `a.b=value` (or `--config.a.b=value`) strings; unknown fields are named with a suggestion."""
   config = ml_collections.ConfigDict(config.to_dict())  # A copy: the caller's config is untouched.
+  config.lock()
   known = list(_leaves(config))
   for item in overrides:
     field, value = parse_override(item)
