@@ -52,3 +52,20 @@ def test_help_shows_defaults_and_a_commands_error_shows_its_own_usage():
   missing = run_main(cli.main, 'sample', '--workdir', 'x')
   assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1].startswith('tinycats sample: error:')
   assert 'usage: tinycats sample' in missing.stderr
+
+
+def test_every_command_answers_a_missing_workdir_the_same_way(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setenv('HF_ENDPOINT', 'http://127.0.0.1:9')  # Never the Hub for these.
+  commands = [
+    ['evaluate', '--workdir', 'runs/typo'],
+    ['predict', '--workdir', 'runs/typo', 'photo.jpg'],
+    ['sample', '--workdir', 'runs/typo', '--out', 'x.png'],
+    ['export', 'onnx', '--workdir', 'runs/typo', '--out-dir', 'out'],
+  ]
+  for args in commands:
+    result = run_main(cli.main, *args)
+    assert result.returncode == 2, args
+    (line,) = result.stderr.strip().splitlines()
+    assert line.endswith(f'runs/typo: no such workdir or export folder in {tmp_path}; a Hugging Face Hub repo is '
+                         'hf-hub:runs/typo'), (args, line)  # fmt: skip

@@ -42,6 +42,8 @@ def evaluate(
   dir, or the image folder of a folder run)."""
   if split not in tinycats.data.SPLITS:
     raise UserError(f'unknown split {split!r}; choose one of {", ".join(tinycats.data.SPLITS)}')
+  if not os.path.isdir(workdir):
+    raise inference.no_such_run(workdir)
   config = config_lib.load_json(os.path.join(workdir, 'config.json'))  # Before the data: a bad workdir fails first.
   files.refuse_links(workdir, ['samples'])  # The folder the judged samples' grid is written into.
   if classifier and config.task != 'generator':

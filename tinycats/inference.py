@@ -91,10 +91,7 @@ def resolve(source: str, endpoint: str | None = None) -> tuple[str, str]:
       source,
     )
   if not pretrained.is_hub_id(source) or _looks_local(source):
-    raise FileNotFoundError(
-      f'{source}: no such workdir or export folder (a Hugging Face Hub repo id looks like '
-      "'user/tinycats-cats'; prefix it with hf-hub: if a local folder has the user's name)"
-    )
+    raise no_such_run(source)
   repo = source.removeprefix('hf-hub:')
   try:  # One snapshot: config.json and the weights of the same revision, into huggingface_hub's cache.
     folder = huggingface_hub.snapshot_download(
@@ -104,14 +101,21 @@ def resolve(source: str, endpoint: str | None = None) -> tuple[str, str]:
       cache_dir=os.environ.get('HF_HUB_CACHE'),
     )  # Read now, not at import.
   except Exception as e:  # Offline, unknown repo, private without a token: the same advice.
+    reason = ' '.join(str(e).split())  # The Hub client's messages span lines; ours is one.
     raise ExportError(
       f'could not download {CONFIG} and {WEIGHTS} of {repo!r} from the Hugging Face Hub '
-      f'({type(e).__name__}: {e}); check the repo id, HF_ENDPOINT and HF_TOKEN for private repos, '
-      f'or pass a local workdir or export folder (no folder {repo!r} exists here)'
+      f'({type(e).__name__}: {reason}); check the repo id, HF_ENDPOINT and HF_TOKEN for private repos, '
+      f'or pass a local workdir or export folder (there is no folder {repo!r} in {os.getcwd()})'
     ) from e
   if not is_export(folder):
     raise ExportError(f'{repo!r} on the Hub has no {CONFIG} and {WEIGHTS}: it is not a tinycats export')
   return 'export', folder
+
+
+def no_such_run(source: str) -> FileNotFoundError:
+  """The one answer of every command to a workdir or export folder that is not there."""
+  hub = f'; a Hugging Face Hub repo is hf-hub:{source.removeprefix("hf-hub:")}' if pretrained.is_hub_id(source) else ''
+  return FileNotFoundError(f'{source}: no such workdir or export folder in {os.getcwd()}{hub}')
 
 
 def read_config(folder: str) -> dict:
