@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import jax
@@ -311,7 +312,7 @@ def test_hub_repo_holds_the_files_and_a_card_from_eval_json(exports, runs, hub_s
     assert card['license'] == 'cc-by-sa-4.0' and card['library_name'] == 'tinycats'
     metrics = card['model-index'][0]['results'][0]['metrics']
     expected = (
-      [evaluated['accuracy']]
+      [evaluated['accuracy'], evaluated['balanced_accuracy']]
       if kind == 'classifier'
       else [evaluated['flow_loss']]
       + [
@@ -324,6 +325,13 @@ def test_hub_repo_holds_the_files_and_a_card_from_eval_json(exports, runs, hub_s
     assert card['pipeline_tag'] == (
       'image-classification' if kind == 'classifier' else 'unconditional-image-generation'
     )
+    text = files['README.md'].decode()
+    assert '| `README.md` | this model card |' in text
+    assert f'validation {"balanced accuracy" if kind == "classifier" else "flow loss"}' in text
+    run_config = json.load(open(os.path.join(runs[kind], 'config.json')))
+    if run_config['train'].get('steps'):  # A step budget: the card says so, and the epochs it made.
+      assert re.search(r'[\d,]+ steps \(about \d+ epochs of [\d,]+ images\)', text), text
+      assert f'{run_config["train"]["epochs"]} epochs, batch' not in text
     config = json.loads(files['config.json'])
     assert config['metrics'] == evaluated and config['step'] == evaluated['step']
     assert config['classes'] == (

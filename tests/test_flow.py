@@ -259,6 +259,8 @@ def test_classifiers_of_other_label_sets_are_mapped_onto_the_generators_labels()
   assert label_map(classes, list(pets.SPECIES))[0] == 'species'
   with pytest.raises(ValueError, match='cannot be matched'):
     label_map(classes, ['car', 'plane'])
+  with pytest.raises(ValueError, match='cannot be matched'):  # Digits are neither cats nor 'other'.
+    label_map([str(d) for d in range(10)], list(pets.SPECIES))
 
 
 class BrightIsCat:

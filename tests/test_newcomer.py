@@ -69,3 +69,13 @@ def test_every_command_answers_a_missing_workdir_the_same_way(tmp_path, monkeypa
     (line,) = result.stderr.strip().splitlines()
     assert line.endswith(f'runs/typo: no such workdir or export folder in {tmp_path}; a Hugging Face Hub repo is '
                          'hf-hub:runs/typo'), (args, line)  # fmt: skip
+
+
+def test_evaluating_another_split_keeps_the_test_result(folder_run, tmp_path):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(folder_run[0], workdir, ignore=shutil.ignore_patterns(lock.LOCK))
+  test_result = open(os.path.join(workdir, 'eval.json')).read()
+  assert run_main(cli.main, 'evaluate', '--workdir', workdir, '--split', 'val').returncode == 0
+  assert open(os.path.join(workdir, 'eval.json')).read() == test_result  # What a Hub card reports.
+  assert json.load(open(os.path.join(workdir, 'eval_val.json')))['split'] == 'val'
+  assert os.path.isfile(os.path.join(workdir, 'confusion_val.png'))

@@ -343,7 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--workdir', required=True, help='the run folder; a workdir with checkpoints resumes')
   p.set_defaults(fn=_train)
 
-  p = sub.add_parser('evaluate', help="evaluate a workdir's best checkpoint: writes eval.json and confusion.png")
+  p = sub.add_parser(
+    'evaluate',
+    help="evaluate a workdir's best checkpoint: writes eval.json and confusion.png (the test split; "
+    'eval_val.json and confusion_val.png for val, ...)',
+  )
   p.add_argument('--workdir', required=True, help='the trained run folder')
   p.add_argument('--split', default='test', choices=('train', 'val', 'test'), help='the split to score')
   p.add_argument(

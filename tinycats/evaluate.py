@@ -1,4 +1,4 @@
-"""`tinycats evaluate`: a workdir's best checkpoint on a split -> eval.json (and a plot).
+"""`tinycats evaluate`: a workdir's best checkpoint on a split -> eval.json (and a plot); eval_val.json for val.
 
 A classifier gets accuracy, balanced accuracy, per-class scores and confusion.png, and a warning
 when its model answers one class for every image. A generator gets its

@@ -102,9 +102,16 @@ def write_json(obj, path: str) -> None:
     json.dump(obj, f, indent=2, sort_keys=True)
 
 
+def report_file(split: str, kind: str = 'eval', extension: str = 'json') -> str:
+  """A split's own file: `eval.json` and `confusion.png` for the test split (what training writes and a Hub card
+  reports), `eval_val.json`, `confusion_train.png`, ... for the others, so that no split overwrites another's."""
+  return f'{kind}.{extension}' if split == 'test' else f'{kind}_{split}.{extension}'
+
+
 def write_report(report: dict, workdir: str) -> None:
-  """Writes an evaluation's report as WORKDIR/eval.json, warning when the model answers one class for everything."""
-  write_json(report, os.path.join(workdir, 'eval.json'))
+  """Writes an evaluation's report as its split's file (`report_file`), warning when the model answers one class
+  for everything."""
+  write_json(report, os.path.join(workdir, report_file(report['split'])))
   if report.get('degenerate') and writes_files():
     print(
       f'warning: the checkpoint at step {report["step"]} of {workdir} {report["degenerate"]} of the '

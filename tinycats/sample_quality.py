@@ -38,7 +38,8 @@ def label_map(generator_classes: list[str], classifier_classes: list[str]) -> tu
   kind 'class': the prediction maps onto a generator class; kind 'species': onto cat (0) / other (1).
   """
   generator_classes, classifier_classes = list(generator_classes), list(classifier_classes)
-  if classifier_classes == list(pets.SPECIES):
+  pet_labels = all(c in pets.BREEDS or c == 'other' for c in generator_classes)
+  if classifier_classes == list(pets.SPECIES) and pet_labels:  # Cat or other: only for the Pets' own labels.
     return 'species', np.arange(2)
   if all(c in generator_classes or (c in pets.BREEDS and 'other' in generator_classes) for c in classifier_classes):
     return 'class', np.asarray(

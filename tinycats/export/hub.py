@@ -23,6 +23,7 @@ from huggingface_hub import EvalResult, HfApi, ModelCardData, get_token
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from safetensors.numpy import save_file
 
+import tinycats.data
 from tinycats import inference, metrics
 from tinycats.data import augment
 from tinycats.errors import UserError
@@ -39,7 +40,7 @@ FLOW_CONVENTION = {
   'guidance': 'v = v(null) + cfg * (v(label) - v(null))',
 }
 # eval.json fields that become card metrics (a field that is absent was not measured and is left out).
-_CLASSIFIER_METRICS = (('accuracy', 'accuracy', 'Accuracy'),)
+_CLASSIFIER_METRICS = (('accuracy', 'accuracy', 'Accuracy'), ('balanced_accuracy', 'accuracy', 'Balanced accuracy'))
 _GENERATOR_METRICS = (('flow_loss', 'loss', 'Flow-matching loss (lower is better)'),)
 _SAMPLE_METRICS = (
   ('conditional_accuracy', 'accuracy', 'Conditional accuracy of samples (judge classifier)'),
@@ -89,6 +90,28 @@ def card_metrics(config, report: dict) -> list[dict]:
     if isinstance(value, (int, float)):
       out.append(dict(key=f'samples.{key}', type=kind, name=name, value=value, split=split))
   return out
+
+
+def _length(train_config, train_images: int | None) -> str:
+  """How long the run trained: `train.steps` when set (the epochs are then whatever those steps made), else
+  `train.epochs`."""
+  steps = train_config.get('steps', 0)
+  if not steps:
+    return f'{train_config.epochs} epochs'
+  if not train_images:
+    return f'{steps:,} steps'
+  return (
+    f'{steps:,} steps (about {steps * train_config.batch_size / train_images:.0f} epochs of {train_images:,} images)'
+  )
+
+
+def train_images(workdir: str) -> int | None:
+  """The size of the run's training split, from its data.json (None for a run older than it)."""
+  path = os.path.join(workdir, tinycats.data.RECORD)
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return json.load(f).get('train', {}).get('images')
 
 
 def _dataset(config) -> tuple[str, str | None]:
@@ -167,9 +190,17 @@ def _front_matter(config, metrics: list[dict], license_id: str, repo_id: str) ->
 
 
 def model_card(
-  config, step: int, report: dict, missing: str, files: list[str], repo_id: str, license_id: str = DEFAULT_LICENSE
+  config,
+  step: int,
+  report: dict,
+  missing: str,
+  files: list[str],
+  repo_id: str,
+  license_id: str = DEFAULT_LICENSE,
+  train_images: int | None = None,
 ) -> str:
-  """README.md: YAML front matter and a card whose numbers come only from eval.json."""
+  """README.md: YAML front matter and a card whose numbers come only from eval.json (and the run's data.json:
+  `train_images`, the training split's size, for the epochs a fixed step budget made)."""
   metrics = card_metrics(config, report)
   classify = config.task == 'classifier'
   m, t = config.model, config.train
@@ -221,10 +252,10 @@ def model_card(
     '',
     '## Training',
     '',
-    f'{t.epochs} epochs, batch {t.batch_size}, {t.optimizer} (learning rate {t.learning_rate}, weight decay '
-    f'{t.weight_decay}, warm-up {t.warmup_epochs} epochs, global-norm clipping {t.grad_clip}), '
+    f'{_length(t, train_images)}, batch {t.batch_size}, {t.optimizer} (learning rate {t.learning_rate}, weight '
+    f'decay {t.weight_decay}, warm-up {t.warmup_epochs} epochs, global-norm clipping {t.grad_clip}), '
     f'{m.dtype} compute with float32 parameters, seed {config.seed}; step {step} is the checkpoint exported '
-    f'(the best by {"validation accuracy" if classify else "validation flow loss"}). '
+    f'(the best by {"validation balanced accuracy" if classify else "validation flow loss"}). '
     'The full configuration is `run_config` in config.json.',
     '',
   ]
@@ -243,6 +274,7 @@ def model_card(
     'config.json': 'architecture, normalisation, classes, training recipe, metrics, run config',
     'models.json': 'what the web page reads: file names, inputs and outputs, classes, sampling defaults',
     'samples.png': 'one row per class, sampled from these weights (config sampling settings, seed 0)',
+    'README.md': 'this model card',
   }
   for name_ in files:
     default = 'int8 dynamic quantisation of the ONNX model' if 'quantized' in name_ else 'ONNX (float32)'
@@ -303,7 +335,7 @@ def assemble(
     files += onnx_report['files'] + ['models.json', 'config.json', 'README.md']
     metrics.write_json(export_config(config, step, report, files), os.path.join(tmp, 'config.json'))
     with open(os.path.join(tmp, 'README.md'), 'w') as f:
-      f.write(model_card(config, step, report, missing, files, repo_id, license_id))
+      f.write(model_card(config, step, report, missing, files, repo_id, license_id, train_images(workdir)))
     onnx_export.publish(tmp, files, folder)
   return {
     'folder': os.path.abspath(folder),

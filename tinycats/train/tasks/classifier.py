@@ -89,7 +89,7 @@ class ClassifierTask(Task):
     metrics.plot_confusion(
       report['confusion_matrix'],
       report['classes'],
-      os.path.join(workdir, 'confusion.png'),
+      os.path.join(workdir, metrics.report_file(report['split'], 'confusion', 'png')),
       title=f'{report["split"]}: accuracy {report["accuracy"]:.4f} (step {report["step"]})',
     )
 
