@@ -64,11 +64,15 @@ def modal_token_configured() -> bool:
 
 NO_TOKEN = (
   f'{PROG}: error: no Modal token is configured. Authenticate once with `modal setup` (or `modal token new`), '
-  'or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET; or add --local to train on this machine.'
+  'or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET; '
 )
+ON_THIS_MACHINE = {  # The way out without Modal, for training and for --prepare.
+  False: 'or add --local to train on this machine.',
+  True: 'or prepare the data on this machine with `tinycats prepare --data-dir DIR`.',
+}
 
 
-def modal_unreachable(timeout: float = 10.0) -> str | None:
+def modal_unreachable(timeout: float = 10.0, prepare: bool = False) -> str | None:
   """Why Modal's server cannot be reached (no network, DNS, a firewall), or None: checked in seconds, where
   Modal's client would retry for a minute and end in a traceback."""
   import modal.config  # pylint: disable=import-outside-toplevel
@@ -81,7 +85,7 @@ def modal_unreachable(timeout: float = 10.0) -> str | None:
   except OSError as e:
     return (
       f'{PROG}: error: cannot reach Modal at {url} ({e.strerror or e}); check the network (or MODAL_SERVER_URL), '
-      'or add --local to train on this machine.'
+      + ON_THIS_MACHINE[prepare]
     )
   return None
 
@@ -139,12 +143,19 @@ def _main(args, overrides) -> int:
     return _run_local(args, config, name)
   plan = plan_lib.launch_plan(config, name)
   if args.dry_run:
+    if args.prepare:  # What --prepare would do: the data volume and the image that fills it, not a training run.
+      plan = {
+        'action': 'prepare',
+        'app': plan['app'],
+        'image': plan['prepare_image'],
+        'volume': plan['volumes']['data'],
+      }
     print(json.dumps(plan, indent=2))
     return 0
   if not modal_token_configured():  # Before any image is built.
-    print(NO_TOKEN, file=sys.stderr)
+    print(NO_TOKEN + ON_THIS_MACHINE[args.prepare], file=sys.stderr)
     return USER_ERROR
-  if unreachable := modal_unreachable():
+  if unreachable := modal_unreachable(prepare=args.prepare):
     print(unreachable, file=sys.stderr)
     return USER_ERROR
   return _run_modal(args, plan)

@@ -62,7 +62,7 @@ def test_the_caller_config_is_not_modified():
   [
     ('--config.train.batchsize=64', "unknown config field 'train.batchsize'; did you mean 'train.batch_size'"),
     ('--config.train.lr=0.1', "unknown config field 'train.lr'; did you mean 'train.learning_rate'"),
-    ('--config.train.batch_size=lots', "bad value for config field 'train.batch_size'"),
+    ('--config.train.batch_size=lots', "bad value for config field 'train.batch_size': 'lots' is not an integer"),
     ('--config.train.batch_size=0', "'train.batch_size' must be > 0"),
     ('--config.data.val_min_per_class=-1', "'data.val_min_per_class' must be >= 0"),
     ('--config.data.labels=dogs', "'data.labels' is 'dogs'; allowed: species, breed"),

@@ -4,6 +4,7 @@ Most run the commands' `main` in this process (`conftest.run_main`); the child p
 points (`python -m tinycats`, `python -m launch.modal_train`) and what needs a fresh process (no Modal token,
 TensorFlow)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -41,6 +42,15 @@ def test_without_a_modal_token_it_says_how_to_authenticate_before_any_build(tmp_
   assert result.returncode == 2
   assert 'modal setup' in result.stderr and 'modal token new' in result.stderr and '--local' in result.stderr
   assert 'Building image' not in result.stdout + result.stderr
+  # --prepare is refused with --local: its way out is `tinycats prepare`; its dry run shows the preparation.
+  command = [sys.executable, '-m', 'launch.modal_train', '--config', 'configs/cats.py', '--prepare']
+  env = _no_modal_token_env(tmp_path)
+  prepare = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+  assert prepare.returncode == 2 and 'tinycats prepare --data-dir DIR' in prepare.stderr
+  assert '--local' not in prepare.stderr
+  dry = subprocess.run([*command, '--dry-run'], cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+  plan = json.loads(dry.stdout)
+  assert dry.returncode == 0 and plan['action'] == 'prepare' and 'config' not in plan
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,9 @@ class ConfigError(UserError):
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+_TYPE_NAMES = {int: 'an integer', float: 'a number', bool: 'true or false', str: 'a string', tuple: 'a list'}
+
+
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
   """Loads `configs/cats.py` or `configs/cats.py:smoke` (the part after ':' is `arg`)."""
   path, _, arg = spec.partition(':')
@@ -101,7 +104,8 @@ def _parse_value(field: str, text: str, current: Any) -> Any:
     return _literal(text)
   except (ValueError, SyntaxError) as e:
     raise ConfigError(
-      f'bad value for config field {field!r}: {text!r} is not a {type(current).__name__} ({e})'
+      f'bad value for config field {field!r}: {text!r} is not {_TYPE_NAMES.get(type(current), type(current).__name__)} '
+      f'({e})'
     ) from None
 
 
