@@ -40,13 +40,13 @@ def test_folder_run_learns_and_leaves_its_files(folder_run):
   assert train_rows[-1]['train_loss'] < train_rows[0]['train_loss']
 
 
-def test_evaluate_command_rewrites_eval_json(folder_run):
+def test_evaluate_writes_its_splits_own_report(folder_run):
   workdir, _ = folder_run
   report = evaluate.evaluate(workdir, split='val')
   assert (
     report['split'] == 'val' and report['num_examples'] + report['skipped_images'] == 40
   )  # Wherever the corrupt file is.
-  assert json.load(open(os.path.join(workdir, 'eval.json')))['split'] == 'val'
+  assert json.load(open(os.path.join(workdir, 'eval_val.json')))['split'] == 'val'  # eval.json stays the test's.
   with pytest.raises(ValueError, match='unknown split'):
     evaluate.evaluate(workdir, split='dev')
 
@@ -84,7 +84,7 @@ def test_a_model_that_answers_one_class_is_reported(folder_run, tmp_path, monkey
   report = evaluate.evaluate(workdir, split='val')
   n = report['num_examples']
   assert report['degenerate'] == f'predicts only "other" for all {n} images' and report['balanced_accuracy'] == 0.5
-  assert json.load(open(os.path.join(workdir, 'eval.json')))['degenerate'] == report['degenerate']
+  assert json.load(open(os.path.join(workdir, 'eval_val.json')))['degenerate'] == report['degenerate']
   warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith('warning:')]
   assert warnings == [
     f'warning: the checkpoint at step {report["step"]} of {workdir} predicts only "other" for all '

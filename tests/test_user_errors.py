@@ -33,7 +33,7 @@ def test_an_unknown_config_argument_names_the_known_ones():
 def test_a_bare_word_for_a_list_field_says_how_to_write_it():
   line = _one_line(
     run_main(cli.main, 'train', '--config', 'configs/cats.py', '--config.data.classes=abc', '--workdir', 'unused'),
-    "'data.classes': 'abc' is not a tuple",
+    "'data.classes': 'abc' is not a list",
     "('cat', 'other')",
   )
   assert '<ast.' not in line
