@@ -190,8 +190,7 @@ def _train_in_workdir(config, workdir: str, mesh, data, weights, on_checkpoint) 
   resumed = ckpts.latest_step() is not None
   if resumed:
     state, progress = _restore(ckpts, state, progress, workdir, config, train)
-  if resumed:  # Its validation and test pictures are facts of the run too, not only the training ones.
-    tinycats.data.check_record(data, workdir)
+    tinycats.data.check_record(data, workdir)  # Its validation and test pictures are facts of the run too.
   tinycats.data.record(data, workdir)
   writer = metrics.MetricWriter(os.path.join(workdir, 'metrics.jsonl'), progress.step if resumed else None)
   config_lib.save_json(config, os.path.join(workdir, 'config.json'))  # Only once the run can go on.
