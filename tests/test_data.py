@@ -288,7 +288,8 @@ def test_eval_crop_is_a_fraction_of_the_shorter_side_and_old_configs_keep_theirs
       tiny_config(f'--config.data.eval_crop={bad}')
   assert tiny_config('--config.data.eval_crop=1').data.eval_crop == 1.0
   config = tiny_config()
-  del config.data['eval_crop']  # A workdir from before the field: it cut image_size from a cache_size square.
+  with config.unlocked():  # Loaded configs are locked.
+    del config.data['eval_crop']  # A workdir from before the field: it cut image_size from a cache_size square.
   assert augment.eval_crop(config.data) == config.data.image_size / config.data.cache_size
 
 
