@@ -9,7 +9,6 @@ evaluation. An image folder is divided into all three the same way (`stratify.py
 
 from __future__ import annotations
 
-import concurrent.futures
 import copy
 import dataclasses
 import functools
@@ -65,21 +64,6 @@ def _limit(config, name: str, indices: np.ndarray, labels_of) -> np.ndarray:
   )
 
 
-def _file_digests(paths) -> list[str]:
-  """SHA-256 of each file's bytes, read in full (threads: hashlib releases the GIL; about 1 GB/s a core).
-
-  Bytes, not sizes and modification times: an edit that keeps both (a picture inverted, its time restored)
-  still makes another cache and another split.
-  """
-
-  def digest(path):
-    with open(path, 'rb') as f:
-      return hashlib.file_digest(f, 'sha256').hexdigest()
-
-  with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 1)) as pool:
-    return list(pool.map(digest, paths))
-
-
 def _combine(*parts) -> str:
   return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
 
@@ -101,7 +85,7 @@ def _tfds_parts(config, splits=SPLITS):
   label_set = config.data.labels
   variant = pets.variant_dir(data_dir)
   shards = sorted(os.listdir(variant))
-  content = _combine(shards, _file_digests([os.path.join(variant, f) for f in shards]))
+  content = _combine(shards, cache.file_digests([os.path.join(variant, f) for f in shards]))
   classes = list(pets.LABEL_SETS[label_set])
   labels = lambda split: pets.labels_for(label_set, _tfds_breeds(data_dir, split, content))
   parts = {'test': ('test', np.arange(len(sources['test'])))}
@@ -142,7 +126,7 @@ def _folder_parts(config, splits=SPLITS):
   parts = stratify.split_indices(labels, d.split_seed, d.val_fraction, d.test_fraction, _val_floor(config))
   limited = {name: _limit(config, name, parts[name], lambda idx=parts[name]: labels[idx]) for name in splits}
   wanted = sorted({int(i) for indices in limited.values() for i in indices})
-  digests = dict(zip(wanted, _file_digests([files[i] for i in wanted])))  # Only the files the splits use.
+  digests = dict(zip(wanted, cache.file_digests([files[i] for i in wanted])))  # Only the files the splits use.
 
   def loader(i):
     return lambda: (cache.read_image_file(files[i], d.cache_size), {'label': int(labels[i])})

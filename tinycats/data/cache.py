@@ -160,14 +160,25 @@ class CacheDamaged(Exception):
   """A cache folder whose files are not the ones it was built with (a disk error, a careless hand)."""
 
 
+def file_digests(paths) -> list[str]:
+  """SHA-256 of each file's bytes, read in full (threads: hashlib releases the GIL; about 1 GB/s a core).
+
+  Bytes, not sizes and modification times: an edit that keeps both (a picture inverted, its time restored)
+  still makes another cache and another split.
+  """
+
+  def digest(path):
+    with open(path, 'rb') as f:
+      return hashlib.file_digest(f, 'sha256').hexdigest()
+
+  with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 1)) as pool:
+    return list(pool.map(digest, paths))
+
+
 def _checksums(path: str) -> dict[str, str]:
-  """SHA-256 of each array file of a cache folder (about 1 GB/s: a second for a Pets split at 320 px)."""
-  out = {}
-  for name in sorted(os.listdir(path)):
-    if name.endswith('.npy'):
-      with open(os.path.join(path, name), 'rb') as f:
-        out[name] = hashlib.file_digest(f, 'sha256').hexdigest()
-  return out
+  """SHA-256 of each array file of a cache folder (a second for a Pets split at 320 px)."""
+  names = sorted(name for name in os.listdir(path) if name.endswith('.npy'))
+  return dict(zip(names, file_digests([os.path.join(path, name) for name in names])))
 
 
 def load(path: str) -> CachedSplit:
