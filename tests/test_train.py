@@ -6,7 +6,7 @@ import os
 import jax
 import numpy as np
 import pytest
-from conftest import run_main, tiny_config
+from conftest import run_main, run_tinycats, tiny_config
 
 from tinycats import Classifier, cli, evaluate, metrics
 from tinycats.data import shapes
@@ -181,6 +181,14 @@ def test_tfds_source_trains_on_prepared_pets(prepared_pets, pets_archives, tmp_p
     'other': species['other'],
   }
   assert np.sum(report['confusion_matrix']) == 37 and 0 <= report['balanced_accuracy'] <= 1
+  # Home after Modal: the same archives prepared again elsewhere are the same pictures (data.json's record of
+  # the split matches), so `evaluate --data-dir` scores the run there.
+  home = str(tmp_path / 'home-tfds')
+  prepared = run_tinycats('prepare', '--archives', pets_archives[0], '--data-dir', home, '--no-verify')
+  assert prepared.returncode == 0, prepared.stderr[-3000:]
+  again = run_main(cli.main, 'evaluate', '--workdir', str(tmp_path), '--data-dir', home)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert json.loads(again.stdout)['accuracy'] == report['accuracy']
 
 
 def test_tfds_validation_is_stratified_with_a_floor(prepared_pets):

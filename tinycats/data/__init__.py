@@ -69,12 +69,13 @@ def _combine(*parts) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def _tfds_breeds(data_dir: str, split: str, content: str) -> np.ndarray:
-  """Every record's breed, read once per process (`content` names the prepared files): the split is
-  stratified before any image is decoded."""
+def _tfds_index(data_dir: str, split: str, content: str) -> tuple[np.ndarray, tuple[str, ...]]:
+  """Every record's breed and file name, read once per process (`content` names the prepared files): the split
+  is stratified before any image is decoded."""
   source = pets.read_split(data_dir, split, skip_decoding=('image', 'segmentation_mask'))
   chunks = (range(start, min(start + 256, len(source))) for start in range(0, len(source), 256))
-  return np.asarray([int(r['label']) for chunk in chunks for r in source.__getitems__(chunk)], np.int64)
+  records = [(int(r['label']), r['file_name'].decode()) for chunk in chunks for r in source.__getitems__(chunk)]
+  return np.asarray([label for label, _ in records], np.int64), tuple(name for _, name in records)
 
 
 def _tfds_parts(config, splits=SPLITS):
@@ -85,9 +86,10 @@ def _tfds_parts(config, splits=SPLITS):
   label_set = config.data.labels
   variant = pets.variant_dir(data_dir)
   shards = sorted(os.listdir(variant))
-  content = _combine(shards, cache.file_digests([os.path.join(variant, f) for f in shards]))
+  digests = cache.file_digests([os.path.join(variant, f) for f in shards])
+  content = _combine(shards, digests)  # Every file: any change makes a new cache.
   classes = list(pets.LABEL_SETS[label_set])
-  labels = lambda split: pets.labels_for(label_set, _tfds_breeds(data_dir, split, content))
+  labels = lambda split: pets.labels_for(label_set, _tfds_index(data_dir, split, content)[0])
   parts = {'test': ('test', np.arange(len(sources['test'])))}
   if {'train', 'val'} & set(splits):  # Only these need the training labels read.
     d = config.data
@@ -114,7 +116,11 @@ def _tfds_parts(config, splits=SPLITS):
       size=config.data.cache_size,
     )
     names = [f'{pets.NAME}/{tfds_split}[{i}]' for i in indices]
-    out[name] = (key, names, [loader(sources[tfds_split], i) for i in indices], _combine(names, content, label_set))
+    # Which pictures, by their official file names and labels, in no order: the same for the archives prepared on
+    # Modal and at home (two preparations write other bytes, and may order the records otherwise).
+    breeds, files = _tfds_index(data_dir, tfds_split, content)
+    source_digest = _combine(sorted((files[i], int(breeds[i])) for i in indices), label_set)
+    out[name] = (key, names, [loader(sources[tfds_split], i) for i in indices], source_digest)
   to_labels = lambda fields: pets.labels_for(label_set, fields['label'])  # The cache keeps the breed.
   return classes, to_labels, out, os.path.join(data_dir, 'tinycats-cache')
 
