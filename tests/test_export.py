@@ -19,7 +19,7 @@ from flax import nnx
 from tinycats import Classifier, Generator, cli, config as config_lib, inference, models, pretrained
 from tinycats.data import augment
 from tinycats.errors import UserError
-from tinycats.export import hub, onnx as onnx_export, weights
+from tinycats.export import card, hub, onnx as onnx_export, weights
 from tinycats.inference import ExportError
 
 ort = pytest.importorskip('onnxruntime', reason="the export extra (pip install -e '.[export]') is needed")
@@ -433,10 +433,10 @@ def test_the_pages_sampling_defaults_are_the_runs(runs):
 
 def test_card_metrics_only_from_an_eval_json_of_the_exported_step(tmp_path):
   (tmp_path / 'eval.json').write_text(json.dumps({'step': 5, 'accuracy': 0.9, 'split': 'test'}))
-  assert hub.read_eval(str(tmp_path), 5) == ({'step': 5, 'accuracy': 0.9, 'split': 'test'}, '')
-  report, why = hub.read_eval(str(tmp_path), 7)
+  assert card.read_eval(str(tmp_path), 5) == ({'step': 5, 'accuracy': 0.9, 'split': 'test'}, '')
+  report, why = card.read_eval(str(tmp_path), 7)
   assert report == {} and 'measured step 5, but the export is step 7' in why
-  report, why = hub.read_eval(str(tmp_path / 'elsewhere'), 7)
+  report, why = card.read_eval(str(tmp_path / 'elsewhere'), 7)
   assert report == {} and 'tinycats evaluate' in why
 
 

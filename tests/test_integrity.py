@@ -271,10 +271,10 @@ def _named_onnx_files(out):
 def test_an_export_killed_anywhere_leaves_a_folder_whose_models_json_names_only_files_it_has(
   folder_run, tmp_path, monkeypatch
 ):
-  from tinycats.export import onnx as onnx_export
+  from tinycats.export import folders, onnx as onnx_export
 
   out = str(tmp_path / 'out')
-  dead = os.path.join(out, onnx_export.STAGING + 'dead1234')  # What an export killed with -9 left.
+  dead = os.path.join(out, folders.STAGING + 'dead1234')  # What an export killed with -9 left.
   os.makedirs(dead)
   open(os.path.join(dead, 'cats.onnx'), 'wb').write(b'\0' * 1000)
   onnx_export.export_onnx(folder_run[0], out, int8=True)

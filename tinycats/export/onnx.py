@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -32,13 +31,13 @@ import numpy as np
 from flax import nnx
 
 import tinycats.data
-from tinycats import files, flow, inference
+from tinycats import flow, inference
 from tinycats.data import augment
 from tinycats.errors import UserError
+from tinycats.export import folders
 from tinycats.inference import ExportError
 from tinycats.train import tasks
 
-STAGING = '.tinycats-export-'  # Prefix of the hidden folder an export is made in, inside its --out-dir.
 TOLERANCE = 1e-4
 BATCH = 'batch_size'  # The dynamic batch axis: the same name in the ONNX files and models.json.
 FILES = {
@@ -422,37 +421,6 @@ def require_export_packages() -> None:
     raise UserError(f"exporting needs the export extra ({e.name} is missing): pip install -e '.[export]'") from e
 
 
-def writable_folder(out_dir: str) -> str:
-  """Creates `out_dir` if needed and proves it writable, before any work (and checks the export packages)."""
-  require_export_packages()
-  try:
-    os.makedirs(out_dir, exist_ok=True)
-    probe = tempfile.NamedTemporaryFile(dir=out_dir, prefix='.tinycats-probe-', delete=True)
-    probe.close()
-  except OSError as e:
-    raise ExportError(
-      f'cannot write to {out_dir!r} ({type(e).__name__}: {e.strerror or e}); choose another --out-dir'
-    ) from e
-  return out_dir
-
-
-def publish(staged: str, names, out_dir: str) -> None:
-  """Moves finished files from the staging folder into `out_dir` (readable like any file the user writes)."""
-  umask = os.umask(0)
-  os.umask(umask)
-  for name in names:
-    os.chmod(os.path.join(staged, name), 0o666 & ~umask)
-    os.replace(os.path.join(staged, name), os.path.join(out_dir, name))
-
-
-@contextlib.contextmanager
-def staging(out_dir: str):
-  """A hidden folder inside `out_dir` for the files being made; removed whatever happens, and by the next
-  export if its process was killed (`files.working_folder`)."""
-  with files.working_folder(out_dir, STAGING) as folder:
-    yield folder
-
-
 def export_onnx(
   workdir: str,
   out_dir: str,
@@ -468,21 +436,8 @@ def export_onnx(
   """
   require_export_packages()
   config, _, state, step = inference.load(workdir, kind, step)  # A bad workdir fails before the folder is made.
-  with output_folder(out_dir):
+  with folders.output_folder(out_dir):
     return write_onnx(config, state, step, out_dir, int8=int8, source=workdir, tolerance=tolerance)
-
-
-@contextlib.contextmanager
-def output_folder(out_dir: str):
-  """`out_dir`, created and proved writable; a folder this export created is removed again if it fails empty."""
-  created = not os.path.exists(out_dir)
-  writable_folder(out_dir)
-  try:
-    yield out_dir
-  except BaseException:
-    if created and os.path.isdir(out_dir) and not os.listdir(out_dir):
-      os.rmdir(out_dir)
-    raise
 
 
 def read_models_json(out_dir: str) -> dict:
@@ -508,7 +463,7 @@ def write_onnx(
 
   names = FILES[config.task]
   existing = read_models_json(out_dir)
-  with staging(out_dir) as tmp:
+  with folders.staging(out_dir) as tmp:
     model = float32_network(config, state)
     proto, forward, inputs = convert(config, model)
     float_path = os.path.join(tmp, names[0])
@@ -544,7 +499,7 @@ def write_onnx(
     }
     with open(os.path.join(tmp, 'models.json'), 'w') as f:
       json.dump(models_json(existing, config, paths, info), f, indent=2)
-    publish(tmp, report['files'] + ['models.json'], out_dir)  # models.json last: it names the files before it.
+    folders.publish(tmp, report['files'] + ['models.json'], out_dir)  # models.json last: it names the files before it.
     stale = os.path.join(out_dir, names[1])
     if not int8 and os.path.exists(stale):  # After models.json stopped naming it: the page never loses a file.
       os.remove(stale)
