@@ -94,7 +94,7 @@ def test_samples_are_judged_by_a_classifier(generator_run, judge):
     workdir, classifier=judge, samples_per_class=2, cfg=4.0, steps=3, sampler='heun', guidance_interval=(0.2, 1.0)
   )
   assert settings(other['samples']) == (4.0, 3, 'heun', [0.2, 1.0])
-  for flag, value in (('--cfg', '4'), ('--guidance-interval', '0.1,1')):
+  for flag, value in (('--guidance', '4'), ('--guidance-interval', '0.1,1')):
     refused = run_main(cli.main, 'evaluate', '--workdir', workdir, flag, value)
     assert refused.returncode == 2 and 'give --classifier DIR too' in refused.stderr
 
@@ -141,7 +141,7 @@ def test_sample_command_writes_grids_and_single_images(generator_run, tmp_path):
     '3',
     '--steps',
     '4',
-    '--cfg',
+    '--guidance',
     '1.5',
     '--seed',
     '1',
@@ -164,7 +164,7 @@ def test_sample_command_takes_a_guidance_interval(generator_run, tmp_path):
   """--guidance-interval LO,HI guides only the steps with LO <= t <= HI; bad values are one line, exit 2."""
   workdir, _ = generator_run
   sample = lambda *extra: run_main(
-    cli.main, 'sample', '--workdir', workdir, '--num', '2', '--steps', '6', '--cfg', '4', '--seed', '3', *extra
+    cli.main, 'sample', '--workdir', workdir, '--num', '2', '--steps', '6', '--guidance', '4', '--seed', '3', *extra
   )
 
   def grid(*extra):
@@ -179,7 +179,7 @@ def test_sample_command_takes_a_guidance_interval(generator_run, tmp_path):
   late = grid('--guidance-interval', '0.5,1')  # Guided at t = 3/6, 4/6, 5/6 only.
   assert np.abs(late - everywhere).max() > 2
   # Between the step times (0, 1/6, ..., 5/6): no step is guided, the conditional model's images.
-  np.testing.assert_array_equal(grid('--guidance-interval', '0.9,0.95'), grid('--cfg', '1'))
+  np.testing.assert_array_equal(grid('--guidance-interval', '0.9,0.95'), grid('--guidance', '1'))
   for bad in ('0.5', '0.6,0.2', '0,2', 'a,b', '0.1,0.5,1'):
     result = sample('--guidance-interval', bad, '--out', str(tmp_path / 'bad.png'))
     assert result.returncode == 2 and '--guidance-interval takes LO,HI' in result.stderr, (bad, result.stderr)

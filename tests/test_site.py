@@ -201,7 +201,7 @@ def test_the_page_generates_what_python_generates_from_the_same_seed(page, gener
     assert page.evaluate('window.tinycats.generate.guidanceInterval') == list(interval)
     if count == len(cases):
       _screenshot(page, 'site_generate.png', tmp_path)
-      args = ['--label', str(label), '--num', '1', '--steps', str(steps), '--cfg', str(cfg), '--sampler', sampler]
+      args = ['--label', str(label), '--num', '1', '--steps', str(steps), '--guidance', str(cfg), '--sampler', sampler]
       args += ['--guidance-interval', ','.join(map(str, interval))]
       with pytest.raises(SystemExit) as done:  # `tinycats sample --noise browser` draws the same image.
         cli.main(

@@ -6,14 +6,34 @@ train_and_evaluate(config, 'workdirs/smoke')
 clf = Classifier.load('workdirs/smoke')            # or an export folder, or a Hub repo id
 images = Generator.load('workdirs/dit').sample(['Bengal', 'other'], steps=50, cfg=1.5, seed=0)
 export_onnx('workdirs/smoke', 'site/models', int8=True)
+
+The names load on first use (PEP 562), so `import tinycats` (and `tinycats --help`) does not import JAX.
 """
 
-from tinycats import models
-from tinycats.classifier import Classifier
-from tinycats.config import load as load_config
-from tinycats.export.onnx import export_onnx
-from tinycats.generator import Generator
-from tinycats.train.loop import train_and_evaluate
+import importlib
 
-__all__ = ['Classifier', 'Generator', 'export_onnx', 'load_config', 'models', 'train_and_evaluate']
+# Each public name and the module that defines it.
+_PUBLIC = {
+  'Classifier': ('tinycats.classifier', 'Classifier'),
+  'Generator': ('tinycats.generator', 'Generator'),
+  'export_onnx': ('tinycats.export.onnx', 'export_onnx'),
+  'load_config': ('tinycats.config', 'load'),
+  'models': ('tinycats.models', None),
+  'train_and_evaluate': ('tinycats.train.loop', 'train_and_evaluate'),
+}
+__all__ = sorted(_PUBLIC)
 __version__ = '0.1.0'
+
+
+def __getattr__(name: str):
+  if name not in _PUBLIC:
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+  module_name, attribute = _PUBLIC[name]
+  module = importlib.import_module(module_name)
+  value = module if attribute is None else getattr(module, attribute)
+  globals()[name] = value  # Looked up once.
+  return value
+
+
+def __dir__():
+  return sorted(set(globals()) | set(_PUBLIC))
