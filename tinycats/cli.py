@@ -19,7 +19,7 @@ from tinycats import bench, bench_torch, config as config_lib, evaluate, flow, m
 from tinycats.classifier import Classifier
 from tinycats.data import pets
 from tinycats.errors import USER_ERROR, UserError, run_command
-from tinycats.export import hub, onnx as onnx_export, site
+from tinycats.export import hub, onnx as onnx_export, serve, site
 from tinycats.generator import Generator
 from tinycats.train import loop
 
@@ -182,7 +182,7 @@ def _export_site(args) -> int:
 
 
 def _serve(args) -> int:
-  site.serve(args.site, host=args.host, port=args.port)
+  serve.serve(args.site, host=args.host, port=args.port)
   return 0
 
 
