@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from tinycats import bench, bench_torch, config as config_lib, evaluate, flow, metrics, quality
+from tinycats import bench, bench_torch, config as config_lib, evaluate, flow, plots, quality
 from tinycats.classifier import Classifier
 from tinycats.data import pets
 from tinycats.errors import USER_ERROR, UserError, run_command
@@ -103,7 +103,7 @@ def _sample(args) -> int:
   names = [generator.classes[i] if i < len(generator.classes) else 'null' for i in map(generator.label_index, labels)]
   written = []
   if args.out:
-    metrics.save_grid(grid, args.out, names)
+    plots.save_grid(grid, args.out, names)
     written.append(args.out)
   if args.out_dir:
     os.makedirs(args.out_dir, exist_ok=True)

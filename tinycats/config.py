@@ -19,7 +19,7 @@ from typing import Any
 
 import ml_collections
 
-from tinycats import metrics
+from tinycats import writers
 from tinycats.errors import UserError
 
 
@@ -379,7 +379,7 @@ def resume_conflicts(saved: ml_collections.ConfigDict, now: ml_collections.Confi
 
 
 def save_json(config: ml_collections.ConfigDict, path: str) -> None:
-  metrics.write_json(config.to_dict(), path)
+  writers.write_json(config.to_dict(), path)
 
 
 # A generator's fields that runs written before they existed lack, with the behaviour those runs had.
