@@ -22,6 +22,7 @@ LAYERS = (
     'tinycats.writers',
     'tinycats.plots',
     'tinycats.config',
+    'tinycats.stored_config',
   ),
   ('tinycats.models', 'tinycats.flow', 'tinycats.data', 'tinycats.sharding', 'tinycats.pretrained'),
   ('tinycats.train',),

@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 import tinycats.data
-from tinycats import config as config_lib, files, inference, plots, sharding, writers
+from tinycats import files, inference, plots, sharding, stored_config, writers
 from tinycats.classifier import Classifier
 from tinycats.data import augment
 from tinycats.errors import UserError
@@ -44,7 +44,7 @@ def evaluate(
     raise UserError(f'unknown split {split!r}; choose one of {", ".join(tinycats.data.SPLITS)}')
   if not os.path.isdir(workdir):
     raise inference.no_such_run(workdir)
-  config = config_lib.load_json(os.path.join(workdir, 'config.json'))  # Before the data: a bad workdir fails first.
+  config = stored_config.load_json(os.path.join(workdir, 'config.json'))  # Before the data: a bad workdir fails first.
   files.refuse_links(workdir, ['samples'])  # The folder the judged samples' grid is written into.
   if classifier and config.task != 'generator':
     raise UserError('--classifier judges generated images; this workdir holds a classifier')

@@ -25,7 +25,7 @@ from flax import nnx
 from tqdm import tqdm
 
 import tinycats.data
-from tinycats import config as config_lib, files, models, plots, sharding, writers
+from tinycats import config as config_lib, files, models, plots, sharding, stored_config, writers
 from tinycats.errors import UserError
 from tinycats.train import compile_cache, feed as feed_lib, lock, state as state_lib, step as step_lib, tasks
 
@@ -120,7 +120,7 @@ def _restore(ckpts, state, progress: Progress, workdir: str, config, train):
   """(state, progress) from the latest intact checkpoint, after checking that this config may resume it."""
   config_path = os.path.join(workdir, 'config.json')
   if os.path.isfile(config_path) and (
-    conflicts := config_lib.resume_conflicts(config_lib.load_json(config_path), config)
+    conflicts := stored_config.resume_conflicts(stored_config.load_json(config_path), config)
   ):
     raise config_lib.ConfigError(
       f'{workdir} holds a run with other settings, which cannot be resumed with these:\n  '
@@ -193,7 +193,7 @@ def _train_in_workdir(config, workdir: str, mesh, data, weights, on_checkpoint) 
     tinycats.data.check_record(data, workdir)  # Its validation and test pictures are facts of the run too.
   tinycats.data.record(data, workdir)
   writer = writers.MetricWriter(os.path.join(workdir, 'metrics.jsonl'), progress.step if resumed else None)
-  config_lib.save_json(config, os.path.join(workdir, 'config.json'))  # Only once the run can go on.
+  stored_config.save_json(config, os.path.join(workdir, 'config.json'))  # Only once the run can go on.
 
   state = jax.device_put(state, sharding.replicated(mesh))
   train_step = step_lib.for_task(task, graphdef, mesh)
