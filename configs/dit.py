@@ -16,7 +16,7 @@ def get_config(arg=None):
   c = ml_collections.ConfigDict()
   c.task = 'generator'
   c.seed = 0
-  c.name = 'dit'  # Run name prefix; also the Modal app name.
+  c.name = 'dit'  # A Modal run's default name is <name>-<date>-<time> (launch/modal_train.py --name).
 
   c.model = ml_collections.ConfigDict()
   c.model.name = 'dit'
@@ -25,8 +25,8 @@ def get_config(arg=None):
   c.model.depth = 12
   c.model.heads = 6
   c.model.mlp_ratio = 4.0
-  # LightningDiT's and JiT's block: RMSNorm, QK-norm, SwiGLU, RoPE. On the 128 px case they drew 0.652 against 0.530
-  # without them (Fréchet 54.7 against 80.3, one draw); at 32 px they cost time and 0.03 accuracy, so :smoke has DiT's.
+  # LightningDiT's and JiT's block: RMSNorm, QK-norm, SwiGLU, RoPE. They drew better samples on the 128 px case; at
+  # 32 px they cost time and accuracy, so :smoke has DiT's (BENCHMARKS.md).
   c.model.norm = 'rmsnorm'  # rmsnorm (LightningDiT, JiT) | layernorm (DiT)
   c.model.qk_norm = True  # RMS-normalise queries and keys per head.
   c.model.mlp = 'swiglu'  # swiglu (2/3 of the hidden width, the same cost) | gelu (DiT)
@@ -40,28 +40,16 @@ def get_config(arg=None):
   # bfloat16 CPU kernels are slower, BENCHMARKS.md). Parameters, norms, softmax and the loss stay float32.
   c.model.dtype = 'auto'
 
-  c.data = ml_collections.ConfigDict()
-  c.data.source = 'tfds'  # tfds | folder
-  c.data.data_dir = ''  # TFDS data dir ('' = TFDS default, ~/tensorflow_datasets).
-  c.data.folder = ''  # Root of an image-folder tree (one sub-folder per class) for source=folder.
-  c.data.labels = 'cat_breeds'  # cat_breeds (12 cat breeds + other) | species | breed; tfds only.
-  c.data.classes = ()  # Filled from the data when training starts and recorded in WORKDIR/config.json.
-  c.data.val_fraction = 0.05  # Of each label, held out of the TFDS train split (seeded) for validation.
-  c.data.val_min_per_class = 4  # At least this many of each label in validation, so its loss covers every label.
-  c.data.test_fraction = 0.1  # folder only: the TFDS source has its own test split.
-  c.data.split_seed = 0
-  c.data.max_examples = 0  # Cap per split, labels in proportion (0 = all); val keeps its floor above it.
-  c.data.image_size = 128  # The generated image size.
-  # Each image is cached whole: longer side resized to this, on a square uint8 canvas. 176 leaves a
-  # 4:3 image's shorter side (132) above image_size.
-  c.data.cache_size = 176
-  # The training (and validation) images are the central square of this fraction of the shorter side,
-  # resized to image_size, then flipped at random; 1.0 = the whole shorter side. In (0, 1].
-  c.data.eval_crop = 1.0
-  c.data.cache_dir = ''
-  c.data.device_cache_gb = 4.0  # A training split up to this size is kept on each device (no per-step copy); 0 = never.
-  c.data.normalization = 'symmetric'  # Pixels in [-1, 1], the scale of the noise.
-  c.data.flip = True  # The only augmentation.
+  c.data = common.data_config(
+    labels='cat_breeds',
+    val_fraction=0.05,
+    val_min_per_class=4,  # So the validation loss covers every label.
+    image_size=128,
+    cache_size=176,  # Leaves a 4:3 image's shorter side (132) above image_size.
+    eval_crop=1.0,  # The whole shorter side.
+    normalization='symmetric',  # Pixels in [-1, 1], the scale of the noise.
+  )
+  c.data.flip = True  # Random horizontal flips: the only augmentation.
 
   c.flow = ml_collections.ConfigDict()
   # What the network outputs: 'v' the velocity, or 'x' the clean image, turned into the velocity
@@ -70,7 +58,7 @@ def get_config(arg=None):
   c.flow.t_eps = 0.05  # x-prediction only: bounds 1 / (1 - t) near the data end.
   # uniform | logit_normal: sigmoid of N(mean, std). JiT's (-0.8, 0.8) at 32 px; at 128 px the same picture is 16
   # times the pixels, noise hides less of it at each t, and the mean moves by -log(128 / 32) to -2.2: on the 128 px
-  # case -0.8 drew no class (0.13), -2.2 drew 0.65 (BENCHMARKS.md, 'The generator, change by change').
+  # case -0.8 drew no class and -2.2 did (BENCHMARKS.md, 'The generator, change by change').
   c.flow.timesteps = 'logit_normal'
   c.flow.logit_mean = -2.2
   c.flow.logit_std = 0.8
@@ -81,7 +69,8 @@ def get_config(arg=None):
 
   c.sample = ml_collections.ConfigDict()  # Grids written at every evaluation to WORKDIR/samples/.
   c.sample.sampler = 'euler'  # euler | heun
-  # 20 Euler steps: within 0.02 of the best of 10, 20, 50 Euler and 20 Heun on the 128 px case (BENCHMARKS.md).
+  # Integration steps from noise to data: 20 Euler steps were as good as more steps or Heun on the 128 px case
+  # (BENCHMARKS.md).
   c.sample.steps = 20
   c.sample.cfg = 4.0  # Classifier-free guidance scale; 1 = none.
   # Guide only the steps with lo <= t <= hi (t = 0 noise, 1 data): mid-flow, where guidance sets the class without
@@ -91,27 +80,17 @@ def get_config(arg=None):
   c.sample.seed = 0  # Fixed noise: grids of successive evaluations are comparable.
   c.sample.per_class = 8  # Grid columns.
 
-  c.train = ml_collections.ConfigDict()
-  c.train.batch_size = 256  # Global batch, split over all devices.
-  c.train.eval_batch_size = 256
-  # Run each batch as this many sequential micro-batches, for memory: the gradient is the batch's
-  # mean, but BatchNorm statistics and random draws are per micro-batch.
-  c.train.grad_accum = 1
-  c.train.epochs = 800
-  c.train.steps = 0  # > 0: train exactly this many steps whatever the data's size (epochs is then unused).
-  c.train.optimizer = 'adamw'
-  c.train.learning_rate = 3e-4
-  c.train.warmup_epochs = 10
-  c.train.beta2 = 0.95  # AdamW's second-moment decay (JiT's; 0.999 is optax's default).
-  c.train.weight_decay = 0.0
-  c.train.grad_clip = 1.0
-  c.train.log_every = 50
-  c.train.eval_every = 1000  # Steps between validation, sample grid and checkpoint.
-  c.train.patience = 0  # Evaluations without a lower validation loss before stopping; 0 = never.
-  c.train.keep_checkpoints = 2  # The last N are kept, plus the one with the lowest validation loss.
-  # JAX's persistent compilation cache: 'auto' ($TINYCATS_CACHE/xla or ~/.cache/tinycats/xla; on Modal the outputs
-  # volume's .xla-cache), a folder, or '' for none. A rerun or resume loads its compiled steps instead of compiling.
-  c.train.compilation_cache = 'auto'
+  c.train = common.train_config(
+    batch_size=256,
+    epochs=800,
+    learning_rate=3e-4,
+    warmup_epochs=10,
+    beta2=0.95,  # JiT's.
+    weight_decay=0.0,
+    log_every=50,
+    eval_every=1000,
+    patience=0,
+  )
 
   c.modal = common.modal_config()  # configs/common.py: GPU, nodes, timeout, retries, volumes.
 
@@ -126,10 +105,10 @@ def get_config(arg=None):
     c.data.cache_size = 44
     c.ema.decay = 0.995
     c.flow.logit_mean = -0.8  # JiT's, at the 32 px the smoke draws (see flow.logit_mean above).
-    # DiT's block: at 32 px the one above cost 17% more time and 0.03 accuracy over two draws (BENCHMARKS.md).
+    # DiT's block: at 32 px the one above cost time and accuracy (BENCHMARKS.md).
     c.model.norm, c.model.qk_norm, c.model.mlp, c.model.rope = 'layernorm', False, 'gelu', False
     c.sample.guidance_interval = (0.25, 0.8)
-    # 10 Euler steps: within 0.02 of the best conditional accuracy of 20 and 50 Euler, 10 and 20 Heun (BENCHMARKS.md).
+    # 10 Euler steps: as accurate as more steps or Heun at 32 px (BENCHMARKS.md).
     c.sample.steps = 10
     c.sample.per_class = 6
     c.data.flip = False  # A short run learns the pictures as they are; mirrored copies are more to learn.

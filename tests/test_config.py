@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from tinycats import config as config_lib
+from tinycats import config as config_lib, stored_config
 
 
 def test_scratch_and_smoke_train_from_random_weights_with_their_own_schedule():
@@ -113,14 +113,14 @@ def test_generator_configs_load():
 def test_a_generator_run_from_before_guidance_intervals_guides_every_step(tmp_path):
   config = config_lib.load('configs/dit.py', ['--config.sample.guidance_interval=0.1,1'])
   assert tuple(config.sample.guidance_interval) == (0.1, 1.0) and 'sample.guidance_interval' in (
-    config_lib.CHANGEABLE_ON_RESUME
+    stored_config.CHANGEABLE_ON_RESUME
   )
   stored = config.to_dict()
   del stored['sample']['guidance_interval']  # What config.json held before the field existed.
   (tmp_path / 'config.json').write_text(json.dumps(stored))
-  loaded = config_lib.load_json(str(tmp_path / 'config.json'))
+  loaded = stored_config.load_json(str(tmp_path / 'config.json'))
   assert tuple(loaded.sample.guidance_interval) == (0.0, 1.0)
-  assert config_lib.resume_conflicts(loaded, config) == []  # Changeable on resume.
+  assert stored_config.resume_conflicts(loaded, config) == []  # Changeable on resume.
 
 
 def test_config_file_errors():
@@ -132,11 +132,11 @@ def test_config_file_errors():
 
 def test_json_round_trip(tmp_path):
   c = config_lib.load('configs/cats.py:smoke')
-  config_lib.save_json(c, str(tmp_path / 'config.json'))
+  stored_config.save_json(c, str(tmp_path / 'config.json'))
   assert json.loads((tmp_path / 'config.json').read_text())['train']['batch_size'] == 32
-  assert config_lib.load_json(str(tmp_path / 'config.json')).to_dict() == json.loads(json.dumps(c.to_dict()))
+  assert stored_config.load_json(str(tmp_path / 'config.json')).to_dict() == json.loads(json.dumps(c.to_dict()))
   with pytest.raises(config_lib.ConfigError, match='is this a tinycats workdir'):
-    config_lib.load_json(str(tmp_path / 'missing.json'))
+    stored_config.load_json(str(tmp_path / 'missing.json'))
 
 
 @pytest.mark.parametrize('spec, old', [('configs/cats.py', 'classify'), ('configs/dit.py', 'flow')])
@@ -146,8 +146,8 @@ def test_a_workdir_written_with_the_old_task_names_still_loads(tmp_path, spec, o
   stored['task'] = old  # What config.json held before the tasks were named classifier and generator.
   path = tmp_path / 'config.json'
   path.write_text(json.dumps(stored))
-  loaded = config_lib.load_json(str(path))
-  assert loaded.task == config.task and config_lib.resume_conflicts(loaded, config) == []
+  loaded = stored_config.load_json(str(path))
+  assert loaded.task == config.task and stored_config.resume_conflicts(loaded, config) == []
 
 
 def test_a_misspelt_field_set_in_python_fails_where_it_is_set():
@@ -158,6 +158,6 @@ def test_a_misspelt_field_set_in_python_fails_where_it_is_set():
     c.train.lr = 1
   c.train.learning_rate = 1e-3
   assert config_lib.validate(c).train.learning_rate == 1e-3
-  stored = config_lib.from_dict(c.to_dict())  # A workdir's or an export's config.json: locked too.
+  stored = stored_config.from_dict(c.to_dict())  # A workdir's or an export's config.json: locked too.
   with pytest.raises(AttributeError):
     stored.sample.cfg_scale = 2

@@ -88,7 +88,7 @@ def bad_flags(text: str) -> list[str]:
 def _fields() -> set[str]:
   fields = set()
   for spec in CONFIGS:
-    fields |= set(config_lib._leaves(config_lib.load_config_file(os.path.join(REPO, spec))))  # noqa: SLF001
+    fields |= set(config_lib.leaves(config_lib.load_config_file(os.path.join(REPO, spec))))
   return fields
 
 

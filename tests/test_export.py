@@ -16,10 +16,10 @@ from conftest import LEARNING
 from fake_hub import FakeHub
 from flax import nnx
 
-from tinycats import Classifier, Generator, cli, config as config_lib, inference, models, pretrained
+from tinycats import Classifier, Generator, cli, inference, models, pretrained, stored_config
 from tinycats.data import augment
 from tinycats.errors import UserError
-from tinycats.export import card, hub, onnx as onnx_export, weights
+from tinycats.export import card, hub, manifest, onnx as onnx_export, weights
 from tinycats.inference import ExportError
 
 ort = pytest.importorskip('onnxruntime', reason="the export extra (pip install -e '.[export]') is needed")
@@ -420,7 +420,7 @@ def test_the_pages_sampling_defaults_are_the_runs(runs):
   (config.json without one) guides every step."""
   saved = json.load(open(os.path.join(runs['generator'], 'config.json')))
   saved['sample'].update(sampler='heun', steps=7, cfg=3.5, guidance_interval=[0.1, 1.0])
-  assert onnx_export.page_sampling(config_lib.from_dict(saved)) == {
+  assert manifest.page_sampling(stored_config.from_dict(saved)) == {
     'method': 'Heun integration',
     'sampler': 'heun',
     'steps': 7,
@@ -428,7 +428,7 @@ def test_the_pages_sampling_defaults_are_the_runs(runs):
     'guidanceInterval': [0.1, 1.0],
   }
   del saved['sample']['guidance_interval']
-  assert onnx_export.page_sampling(config_lib.from_dict(saved))['guidanceInterval'] == [0.0, 1.0]
+  assert manifest.page_sampling(stored_config.from_dict(saved))['guidanceInterval'] == [0.0, 1.0]
 
 
 def test_card_metrics_only_from_an_eval_json_of_the_exported_step(tmp_path):

@@ -41,10 +41,10 @@ def test_generator_trains_and_leaves_its_files(generator_run):
 def _untrained_loss(workdir):
   """The test split's flow loss of the run's network with fresh weights (x-prediction: x̂ = 0), as eval.json's."""
   import tinycats.data
-  from tinycats import config as config_lib, sharding
+  from tinycats import sharding, stored_config
   from tinycats.train.tasks import generator as generator_task
 
-  config = config_lib.load_json(os.path.join(workdir, 'config.json'))
+  config = stored_config.load_json(os.path.join(workdir, 'config.json'))
   task = TASKS[config.task](config, list(config.data.classes))
   graphdef, state = task.network(*nnx.split(task.create_model(config.seed)))
   split = tinycats.data.load(config, splits=('test',)).splits['test']

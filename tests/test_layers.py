@@ -15,7 +15,15 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 # Lowest first; a module may import its own layer (without a cycle) and those below. The first
 # prefix that matches a module's name gives its layer.
 LAYERS = (
-  ('tinycats.errors', 'tinycats.files', 'tinycats.metrics', 'tinycats.config'),
+  (
+    'tinycats.errors',
+    'tinycats.files',
+    'tinycats.metrics',
+    'tinycats.writers',
+    'tinycats.plots',
+    'tinycats.config',
+    'tinycats.stored_config',
+  ),
   ('tinycats.models', 'tinycats.flow', 'tinycats.data', 'tinycats.sharding', 'tinycats.pretrained'),
   ('tinycats.train',),
   ('tinycats.inference',),

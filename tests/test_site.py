@@ -25,7 +25,7 @@ from PIL import Image
 from tinycats import Generator, cli, flow
 from tinycats.data import augment, cache
 from tinycats.errors import UserError
-from tinycats.export import onnx as onnx_export, site
+from tinycats.export import onnx as onnx_export, serve, site
 
 ort = pytest.importorskip('onnxruntime', reason="the export extra (pip install -e '.[export]') is needed")
 
@@ -55,7 +55,7 @@ def site_dir(folder_run, generator_run, tmp_path_factory):
 @pytest.fixture(scope='module')
 def server(site_dir):
   """The site served on 127.0.0.1 by `tinycats serve`'s server, in a thread: its URL."""
-  httpd = site.make_server(site_dir, '127.0.0.1', 0, quiet=True)
+  httpd = serve.make_server(site_dir, '127.0.0.1', 0, quiet=True)
   thread = threading.Thread(target=httpd.serve_forever, daemon=True)
   thread.start()
   yield f'http://127.0.0.1:{httpd.server_address[1]}/'
@@ -302,7 +302,7 @@ def test_serve_answers_only_regular_files_inside_the_site(tmp_path):
   secret.write_text('outside')
   os.symlink(secret, root / 'link.txt')
   os.symlink(tmp_path, root / 'up')
-  httpd = site.make_server(str(root), '127.0.0.1', 0, quiet=True)
+  httpd = serve.make_server(str(root), '127.0.0.1', 0, quiet=True)
   threading.Thread(target=httpd.serve_forever, daemon=True).start()
   url = f'http://127.0.0.1:{httpd.server_address[1]}/'
   try:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import run_main, run_tinycats, tiny_config
 
-from tinycats import Classifier, cli, evaluate, metrics
+from tinycats import Classifier, cli, evaluate, metrics, writers
 from tinycats.data import shapes
 from tinycats.train import loop, state as state_lib
 from tinycats.train.tasks import TASKS
@@ -217,11 +217,11 @@ def test_itstime_is_every_n_steps_and_the_last():
 
 def test_metric_writer_starts_fresh_or_drops_the_rows_after_the_resumed_step(tmp_path):
   path = str(tmp_path / 'metrics.jsonl')
-  writer = metrics.MetricWriter(path)
+  writer = writers.MetricWriter(path)
   for step in (10, 20, 30):
     writer.write(step, {'train_loss': 1.0 / step})
-  assert [r['step'] for r in metrics.read_jsonl(path)] == [10, 20, 30]
-  resumed = metrics.MetricWriter(path, resume_step=20)  # Step 30 will be logged again.
+  assert [r['step'] for r in writers.read_jsonl(path)] == [10, 20, 30]
+  resumed = writers.MetricWriter(path, resume_step=20)  # Step 30 will be logged again.
   assert [r['step'] for r in resumed.rows()] == [10, 20]
-  metrics.MetricWriter(path)
-  assert metrics.read_jsonl(path) == []
+  writers.MetricWriter(path)
+  assert writers.read_jsonl(path) == []

@@ -1,8 +1,8 @@
 """Configs as data: load `path.py[:arg]`, apply `--config.a.b=value` overrides, validate.
 
 Configs are `ml_collections.ConfigDict`s built by a `get_config(arg=None)` function. The
-resolved config is written to `WORKDIR/config.json`, which is the truth for evaluate,
-predict and export.
+resolved config is written to `WORKDIR/config.json` (`stored_config.py`), which is the truth for
+evaluate, predict and export.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib.util
-import json
 import math
 import os
 import sys
@@ -19,7 +18,6 @@ from typing import Any
 
 import ml_collections
 
-from tinycats import metrics
 from tinycats.errors import UserError
 
 
@@ -63,12 +61,12 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
   return config
 
 
-def _leaves(config, prefix=''):
+def leaves(config, prefix=''):
   """{'train.batch_size': 128, ...}: every leaf field by its dotted name (sequences as lists, as in JSON)."""
   out = {}
   for key, value in config.items():
     if isinstance(value, (dict, ml_collections.ConfigDict)):
-      out.update(_leaves(value, f'{prefix}{key}.'))
+      out.update(leaves(value, f'{prefix}{key}.'))
     else:
       out[f'{prefix}{key}'] = list(value) if isinstance(value, (tuple, list)) else value
   return out
@@ -148,7 +146,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
   """Applies `a.b=value` (or `--config.a.b=value`) strings; unknown fields are named with a suggestion."""
   config = ml_collections.ConfigDict(config.to_dict())  # A copy: the caller's config is untouched.
   config.lock()
-  known = list(_leaves(config))
+  known = list(leaves(config))
   for item in overrides:
     field, value = parse_override(item)
     if field not in known:
@@ -232,7 +230,7 @@ _NON_NEGATIVE = (
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Checks values that the type check cannot; every error names the field and the allowed values."""
-  values = _leaves(config)
+  values = leaves(config)
   for field, value in values.items():
     if isinstance(value, float) and not math.isfinite(value):
       raise ConfigError(f'config field {field!r} must be a finite number, got {value!r}')
@@ -323,106 +321,3 @@ def _check_dit(config) -> None:
 def load(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
   """The one way commands get a config: file, then overrides, then validation."""
   return validate(apply_overrides(load_config_file(spec), overrides))
-
-
-# Fields a resumed run may change. Everything else (seeds, data, splits, model, batch size,
-# augmentation) decides which examples and which model the checkpoint belongs to.
-CHANGEABLE_ON_RESUME = frozenset(
-  {
-    'name',
-    'data.data_dir',
-    'data.folder',
-    'data.cache_dir',
-    'data.device_cache_gb',
-    'train.epochs',
-    'train.steps',
-    'train.patience',
-    'train.log_every',
-    'train.eval_every',
-    'train.keep_checkpoints',
-    'train.compilation_cache',
-    'train.eval_batch_size',
-    'train.learning_rate',
-    'train.warmup_epochs',
-    'train.weight_decay',
-    'train.grad_clip',
-    'train.backbone_lr_scale',
-    'train.freeze_epochs',
-    'model.pretrained',  # Weights come from the checkpoint.
-    'sample.sampler',
-    'sample.steps',
-    'sample.cfg',
-    'sample.guidance_interval',
-    'sample.seed',
-    'sample.per_class',  # Grids only.
-    # Where it runs: the global batch and its order do not depend on the device count.
-    'modal.app',
-    'modal.gpu',
-    'modal.nodes',
-    'modal.timeout',
-    'modal.retries',
-    'modal.memory_gb',
-    'modal.data_volume',
-    'modal.outputs_volume',
-  }
-)
-
-
-def resume_conflicts(saved: ml_collections.ConfigDict, now: ml_collections.ConfigDict) -> list[str]:
-  """`field: saved -> now` for every field outside CHANGEABLE_ON_RESUME that differs."""
-  old, new = _leaves(saved), _leaves(now)
-  return [
-    f'{k}: {old.get(k)!r} -> {new.get(k)!r}'
-    for k in sorted(old.keys() | new.keys())
-    if k not in CHANGEABLE_ON_RESUME and old.get(k) != new.get(k)
-  ]
-
-
-def save_json(config: ml_collections.ConfigDict, path: str) -> None:
-  metrics.write_json(config.to_dict(), path)
-
-
-# A generator's fields that runs written before they existed lack, with the behaviour those runs had.
-GENERATOR_BEFORE = {
-  'model': dict(
-    norm='layernorm', qk_norm=False, mlp='gelu', rope=False, bottleneck=0, class_tokens=0, class_token_block=0
-  ),
-  'flow': dict(prediction='v', t_eps=0.05),
-  'train': dict(beta2=0.999),
-}
-
-# Sampling fields that generator runs written before they existed lack, with the behaviour those runs had.
-_SAMPLE_BEFORE = {'guidance_interval': (0.0, 1.0)}  # Guidance at every step.
-
-# Task names that runs written before the rename recorded in config.json.
-_OLD_TASKS = {'classify': 'classifier', 'flow': 'generator'}
-
-
-def from_dict(values: dict) -> ml_collections.ConfigDict:
-  """A stored config (a workdir's or an export's) as a ConfigDict, older names mapped to today's."""
-  config = ml_collections.ConfigDict(values)
-  if config.get('task') in _OLD_TASKS:
-    config.task = _OLD_TASKS[config.task]
-  if config.get('task') == 'generator' and 'sample' in config:
-    with config.unlocked():
-      for name, value in _SAMPLE_BEFORE.items():
-        if name not in config.sample:
-          config.sample[name] = value
-  if config.get('task') == 'generator':  # Fields added since: their values before they existed.
-    with config.unlocked():
-      for section, defaults in GENERATOR_BEFORE.items():
-        for name, value in defaults.items():
-          if name not in config[section]:
-            config[section][name] = value
-  config.lock()
-  return config
-
-
-def load_json(path: str) -> ml_collections.ConfigDict:
-  if not os.path.isfile(path):
-    raise ConfigError(
-      f'{path} not found: is this a tinycats workdir? Train one with '
-      '`tinycats train --config configs/cats.py --workdir DIR`'
-    )
-  with open(path) as f:
-    return from_dict(json.load(f))

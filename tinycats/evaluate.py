@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 import tinycats.data
-from tinycats import config as config_lib, files, inference, metrics, sharding
+from tinycats import files, inference, plots, sharding, stored_config, writers
 from tinycats.classifier import Classifier
 from tinycats.data import augment
 from tinycats.errors import UserError
@@ -44,7 +44,7 @@ def evaluate(
     raise UserError(f'unknown split {split!r}; choose one of {", ".join(tinycats.data.SPLITS)}')
   if not os.path.isdir(workdir):
     raise inference.no_such_run(workdir)
-  config = config_lib.load_json(os.path.join(workdir, 'config.json'))  # Before the data: a bad workdir fails first.
+  config = stored_config.load_json(os.path.join(workdir, 'config.json'))  # Before the data: a bad workdir fails first.
   files.refuse_links(workdir, ['samples'])  # The folder the judged samples' grid is written into.
   if classifier and config.task != 'generator':
     raise UserError('--classifier judges generated images; this workdir holds a classifier')
@@ -75,7 +75,7 @@ def evaluate(
     report['samples'] = _judge_samples(
       workdir, generator, data.splits[split], classifier, samples_per_class, seed, sampling
     )
-  metrics.write_report(report, workdir)
+  writers.write_report(report, workdir)
   return report
 
 
@@ -99,7 +99,7 @@ def _judge_samples(workdir, generator, split, classifier_dir: str, per_class: in
     cfg=s.cfg if sampling['cfg'] is None else sampling['cfg'],
     guidance_interval=[float(v) for v in sampling['guidance_interval'] or s.get('guidance_interval', (0.0, 1.0))],
   )
-  metrics.save_grid(grid, os.path.join(workdir, 'samples', 'eval.png'), classes)
+  plots.save_grid(grid, os.path.join(workdir, 'samples', 'eval.png'), classes)
   return out
 
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx, traverse_util
 from safetensors.numpy import load_file
 
-from tinycats import config as config_lib, pretrained
+from tinycats import pretrained, stored_config
 from tinycats.errors import UserError
 from tinycats.train import state as state_lib, tasks
 
@@ -137,7 +137,7 @@ def load(source: str, task: str | None = None, step: int | None = None, *, endpo
     raise UserError(f'unknown task {task!r}; choose one of {", ".join(tasks.TASKS)}')
   kind, folder = resolve(source, endpoint)
   if kind == 'workdir':
-    config = config_lib.load_json(os.path.join(folder, CONFIG))
+    config = stored_config.load_json(os.path.join(folder, CONFIG))
     _check_task(config, task, folder, 'run')
     run_task = tasks.get(config)
     graphdef, model_state, step = state_lib.restore_model(folder, run_task, step)
@@ -150,7 +150,7 @@ def load(source: str, task: str | None = None, step: int | None = None, *, endpo
       f'{folder}/{CONFIG} is not a tinycats export (no run_config); export one with '
       '`tinycats export hub --workdir DIR --out-dir OUT --no-upload`'
     )
-  config = config_lib.from_dict(meta['run_config'])
+  config = stored_config.from_dict(meta['run_config'])
   _check_task(config, task, folder, 'export', ExportError)
   run_task = tasks.get(config)
   # Exports hold the inference network alone (the generator's EMA DiT): its shapes, then the file's values.

@@ -48,7 +48,7 @@ import numpy as np
 from PIL import Image
 
 import tinycats.data
-from tinycats import bench, config as config_lib, evaluate
+from tinycats import bench, config as config_lib, evaluate, stored_config
 from tinycats.data import augment, cache, folder as folder_lib, shapes
 from tinycats.errors import UserError
 from tinycats.train import loop
@@ -333,7 +333,7 @@ def _judge(
         f'--judge {given}: no summary.json there; give the workdir of a finished classifier run '
         '(a row of an earlier `--quality generator` names it as judge_workdir)'
       )
-    config = config_lib.load_json(os.path.join(given, 'config.json'))
+    config = stored_config.load_json(os.path.join(given, 'config.json'))
     if config.get('task') != 'classifier':
       raise UserError(f'--judge {given} holds a {config.get("task")!r} run; the judge must be a classifier')
     if list(config['data']['classes']) != list(classes):
@@ -370,7 +370,7 @@ def _judge(
 def _held_out(judge_dir: str, folder: str, dit_config) -> bool | None:
   """Whether none of the generator's test images is among the judge's training or validation images;
   None (not known) for a judge trained on another folder than this data's `view_folder`."""
-  judge_config = config_lib.load_json(os.path.join(judge_dir, 'config.json'))
+  judge_config = stored_config.load_json(os.path.join(judge_dir, 'config.json'))
   if os.path.abspath(judge_config.data.folder) != os.path.abspath(view_folder(folder, dit_config.data)):
     return None
   judge = _load(judge_config, splits=('train', 'val'))

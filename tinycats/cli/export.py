@@ -108,7 +108,7 @@ def _export_site(args) -> int:
 
 
 def _serve(args) -> int:
-  from tinycats.export import site
+  from tinycats.export import serve
 
-  site.serve(args.site, host=args.host, port=args.port)
+  serve.serve(args.site, host=args.host, port=args.port)
   return 0

@@ -85,11 +85,11 @@ def _write(grid, names: list[str], args) -> list[str]:
   import numpy as np
   from PIL import Image
 
-  from tinycats import metrics
+  from tinycats import plots
 
   written = []
   if args.out:
-    metrics.save_grid(grid, args.out, names)
+    plots.save_grid(grid, args.out, names)
     written.append(args.out)
   if args.out_dir:
     os.makedirs(args.out_dir, exist_ok=True)

@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from tinycats import metrics
+from tinycats import writers
 from tinycats.data import cache, folder, pets, stratify
 from tinycats.errors import UserError
 
@@ -161,7 +161,7 @@ RECORD = 'data.json'  # In a workdir: which pictures each split of the run was (
 
 def record(data: Data, workdir: str) -> None:
   """Writes WORKDIR/data.json: each split's `source_digest` and size, facts of the run that evaluate checks."""
-  metrics.write_json(
+  writers.write_json(
     {name: dict(source_digest=split.source_digest, images=len(split)) for name, split in data.splits.items()},
     os.path.join(workdir, RECORD),
   )

@@ -1,5 +1,6 @@
 """The folders an export writes: `--out-dir` made and proved writable first, the files made in a hidden staging
-folder inside it, then moved in (`publish`), so a failure or a kill never leaves half a model there.
+folder inside it, then moved in (`publish`), so a failure or a kill never leaves half a model there; or, for an
+export that owns its whole folder, built beside it and renamed into place (`staging_beside`).
 
 Shared by `export onnx`, `export hub` and `export site`.
 """
@@ -8,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 
 from tinycats import files
+from tinycats.errors import UserError
 from tinycats.inference import ExportError
 
 STAGING = '.tinycats-export-'  # Prefix of the hidden folder an export is made in, inside its --out-dir.
@@ -57,3 +60,42 @@ def output_folder(out_dir: str):
     if created and os.path.isdir(out_dir) and not os.listdir(out_dir):
       os.rmdir(out_dir)
     raise
+
+
+def replaceable(out_dir: str, marker: str) -> bool:
+  """Whether a whole-folder export may replace `out_dir`: it is missing, empty, or holds `marker` (an earlier
+  export of the same kind wrote it)."""
+  return not os.path.exists(out_dir) or (
+    os.path.isdir(out_dir) and (not os.listdir(out_dir) or os.path.isfile(os.path.join(out_dir, marker)))
+  )
+
+
+@contextlib.contextmanager
+def staging_beside(out_dir: str):
+  """A hidden folder beside `out_dir`, renamed to `out_dir` if the body succeeds (the old folder replaced in one
+  rename), removed whatever happens (and by the next export if this process is killed: `files.working_folder`).
+  For an export that owns its whole folder (`export site`); `staging` is for files added to a user's folder."""
+  out_dir = os.path.abspath(out_dir)
+  parent, name = os.path.split(out_dir)
+  try:
+    os.makedirs(parent, exist_ok=True)
+  except OSError as e:
+    raise UserError(f'cannot write beside {out_dir} ({e.strerror or e}); choose another --out-dir') from e
+  files.remove_abandoned(parent, f'.{name}.old-')  # A folder set aside by an export killed between its renames.
+  with files.working_folder(parent, f'.{name}.tinycats-') as staged:
+    yield staged
+    os.chmod(staged, 0o755)  # mkdtemp's 0700 would hide a site from a web server running as another user.
+    old = None
+    try:
+      if os.path.exists(out_dir):
+        old = tempfile.mkdtemp(prefix=f'.{name}.old-', dir=parent)
+        os.rename(out_dir, os.path.join(old, 'site'))
+      try:
+        os.rename(staged, out_dir)
+      except OSError:
+        if old:  # The previous folder back where it was.
+          os.rename(os.path.join(old, 'site'), out_dir)
+        raise
+    finally:
+      if old:
+        shutil.rmtree(old, ignore_errors=True)

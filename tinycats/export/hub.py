@@ -22,7 +22,7 @@ from huggingface_hub import HfApi, get_token
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from safetensors.numpy import save_file
 
-from tinycats import inference, metrics
+from tinycats import inference, plots, writers
 from tinycats.data import augment
 from tinycats.errors import UserError
 from tinycats.export import card, folders, onnx as onnx_export, weights
@@ -112,10 +112,10 @@ def assemble(
       files.append(weights.TORCHVISION_WEIGHTS)
     else:
       grid = generator_task.sample_grid(config, graphdef, state, per_label=config.sample.per_class, seed=0)
-      metrics.save_grid(grid, os.path.join(tmp, 'samples.png'), list(config.data.classes))
+      plots.save_grid(grid, os.path.join(tmp, 'samples.png'), list(config.data.classes))
       files.append('samples.png')
     files += onnx_report['files'] + ['models.json', 'config.json', 'README.md']
-    metrics.write_json(export_config(config, step, report, files), os.path.join(tmp, 'config.json'))
+    writers.write_json(export_config(config, step, report, files), os.path.join(tmp, 'config.json'))
     with open(os.path.join(tmp, 'README.md'), 'w') as f:
       f.write(card.model_card(config, step, report, missing, files, repo_id, license_id, card.train_images(workdir)))
     folders.publish(tmp, files, folder)

@@ -1,4 +1,5 @@
-"""`tinycats export site` and `tinycats serve`: a static page that runs the exported ONNX models in a browser.
+"""`tinycats export site`: a static page that runs the exported ONNX models in a browser (`tinycats serve`,
+export/serve.py, serves it).
 
 The site is one folder that works offline and on any static host: the page (`index.html`, plain ES modules,
 CSS; package data in `site_static/`), the ONNX files and `models.json` (everything the page knows about the
@@ -7,29 +8,26 @@ npm registry hash; its tarball is downloaded once at export time into the tinyca
 from `--ort-dir`), checked, and only the three files the page loads are copied. Nothing is fetched from a CDN
 when the page runs.
 
-The site is built in a hidden folder beside `--out-dir` and renamed into place at the end, so a failure
-leaves the folder as it was. An existing `--out-dir` is replaced only if it is empty or an earlier site.
+The site is built in a hidden folder beside `--out-dir` and renamed into place at the end
+(`folders.staging_beside`), so a failure leaves the folder as it was. An existing `--out-dir` is replaced only
+if it is empty or an earlier site.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import functools
 import hashlib
-import http.server
 import json
 import os
 import shutil
-import sys
 import tarfile
 import tempfile
 import urllib.error
 import urllib.request
 
-from tinycats import files
 from tinycats.errors import UserError
-from tinycats.export import onnx as onnx_export
+from tinycats.export import folders, manifest, onnx as onnx_export
 
 # The pinned onnxruntime-web (1.24.2 and 1.30.0 load opset-23 models; 1.20.x does not): version and npm's
 # dist.integrity of its tarball.
@@ -44,17 +42,6 @@ PAGE_FILES = ('index.html', 'app.js', 'noise.js', 'preprocess.js', 'sampler.js',
 MARKER = 'tinycats-site.json'  # Says a folder is a site this command wrote (and may replace).
 # The sections of models.json that belong to each model.
 SECTIONS = {'classifier': ('classifier', 'breed_classes'), 'generator': ('generator', 'generator_breeds')}
-MIME_TYPES = {
-  '.html': 'text/html; charset=utf-8',
-  '.js': 'text/javascript; charset=utf-8',
-  '.mjs': 'text/javascript; charset=utf-8',
-  '.css': 'text/css; charset=utf-8',
-  '.json': 'application/json',
-  '.wasm': 'application/wasm',
-  '.onnx': 'application/octet-stream',
-  '.png': 'image/png',
-  '.map': 'application/json',
-}
 
 
 def cache_folder() -> str:
@@ -142,7 +129,7 @@ def copy_ort(target: str, ort_dir: str | None = None) -> int:
 
 def _read_spec(folder: str) -> dict | None:
   path = os.path.join(folder, 'models.json')
-  return onnx_export.read_models_json(folder) if os.path.isfile(path) else None
+  return manifest.read_models_json(folder) if os.path.isfile(path) else None
 
 
 def _model_folder(source: str, kind: str, scratch: str, int8: bool) -> tuple[str, dict | None]:
@@ -160,7 +147,7 @@ def _model_folder(source: str, kind: str, scratch: str, int8: bool) -> tuple[str
 
 def _copy_model(folder: str, kind: str, target: str, spec: dict) -> list[str]:
   """Copies one model's ONNX files and adds its sections of `folder`'s models.json to `spec`; the file names."""
-  source = onnx_export.read_models_json(folder)
+  source = manifest.read_models_json(folder)
   entry = source['models'][kind]
   main = entry['original'] if kind == 'classifier' else entry  # The generator's entry is its float32 file.
   files = [main['path']] + ([entry['quantized']['path']] if 'quantized' in entry else [])
@@ -182,42 +169,6 @@ def _copy_model(folder: str, kind: str, target: str, spec: dict) -> list[str]:
   return files
 
 
-def _replaceable(out_dir: str) -> bool:
-  return not os.path.exists(out_dir) or (
-    os.path.isdir(out_dir) and (not os.listdir(out_dir) or os.path.isfile(os.path.join(out_dir, MARKER)))
-  )
-
-
-@contextlib.contextmanager
-def _staged_site(out_dir: str):
-  """A hidden folder beside `out_dir`, renamed to `out_dir` if the body succeeds, removed whatever happens (and
-  by the next build if this process is killed: `files.working_folder`)."""
-  out_dir = os.path.abspath(out_dir)
-  parent, name = os.path.split(out_dir)
-  try:
-    os.makedirs(parent, exist_ok=True)
-  except OSError as e:
-    raise UserError(f'cannot write beside {out_dir} ({e.strerror or e}); choose another --out-dir') from e
-  files.remove_abandoned(parent, f'.{name}.old-')  # A site set aside by a build killed between its renames.
-  with files.working_folder(parent, f'.{name}.tinycats-') as staged:
-    yield staged
-    os.chmod(staged, 0o755)  # mkdtemp's 0700 would hide the site from a web server running as another user.
-    old = None
-    try:
-      if os.path.exists(out_dir):
-        old = tempfile.mkdtemp(prefix=f'.{name}.old-', dir=parent)
-        os.rename(out_dir, os.path.join(old, 'site'))
-      try:
-        os.rename(staged, out_dir)
-      except OSError:
-        if old:  # The previous site back where it was.
-          os.rename(os.path.join(old, 'site'), out_dir)
-        raise
-    finally:
-      if old:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def export_site(
   classifier: str,
   out_dir: str,
@@ -228,12 +179,15 @@ def export_site(
 ) -> dict:
   """Writes the static site into `out_dir`: the page, the models (from workdirs or ONNX export folders,
   see `_model_folder`), one models.json for both, and onnxruntime-web. Returns a report."""
-  if not _replaceable(out_dir):
+  if not folders.replaceable(out_dir, MARKER):
     raise UserError(f'{out_dir} exists and is not a tinycats site; choose a new or empty --out-dir')
   onnx_export.require_export_packages()
   sources = {'classifier': classifier, **({'generator': generator} if generator else {})}
   report = {'out_dir': os.path.abspath(out_dir), 'onnxruntime_web': ORT_VERSION, 'models': {}}
-  with _staged_site(out_dir) as staged, tempfile.TemporaryDirectory(prefix='.exports-', dir=staged) as scratch:
+  with (
+    folders.staging_beside(out_dir) as staged,
+    tempfile.TemporaryDirectory(prefix='.exports-', dir=staged) as scratch,
+  ):
     spec = {}
     files = []
     for kind, source in sources.items():
@@ -244,7 +198,7 @@ def export_site(
       'name': 'ONNX Runtime Web',
       'executionProviders': ['webgpu', 'wasm'],
       'recommendedProvider': 'wasm',
-      **onnx_export.WEB_RUNTIME,
+      **manifest.WEB_RUNTIME,
     }
     spec['site'] = {
       'onnxruntime-web': ORT_VERSION,
@@ -263,63 +217,3 @@ def export_site(
     os.path.getsize(os.path.join(folder, name)) for folder, _, names in os.walk(out_dir) for name in names
   )
   return report
-
-
-class SiteHandler(http.server.SimpleHTTPRequestHandler):
-  """Static files with the MIME types browsers insist on (.mjs, .wasm), and cross-origin isolation headers
-  (COOP/COEP) so that onnxruntime-web may use wasm threads. Only regular files inside the site are served: a
-  symlink out of it, and a folder without index.html, answer 404 (no listings)."""
-
-  extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **MIME_TYPES}
-  quiet = False
-
-  def end_headers(self):
-    self.send_header('Cross-Origin-Opener-Policy', 'same-origin')
-    self.send_header('Cross-Origin-Embedder-Policy', 'require-corp')
-    self.send_header('Cache-Control', 'no-cache')
-    super().end_headers()
-
-  def send_head(self):
-    path = self.translate_path(self.path)
-    if os.path.isdir(path) and self.path.split('?', 1)[0].endswith('/'):
-      path = os.path.join(path, 'index.html')  # What the base class serves for a folder.
-    if not os.path.isdir(path):  # A folder without its slash is redirected by the base class.
-      root, real = os.path.realpath(self.directory), os.path.realpath(path)
-      if os.path.commonpath([root, real]) != root or not os.path.isfile(real):
-        self.send_error(http.HTTPStatus.NOT_FOUND, 'File not found')
-        return None
-    return super().send_head()
-
-  def list_directory(self, path):
-    self.send_error(http.HTTPStatus.NOT_FOUND, 'File not found')
-
-  def log_message(self, format, *args):  # noqa: A002  # The base class's signature.
-    if not self.quiet:
-      super().log_message(format, *args)
-
-
-class SiteServer(http.server.ThreadingHTTPServer):
-  def handle_error(self, request, client_address):
-    if isinstance(sys.exc_info()[1], ConnectionError):  # A browser that dropped a connection (a closed tab).
-      return
-    super().handle_error(request, client_address)
-
-
-def make_server(site: str, host: str = '127.0.0.1', port: int = 8000, quiet: bool = False):
-  """A threading HTTP server for the site folder (port 0 picks a free one: see `server.server_address`)."""
-  if not os.path.isfile(os.path.join(site, 'index.html')):
-    raise UserError(f'{site} has no index.html; make a site with: tinycats export site --out-dir {site} ...')
-  handler = functools.partial(type('Handler', (SiteHandler,), {'quiet': quiet}), directory=os.path.abspath(site))
-  try:
-    return SiteServer((host, port), handler)
-  except OSError as e:
-    raise UserError(f'cannot serve on {host}:{port} ({e.strerror or e}); choose another --port') from e
-
-
-def serve(site: str, host: str = '127.0.0.1', port: int = 8000) -> None:
-  """Serves the site until interrupted."""
-  server = make_server(site, host, port)
-  address = server.server_address
-  print(f'tinycats serve: {site} at http://{address[0]}:{address[1]}/ (Ctrl-C stops)', file=sys.stderr)
-  with server, contextlib.suppress(KeyboardInterrupt):
-    server.serve_forever()

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from tinycats import config
+from tinycats import stored_config
 from tinycats.models.dit import DiT
 from tinycats.models.ema import EMAModel
 from tinycats.models.resnet import ResNet, resnet18, resnet34
@@ -47,7 +47,7 @@ def create_generator(
     mlp_ratio=model_config.mlp_ratio,
     num_classes=num_classes,
     # A config from before a block option existed lacks it: the value it had then.
-    **{name: model_config.get(name, old) for name, old in config.GENERATOR_BEFORE['model'].items()},
+    **{name: model_config.get(name, old) for name, old in stored_config.GENERATOR_BEFORE['model'].items()},
     prediction=prediction,
     t_eps=t_eps,
     dtype=compute_dtype(model_config.dtype),

@@ -18,7 +18,7 @@ import os
 import socket
 import sys
 
-from tinycats import files, metrics
+from tinycats import files, writers
 from tinycats.errors import UserError
 
 LOCK = '.lock'
@@ -43,7 +43,7 @@ def hold(workdir: str):
 
   In a multi-process run only process 0, the one that writes the run's files, locks.
   """
-  if not metrics.writes_files():
+  if not writers.writes_files():
     yield
     return
   path = os.path.join(workdir, LOCK)

@@ -25,7 +25,7 @@ from flax import nnx
 from tqdm import tqdm
 
 import tinycats.data
-from tinycats import config as config_lib, files, metrics, models, sharding
+from tinycats import config as config_lib, files, models, plots, sharding, stored_config, writers
 from tinycats.errors import UserError
 from tinycats.train import compile_cache, feed as feed_lib, lock, state as state_lib, step as step_lib, tasks
 
@@ -120,7 +120,7 @@ def _restore(ckpts, state, progress: Progress, workdir: str, config, train):
   """(state, progress) from the latest intact checkpoint, after checking that this config may resume it."""
   config_path = os.path.join(workdir, 'config.json')
   if os.path.isfile(config_path) and (
-    conflicts := config_lib.resume_conflicts(config_lib.load_json(config_path), config)
+    conflicts := stored_config.resume_conflicts(stored_config.load_json(config_path), config)
   ):
     raise config_lib.ConfigError(
       f'{workdir} holds a run with other settings, which cannot be resumed with these:\n  '
@@ -192,8 +192,8 @@ def _train_in_workdir(config, workdir: str, mesh, data, weights, on_checkpoint) 
     state, progress = _restore(ckpts, state, progress, workdir, config, train)
     tinycats.data.check_record(data, workdir)  # Its validation and test pictures are facts of the run too.
   tinycats.data.record(data, workdir)
-  writer = metrics.MetricWriter(os.path.join(workdir, 'metrics.jsonl'), progress.step if resumed else None)
-  config_lib.save_json(config, os.path.join(workdir, 'config.json'))  # Only once the run can go on.
+  writer = writers.MetricWriter(os.path.join(workdir, 'metrics.jsonl'), progress.step if resumed else None)
+  stored_config.save_json(config, os.path.join(workdir, 'config.json'))  # Only once the run can go on.
 
   state = jax.device_put(state, sharding.replicated(mesh))
   train_step = step_lib.for_task(task, graphdef, mesh)
@@ -267,8 +267,8 @@ def _train_in_workdir(config, workdir: str, mesh, data, weights, on_checkpoint) 
   report = task.evaluate(
     *task.network(graphdef, model_state), data.splits['test'], mesh, name='test', step=best_step, workdir=workdir
   )
-  metrics.write_report(report, workdir)
-  metrics.plot_curves(writer.path, os.path.join(workdir, 'curves.png'))
+  writers.write_report(report, workdir)
+  plots.plot_curves(writer.path, os.path.join(workdir, 'curves.png'))
   speeds = [r['images_per_sec'] for r in writer.rows() if 'images_per_sec' in r]
   summary = dict(
     workdir=os.path.abspath(workdir),
@@ -287,7 +287,7 @@ def _train_in_workdir(config, workdir: str, mesh, data, weights, on_checkpoint) 
     platform=jax.default_backend(),
     compute_dtype=str(models.compute_dtype(config.model.dtype)),
   )  # What 'auto' became here.
-  metrics.write_json(summary, os.path.join(workdir, 'summary.json'))
+  writers.write_json(summary, os.path.join(workdir, 'summary.json'))
   return summary
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from tinycats import metrics, models, pretrained, sharding
+from tinycats import metrics, models, plots, pretrained, sharding, writers
 from tinycats.data import augment
 from tinycats.train.tasks.base import Task
 
@@ -86,10 +86,10 @@ class ClassifierTask(Task):
     return metrics.classification_report(split.labels, logits.argmax(-1), self.classes)
 
   def plot_report(self, report: dict, workdir: str) -> None:
-    metrics.plot_confusion(
+    plots.plot_confusion(
       report['confusion_matrix'],
       report['classes'],
-      os.path.join(workdir, metrics.report_file(report['split'], 'confusion', 'png')),
+      os.path.join(workdir, writers.report_file(report['split'], 'confusion', 'png')),
       title=f'{report["split"]}: accuracy {report["accuracy"]:.4f} (step {report["step"]})',
     )
 

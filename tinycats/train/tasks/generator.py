@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from tinycats import flow, metrics, models, sharding
+from tinycats import flow, models, plots, sharding
 from tinycats.data import augment
 from tinycats.models import ema
 from tinycats.train.tasks.base import Task
@@ -80,7 +80,7 @@ class GeneratorTask(Task):
     grid = sample_grid(
       self.config, graphdef, state, per_label=self.config.sample.per_class, seed=self.config.sample.seed
     )
-    metrics.save_grid(grid, os.path.join(workdir, 'samples', f'step_{step}.png'), self.classes)
+    plots.save_grid(grid, os.path.join(workdir, 'samples', f'step_{step}.png'), self.classes)
 
 
 def sample(
