@@ -11,7 +11,7 @@ from PIL import Image
 
 from tinycats import Classifier, Generator, cli, evaluate
 from tinycats.errors import UserError
-from tinycats.sample_quality import sample_quality
+from tinycats.evaluators import flow_loss, samples
 from tinycats.train import loop, state as state_lib
 from tinycats.train.checkpoint import Checkpoints
 from tinycats.train.tasks import TASKS
@@ -42,13 +42,12 @@ def _untrained_loss(workdir):
   """The test split's flow loss of the run's network with fresh weights (x-prediction: x̂ = 0), as eval.json's."""
   import tinycats.data
   from tinycats import config as config_lib, sharding
-  from tinycats.train.tasks import generator as generator_task
 
   config = config_lib.load_json(os.path.join(workdir, 'config.json'))
   task = TASKS[config.task](config, list(config.data.classes))
   graphdef, state = task.network(*nnx.split(task.create_model(config.seed)))
   split = tinycats.data.load(config, splits=('test',)).splits['test']
-  return generator_task.validation_loss(config, graphdef, state, split, sharding.make_mesh())
+  return flow_loss.validation_loss(config, graphdef, state, split, sharding.make_mesh())
 
 
 def test_ema_weights_differ_from_the_network_and_are_the_ones_used(generator_run):
@@ -108,20 +107,21 @@ def test_pure_noise_scores_worse_than_real_images_on_every_metric(generator_run,
   real, other_real = data.splits['test'], data.splits['val']
   classifier = Classifier.load(judge)
   rng = np.random.default_rng(0)
-  pixels, other_pixels = (evaluate._as_generator_data(config, split) for split in (real, other_real))  # As judged.
+  pixels, other_pixels = (samples.real_images(config, split) for split in (real, other_real))  # As judged.
   noise = rng.integers(0, 256, other_pixels.shape, dtype=np.uint8)
-  as_real = sample_quality(classifier, pixels, real.labels, other_pixels, other_real.labels, list(config.data.classes))
-  as_noise = sample_quality(classifier, pixels, real.labels, noise, other_real.labels, list(config.data.classes))
+  as_real = samples.judge_samples(
+    classifier, pixels, real.labels, other_pixels, other_real.labels, list(config.data.classes)
+  )
+  as_noise = samples.judge_samples(classifier, pixels, real.labels, noise, other_real.labels, list(config.data.classes))
   assert as_real['conditional_accuracy'] > as_noise['conditional_accuracy']
   assert as_noise['frechet_distance'] > 3 * as_real['frechet_distance']
   # The flow loss of the trained model beats an untrained (zero-output) one on the same draws.
   trained = json.load(open(os.path.join(workdir, 'eval.json')))['flow_loss']
   task = TASKS['generator'](config, list(config.data.classes))
   from tinycats import sharding
-  from tinycats.train.tasks import generator as generator_task
 
   fresh = nnx.split(task.create_model(0).ema)
-  untrained = generator_task.validation_loss(config, *fresh, real, sharding.make_mesh())
+  untrained = flow_loss.validation_loss(config, *fresh, real, sharding.make_mesh())
   assert trained < 0.5 * untrained
 
 
