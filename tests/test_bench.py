@@ -424,8 +424,9 @@ def test_generator_view_holds_the_generators_training_pixels(tmp_path):
   """The judge's copy of the data is, pixel for pixel, what the generator's transform makes of each picture."""
   from PIL import Image
 
-  from tinycats import evaluate, quality
+  from tinycats import quality
   from tinycats.data import shapes
+  from tinycats.evaluators import samples
 
   folder, _ = quality.data_folder(str(tmp_path), shapes.SHAPES[:2], 3, 'EASY', 30)
   config, _ = quality.load_config(
@@ -433,7 +434,7 @@ def test_generator_view_holds_the_generators_training_pixels(tmp_path):
   )
   view = quality.generator_view(folder, quality.view_folder(folder, config.data), config.data)
   split = quality._load(config, splits=('train',)).splits['train']
-  expected = evaluate._as_generator_data(config, split)
+  expected = samples.real_images(config, split)
   written = np.stack([np.asarray(Image.open(os.path.join(view, name))) for name in split.names])
   assert written.shape == (len(split), 16, 16, 3)
   np.testing.assert_array_equal(written, expected)

@@ -248,7 +248,7 @@ def test_symmetric_normalisation_round_trips_to_uint8():
 
 def test_classifiers_of_other_label_sets_are_mapped_onto_the_generators_labels():
   from tinycats.data import pets
-  from tinycats.sample_quality import label_map
+  from tinycats.evaluators.samples import label_map
 
   classes = list(pets.CAT_BREEDS)
   kind, table = label_map(classes, classes)
@@ -276,12 +276,12 @@ class BrightIsCat:
 
 def test_a_cat_other_judge_gives_species_accuracy_and_cat_rate():
   from tinycats.data import pets
-  from tinycats.sample_quality import sample_quality
+  from tinycats.evaluators.samples import judge_samples
 
   labels = np.asarray([0, 5, 11, 12])  # Three cat breeds and 'other'.
   images = np.zeros((4, 4, 4, 3), np.uint8)
   images[[0, 1, 3]] = 255  # Judged cat, cat, (dark) other, cat.
-  out = sample_quality(BrightIsCat(), images, labels, images, labels, list(pets.CAT_BREEDS))
+  out = judge_samples(BrightIsCat(), images, labels, images, labels, list(pets.CAT_BREEDS))
   assert out['cat_rate'] == pytest.approx(2 / 3) and out['other_rate'] == 0.0
   assert out['species_accuracy'] == pytest.approx(2 / 4) and out['real'] == {
     'species_accuracy': 0.5,
@@ -292,7 +292,7 @@ def test_a_cat_other_judge_gives_species_accuracy_and_cat_rate():
 
 
 def test_frechet_distance_weighs_the_real_classes_equally():
-  from tinycats.sample_quality import sample_quality
+  from tinycats.evaluators.samples import judge_samples
 
   rng = np.random.default_rng(0)
   # Real: many images of class 0 (dark), few of class 1 (bright); samples: as many of each.
@@ -302,8 +302,8 @@ def test_frechet_distance_weighs_the_real_classes_equally():
   labels = np.asarray([0] * 24 + [1] * 24)
   judge = BrightIsCat()
   judge.classes = ['a', 'b']
-  balanced = sample_quality(judge, real, real_labels, samples, labels, ['a', 'b'])['frechet_distance']
-  mixed = sample_quality(judge, real, np.zeros(48, int), samples, labels, ['a', 'b'])['frechet_distance']
+  balanced = judge_samples(judge, real, real_labels, samples, labels, ['a', 'b'])['frechet_distance']
+  mixed = judge_samples(judge, real, np.zeros(48, int), samples, labels, ['a', 'b'])['frechet_distance']
   assert balanced < 0.1 * mixed  # Weighted, the real set looks like the samples; unweighted it does not.
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from tinycats import Classifier, Generator, cli, evaluate
 from tinycats.errors import UserError
-from tinycats.sample_quality import sample_quality
+from tinycats.evaluators import flow_loss, samples
 from tinycats.train import loop, state as state_lib
 from tinycats.train.checkpoint import Checkpoints
 from tinycats.train.tasks import TASKS
@@ -42,13 +42,12 @@ def _untrained_loss(workdir):
   """The test split's flow loss of the run's network with fresh weights (x-prediction: x̂ = 0), as eval.json's."""
   import tinycats.data
   from tinycats import sharding, stored_config
-  from tinycats.train.tasks import generator as generator_task
 
   config = stored_config.load_json(os.path.join(workdir, 'config.json'))
   task = TASKS[config.task](config, list(config.data.classes))
   graphdef, state = task.network(*nnx.split(task.create_model(config.seed)))
   split = tinycats.data.load(config, splits=('test',)).splits['test']
-  return generator_task.validation_loss(config, graphdef, state, split, sharding.make_mesh())
+  return flow_loss.validation_loss(config, graphdef, state, split, sharding.make_mesh())
 
 
 def test_ema_weights_differ_from_the_network_and_are_the_ones_used(generator_run):
@@ -94,7 +93,7 @@ def test_samples_are_judged_by_a_classifier(generator_run, judge):
     workdir, classifier=judge, samples_per_class=2, cfg=4.0, steps=3, sampler='heun', guidance_interval=(0.2, 1.0)
   )
   assert settings(other['samples']) == (4.0, 3, 'heun', [0.2, 1.0])
-  for flag, value in (('--guidance', '4'), ('--guidance-interval', '0.1,1')):
+  for flag, value in (('--cfg', '4'), ('--guidance-interval', '0.1,1')):
     refused = run_main(cli.main, 'evaluate', '--workdir', workdir, flag, value)
     assert refused.returncode == 2 and 'give --classifier DIR too' in refused.stderr
 
@@ -108,20 +107,21 @@ def test_pure_noise_scores_worse_than_real_images_on_every_metric(generator_run,
   real, other_real = data.splits['test'], data.splits['val']
   classifier = Classifier.load(judge)
   rng = np.random.default_rng(0)
-  pixels, other_pixels = (evaluate._as_generator_data(config, split) for split in (real, other_real))  # As judged.
+  pixels, other_pixels = (samples.real_images(config, split) for split in (real, other_real))  # As judged.
   noise = rng.integers(0, 256, other_pixels.shape, dtype=np.uint8)
-  as_real = sample_quality(classifier, pixels, real.labels, other_pixels, other_real.labels, list(config.data.classes))
-  as_noise = sample_quality(classifier, pixels, real.labels, noise, other_real.labels, list(config.data.classes))
+  as_real = samples.judge_samples(
+    classifier, pixels, real.labels, other_pixels, other_real.labels, list(config.data.classes)
+  )
+  as_noise = samples.judge_samples(classifier, pixels, real.labels, noise, other_real.labels, list(config.data.classes))
   assert as_real['conditional_accuracy'] > as_noise['conditional_accuracy']
   assert as_noise['frechet_distance'] > 3 * as_real['frechet_distance']
   # The flow loss of the trained model beats an untrained (zero-output) one on the same draws.
   trained = json.load(open(os.path.join(workdir, 'eval.json')))['flow_loss']
   task = TASKS['generator'](config, list(config.data.classes))
   from tinycats import sharding
-  from tinycats.train.tasks import generator as generator_task
 
   fresh = nnx.split(task.create_model(0).ema)
-  untrained = generator_task.validation_loss(config, *fresh, real, sharding.make_mesh())
+  untrained = flow_loss.validation_loss(config, *fresh, real, sharding.make_mesh())
   assert trained < 0.5 * untrained
 
 
@@ -141,7 +141,7 @@ def test_sample_command_writes_grids_and_single_images(generator_run, tmp_path):
     '3',
     '--steps',
     '4',
-    '--guidance',
+    '--cfg',
     '1.5',
     '--seed',
     '1',
@@ -164,7 +164,7 @@ def test_sample_command_takes_a_guidance_interval(generator_run, tmp_path):
   """--guidance-interval LO,HI guides only the steps with LO <= t <= HI; bad values are one line, exit 2."""
   workdir, _ = generator_run
   sample = lambda *extra: run_main(
-    cli.main, 'sample', '--workdir', workdir, '--num', '2', '--steps', '6', '--guidance', '4', '--seed', '3', *extra
+    cli.main, 'sample', '--workdir', workdir, '--num', '2', '--steps', '6', '--cfg', '4', '--seed', '3', *extra
   )
 
   def grid(*extra):
@@ -179,7 +179,7 @@ def test_sample_command_takes_a_guidance_interval(generator_run, tmp_path):
   late = grid('--guidance-interval', '0.5,1')  # Guided at t = 3/6, 4/6, 5/6 only.
   assert np.abs(late - everywhere).max() > 2
   # Between the step times (0, 1/6, ..., 5/6): no step is guided, the conditional model's images.
-  np.testing.assert_array_equal(grid('--guidance-interval', '0.9,0.95'), grid('--guidance', '1'))
+  np.testing.assert_array_equal(grid('--guidance-interval', '0.9,0.95'), grid('--cfg', '1'))
   for bad in ('0.5', '0.6,0.2', '0,2', 'a,b', '0.1,0.5,1'):
     result = sample('--guidance-interval', bad, '--out', str(tmp_path / 'bad.png'))
     assert result.returncode == 2 and '--guidance-interval takes LO,HI' in result.stderr, (bad, result.stderr)

@@ -25,10 +25,11 @@ LAYERS = (
     'tinycats.stored_config',
   ),
   ('tinycats.models', 'tinycats.flow', 'tinycats.data', 'tinycats.sharding', 'tinycats.pretrained'),
+  ('tinycats.evaluators',),  # Below train/: the training tasks and `tinycats evaluate` run the same evaluators.
   ('tinycats.train',),
   ('tinycats.inference',),
   ('tinycats.classifier', 'tinycats.generator'),
-  ('tinycats.sample_quality', 'tinycats.evaluate'),
+  ('tinycats.evaluate',),
   ('tinycats.export',),
   ('tinycats.bench', 'tinycats.bench_torch', 'tinycats.quality', 'tinycats.cli', 'tinycats.__main__', 'tinycats'),
 )
@@ -143,12 +144,32 @@ def test_no_import_cycles():
 def test_no_layer_imports_a_layer_above_it():
   edges = graph()
   assert upward_imports(edges) == []
-  for low in ('tinycats.train', 'tinycats.data', 'tinycats.models', 'tinycats.flow', 'tinycats.sharding'):
+  for low in (
+    'tinycats.train',
+    'tinycats.evaluators',
+    'tinycats.data',
+    'tinycats.models',
+    'tinycats.flow',
+    'tinycats.sharding',
+  ):
     for name in (n for n in edges if n == low or n.startswith(low + '.')):
       assert all(layer(b) <= layer(name) for b in edges[name])
   train = {b for a, targets in edges.items() if a.startswith('tinycats.train') for b in targets}
   assert not train & {'tinycats.classifier', 'tinycats.generator', 'tinycats.evaluate', 'tinycats.inference'}
   assert not any(b.startswith('tinycats.export') for b in train)
+
+
+def test_nothing_outside_train_imports_its_tasks():
+  """train/tasks is private to train/: the layers above use `train.public`, the evaluators sit below train/."""
+  edges = graph()
+  tasks = 'tinycats.train.tasks'
+  outside = {
+    a: sorted(b for b in targets if b == tasks or b.startswith(tasks + '.'))
+    for a, targets in edges.items()
+    if not (a == 'tinycats.train' or a.startswith('tinycats.train.'))
+  }
+  assert {a: found for a, found in outside.items() if found} == {}
+  assert 'tinycats.train.tasks' in edges['tinycats.train.public']  # The check sees the imports it is about.
 
 
 def test_imports_inside_functions_are_only_optional_heavy_packages():

@@ -72,14 +72,14 @@ def test_balanced_accuracy_and_recall_by_hand():
 def test_a_model_that_answers_one_class_is_reported(folder_run, tmp_path, monkeypatch, capsys):
   import shutil
 
-  from tinycats.train.tasks import classifier as classifier_task
+  from tinycats.evaluators import classification
 
   workdir = str(tmp_path / 'run')
   shutil.copytree(folder_run[0], workdir)  # Its eval.json stays the shared run's.
   monkeypatch.setattr(
-    classifier_task,
-    'predict_logits',
-    lambda config, graphdef, state, images, *args, **kwargs: np.tile([0.0, 1.0], (len(images), 1)),
+    classification,
+    'predictor',
+    lambda *args, **kwargs: lambda images, sizes: np.tile([0.0, 1.0], (len(images), 1)),
   )
   report = evaluate.evaluate(workdir, split='val')
   n = report['num_examples']

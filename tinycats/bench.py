@@ -37,7 +37,7 @@ import tinycats.data
 from tinycats import config as config_lib, sharding
 from tinycats.data import augment, cache, pets
 from tinycats.errors import UserError
-from tinycats.train import feed as feed_lib, state as state_lib, step as step_lib, tasks
+from tinycats.train import feed as feed_lib, public as train_public, state as state_lib, step as step_lib
 
 MODELS = ('resnet18', 'resnet34', 'dit')
 DTYPES = {'bf16': 'bfloat16', 'f32': 'float32'}
@@ -154,7 +154,7 @@ def _mesh(devices: int | None, batch: int, grad_accum: int = 1):
 
 def _build(config, mesh, steps_per_epoch: int, total_steps: int):
   """(task, jitted step, replicated state, trained parameter count): what the loop builds, for timing."""
-  task = tasks.get(config)
+  task = train_public.task(config)
   net, optimizer, _ = state_lib.create(task, config, steps_per_epoch, total_steps)
   params = sum(x.size for x in jax.tree.leaves(nnx.state(net, task.trainable)))  # The DiT's EMA copy is not.
   graphdef, state = nnx.split((net, optimizer))

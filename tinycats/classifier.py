@@ -18,7 +18,7 @@ import numpy as np
 
 from tinycats import inference, sharding
 from tinycats.data import cache
-from tinycats.train.tasks.classifier import predict_arrays
+from tinycats.evaluators.classification import predict_arrays
 
 
 class Classifier:

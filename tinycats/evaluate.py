@@ -2,8 +2,9 @@
 
 A classifier gets accuracy, balanced accuracy, per-class scores and confusion.png, and a warning
 when its model answers one class for every image. A generator gets its
-flow-matching loss on the split and, given a trained classifier, the quality of its samples
-(`sample_quality`) plus the grid of those samples (samples/eval.png).
+flow-matching loss on the split and, given a trained classifier, its samples judged by it
+(`evaluators.samples`) plus the grid of those samples (samples/eval.png). The numbers come from the
+evaluators the training run used (`train.public.evaluate`: the run's task and `tinycats.evaluators`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ import numpy as np
 import tinycats.data
 from tinycats import files, inference, plots, sharding, stored_config, writers
 from tinycats.classifier import Classifier
-from tinycats.data import augment
 from tinycats.errors import UserError
+from tinycats.evaluators import samples
 from tinycats.generator import Generator
-from tinycats.sample_quality import sample_quality
-from tinycats.train import tasks
+from tinycats.train import public as train_public
 
 
 def evaluate(
@@ -66,8 +66,8 @@ def evaluate(
     )
   tinycats.data.check_record(data, workdir, [split])  # Exactly the run's pictures, never a new draw.
   config, graphdef, state, step = inference.load(workdir)
-  report = tasks.get(config).evaluate(
-    graphdef, state, data.splits[split], mesh or sharding.make_mesh(), name=split, step=step, workdir=workdir
+  report = train_public.evaluate(
+    config, graphdef, state, data.splits[split], mesh or sharding.make_mesh(), name=split, step=step, workdir=workdir
   )
   if classifier:
     generator = Generator(config, graphdef, state, step)  # The checkpoint read above.
@@ -87,8 +87,8 @@ def _judge_samples(workdir, generator, split, classifier_dir: str, per_class: in
   grid = generator.sample_grid(per_label=per_class, seed=seed, **sampling)
   classes = generator.classes
   labels = np.repeat(np.arange(len(classes)), per_class)
-  real = _as_generator_data(config, split)
-  out = sample_quality(judge, real, split.labels, grid.reshape((-1,) + grid.shape[2:]), labels, classes)
+  real = samples.real_images(config, split)
+  out = samples.judge_samples(judge, real, split.labels, grid.reshape((-1,) + grid.shape[2:]), labels, classes)
   s = config.sample
   out.update(
     classifier=os.path.abspath(classifier_dir),
@@ -101,25 +101,3 @@ def _judge_samples(workdir, generator, split, classifier_dir: str, per_class: in
   )
   plots.save_grid(grid, os.path.join(workdir, 'samples', 'eval.png'), classes)
   return out
-
-
-def _as_generator_data(config, split, batch: int = 256) -> np.ndarray:
-  """The split's real images as the generator learnt them (its transform, unflipped), as uint8 pixels."""
-  d = config.data
-  return np.concatenate(
-    [
-      augment.to_uint8(
-        augment.flip_transform(
-          split.images[i : i + batch],
-          split.sizes[i : i + batch],
-          None,
-          image_size=d.image_size,
-          crop_fraction=augment.eval_crop(d),
-          flip=False,
-          norm=d.normalization,
-        ),
-        d.normalization,
-      )
-      for i in range(0, len(split), batch)
-    ]
-  )

@@ -19,6 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from tinycats import sharding
+from tinycats.data import augment
+
 SAMPLERS = ('euler', 'heun')
 TIMESTEP_DISTRIBUTIONS = ('uniform', 'logit_normal')
 
@@ -175,6 +178,52 @@ def sample(
 def noise_like(seed: int, n: int, image_size: int, channels: int = 3) -> np.ndarray:
   """The seeded starting noise (N, S, S, C): one seed, one set of samples, on any backend."""
   return np.asarray(jax.random.normal(jax.random.key(seed), (n, image_size, image_size, channels), jnp.float32))
+
+
+def sample_grid(
+  config,
+  graphdef,
+  state,
+  labels=None,
+  per_label: int = 8,
+  *,
+  seed: int = 0,
+  noise: np.ndarray | None = None,
+  steps: int | None = None,
+  cfg: float | None = None,
+  sampler: str | None = None,
+  guidance_interval=None,
+  batch_size: int = 256,
+  mesh=None,
+) -> np.ndarray:
+  """uint8 (len(labels), per_label, S, S, 3) from the DiT (`graphdef`, `state`) of the run `config`: one row per
+  label index (all classes by default), from `noise_like(seed, ...)` or the given float32 NHWC `noise` (one image
+  per row entry, row by row). Sampling settings default to the run's `sample.*`. The one grid of samples: the
+  training's sample grids, `Generator`, `tinycats evaluate` and the Hub export's samples.png all come from here.
+  """
+  s = config.sample
+  labels = list(range(len(config.data.classes))) if labels is None else list(labels)
+  index = np.repeat(np.asarray(labels, np.int32), per_label)
+  if noise is None:
+    noise = noise_like(seed, len(index), config.data.image_size)
+  interval = check_guidance_interval(
+    s.get('guidance_interval', (0.0, 1.0)) if guidance_interval is None else guidance_interval
+  )
+  settings = dict(
+    steps=s.steps if steps is None else steps,
+    cfg=s.cfg if cfg is None else cfg,
+    sampler=sampler or s.sampler,
+    guidance_interval=interval,
+  )
+  images = sharding.run_batched(
+    lambda st, x, y: sample(graphdef, st, x, y, **settings),
+    state,
+    (np.asarray(noise, np.float32), index),
+    batch_size,
+    mesh or sharding.make_mesh(),
+  )
+  images = augment.to_uint8(images, config.data.normalization)
+  return images.reshape((len(labels), per_label) + images.shape[1:])
 
 
 def _lowbias32(x: np.ndarray) -> np.ndarray:

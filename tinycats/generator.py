@@ -14,7 +14,6 @@ import numpy as np
 
 from tinycats import flow, inference
 from tinycats.errors import UserError
-from tinycats.train.tasks import generator as generator_task
 
 
 class Generator:
@@ -66,6 +65,35 @@ class Generator:
     the steps whose time t (0 noise, 1 data) lies in `guidance_interval` (lo, hi), the others use the
     conditional model; None is the run's `sample.guidance_interval`, (0, 1) guides every step.
     """
+    labels = [labels] if isinstance(labels, (int, str, np.integer)) else list(labels)
+    grid = self.sample_grid(
+      labels,
+      per_label=1,
+      steps=steps,
+      cfg=cfg,
+      seed=seed,
+      sampler=sampler,
+      noise=noise,
+      batch_size=batch_size,
+      guidance_interval=guidance_interval,
+    )
+    return grid.reshape((-1,) + grid.shape[2:])
+
+  def sample_grid(
+    self,
+    labels: Sequence[int | str] | None = None,
+    per_label: int = 8,
+    *,
+    steps: int | None = None,
+    cfg: float | None = None,
+    seed: int = 0,
+    sampler: str | None = None,
+    noise: np.ndarray | None = None,
+    batch_size: int = 256,
+    guidance_interval: tuple[float, float] | None = None,
+  ) -> np.ndarray:
+    """uint8 (len(labels), per_label, S, S, 3): one row per label (all classes by default), `flow.sample_grid`
+    after the labels and settings are checked; `noise`, when given, holds one image per row entry, row by row."""
     s = self.config.sample
     steps = s.steps if steps is None else steps
     cfg = s.cfg if cfg is None else cfg
@@ -80,29 +108,24 @@ class Generator:
       raise UserError(f'unknown sampler {sampler!r}; choose one of {", ".join(flow.SAMPLERS)}')
     if steps < 1:
       raise UserError(f'steps must be at least 1, got {steps}')
-    labels = [labels] if isinstance(labels, (int, str, np.integer)) else list(labels)
-    index = np.asarray([self.label_index(label) for label in labels], np.int32)
-    if not len(index):
+    labels = list(range(len(self.classes))) if labels is None else list(labels)
+    index = [self.label_index(label) for label in labels]
+    if not index or per_label < 1:
       raise UserError('give at least one label to sample')
-    if noise is None:
-      noise = flow.noise_like(seed, len(index), self.image_size)
-    elif noise.shape != (len(index), self.image_size, self.image_size, 3):
-      raise UserError(f'noise must be float32 {(len(index), self.image_size, self.image_size, 3)}, got {noise.shape}')
-    return generator_task.sample(
+    n = len(index) * per_label
+    if noise is not None and noise.shape != (n, self.image_size, self.image_size, 3):
+      raise UserError(f'noise must be float32 {(n, self.image_size, self.image_size, 3)}, got {noise.shape}')
+    return flow.sample_grid(
       self.config,
       self._graphdef,
       self._state,
       index,
-      noise,
+      per_label,
+      seed=seed,
+      noise=noise,
       steps=steps,
       cfg=cfg,
       sampler=sampler,
       guidance_interval=guidance_interval,
       batch_size=batch_size,
     )
-
-  def sample_grid(self, labels: Sequence[int | str] | None = None, per_label: int = 8, **kwargs) -> np.ndarray:
-    """uint8 (len(labels), per_label, S, S, 3): one row per label (all classes by default)."""
-    labels = list(range(len(self.classes))) if labels is None else list(labels)
-    images = self.sample([label for label in labels for _ in range(per_label)], **kwargs)
-    return images.reshape((len(labels), per_label) + images.shape[1:])

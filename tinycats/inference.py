@@ -20,7 +20,7 @@ from safetensors.numpy import load_file
 
 from tinycats import pretrained, stored_config
 from tinycats.errors import UserError
-from tinycats.train import state as state_lib, tasks
+from tinycats.train import public as train_public
 
 WEIGHTS = 'model.safetensors'
 CONFIG = 'config.json'
@@ -133,15 +133,13 @@ def load(source: str, task: str | None = None, step: int | None = None, *, endpo
 
   `task` ('classifier' or 'generator'), when given, refuses a source that holds the other kind.
   """
-  if task is not None and task not in tasks.TASKS:
-    raise UserError(f'unknown task {task!r}; choose one of {", ".join(tasks.TASKS)}')
+  if task is not None and task not in train_public.TASK_NAMES:
+    raise UserError(f'unknown task {task!r}; choose one of {", ".join(train_public.TASK_NAMES)}')
   kind, folder = resolve(source, endpoint)
   if kind == 'workdir':
     config = stored_config.load_json(os.path.join(folder, CONFIG))
     _check_task(config, task, folder, 'run')
-    run_task = tasks.get(config)
-    graphdef, model_state, step = state_lib.restore_model(folder, run_task, step)
-    return Trained(config, *run_task.network(graphdef, model_state), step)
+    return Trained(config, *train_public.restore_network(folder, config, step))
   if step is not None:
     raise UserError(f'{source} is an export: it holds one step; drop step=')
   meta = read_config(folder)
@@ -152,7 +150,6 @@ def load(source: str, task: str | None = None, step: int | None = None, *, endpo
     )
   config = stored_config.from_dict(meta['run_config'])
   _check_task(config, task, folder, 'export', ExportError)
-  run_task = tasks.get(config)
   # Exports hold the inference network alone (the generator's EMA DiT): its shapes, then the file's values.
-  graphdef, state = run_task.network(*nnx.split(nnx.eval_shape(lambda: run_task.create_model(config.seed))))
+  graphdef, state = train_public.abstract_network(config)
   return Trained(config, graphdef, load_into(state, os.path.join(folder, WEIGHTS)), int(meta.get('step', 0)))

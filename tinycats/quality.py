@@ -17,7 +17,7 @@ ratio random per image): nothing but the outline tells the class.
   as the generator sees it (`generator_view`), with the generator's own train/val/test partition, so
   the real images the judge scores are ones it never trained on. `--judge DIR` reuses a trained judge.
   Beside conditional accuracy (and its worst class) the row gives diversity: per class, the mean pairwise
-  distance of the samples over that of the real pictures, in the judge's features (`sample_quality`).
+  distance of the samples over that of the real pictures, in the judge's features (`evaluators.samples`).
 - `generator128`: the same at the real recipe's 128 px: the ten `shapes.CENTRED` shapes drawn at 160 px
   (`GENERATOR128_PICTURE_SIZE`), the smoke DiT at `data.image_size=128`, `data.cache_size=144` and patch 16
   (`GENERATOR128_OVERRIDES`: 64 tokens, as at 32 px with patch 4), judged by the same judge recipe trained on
@@ -172,7 +172,7 @@ def generator_view(folder: str, out: str, data, batch: int = 256) -> str:
 
   The cache's resize (`cache.fit` to `data.cache_size`), then the generator's crop (`augment.eval_transform`:
   the central square of `data.eval_crop` x the shorter side, resized to `data.image_size`), as
-  `evaluate._as_generator_data` shows a judge the real images. Reused when complete.
+  `evaluators.samples.real_images` shows a judge the real images. Reused when complete.
   """
   done = os.path.join(out, 'bench.json')
   spec = dict(

@@ -22,12 +22,11 @@ from huggingface_hub import HfApi, get_token
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from safetensors.numpy import save_file
 
-from tinycats import inference, plots, writers
+from tinycats import flow, inference, plots, writers
 from tinycats.data import augment
 from tinycats.errors import UserError
 from tinycats.export import card, folders, onnx as onnx_export, weights
 from tinycats.inference import ExportError
-from tinycats.train.tasks import generator as generator_task
 
 FLOW_CONVENTION = {
   'path': 'x_t = t * data + (1 - t) * noise, t in [0, 1]: t = 0 is noise, t = 1 is data',
@@ -111,7 +110,7 @@ def assemble(
       save_file(state_dict, os.path.join(tmp, weights.TORCHVISION_WEIGHTS), metadata={'format': 'pt'})
       files.append(weights.TORCHVISION_WEIGHTS)
     else:
-      grid = generator_task.sample_grid(config, graphdef, state, per_label=config.sample.per_class, seed=0)
+      grid = flow.sample_grid(config, graphdef, state, per_label=config.sample.per_class, seed=0)
       plots.save_grid(grid, os.path.join(tmp, 'samples.png'), list(config.data.classes))
       files.append('samples.png')
     files += onnx_report['files'] + ['models.json', 'config.json', 'README.md']

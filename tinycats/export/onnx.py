@@ -36,7 +36,7 @@ from tinycats.data import augment
 from tinycats.errors import UserError
 from tinycats.export import folders, manifest
 from tinycats.inference import ExportError
-from tinycats.train import tasks
+from tinycats.train import public as train_public
 
 TOLERANCE = 1e-4
 FILES = {
@@ -57,8 +57,7 @@ def float32_network(config, state) -> nnx.Module:
   """The trained network (`state`: the classifier, or the EMA DiT) rebuilt with float32 compute, in eval mode."""
   float32 = ml_collections.ConfigDict(config.to_dict())
   float32.model.dtype = 'float32'
-  task = tasks.get(float32)
-  graphdef, abstract = task.network(*nnx.split(nnx.eval_shape(lambda: task.create_model(config.seed))))
+  graphdef, abstract = train_public.abstract_network(float32)
   nnx.replace_by_pure_dict(abstract, nnx.to_pure_dict(state))
   model = nnx.merge(graphdef, abstract)
   model.eval()

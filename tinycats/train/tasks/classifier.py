@@ -7,17 +7,16 @@ validation metrics and the full report (eval.json, with confusion.png beside it)
 
 from __future__ import annotations
 
-import functools
 import os
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
-from tinycats import metrics, models, plots, pretrained, sharding, writers
+from tinycats import models, plots, pretrained, writers
 from tinycats.data import augment
+from tinycats.evaluators import classification
 from tinycats.train.tasks.base import Task
 
 
@@ -71,19 +70,13 @@ class ClassifierTask(Task):
     return loss, {'accuracy': accuracy}
 
   def validate(self, graphdef, model_state, split, mesh) -> dict[str, float]:
-    logits = predict_logits(self.config, graphdef, model_state, split.images, split.sizes, mesh)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, split.labels).mean()
-    predictions = logits.argmax(-1)
-    return {
-      'val_accuracy': float(np.mean(predictions == split.labels)),
-      'val_balanced_accuracy': metrics.balanced_accuracy(split.labels, predictions, len(self.classes)),
-      'val_loss': float(loss),
-    }
+    predict = classification.predictor(self.config, graphdef, model_state, mesh)
+    return classification.validate(predict, split, len(self.classes))
 
   def report(self, graphdef, model_state, split, mesh) -> dict:
     """The full evaluation of a split: what `eval.json` holds."""
-    logits = predict_logits(self.config, graphdef, model_state, split.images, split.sizes, mesh)
-    return metrics.classification_report(split.labels, logits.argmax(-1), self.classes)
+    predict = classification.predictor(self.config, graphdef, model_state, mesh)
+    return classification.report(predict, split, self.classes)
 
   def plot_report(self, report: dict, workdir: str) -> None:
     plots.plot_confusion(
@@ -92,39 +85,3 @@ class ClassifierTask(Task):
       os.path.join(workdir, writers.report_file(report['split'], 'confusion', 'png')),
       title=f'{report["split"]}: accuracy {report["accuracy"]:.4f} (step {report["step"]})',
     )
-
-
-@functools.lru_cache(maxsize=8)
-def _predict_fn(image_size: int, crop_fraction: float, norm: str, graphdef, mesh):
-  """The jitted eval-mode forward pass for uint8 cache canvases and their picture sizes: (logits, pooled features)."""
-
-  def predict(state, images, sizes):
-    model = nnx.merge(graphdef, state)
-    model.eval()
-    features = model.features(
-      augment.eval_transform(images, sizes, image_size=image_size, crop_fraction=crop_fraction, norm=norm)
-    )
-    return model.fc(features), features
-
-  batch = sharding.batch_sharding(mesh)
-  return jax.jit(
-    predict, in_shardings=(sharding.replicated(mesh), batch, batch), out_shardings=sharding.replicated(mesh)
-  )
-
-
-def predict_arrays(
-  config, graphdef, model_state, images: np.ndarray, sizes: np.ndarray, mesh, batch_size: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-  """float32 (logits, penultimate features) for uint8 (N, S, S, 3) canvases and picture sizes (N, 2), in batches."""
-  data = config.data
-  fn = _predict_fn(data.image_size, augment.eval_crop(data), data.normalization, graphdef, mesh)
-  return sharding.run_batched(
-    fn, model_state, (images, np.asarray(sizes, np.int32)), batch_size or config.train.eval_batch_size, mesh
-  )
-
-
-def predict_logits(
-  config, graphdef, model_state, images: np.ndarray, sizes: np.ndarray, mesh, batch_size: int | None = None
-) -> np.ndarray:
-  """float32 logits for uint8 (N, S, S, 3) canvases with picture sizes (N, 2)."""
-  return predict_arrays(config, graphdef, model_state, images, sizes, mesh, batch_size)[0]

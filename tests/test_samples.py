@@ -1,9 +1,9 @@
-"""The diversity figure of `sample_quality`: per class, generated spread over real spread, in the judge's features."""
+"""The diversity figure of `evaluators.samples.judge_samples`: per class, generated spread over real spread."""
 
 import numpy as np
 import pytest
 
-from tinycats.sample_quality import diversity, mean_pairwise_distance, sample_quality
+from tinycats.evaluators.samples import diversity, judge_samples, mean_pairwise_distance
 
 CLASSES = ['a', 'b', 'c']
 
@@ -40,7 +40,7 @@ def test_identical_copies_have_no_diversity():
   rng = np.random.default_rng(0)
   real, real_labels = pictures(rng, [60, 120, 180], 20, 15)
   copies = np.repeat(real[[0, 20, 40]], 10, axis=0)  # One real picture of each class, ten times.
-  out = sample_quality(PixelJudge(), real, real_labels, copies, np.repeat(np.arange(3), 10), CLASSES)
+  out = judge_samples(PixelJudge(), real, real_labels, copies, np.repeat(np.arange(3), 10), CLASSES)
   assert out['diversity'] == pytest.approx(0.0, abs=1e-6)
   assert set(out['per_class_diversity']) == set(CLASSES)
   assert all(v == pytest.approx(0.0, abs=1e-6) for v in out['per_class_diversity'].values())
@@ -50,11 +50,11 @@ def test_samples_like_the_real_ones_score_about_one():
   rng = np.random.default_rng(0)
   real, real_labels = pictures(rng, [60, 120, 180], 100, 15)
   samples, labels = pictures(rng, [60, 120, 180], 100, 15)  # Other draws from the same distribution.
-  out = sample_quality(PixelJudge(), real, real_labels, samples, labels, CLASSES)
+  out = judge_samples(PixelJudge(), real, real_labels, samples, labels, CLASSES)
   assert out['diversity'] == pytest.approx(1.0, abs=0.05)
   assert all(v == pytest.approx(1.0, abs=0.1) for v in out['per_class_diversity'].values())
   half, _ = pictures(rng, [60, 120, 180], 100, 7.5)  # Half the spread: about half the diversity.
-  assert sample_quality(PixelJudge(), real, real_labels, half, labels, CLASSES)['diversity'] == pytest.approx(
+  assert judge_samples(PixelJudge(), real, real_labels, half, labels, CLASSES)['diversity'] == pytest.approx(
     0.5, abs=0.05
   )
 

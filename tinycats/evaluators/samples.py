@@ -1,4 +1,4 @@
-"""How good generated images are, judged by a trained classifier: the numbers in a generator's eval.json.
+"""Generated images judged by a trained classifier (`judge_samples`): the `samples` numbers in a generator's eval.json.
 
 - conditional accuracy: the classifier, shown a sample of label y, predicts y. A classifier
   trained on other label sets is mapped onto the generator's labels: a 37-breed classifier's
@@ -14,8 +14,9 @@
   accuracy because strong guidance buys accuracy with variety: a generator that draws one
   perfect picture per class scores full accuracy and diversity 0. See `diversity`.
 
-Every number is also computed for real images of the same split, so a reader sees what a
-perfect generator would score under this classifier.
+Every number is also computed for real images of the same split (`real_images`: as the generator
+learnt them), so a reader sees what a perfect generator would score under this classifier. The judge is
+any object with `classes` and `embed(images) -> (probabilities, features)`, such as a `Classifier`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinycats import metrics
-from tinycats.data import pets
+from tinycats.data import augment, pets
 from tinycats.errors import UserError
 
 
@@ -121,7 +122,7 @@ def diversity(
   return (float(np.mean(list(per_class.values()))) if per_class else None), per_class
 
 
-def sample_quality(
+def judge_samples(
   classifier,
   real_images: np.ndarray,
   real_labels: np.ndarray,
@@ -147,4 +148,27 @@ def sample_quality(
     num_real=int(len(real_images)),
     real=real,
     classifier_classes=list(classifier.classes),
+  )
+
+
+def real_images(config, split, batch: int = 256) -> np.ndarray:
+  """The split's real images as the generator of run `config` learnt them (its transform, unflipped), as uint8
+  pixels: what the judge's real-image numbers are computed on."""
+  d = config.data
+  return np.concatenate(
+    [
+      augment.to_uint8(
+        augment.flip_transform(
+          split.images[i : i + batch],
+          split.sizes[i : i + batch],
+          None,
+          image_size=d.image_size,
+          crop_fraction=augment.eval_crop(d),
+          flip=False,
+          norm=d.normalization,
+        ),
+        d.normalization,
+      )
+      for i in range(0, len(split), batch)
+    ]
   )
