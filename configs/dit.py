@@ -72,7 +72,7 @@ def get_config(arg=None):
   # Integration steps from noise to data: 20 Euler steps were as good as more steps or Heun on the 128 px case
   # (BENCHMARKS.md).
   c.sample.steps = 20
-  c.sample.cfg = 4.0  # Classifier-free guidance scale; 1 = none.
+  c.sample.guidance = 4.0  # Classifier-free guidance scale; 1 = none.
   # Guide only the steps with lo <= t <= hi (t = 0 noise, 1 data): mid-flow, where guidance sets the class without
   # collapsing variety (Kynkäänniemi et al. 2024; (0, 1) guides every step). (0.25, 0.8) was the best on the 32 px
   # case; (0.05, 0.5) is the same noise levels at 128 px (the shift above). BENCHMARKS.md.

@@ -216,7 +216,7 @@ DIT_TINY = [
   '--config.ema.decay=0.99',
   '--config.sample.steps=10',
   '--config.sample.per_class=3',
-  '--config.sample.cfg=2.0',
+  '--config.sample.guidance=2.0',
 ]
 
 

@@ -161,3 +161,16 @@ def test_a_misspelt_field_set_in_python_fails_where_it_is_set():
   stored = stored_config.from_dict(c.to_dict())  # A workdir's or an export's config.json: locked too.
   with pytest.raises(AttributeError):
     stored.sample.cfg_scale = 2
+
+
+def test_the_guidance_scale_has_one_name_and_the_old_one_says_the_new(tmp_path):
+  """`sample.cfg` became `sample.guidance`: a run written before loads with its scale; an override, a
+  keyword or a flag with the old name names the new one."""
+  saved = config_lib.load('configs/dit.py:smoke').to_dict()
+  saved['sample']['cfg'] = saved['sample'].pop('guidance') + 1.0
+  path = tmp_path / 'config.json'
+  path.write_text(json.dumps(saved))
+  old = stored_config.load_json(str(path))
+  assert old.sample.guidance == saved['sample']['cfg'] and 'cfg' not in old.sample
+  with pytest.raises(config_lib.ConfigError, match="'sample.cfg' is now 'sample.guidance'"):
+    config_lib.load('configs/dit.py:smoke', ['--config.sample.cfg=2'])

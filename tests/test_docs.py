@@ -142,3 +142,30 @@ Set `train.learning_rat` (`train.learning_rate` exists; `model.safetensors` is a
     'tinycats train --epochs',
   ]
   assert bad_fields(text, _fields()) == ['data.sizes', 'ema.rate', 'train.batchsize', 'train.learning_rat']
+
+
+def _module_map() -> set[str]:
+  """The files docs/design.md's module map names: each line's first word ('  x.py' is tinycats/x.py)."""
+  text = open(os.path.join(REPO, 'docs', 'design.md')).read()
+  block = re.search(r'## Module map\n+```\n(.*?)```', text, flags=re.S)
+  assert block, 'docs/design.md has no "## Module map" code block'
+  named = set()
+  for line in block[1].splitlines():
+    word = line.split()[0] if line.strip() else ''
+    if word.endswith('.py'):
+      named.add(os.path.join('tinycats', word) if line.startswith(' ') else word)
+  return named
+
+
+def test_the_module_map_names_every_module_and_only_modules_that_exist():
+  """A newcomer reads the tree from docs/design.md: every module of the library, the commands and the tools is
+  there (an `__init__.py` with code too), and nothing it names is gone."""
+  named = _module_map()
+  modules = {
+    os.path.relpath(path, REPO)
+    for folder in ('tinycats', 'launch', 'configs', 'benchmarks')
+    for path in glob.glob(os.path.join(REPO, folder, '**', '*.py'), recursive=True)
+    if os.path.basename(path) not in ('__init__.py', '__main__.py') or len(open(path).read().splitlines()) > 12
+  }
+  assert sorted(modules - named) == [], 'modules docs/design.md does not name'
+  assert sorted(p for p in named if not os.path.isfile(os.path.join(REPO, p))) == [], 'named but missing'

@@ -160,7 +160,7 @@ def test_generator_onnx_meets_the_contract(exports, runs):
   np.testing.assert_array_equal(minus_one, null)  # The page sends -1 for its unconditional pass.
 
 
-def euler_with_guidance(session, noise_nchw, breeds, steps, cfg):
+def euler_with_guidance(session, noise_nchw, breeds, steps, guidance):
   """The web page's loop in numpy: guidance outside the graph, x += dt * v from t = 0 to 1."""
   x = noise_nchw.copy()
   n = len(breeds)
@@ -168,20 +168,22 @@ def euler_with_guidance(session, noise_nchw, breeds, steps, cfg):
     t = np.full(n, i / steps, np.float32)
     v_label = session.run(None, {'noise': x, 'timestep': t, 'breed': np.asarray(breeds, np.int64)})[0]
     v_null = session.run(None, {'noise': x, 'timestep': t, 'breed': np.full(n, -1, np.int64)})[0]
-    x = x + (1.0 / steps) * (v_null + cfg * (v_label - v_null))
+    x = x + (1.0 / steps) * (v_null + guidance * (v_label - v_null))
   return x
 
 
 def test_onnx_euler_loop_gives_the_generators_images(exports, runs):
   folder, _ = exports['generator']
   session = ort.InferenceSession(os.path.join(folder, 'generator.onnx'))
-  labels, steps, cfg = [0, 1, 2, 0], 6, 2.0
+  labels, steps, guidance = [0, 1, 2, 0], 6, 2.0
   noise = np.random.default_rng(3).normal(size=(4, 16, 16, 3)).astype(np.float32)
-  x = euler_with_guidance(session, noise.transpose(0, 3, 1, 2), labels, steps, cfg)
+  x = euler_with_guidance(session, noise.transpose(0, 3, 1, 2), labels, steps, guidance)
   from_onnx = augment.to_uint8(x.transpose(0, 2, 3, 1), 'symmetric')
   config, net = reference(runs['generator'])
   graphdef, state = nnx.split(net)
-  every = dict(steps=steps, cfg=cfg, sampler='euler', noise=noise, guidance_interval=(0.0, 1.0))  # The loop's guidance.
+  every = dict(
+    steps=steps, guidance=guidance, sampler='euler', noise=noise, guidance_interval=(0.0, 1.0)
+  )  # The loop's guidance.
   float32 = Generator(config, graphdef, state, 0).sample(labels, **every)
   difference = np.abs(from_onnx.astype(int) - float32)
   assert difference.max() <= 1 and difference.mean() < 0.01  # The same images up to float rounding.
@@ -279,7 +281,7 @@ def test_models_json_describes_both_models_in_one_folder(exports, runs, tmp_path
     'method': 'Euler integration',
     'sampler': 'euler',
     'steps': 10,
-    'cfgScale': 2.0,
+    'guidance': 2.0,
     'guidanceInterval': [0.25, 0.8],
     'nullLabel': 4,
   }
@@ -350,7 +352,7 @@ def test_models_load_back_from_the_hub(exports, runs, hub_server, tmp_path, monk
   np.testing.assert_array_equal(loaded.predict(images), original.predict(images))
   original, loaded = Generator.load(runs['generator']), Generator.load('someone/tiny-dit', endpoint=hub_server.endpoint)
   np.testing.assert_array_equal(
-    loaded.sample([0, 2, 1], steps=3, cfg=2.0, seed=4), original.sample([0, 2, 1], steps=3, cfg=2.0, seed=4)
+    loaded.sample([0, 2, 1], steps=3, guidance=2.0, seed=4), original.sample([0, 2, 1], steps=3, guidance=2.0, seed=4)
   )
   folder, _ = exports['generator']
   np.testing.assert_array_equal(
@@ -419,12 +421,12 @@ def test_the_pages_sampling_defaults_are_the_runs(runs):
   """models.json's `generator.sampling` follows the workdir's sample.*; a run from before guidance intervals
   (config.json without one) guides every step."""
   saved = json.load(open(os.path.join(runs['generator'], 'config.json')))
-  saved['sample'].update(sampler='heun', steps=7, cfg=3.5, guidance_interval=[0.1, 1.0])
+  saved['sample'].update(sampler='heun', steps=7, guidance=3.5, guidance_interval=[0.1, 1.0])
   assert manifest.page_sampling(stored_config.from_dict(saved)) == {
     'method': 'Heun integration',
     'sampler': 'heun',
     'steps': 7,
-    'cfgScale': 3.5,
+    'guidance': 3.5,
     'guidanceInterval': [0.1, 1.0],
   }
   del saved['sample']['guidance_interval']

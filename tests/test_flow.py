@@ -114,7 +114,7 @@ def test_guidance_scale_1_is_the_conditional_model_and_0_the_unconditional(tiny_
   np.testing.assert_allclose(flow.guided_velocity(model, x, t, labels, 2.0), 2 * conditional - unconditional, atol=1e-5)
   # The sampler's guided path at scale 1 (forced) agrees with its unguided shortcut.
   noise = flow.noise_like(0, 4, 8)
-  shortcut = flow.sample(graphdef, state, noise, labels, steps=5, cfg=1.0)
+  shortcut = flow.sample(graphdef, state, noise, labels, steps=5, guidance=1.0)
   forced = flow._sample_fn(graphdef, 5, 'euler', True)(state, noise, labels, jnp.float32(1.0))
   np.testing.assert_allclose(shortcut, forced, atol=1e-5)
 
@@ -123,14 +123,14 @@ def test_seeds_reproduce_samples_and_different_seeds_differ(tiny_dit):
   graphdef, state = tiny_dit
   labels = np.asarray([0, 1, 2])
   run = lambda seed, sampler='euler': np.asarray(
-    flow.sample(graphdef, state, flow.noise_like(seed, 3, 8), labels, steps=4, cfg=1.5, sampler=sampler)
+    flow.sample(graphdef, state, flow.noise_like(seed, 3, 8), labels, steps=4, guidance=1.5, sampler=sampler)
   )
   np.testing.assert_array_equal(run(7), run(7))
   assert np.abs(run(7) - run(8)).max() > 0.1
   assert np.abs(run(7, 'heun') - run(7)).max() > 0  # Heun is a different integrator.
 
 
-def _reference_sample(model, noise, labels, steps, cfg, interval, sampler):
+def _reference_sample(model, noise, labels, steps, guidance, interval, sampler):
   """The guidance-interval sampler written out step by step in Python: guided v where lo <= t <= hi (float32;
   hi 1 has no upper bound), the conditional v elsewhere."""
   lo, hi = np.float32(interval[0]), np.float32(interval[1])
@@ -142,7 +142,7 @@ def _reference_sample(model, noise, labels, steps, cfg, interval, sampler):
     if lo <= t and (t <= hi or hi >= 1):
       null = jnp.full_like(labels, model.null_label)
       v = model(jnp.concatenate([x, x]), jnp.concatenate([times, times]), jnp.concatenate([labels, null]))
-      return v[n:] + jnp.float32(cfg) * (v[:n] - v[n:])
+      return v[n:] + jnp.float32(guidance) * (v[:n] - v[n:])
     return model(x, times, labels)
 
   x = jnp.asarray(noise, jnp.float32)
@@ -161,23 +161,23 @@ def test_a_guidance_interval_guides_only_the_steps_inside_it(tiny_dit, sampler):
   graphdef, state = tiny_dit
   noise, labels = flow.noise_like(5, 3, 8), np.asarray([0, 1, 2])
   run = lambda **kw: np.asarray(flow.sample(graphdef, state, noise, labels, steps=6, sampler=sampler, **kw))
-  guided, conditional = run(cfg=3.0), run(cfg=1.0)
+  guided, conditional = run(guidance=3.0), run(guidance=1.0)
   assert np.abs(guided - conditional).max() > 1e-3
   # (0, 1) is the old guided sampler, bit for bit, also when forced through the interval's condition.
-  np.testing.assert_array_equal(run(cfg=3.0, guidance_interval=(0.0, 1.0)), guided)
+  np.testing.assert_array_equal(run(guidance=3.0, guidance_interval=(0.0, 1.0)), guided)
   forced = flow._sample_fn(graphdef, 6, sampler, True, True)(
     state, noise, labels, jnp.float32(3.0), jnp.float32(0.0), jnp.float32(1.0)
   )
   np.testing.assert_array_equal(forced, guided)
   # An interval between the step times (Euler 0, 1/6, ..., 5/6; Heun also 1/6, ..., 1) guides nothing.
-  np.testing.assert_array_equal(run(cfg=3.0, guidance_interval=(0.9, 0.95)), conditional)
+  np.testing.assert_array_equal(run(guidance=3.0, guidance_interval=(0.9, 0.95)), conditional)
   # Guided from t = 0.3 on: neither of the above, and what the step-by-step reference computes.
-  part = run(cfg=3.0, guidance_interval=(0.3, 1.0))
+  part = run(guidance=3.0, guidance_interval=(0.3, 1.0))
   assert np.abs(part - guided).max() > 1e-4 and np.abs(part - conditional).max() > 1e-4
   model = nnx.merge(graphdef, state)
   model.eval()
   np.testing.assert_allclose(part, _reference_sample(model, noise, labels, 6, 3.0, (0.3, 1.0), sampler), atol=1e-6)
-  middle = run(cfg=3.0, guidance_interval=(0.2, 0.6))
+  middle = run(guidance=3.0, guidance_interval=(0.2, 0.6))
   np.testing.assert_allclose(middle, _reference_sample(model, noise, labels, 6, 3.0, (0.2, 0.6), sampler), atol=1e-6)
   assert np.abs(middle - part).max() > 1e-4
 
@@ -199,11 +199,11 @@ def test_outside_the_guidance_interval_only_the_conditional_batch_is_run():
 
   graphdef, state = nnx.split(Recording())
   noise, labels = flow.noise_like(0, 2, 4), np.asarray([0, 1])
-  flow.sample(graphdef, state, noise, labels, steps=4, cfg=2.0, guidance_interval=(0.5, 1.0))
+  flow.sample(graphdef, state, noise, labels, steps=4, guidance=2.0, guidance_interval=(0.5, 1.0))
   jax.effects_barrier()
   assert sorted(calls) == [(2, 0.0), (2, 0.25), (4, 0.5), (4, 0.75)]  # Doubled (label + null) only inside.
   calls.clear()
-  flow.sample(graphdef, state, noise, labels, steps=2, cfg=2.0, sampler='heun', guidance_interval=(0.0, 0.5))
+  flow.sample(graphdef, state, noise, labels, steps=2, guidance=2.0, sampler='heun', guidance_interval=(0.0, 0.5))
   jax.effects_barrier()
   assert sorted(calls) == [(2, 1.0), (4, 0.0), (4, 0.5), (4, 0.5)]  # Heun's t + dt checks its own time.
 
@@ -212,7 +212,7 @@ def test_outside_the_guidance_interval_only_the_conditional_batch_is_run():
 def test_a_bad_guidance_interval_is_refused(tiny_dit, interval):
   graphdef, state = tiny_dit
   with pytest.raises(ValueError, match='guidance interval'):
-    flow.sample(graphdef, state, flow.noise_like(0, 1, 8), [0], steps=2, cfg=2.0, guidance_interval=interval)
+    flow.sample(graphdef, state, flow.noise_like(0, 1, 8), [0], steps=2, guidance=2.0, guidance_interval=interval)
 
 
 def test_ema_decay_ramps_up_to_its_ceiling():

@@ -85,15 +85,15 @@ def test_samples_are_judged_by_a_classifier(generator_run, judge):
   assert samples['num_generated'] == 32 and samples['frechet_distance'] >= 0
   assert os.path.isfile(os.path.join(workdir, 'samples', 'eval.png'))
   assert json.load(open(os.path.join(workdir, 'eval.json')))['samples'] == samples
-  settings = lambda s: (s['cfg'], s['steps'], s['sampler'], s['guidance_interval'])
+  settings = lambda s: (s['guidance'], s['steps'], s['sampler'], s['guidance_interval'])
   assert settings(samples) == (2.0, 10, 'euler', [0.25, 0.8])  # The run's sample.*.
 
   # Other guidance, steps, sampler and interval for the judged samples, recorded with them; only with a judge.
   other = evaluate.evaluate(
-    workdir, classifier=judge, samples_per_class=2, cfg=4.0, steps=3, sampler='heun', guidance_interval=(0.2, 1.0)
+    workdir, classifier=judge, samples_per_class=2, guidance=4.0, steps=3, sampler='heun', guidance_interval=(0.2, 1.0)
   )
   assert settings(other['samples']) == (4.0, 3, 'heun', [0.2, 1.0])
-  for flag, value in (('--cfg', '4'), ('--guidance-interval', '0.1,1')):
+  for flag, value in (('--guidance', '4'), ('--guidance-interval', '0.1,1')):
     refused = run_main(cli.main, 'evaluate', '--workdir', workdir, flag, value)
     assert refused.returncode == 2 and 'give --classifier DIR too' in refused.stderr
 
@@ -141,7 +141,7 @@ def test_sample_command_writes_grids_and_single_images(generator_run, tmp_path):
     '3',
     '--steps',
     '4',
-    '--cfg',
+    '--guidance',
     '1.5',
     '--seed',
     '1',
@@ -164,7 +164,7 @@ def test_sample_command_takes_a_guidance_interval(generator_run, tmp_path):
   """--guidance-interval LO,HI guides only the steps with LO <= t <= HI; bad values are one line, exit 2."""
   workdir, _ = generator_run
   sample = lambda *extra: run_main(
-    cli.main, 'sample', '--workdir', workdir, '--num', '2', '--steps', '6', '--cfg', '4', '--seed', '3', *extra
+    cli.main, 'sample', '--workdir', workdir, '--num', '2', '--steps', '6', '--guidance', '4', '--seed', '3', *extra
   )
 
   def grid(*extra):
@@ -179,7 +179,7 @@ def test_sample_command_takes_a_guidance_interval(generator_run, tmp_path):
   late = grid('--guidance-interval', '0.5,1')  # Guided at t = 3/6, 4/6, 5/6 only.
   assert np.abs(late - everywhere).max() > 2
   # Between the step times (0, 1/6, ..., 5/6): no step is guided, the conditional model's images.
-  np.testing.assert_array_equal(grid('--guidance-interval', '0.9,0.95'), grid('--cfg', '1'))
+  np.testing.assert_array_equal(grid('--guidance-interval', '0.9,0.95'), grid('--guidance', '1'))
   for bad in ('0.5', '0.6,0.2', '0,2', 'a,b', '0.1,0.5,1'):
     result = sample('--guidance-interval', bad, '--out', str(tmp_path / 'bad.png'))
     assert result.returncode == 2 and '--guidance-interval takes LO,HI' in result.stderr, (bad, result.stderr)
@@ -191,12 +191,16 @@ def test_sample_command_takes_a_guidance_interval(generator_run, tmp_path):
 def test_generator_library_api(generator_run, judge):
   workdir, _ = generator_run
   generator = Generator.load(workdir)
-  images = generator.sample(['cross', 3, 'square'], steps=4, cfg=1.5, seed=3)
+  images = generator.sample(['cross', 3, 'square'], steps=4, guidance=1.5, seed=3)
   assert images.shape == (3, 16, 16, 3) and images.dtype == np.uint8
-  np.testing.assert_array_equal(images, generator.sample(['cross', 3, 'square'], steps=4, cfg=1.5, seed=3))
+  np.testing.assert_array_equal(images, generator.sample(['cross', 3, 'square'], steps=4, guidance=1.5, seed=3))
+  with pytest.raises(TypeError, match='cfg= is now guidance='):  # The old keyword, for one release.
+    generator.sample(['cross'], cfg=1.5)
   # Batching does not change a sample: each one's noise comes from the seed, not the batch. Another batch
   # shape is another compiled program, so float rounding may move a pixel by a level or two.
-  diff = np.abs(images.astype(int) - generator.sample(['cross', 3, 'square'], steps=4, cfg=1.5, seed=3, batch_size=2))
+  diff = np.abs(
+    images.astype(int) - generator.sample(['cross', 3, 'square'], steps=4, guidance=1.5, seed=3, batch_size=2)
+  )
   assert diff.max() <= 3 and diff.mean() < 0.5  # Other noise would differ by tens of levels.
   with pytest.raises(UserError, match='out of range'):
     generator.sample([7])

@@ -166,8 +166,8 @@ def test_the_page_generates_what_python_generates_from_the_same_seed(page, gener
   assert options == generator.classes + ['unconditional (null label)']
   # The page's defaults are the run's sample.* (models.json carries them), what `tinycats sample` uses.
   s = generator.config.sample
-  shown = [page.input_value(f'#{name}') for name in ('steps', 'cfg', 'sampler', 'guidance-from', 'guidance-to')]
-  assert [float(v) if v[0].isdigit() else v for v in shown] == [s.steps, s.cfg, s.sampler, *s.guidance_interval]
+  shown = [page.input_value(f'#{name}') for name in ('steps', 'guidance', 'sampler', 'guidance-from', 'guidance-to')]
+  assert [float(v) if v[0].isdigit() else v for v in shown] == [s.steps, s.guidance, s.sampler, *s.guidance_interval]
   # Guidance at every step, then only mid-flow (Euler), then from t = 0.5 on (Heun, whose last t + dt rounds one
   # float32 ulp past 1 at 15 steps: an upper end of 1 has no bound, in Python and on the page).
   cases = (
@@ -175,10 +175,10 @@ def test_the_page_generates_what_python_generates_from_the_same_seed(page, gener
     (1, 8, 5.0, 'euler', 11, (0.3, 0.7)),
     (3, 15, 4.0, 'heun', 4_000_000_001, (0.5, 1.0)),
   )
-  for count, (label, steps, cfg, sampler, seed, interval) in enumerate(cases, start=1):
+  for count, (label, steps, guidance, sampler, seed, interval) in enumerate(cases, start=1):
     page.select_option('#label', str(label))
     page.fill('#steps', str(steps))
-    page.fill('#cfg', str(cfg))
+    page.fill('#guidance', str(guidance))
     page.select_option('#sampler', sampler)
     page.fill('#guidance-from', str(interval[0]))
     page.fill('#guidance-to', str(interval[1]))
@@ -190,18 +190,32 @@ def test_the_page_generates_what_python_generates_from_the_same_seed(page, gener
     drawn = np.asarray(result['pixels'], np.uint8).reshape(size, size, 4)
     assert (drawn[..., 3] == 255).all()
     noise = flow.browser_noise(seed, 1, size)
-    settings = dict(steps=steps, cfg=cfg, sampler=sampler, noise=noise)
+    settings = dict(steps=steps, guidance=guidance, sampler=sampler, noise=noise)
     expected = generator.sample([label], guidance_interval=interval, **settings)[0]
     difference = np.abs(drawn[..., :3].astype(int) - expected)
     assert difference.max() <= 1, f'{sampler}, seed {seed}, {interval}: {difference.max()} grey levels apart'
     if interval != (0.0, 1.0):  # The interval shows: guided at every step, or at none, the picture is another.
-      for other in (generator.sample([label], **settings)[0], generator.sample([label], **{**settings, 'cfg': 1})[0]):
+      for other in (
+        generator.sample([label], **settings)[0],
+        generator.sample([label], **{**settings, 'guidance': 1})[0],
+      ):
         assert np.abs(drawn[..., :3].astype(int) - other).max() > 2
     assert page.evaluate("document.getElementById('progress').value") == steps
     assert page.evaluate('window.tinycats.generate.guidanceInterval') == list(interval)
     if count == len(cases):
       _screenshot(page, 'site_generate.png', tmp_path)
-      args = ['--label', str(label), '--num', '1', '--steps', str(steps), '--guidance', str(cfg), '--sampler', sampler]
+      args = [
+        '--label',
+        str(label),
+        '--num',
+        '1',
+        '--steps',
+        str(steps),
+        '--guidance',
+        str(guidance),
+        '--sampler',
+        sampler,
+      ]
       args += ['--guidance-interval', ','.join(map(str, interval))]
       with pytest.raises(SystemExit) as done:  # `tinycats sample --noise browser` draws the same image.
         cli.main(

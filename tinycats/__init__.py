@@ -4,7 +4,7 @@ from tinycats import Classifier, Generator, load_config, train_and_evaluate, exp
 config = load_config('configs/cats.py:smoke', ['--config.train.epochs=1'])
 train_and_evaluate(config, 'workdirs/smoke')
 clf = Classifier.load('workdirs/smoke')            # or an export folder, or a Hub repo id
-images = Generator.load('workdirs/dit').sample(['Bengal', 'other'], steps=50, cfg=1.5, seed=0)
+images = Generator.load('workdirs/dit').sample(['Bengal', 'other'], steps=50, guidance=1.5, seed=0)
 export_onnx('workdirs/smoke', 'site/models', int8=True)
 
 The names load on first use (PEP 562), so `import tinycats` (and `tinycats --help`) does not import JAX.

@@ -142,6 +142,10 @@ def _abbreviated(field: str, known: Iterable[str]) -> list[str]:
   return matches if len(matches) == 1 else []
 
 
+# Fields renamed for one vocabulary (issue 27): an override with the old name names the new one.
+RENAMED_FIELDS = {'sample.cfg': 'sample.guidance'}
+
+
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> ml_collections.ConfigDict:
   """Applies `a.b=value` (or `--config.a.b=value`) strings; unknown fields are named with a suggestion."""
   config = ml_collections.ConfigDict(config.to_dict())  # A copy: the caller's config is untouched.
@@ -150,6 +154,8 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
   for item in overrides:
     field, value = parse_override(item)
     if field not in known:
+      if field in RENAMED_FIELDS:
+        raise ConfigError(f'config field {field!r} is now {RENAMED_FIELDS[field]!r}')
       if any(name.startswith(field + '.') for name in known):
         raise ConfigError(f'config field {field!r} is a group; set one of its fields, e.g. --config.{field}.<name>=...')
       close = _abbreviated(field, known) or difflib.get_close_matches(field, known, n=1)

@@ -30,14 +30,14 @@ def evaluate(
   seed: int = 0,
   mesh=None,
   *,
-  cfg: float | None = None,
+  guidance: float | None = None,
   steps: int | None = None,
   sampler: str | None = None,
   guidance_interval: tuple[float, float] | None = None,
   data_dir: str | None = None,
 ) -> dict:
   """Writes and returns `WORKDIR/eval.json`. `classifier` (a classifier workdir) is for generators only; so are
-  `cfg`, `steps`, `sampler` and `guidance_interval`, which the judged samples use instead of the run's
+  `guidance`, `steps`, `sampler` and `guidance_interval`, which the judged samples use instead of the run's
   `sample.*`. `data_dir`: where the run's data is on this machine, when not where config.json says (a TFDS data
   dir, or the image folder of a folder run)."""
   if split not in tinycats.data.SPLITS:
@@ -71,7 +71,7 @@ def evaluate(
   )
   if classifier:
     generator = Generator(config, graphdef, state, step)  # The checkpoint read above.
-    sampling = dict(cfg=cfg, steps=steps, sampler=sampler, guidance_interval=guidance_interval)
+    sampling = dict(guidance=guidance, steps=steps, sampler=sampler, guidance_interval=guidance_interval)
     report['samples'] = _judge_samples(
       workdir, generator, data.splits[split], classifier, samples_per_class, seed, sampling
     )
@@ -80,7 +80,7 @@ def evaluate(
 
 
 def _judge_samples(workdir, generator, split, classifier_dir: str, per_class: int, seed: int, sampling: dict) -> dict:
-  """Samples `per_class` images of every class (seeded; `sampling`'s cfg, steps, sampler and guidance_interval
+  """Samples `per_class` images of every class (seeded; `sampling`'s guidance, steps, sampler and guidance_interval
   where not None, else the run's `sample.*`) and scores them against the split's real images."""
   judge = Classifier.load(classifier_dir)
   config = generator.config
@@ -96,7 +96,7 @@ def _judge_samples(workdir, generator, split, classifier_dir: str, per_class: in
     seed=seed,
     sampler=sampling['sampler'] or s.sampler,
     steps=sampling['steps'] or s.steps,
-    cfg=s.cfg if sampling['cfg'] is None else sampling['cfg'],
+    guidance=s.guidance if sampling['guidance'] is None else sampling['guidance'],
     guidance_interval=[float(v) for v in sampling['guidance_interval'] or s.get('guidance_interval', (0.0, 1.0))],
   )
   plots.save_grid(grid, os.path.join(workdir, 'samples', 'eval.png'), classes)

@@ -85,8 +85,8 @@ def in_guidance_interval(t, lo, hi):
   return (lo <= t) & ((t <= hi) | (hi >= 1))
 
 
-def guided_velocity(model, x, t, labels, cfg, guidance_interval=(0.0, 1.0)):
-  """v_null + cfg * (v_label - v_null), both from one forward pass over the doubled batch, where t lies in
+def guided_velocity(model, x, t, labels, guidance, guidance_interval=(0.0, 1.0)):
+  """v_null + guidance * (v_label - v_null), both from one forward pass over the doubled batch, where t lies in
   `guidance_interval`, else v_label (then float32). When no example's t is in it (a sampler's step shares one
   t), only the conditional batch is run (`jax.lax.cond`). (0, 1) guides every t: no condition at all."""
 
@@ -99,12 +99,12 @@ def guided_velocity(model, x, t, labels, cfg, guidance_interval=(0.0, 1.0)):
   lo, hi = guidance_interval
   if not isinstance(lo, jax.Array) and not isinstance(hi, jax.Array) and guides_everywhere((lo, hi)):
     v_label, v_null = label_and_null(x)
-    return v_null + cfg * (v_label - v_null)
+    return v_null + guidance * (v_label - v_null)
   inside = in_guidance_interval(t, lo, hi)
 
   def guided(x):
     v_label, v_null = label_and_null(x)
-    v = (v_null + cfg * (v_label - v_null)).astype(jnp.float32)
+    v = (v_null + guidance * (v_label - v_null)).astype(jnp.float32)
     return jnp.where(inside.reshape((-1,) + (1,) * (x.ndim - 1)), v, v_label.astype(jnp.float32))
 
   def conditional(x):
@@ -136,13 +136,13 @@ def _sample_fn(graphdef, steps: int, sampler: str, guided: bool, interval: bool 
   """The jitted sampler for one model graph and setting; guidance 1 needs no unconditional pass, and `interval`
   (a guidance interval other than (0, 1), given as float32 `lo`, `hi`) guides only the steps in it."""
 
-  def run(state, noise, labels, cfg, lo=0.0, hi=1.0):
+  def run(state, noise, labels, guidance, lo=0.0, hi=1.0):
     model = nnx.merge(graphdef, state)
     model.eval()
     if guided and interval:
-      velocity = lambda x, t: guided_velocity(model, x, t, labels, cfg, (lo, hi))
+      velocity = lambda x, t: guided_velocity(model, x, t, labels, guidance, (lo, hi))
     elif guided:
-      velocity = lambda x, t: guided_velocity(model, x, t, labels, cfg)
+      velocity = lambda x, t: guided_velocity(model, x, t, labels, guidance)
     else:
       velocity = lambda x, t: model(x, t, labels).astype(jnp.float32)
     return integrate(velocity, noise, steps, sampler)
@@ -157,22 +157,22 @@ def sample(
   labels,
   *,
   steps: int = 50,
-  cfg: float = 1.0,
+  guidance: float = 1.0,
   sampler: str = 'euler',
   guidance_interval=(0.0, 1.0),
 ):
   """Images (float32, the model's normalised range) from `noise` (N, H, W, C) for int `labels` (N,).
 
-  Guidance `cfg` applies to the steps whose t (0 noise, 1 data) lies in `guidance_interval` = (lo, hi),
+  Guidance `guidance` applies to the steps whose t (0 noise, 1 data) lies in `guidance_interval` = (lo, hi),
   lo <= t <= hi (Heun's second evaluation, at t + dt, checks its own t); the other steps take the conditional
   velocity alone, one network pass over the undoubled batch. (0, 1), the default, guides every step."""
   if steps < 1:
     raise ValueError(f'steps must be >= 1, got {steps}')
   lo, hi = check_guidance_interval(guidance_interval)
-  guided = float(cfg) != 1.0
+  guided = float(guidance) != 1.0
   fn = _sample_fn(graphdef, int(steps), sampler, guided, guided and not guides_everywhere((lo, hi)))
   noise, labels = jnp.asarray(noise, jnp.float32), jnp.asarray(labels, jnp.int32)
-  return fn(state, noise, labels, jnp.float32(cfg), jnp.float32(lo), jnp.float32(hi))
+  return fn(state, noise, labels, jnp.float32(guidance), jnp.float32(lo), jnp.float32(hi))
 
 
 def noise_like(seed: int, n: int, image_size: int, channels: int = 3) -> np.ndarray:
@@ -190,7 +190,7 @@ def sample_grid(
   seed: int = 0,
   noise: np.ndarray | None = None,
   steps: int | None = None,
-  cfg: float | None = None,
+  guidance: float | None = None,
   sampler: str | None = None,
   guidance_interval=None,
   batch_size: int = 256,
@@ -211,7 +211,7 @@ def sample_grid(
   )
   settings = dict(
     steps=s.steps if steps is None else steps,
-    cfg=s.cfg if cfg is None else cfg,
+    guidance=s.guidance if guidance is None else guidance,
     sampler=sampler or s.sampler,
     guidance_interval=interval,
   )

@@ -1,7 +1,7 @@
 """`Generator`: a trained generator (its EMA weights) loaded from its workdir, for notebooks and `tinycats sample`.
 
     gen = Generator.load('workdirs/dit-...')   # or an export folder, or a Hub repo id
-    images = gen.sample(['Bengal', 'other'], steps=50, cfg=1.5, seed=0)   # uint8 (2, 128, 128, 3)
+    images = gen.sample(['Bengal', 'other'], steps=50, guidance=1.5, seed=0)   # uint8 (2, 128, 128, 3)
 
 Sampling defaults (sampler, steps, guidance and its interval) come from the run's config.json (`sample.*`).
 """
@@ -52,25 +52,27 @@ class Generator:
     labels: int | str | Sequence[int | str],
     *,
     steps: int | None = None,
-    cfg: float | None = None,
+    guidance: float | None = None,
     seed: int = 0,
     sampler: str | None = None,
     noise: np.ndarray | None = None,
     batch_size: int = 256,
     guidance_interval: tuple[float, float] | None = None,
+    **renamed,
   ) -> np.ndarray:
     """uint8 images (N, S, S, 3), one per label, from seeded noise (or the given float32 NHWC `noise`).
 
-    The same seed and labels give the same images; `cfg` 1 is the plain conditional model. Guidance applies at
+    The same seed and labels give the same images; `guidance` 1 is the plain conditional model. Guidance applies at
     the steps whose time t (0 noise, 1 data) lies in `guidance_interval` (lo, hi), the others use the
     conditional model; None is the run's `sample.guidance_interval`, (0, 1) guides every step.
     """
+    _refuse_renamed(renamed)
     labels = [labels] if isinstance(labels, (int, str, np.integer)) else list(labels)
     grid = self.sample_grid(
       labels,
       per_label=1,
       steps=steps,
-      cfg=cfg,
+      guidance=guidance,
       seed=seed,
       sampler=sampler,
       noise=noise,
@@ -85,18 +87,20 @@ class Generator:
     per_label: int = 8,
     *,
     steps: int | None = None,
-    cfg: float | None = None,
+    guidance: float | None = None,
     seed: int = 0,
     sampler: str | None = None,
     noise: np.ndarray | None = None,
     batch_size: int = 256,
     guidance_interval: tuple[float, float] | None = None,
+    **renamed,
   ) -> np.ndarray:
     """uint8 (len(labels), per_label, S, S, 3): one row per label (all classes by default), `flow.sample_grid`
     after the labels and settings are checked; `noise`, when given, holds one image per row entry, row by row."""
+    _refuse_renamed(renamed)
     s = self.config.sample
     steps = s.steps if steps is None else steps
-    cfg = s.cfg if cfg is None else cfg
+    guidance = s.guidance if guidance is None else guidance
     sampler = sampler or s.sampler
     if guidance_interval is None:
       guidance_interval = s.get('guidance_interval', (0.0, 1.0))
@@ -124,8 +128,15 @@ class Generator:
       seed=seed,
       noise=noise,
       steps=steps,
-      cfg=cfg,
+      guidance=guidance,
       sampler=sampler,
       guidance_interval=guidance_interval,
       batch_size=batch_size,
     )
+
+
+def _refuse_renamed(given: dict) -> None:
+  """`cfg=` was renamed `guidance=` (one word per concept); for one release the old name says so."""
+  if given:
+    new = {'cfg': 'guidance'}
+    raise TypeError('; '.join(f'{k}= is now {new[k]}=' if k in new else f'unexpected keyword {k}=' for k in given))

@@ -40,7 +40,7 @@ CHANGEABLE_ON_RESUME = frozenset(
     'model.pretrained',  # Weights come from the checkpoint.
     'sample.sampler',
     'sample.steps',
-    'sample.cfg',
+    'sample.guidance',
     'sample.guidance_interval',
     'sample.seed',
     'sample.per_class',  # Grids only.
@@ -95,6 +95,9 @@ def from_dict(values: dict) -> ml_collections.ConfigDict:
     config.task = _OLD_TASKS[config.task]
   if config.get('task') == 'generator' and 'sample' in config:
     with config.unlocked():
+      if 'cfg' in config.sample:  # Renamed for one vocabulary (issue 27).
+        config.sample.guidance = config.sample.cfg
+        del config.sample['cfg']
       for name, value in _SAMPLE_BEFORE.items():
         if name not in config.sample:
           config.sample[name] = value

@@ -126,7 +126,7 @@ def _evaluate(args) -> int:
     classifier=args.classifier,
     samples_per_class=args.samples_per_class,
     seed=args.seed,
-    cfg=args.guidance,
+    guidance=args.guidance,
     steps=args.steps,
     sampler=args.sampler,
     guidance_interval=interval,

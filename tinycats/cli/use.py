@@ -70,7 +70,7 @@ def _sample(args) -> int:
       raise UserError(f"--noise browser takes a seed from 0 to {2**32 - 1} (the page's), got {args.seed}")
     noise = flow.browser_noise(args.seed, len(labels) * args.num, generator.image_size)
   grid = generator.sample_grid(
-    labels, per_label=args.num, steps=args.steps, cfg=args.guidance, seed=args.seed, sampler=args.sampler,
+    labels, per_label=args.num, steps=args.steps, guidance=args.guidance, seed=args.seed, sampler=args.sampler,
     noise=noise, guidance_interval=interval,
   )  # fmt: skip
   names = [generator.classes[i] if i < len(generator.classes) else 'null' for i in map(generator.label_index, labels)]

@@ -167,7 +167,8 @@ def model_card(
       lines += [
         '',
         f'Samples: {s.get("num_generated")} images, {s.get("sampler")} sampler, {s.get("steps")} steps, '
-        f'guidance {s.get("cfg")}, seed {s.get("seed")}; the real {report.get("split")} images score '
+        f'guidance {s.get("guidance", s.get("cfg"))}, seed {s.get("seed")}; '  # cfg: eval.json before the rename.
+        f'the real {report.get("split")} images score '
         + ', '.join(f'{k} {v:.4f}' for k, v in s.get('real', {}).items() if isinstance(v, float))
         + '.',
       ]
@@ -223,7 +224,7 @@ def model_card(
     lines += [
       'Sampling: start from N(0, 1) noise at t = 0 and integrate the velocity to t = 1 '
       '(`x += dt * v`); the ONNX model has no guidance inside: run it with the class and with the null label '
-      f'({len(config.data.classes)}) and combine `v_null + cfg * (v_class - v_null)`. At t = 1, x is the image '
+      f'({len(config.data.classes)}) and combine `v_null + guidance * (v_class - v_null)`. At t = 1, x is the image '
       f'normalised by {config.data.normalization!r} (pixels = x * std + mean, in config.json).',
       '',
     ]

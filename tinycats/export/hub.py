@@ -33,7 +33,7 @@ FLOW_CONVENTION = {
   'target': 'velocity = data - noise',
   'time_input': 't in [0, 1] (scaled by 1000 inside the model)',
   'null_label': 'index len(classes): the unconditional model for classifier-free guidance',
-  'guidance': 'v = v(null) + cfg * (v(label) - v(null))',
+  'guidance': 'v = v(null) + guidance * (v(label) - v(null))',
 }
 
 

@@ -160,7 +160,7 @@ async function generate() {
   const [noiseInput, timeInput, labelInput] = spec.inputs.map((i) => i.name);
   const label = Number($('label').value);
   const steps = Number($('steps').value);
-  const cfg = Number($('cfg').value);
+  const guidance = Number($('guidance').value);
   const sampler = $('sampler').value;
   const guidanceInterval = [Number($('guidance-from').value), Number($('guidance-to').value)];
   const seed = Number($('seed').value);
@@ -189,7 +189,7 @@ async function generate() {
     label,
     nullLabel: spec.sampling.nullLabel,
     steps,
-    cfg,
+    guidance,
     sampler,
     guidanceInterval,
     onStep: async (i, total, current) => {
@@ -204,11 +204,11 @@ async function generate() {
   const name = label === spec.sampling.nullLabel ? 'unconditional' : state.classNames[label];
   const where = guidanceInterval.join(' ≤ t ≤ ');
   $('generate-time').textContent =
-    `${name}, seed ${seed}, ${steps} ${sampler} steps, guidance ${cfg} for ${where}: ` +
+    `${name}, seed ${seed}, ${steps} ${sampler} steps, guidance ${guidance} for ${where}: ` +
     `${ms.toFixed(0)} ms (${state.backend.name})`;
   const pixels = Array.from(context.getImageData(0, 0, size, size).data);
   const count = state.generate.count + 1;
-  Object.assign(state.generate, { label, seed, steps, cfg, sampler, guidanceInterval, ms, size, pixels, count });
+  Object.assign(state.generate, { label, seed, steps, guidance, sampler, guidanceInterval, ms, size, pixels, count });
   setState('generated', 'Ready.');
 }
 
@@ -249,7 +249,7 @@ function setUpGenerator(spec, models, breeds) {
   select.replaceChildren(...breeds.map((c) => new Option(c.name, c.index)));
   select.append(new Option('unconditional (null label)', spec.sampling.nullLabel));
   $('steps').value = spec.sampling.steps;
-  $('cfg').value = spec.sampling.cfgScale;
+  $('guidance').value = spec.sampling.guidance;
   // The run's sample.* (older models.json: no sampler or guidanceInterval, guidance at every step).
   $('sampler').value = spec.sampling.sampler || (/heun/i.test(spec.sampling.method) ? 'heun' : 'euler');
   [$('guidance-from').value, $('guidance-to').value] = spec.sampling.guidanceInterval || [0, 1];

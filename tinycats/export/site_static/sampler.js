@@ -1,5 +1,5 @@
 // Rectified-flow sampling as tinycats.flow does it: t = 0 is noise, t = 1 is data, x += dt * v, and with
-// guidance v = v_null + cfg * (v_class - v_null) (both in one batch of two; cfg 1 runs the class alone).
+// guidance v = v_null + guidance * (v_class - v_null) (both in one batch of two; guidance 1 runs the class alone).
 // A guidance interval [lo, hi] guides only the evaluations whose t has lo <= t <= hi (an hi of 1 has no upper
 // bound: Heun's last t + dt may round past 1); the others run the class alone, a batch of one.
 // Arithmetic is rounded to float32 where Python's is float32, so the images agree with Generator.sample.
@@ -20,7 +20,7 @@ export function toNCHW(nhwc, n, size) {
 
 // `velocity(x, times, labels)` runs the network on a batch (x: Float32Array NCHW) and resolves to its output.
 // Returns x at t = 1 (Float32Array NCHW, the model's normalised range) for one image.
-export async function sample({ velocity, noise, label, nullLabel, steps, cfg, sampler, guidanceInterval, onStep }) {
+export async function sample({ velocity, noise, label, nullLabel, steps, guidance, sampler, guidanceInterval, onStep }) {
   if (sampler !== 'euler' && sampler !== 'heun') throw new Error(`unknown sampler ${sampler}`);
   if (!(Number.isInteger(steps) && steps >= 1)) throw new Error(`steps must be an integer >= 1, got ${steps}`);
   const [from, to] = guidanceInterval || [0, 1];
@@ -30,8 +30,8 @@ export async function sample({ velocity, noise, label, nullLabel, steps, cfg, sa
   const [lo, hi] = [f32(from), f32(to)];
   const n = noise.length;
   const dt = f32(1 / steps);
-  const scale = f32(cfg);
-  const guided = cfg !== 1;
+  const scale = f32(guidance);
+  const guided = guidance !== 1;
   const inside = (t) => lo <= t && (t <= hi || hi >= 1);
   const v = async (x, t) => {
     if (!guided || !inside(t)) return velocity(x, [t], [label]);
