@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from conftest import run_tinycats
 
-from tinycats import bench, cli
+from benchmarks import speed
+from tinycats import cli
 
 TINY = {
   'resnet18': ['--image-size', '32', '--set', 'model.width=8'],
@@ -138,7 +139,7 @@ def test_profile_names_the_ops_that_take_the_time():
   ops = json.loads([line for line in result.stdout.splitlines() if line.startswith('{')][-1])['profile']
   assert 1 <= len(ops) <= 5 and sum(o['share'] for o in ops) <= 1 + 1e-9
   assert [o['ms_per_step'] for o in ops] == sorted((o['ms_per_step'] for o in ops), reverse=True)
-  assert not any(bench._RUNTIME_EVENT.search(o['op']) for o in ops)  # XLA's ops, not the runtime around them.
+  assert not any(speed._RUNTIME_EVENT.search(o['op']) for o in ops)  # XLA's ops, not the runtime around them.
   assert any('fusion' in o['op'] for o in ops)
 
 
@@ -346,7 +347,7 @@ def test_quality_small_runs_the_recipe_end_to_end(capsys, tmp_path):
 
 
 def test_quality_table():
-  from tinycats import quality
+  from benchmarks import quality
 
   row = dict(
     case='generator',
@@ -383,7 +384,8 @@ def test_quality_table():
 
 
 def test_quality_sweep_grid():
-  from tinycats import config as config_lib, quality
+  from benchmarks import quality
+  from tinycats import config as config_lib
   from tinycats.errors import UserError
 
   axes = quality.parse_sweep(['learning_rate=1e-3,3e-3', 'epochs=3,6', 'seed=1'])
@@ -424,7 +426,8 @@ def test_generator_view_holds_the_generators_training_pixels(tmp_path):
   """The judge's copy of the data is, pixel for pixel, what the generator's transform makes of each picture."""
   from PIL import Image
 
-  from tinycats import evaluate, quality
+  from benchmarks import quality
+  from tinycats import evaluate
   from tinycats.data import shapes
 
   folder, _ = quality.data_folder(str(tmp_path), shapes.SHAPES[:2], 3, 'EASY', 30)
@@ -501,7 +504,7 @@ def test_quality_generator_and_its_reused_judge(capsys, tmp_path):
 def test_generator128_case_settings(tmp_path):
   """`generator128`: 128 px pictures of 64 tokens (patch 16) from pictures large enough for its 144 px cache,
   a user's `--set` after the case's own, and a judge whose cache holds the 128 px view at its own input size."""
-  from tinycats import quality
+  from benchmarks import quality
 
   assert 'generator128' in quality.CASES and 'generator128' not in quality.ALL
   folder, _ = quality.data_folder(str(tmp_path), ['circle', 'ring'], 2, 'CENTRED', quality.GENERATOR128_PICTURE_SIZE)
@@ -521,7 +524,7 @@ def test_generator128_case_settings(tmp_path):
 
 @pytest.mark.slow  # A judge (at its own 96 px) and a DiT at 128 px, both tiny (about a minute on 2 cores).
 def test_quality_generator128_at_128_px(capsys, tmp_path):
-  from tinycats import quality
+  from benchmarks import quality
 
   (row,) = run_bench(
     capsys,

@@ -11,11 +11,10 @@ import json
 import os
 import sys
 
-import jax
 import numpy as np
 from PIL import Image
 
-from tinycats import bench, bench_torch, config as config_lib, evaluate, flow, metrics, quality
+from tinycats import config as config_lib, evaluate, flow, metrics
 from tinycats.classifier import Classifier
 from tinycats.data import pets
 from tinycats.errors import USER_ERROR, UserError, run_command
@@ -186,124 +185,6 @@ def _serve(args) -> int:
   return 0
 
 
-def _bench(args) -> int:
-  results = args.results or None
-  if sum(map(bool, (args.epoch, args.pipeline, args.kernels, args.quality))) > 1:
-    raise UserError('--epoch, --pipeline, --kernels and --quality are separate benchmarks: run one at a time')
-  if args.quality:
-    if args.profile or args.baseline:
-      raise UserError('--profile and --baseline are for the train step and kernels: drop them with --quality')
-    rows = quality.run(
-      args.quality,
-      workdir=args.workdir,
-      per_class=args.per_class,
-      classes=args.classes,
-      picture_size=args.picture_size,
-      overrides=args.set,
-      sweep=args.sweep,
-      judge=args.judge,
-      judge_overrides=args.judge_set,
-      samples_per_class=args.samples_per_class,
-      emit=lambda row: bench.emit(row, results),
-      data_seed=args.data_seed,
-    )
-    quality.print_table(rows)
-    return 0
-  given = [
-    flag
-    for flag, value in (
-      ('--sweep', args.sweep),
-      ('--judge', args.judge),
-      ('--judge-set', args.judge_set),
-      ('--data-seed', args.data_seed),
-      ('--per-class', args.per_class),
-      ('--picture-size', args.picture_size),
-    )
-    if value
-  ]
-  if given:
-    raise UserError(f'{", ".join(given)}: only with --quality')
-  if args.profile and (args.epoch or args.pipeline or args.kernels):
-    raise UserError('--profile traces the train step: drop --epoch/--pipeline/--kernels')
-  if (args.epoch or args.pipeline) and args.baseline:
-    raise UserError('--baseline torch compares train steps and kernels: drop --epoch/--pipeline')
-  if args.kernels:
-    rows = bench.kernels(args.batch, args.dtype, args.steps)
-    for row in rows:
-      bench.emit(row, results)
-    if args.baseline == 'torch':
-      ok, why = bench_torch.available(jax.default_backend(), 1)
-      if not ok:
-        bench.emit({'kind': 'kernel', 'framework': 'torch', 'skipped': why}, results)
-        return 0
-      for jax_row, torch_row in zip(
-        rows, bench_torch.kernels(args.batch, args.dtype, args.steps, jax.default_backend()), strict=True
-      ):
-        bench.emit({**bench.machine(), **torch_row}, results)
-        bench.emit(
-          {
-            **bench.machine(),
-            'kind': 'comparison',
-            'name': jax_row['name'],
-            'dtype': args.dtype,
-            'jax_gflops_per_sec': jax_row['gflops_per_sec'],
-            'torch_gflops_per_sec': torch_row['gflops_per_sec'],
-            'jax_over_torch': jax_row['gflops_per_sec'] / torch_row['gflops_per_sec'],
-          },
-          results,
-        )
-    return 0
-  if args.epoch:
-    bench.emit(bench.epoch(args.epoch, args.set, args.devices), results)
-    return 0
-  if args.pipeline:
-    for row in bench.pipeline(image_size=args.image_size or 224, batch=args.batch, steps=args.steps):
-      bench.emit(row, results)
-    return 0
-  size = args.image_size or (128 if args.model == 'dit' else 224)
-  overrides = args.set  # `a.b=value`, as config.apply_overrides takes them.
-  if args.profile:  # Read when the backend starts: XLA:CPU then names each op in the trace.
-    os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_cpu_enable_xprof_traceme=true').strip()
-  jax_row = bench.train_step(
-    args.model,
-    args.batch,
-    size,
-    args.dtype,
-    args.steps,
-    args.devices,
-    args.peak_tflops,
-    overrides,
-    profile=args.profile,
-  )
-  bench.emit(jax_row, results)
-  if args.baseline == 'torch':
-    ok, why = bench_torch.available(jax.default_backend(), jax_row['devices'])
-    if not ok:
-      bench.emit({'kind': 'train_step', 'framework': 'torch', 'skipped': why}, results)
-      return 0
-    config = bench.bench_config(args.model, args.batch, size, args.dtype, overrides)
-    torch_row = {
-      **bench.machine(),
-      **bench_torch.train_step(args.model, args.batch, size, args.dtype, args.steps, config, jax.default_backend()),
-    }
-    bench.emit(torch_row, results)
-    bench.emit(
-      {
-        **bench.machine(),
-        'kind': 'comparison',
-        'model': args.model,
-        'batch': args.batch,
-        'image_size': size,
-        'dtype': args.dtype,
-        'jax_images_per_sec': jax_row['images_per_sec'],
-        'torch_images_per_sec': torch_row['images_per_sec'],
-        'jax_over_torch': jax_row['images_per_sec'] / torch_row['images_per_sec'],
-      },
-      results,
-    )
-  return 0
-
-
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
   """Shows each flag's default, except where there is none to show or the help already says it."""
 
@@ -464,110 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--host', default='127.0.0.1', help='address to listen on (0.0.0.0: every interface)')
   p.set_defaults(fn=_serve)
 
-  p = sub.add_parser(
-    'bench',
-    help='time the train step (optionally beside plain PyTorch) or the input pipeline, '
-    'or train the recipes on shape data (--quality)',
-  )
-  p.add_argument('--model', choices=('resnet18', 'resnet34', 'dit'), default='resnet18')
-  p.add_argument('--batch', type=int, default=32)
-  p.add_argument('--image-size', type=int, default=None, help='default 224 (ResNets), 128 (DiT)')
-  p.add_argument('--dtype', choices=('bf16', 'f32'), default='bf16', help='compute dtype (parameters are float32)')
-  p.add_argument('--steps', type=int, default=10, help='timed steps after compilation and one untimed run')
-  p.add_argument('--devices', type=int, default=None, help='use the first D devices (default: all)')
-  p.add_argument('--peak-tflops', type=float, default=None, help="the device's peak, for the FLOP utilisation")
-  p.add_argument('--baseline', choices=('torch',), default=None, help='also time the same step in plain PyTorch')
-  p.add_argument('--pipeline', action='store_true', help='time the input pipeline instead of the train step')
-  p.add_argument(
-    '--profile',
-    type=int,
-    default=0,
-    metavar='N',
-    help='also trace 2 train steps with the JAX profiler and report the N op kinds that take longest',
-  )
-  p.add_argument(
-    '--kernels',
-    action='store_true',
-    help="time the models' main matmul and convolution alone (GFLOP/s), with --baseline torch beside them",
-  )
-  p.add_argument(
-    '--epoch',
-    default=None,
-    metavar='CONFIG',
-    help='time one full training epoch of this config on its data, e.g. configs/cats.py:smoke',
-  )
-  p.add_argument(
-    '--quality',
-    choices=('classifier', 'small', 'generator', 'generator128', 'all'),
-    default=None,
-    help='train the smoke recipes from scratch on shape-labelled pictures and report accuracy '
-    '(generator: judged by a trained classifier, with diversity; generator128: the same at 128 px) with times; '
-    'all: classifier, small and generator (not the costlier generator128)',
-  )
-  p.add_argument(
-    '--set',
-    action='append',
-    default=[],
-    metavar='FIELD=VALUE',
-    help='a config override, e.g. model.width=8 (repeatable; with --quality, given to each recipe that has the field)',
-  )
-  p.add_argument(
-    '--sweep',
-    nargs='+',
-    default=[],
-    metavar='FIELD=V1,V2',
-    help='--quality: one run per point of this grid, e.g. --sweep learning_rate=1e-3,3e-3 epochs=3,6 '
-    '(a name without a dot is a train field)',
-  )
-  p.add_argument(
-    '--per-class',
-    type=int,
-    default=None,
-    help='--quality: pictures written per class (default 300 for every case)',
-  )
-  p.add_argument('--classes', type=int, default=10, help='--quality classifier/generator*: how many shapes (2-10)')
-  p.add_argument(
-    '--picture-size',
-    type=int,
-    default=None,
-    help="--quality: the pictures' mean side in pixels (default: 48 classifier and generator, 64 small, "
-    '160 generator128)',
-  )
-  p.add_argument(
-    '--judge',
-    default=None,
-    metavar='DIR',
-    help="--quality generator*: a trained judge's workdir to reuse (a row's judge_workdir, of the same case)",
-  )
-  p.add_argument(
-    '--judge-set',
-    action='append',
-    default=[],
-    metavar='FIELD=VALUE',
-    help="--quality generator*: an override for the judge's recipe (repeatable)",
-  )
-  p.add_argument(
-    '--samples-per-class', type=int, default=50, help='--quality generator*: samples of each class the judge scores'
-  )
-  p.add_argument(
-    '--data-seed',
-    type=int,
-    default=0,
-    help='--quality: the seed of the pictures (another seed: pictures the recipes were not tuned on)',
-  )
-  p.add_argument(
-    '--workdir',
-    default='workdirs/quality',
-    help='--quality: where the data folders (reused) and one workdir per run go',
-  )
-  p.add_argument(
-    '--results',
-    default='',
-    metavar='FILE',
-    help='also append each JSON line to FILE (default: stdout only; the project records its own figures with '
-    '--results benchmarks/results.jsonl)',
-  )
-  p.set_defaults(fn=_bench)
+  from benchmarks import command as bench  # The harness beside the package; it imports JAX only when it runs.
+
+  bench.add_parser(sub, _HelpFormatter)
   return parser
 
 

@@ -48,7 +48,8 @@ import numpy as np
 from PIL import Image
 
 import tinycats.data
-from tinycats import bench, config as config_lib, evaluate
+from benchmarks import timing
+from tinycats import config as config_lib, evaluate
 from tinycats.data import augment, cache, folder as folder_lib, shapes
 from tinycats.errors import UserError
 from tinycats.train import loop
@@ -568,7 +569,7 @@ def run(
         row,
         sweep={item.partition('=')[0]: item.partition('=')[2] for item in point} or None,
         data_seed=data_seed,
-        **bench.machine(),
+        **timing.machine(),
       )
       emit(row)
       rows.append(row)
