@@ -83,8 +83,8 @@ fi
 
 if [ "$MODE" = cpu ]; then
   export TINYCATS_GPU_TESTS=cpu
-  DTYPE=f32 RESNET=(--batch 4 --image-size 32 --steps 2 --set model.width=8)
-  DIT=(--batch 4 --image-size 32 --steps 2 --set model.width=64 --set model.depth=1 --set model.heads=2)
+  DTYPE=f32 RESNET=(--batch 4 --image-size 32 --steps 2 --config.model.width=8)
+  DIT=(--batch 4 --image-size 32 --steps 2 --config.model.width=64 --config.model.depth=1 --config.model.heads=2)
   KERNELS=(--batch 2 --steps 2) PIPE=(--image-size 32 --batch 8 --steps 2) PEAK_N=512
   EPOCH_CONFIG=configs/cats.py:smoke PER_CLASS=12 EPOCH_BATCH=16
   EPOCH_SET=(model.width=8 data.image_size=32 data.cache_size=36)
@@ -139,13 +139,11 @@ part "DiT train step, PyTorch beside it" 120 "${BENCH[@]}" --model dit --dtype "
 part "kernels" 60 "${BENCH[@]}" --kernels --dtype "$DTYPE" "${KERNELS[@]}" --baseline torch
 part "input pipeline" 60 "${BENCH[@]}" --pipeline "${PIPE[@]}"
 part "shape pictures for a Pet-sized epoch" 60 "$PY" -m tinycats.data.shapes "$WORK/shapes" --per-class "$PER_CLASS" --size 64
-sets=()
-for s in data.source=folder "data.folder=$WORK/shapes" "train.batch_size=$EPOCH_BATCH" "${EPOCH_SET[@]}"; do
-  sets+=(--set "$s")
-done
-part "one epoch, the loop's feed and step" 90 "${BENCH[@]}" --epoch "$EPOCH_CONFIG" "${sets[@]}"
 overrides=()
-for s in "${sets[@]}"; do [ "$s" = --set ] || overrides+=("--config.$s"); done
+for s in data.source=folder "data.folder=$WORK/shapes" "train.batch_size=$EPOCH_BATCH" "${EPOCH_SET[@]}"; do
+  overrides+=("--config.$s")
+done
+part "one epoch, the loop's feed and step" 90 "${BENCH[@]}" --epoch "$EPOCH_CONFIG" "${overrides[@]}"
 part "two epochs through tinycats train" 120 "$PY" -m tinycats train --config "$EPOCH_CONFIG" --workdir "$WORK/run" \
   "${overrides[@]}" --config.train.epochs=2 --config.train.steps=0 --config.train.eval_every=0 --config.train.patience=0
 [ -f "$WORK/run/summary.json" ] && "$PY" -c 'import json,sys; print(json.dumps({"kind": "train_run", **json.load(open(sys.argv[1]))}))' \

@@ -21,8 +21,9 @@ import time
 import urllib.parse
 
 from launch import claim, plan as plan_lib
-from tinycats import cli, config as config_lib
+from tinycats import config as config_lib
 from tinycats.errors import USER_ERROR, run_command
+from tinycats.train import loop
 
 PROG = 'python -m launch.modal_train'
 
@@ -102,7 +103,8 @@ def _run_local(args, config, name) -> int:
       file=sys.stderr,
     )
     return USER_ERROR
-  return cli.train(config, local_workdir(args, name))  # What `tinycats train` runs.
+  print(json.dumps(loop.run(config, local_workdir(args, name)), indent=2))  # What `tinycats train` runs.
+  return 0
 
 
 def _run_modal(args, plan) -> int:

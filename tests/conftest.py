@@ -249,7 +249,7 @@ def generator_run(shape_folder, tmp_path_factory):
 @pytest.fixture(scope='session')
 def judge(shape_folder, tmp_path_factory):
   """A tiny classifier trained on the same images as the generator sees them (16 px): the judge of the samples."""
-  from tinycats import quality
+  from benchmarks import quality
   from tinycats.train import loop
 
   workdir = str(tmp_path_factory.mktemp('judge'))

@@ -7,21 +7,18 @@ import numpy as np
 import pytest
 from conftest import run_tinycats
 
-from tinycats import bench, cli
+from benchmarks import speed
+from tinycats import cli
 
 TINY = {
-  'resnet18': ['--image-size', '32', '--set', 'model.width=8'],
+  'resnet18': ['--image-size', '32', '--config.model.width=8'],
   'dit': [
     '--image-size',
     '16',
-    '--set',
-    'model.width=32',
-    '--set',
-    'model.depth=1',
-    '--set',
-    'model.heads=2',
-    '--set',
-    'model.patch_size=4',
+    '--config.model.width=32',
+    '--config.model.depth=1',
+    '--config.model.heads=2',
+    '--config.model.patch_size=4',
   ],
 }
 TRAIN_STEP_FIELDS = {
@@ -138,7 +135,7 @@ def test_profile_names_the_ops_that_take_the_time():
   ops = json.loads([line for line in result.stdout.splitlines() if line.startswith('{')][-1])['profile']
   assert 1 <= len(ops) <= 5 and sum(o['share'] for o in ops) <= 1 + 1e-9
   assert [o['ms_per_step'] for o in ops] == sorted((o['ms_per_step'] for o in ops), reverse=True)
-  assert not any(bench._RUNTIME_EVENT.search(o['op']) for o in ops)  # XLA's ops, not the runtime around them.
+  assert not any(speed._RUNTIME_EVENT.search(o['op']) for o in ops)  # XLA's ops, not the runtime around them.
   assert any('fusion' in o['op'] for o in ops)
 
 
@@ -156,20 +153,13 @@ def test_epoch_on_a_folder(capsys, image_folder):
     'configs/cats.py:smoke',
     '--results',
     '',
-    '--set',
-    'data.source=folder',
-    '--set',
-    f'data.folder={image_folder}',
-    '--set',
-    'model.pretrained=',
-    '--set',
-    'model.width=8',
-    '--set',
-    'data.image_size=32',
-    '--set',
-    'data.cache_size=36',
-    '--set',
-    'train.batch_size=16',
+    '--config.data.source=folder',
+    f'--config.data.folder={image_folder}',
+    '--config.model.pretrained=',
+    '--config.model.width=8',
+    '--config.data.image_size=32',
+    '--config.data.cache_size=36',
+    '--config.train.batch_size=16',
   )
   (row,) = rows
   assert row['kind'] == 'epoch' and row['steps'] == row['images'] // 16 >= 2
@@ -185,20 +175,13 @@ QUALITY_TINY = [
   '20',
   '--classes',
   '3',
-  '--set',
-  'model.width=8',
-  '--set',
-  'data.image_size=32',
-  '--set',
-  'data.cache_size=36',
-  '--set',
-  'train.batch_size=8',
-  '--set',
-  'train.epochs=1',
-  '--set',
-  'train.steps=0',
-  '--set',
-  'data.test_fraction=0.2',
+  '--config.model.width=8',
+  '--config.data.image_size=32',
+  '--config.data.cache_size=36',
+  '--config.train.batch_size=8',
+  '--config.train.epochs=1',
+  '--config.train.steps=0',
+  '--config.data.test_fraction=0.2',
 ]
 JUDGE_TINY = [
   '--judge-set',
@@ -221,24 +204,15 @@ DIT_QUALITY_TINY = [
   '20',
   '--classes',
   '3',
-  '--set',
-  'model.width=32',
-  '--set',
-  'model.depth=1',
-  '--set',
-  'model.heads=2',
-  '--set',
-  'data.image_size=16',
-  '--set',
-  'data.cache_size=20',
-  '--set',
-  'train.batch_size=8',
-  '--set',
-  'train.epochs=1',
-  '--set',
-  'train.steps=0',
-  '--set',
-  'sample.steps=2',
+  '--config.model.width=32',
+  '--config.model.depth=1',
+  '--config.model.heads=2',
+  '--config.data.image_size=16',
+  '--config.data.cache_size=20',
+  '--config.train.batch_size=8',
+  '--config.train.epochs=1',
+  '--config.train.steps=0',
+  '--config.sample.steps=2',
   '--samples-per-class',
   '2',
 ]
@@ -346,7 +320,7 @@ def test_quality_small_runs_the_recipe_end_to_end(capsys, tmp_path):
 
 
 def test_quality_table():
-  from tinycats import quality
+  from benchmarks import quality
 
   row = dict(
     case='generator',
@@ -383,7 +357,8 @@ def test_quality_table():
 
 
 def test_quality_sweep_grid():
-  from tinycats import config as config_lib, quality
+  from benchmarks import quality
+  from tinycats import config as config_lib
   from tinycats.errors import UserError
 
   axes = quality.parse_sweep(['learning_rate=1e-3,3e-3', 'epochs=3,6', 'seed=1'])
@@ -414,8 +389,9 @@ def test_quality_refusals_name_the_way_out(capsys, tmp_path):
     return capsys.readouterr().err
 
   assert '--judge' in refused('--judge', str(tmp_path))  # Only with --quality.
-  assert 'model.widht' in refused('--quality', 'classifier', '--set', 'model.widht=8')
-  assert 'flow.label_dropout' in refused('--quality', 'small', '--set', 'flow.label_dropout=0.2')  # A DiT field.
+  assert 'model.widht' in refused('--quality', 'classifier', '--config.model.widht=8')
+  assert 'flow.label_dropout' in refused('--quality', 'small', '--config.flow.label_dropout=0.2')  # A DiT field.
+  assert '--set is now --config.FIELD=VALUE' in refused('--set', 'model.width=8')  # The old spelling.
   assert 'summary.json' in refused('--quality', 'generator', '--judge', str(tmp_path), *DIT_QUALITY_TINY)
   assert 'reused as it is' in refused('--quality', 'generator', '--judge', str(tmp_path), *JUDGE_TINY)
 
@@ -424,7 +400,7 @@ def test_generator_view_holds_the_generators_training_pixels(tmp_path):
   """The judge's copy of the data is, pixel for pixel, what the generator's transform makes of each picture."""
   from PIL import Image
 
-  from tinycats import quality
+  from benchmarks import quality
   from tinycats.data import shapes
   from tinycats.evaluators import samples
 
@@ -501,8 +477,8 @@ def test_quality_generator_and_its_reused_judge(capsys, tmp_path):
 
 def test_generator128_case_settings(tmp_path):
   """`generator128`: 128 px pictures of 64 tokens (patch 16) from pictures large enough for its 144 px cache,
-  a user's `--set` after the case's own, and a judge whose cache holds the 128 px view at its own input size."""
-  from tinycats import quality
+  a user's `--config.*` after the case's own, and a judge whose cache holds the 128 px view at its own input size."""
+  from benchmarks import quality
 
   assert 'generator128' in quality.CASES and 'generator128' not in quality.ALL
   folder, _ = quality.data_folder(str(tmp_path), ['circle', 'ring'], 2, 'CENTRED', quality.GENERATOR128_PICTURE_SIZE)
@@ -522,7 +498,7 @@ def test_generator128_case_settings(tmp_path):
 
 @pytest.mark.slow  # A judge (at its own 96 px) and a DiT at 128 px, both tiny (about a minute on 2 cores).
 def test_quality_generator128_at_128_px(capsys, tmp_path):
-  from tinycats import quality
+  from benchmarks import quality
 
   (row,) = run_bench(
     capsys,
@@ -536,9 +512,9 @@ def test_quality_generator128_at_128_px(capsys, tmp_path):
     '12',
     '--classes',
     '3',
-    *('--set', 'model.width=32', '--set', 'model.depth=1', '--set', 'model.heads=2'),
-    *('--set', 'train.batch_size=8', '--set', 'train.epochs=1', '--set', 'train.steps=0'),
-    *('--set', 'sample.steps=2', '--set', 'data.test_fraction=0.25', '--samples-per-class', '2'),
+    *('--config.model.width=32', '--config.model.depth=1', '--config.model.heads=2'),
+    *('--config.train.batch_size=8', '--config.train.epochs=1', '--config.train.steps=0'),
+    *('--config.sample.steps=2', '--config.data.test_fraction=0.25', '--samples-per-class', '2'),
     *('--judge-set', 'model.width=8', '--judge-set', 'train.batch_size=8', '--judge-set', 'train.epochs=1'),
     *('--judge-set', 'train.steps=0'),
   )

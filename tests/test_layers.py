@@ -31,7 +31,7 @@ LAYERS = (
   ('tinycats.classifier', 'tinycats.generator'),
   ('tinycats.evaluate',),
   ('tinycats.export',),
-  ('tinycats.bench', 'tinycats.bench_torch', 'tinycats.quality', 'tinycats.cli', 'tinycats.__main__', 'tinycats'),
+  ('tinycats.cli', 'tinycats.__main__', 'tinycats'),
 )
 # Heavy optional packages that may be imported inside a function, where only one command needs them.
 LAZY_OK = ('torch', 'onnx', 'onnxruntime', 'jax2onnx', 'modal', 'tensorflow', 'tensorflow_datasets', 'tensorboardX')
@@ -51,8 +51,8 @@ def _modules(root: str = ROOT) -> dict[str, str]:
   return out
 
 
-def _imports(path: str, modules) -> tuple[set[str], list[str]]:
-  """(the tinycats modules this file imports, 'line: name' for each import inside a function that may not be)."""
+def _imports(path: str, modules, package: str = 'tinycats') -> tuple[set[str], list[str]]:
+  """(the `package` modules this file imports, 'line: name' for each import inside a function that may not be)."""
   tree = ast.parse(open(path).read(), path)
   inner = {
     id(node)
@@ -69,7 +69,7 @@ def _imports(path: str, modules) -> tuple[set[str], list[str]]:
     else:
       continue
     for name in names:
-      if name.split('.')[0] == 'tinycats':
+      if name.split('.')[0] == package:
         found.add(name)
       if id(node) in inner and name.split('.')[0] not in LAZY_OK:
         lazy.append(f'{node.lineno}: {name}')
@@ -176,6 +176,25 @@ def test_imports_inside_functions_are_only_optional_heavy_packages():
   modules = _modules()
   lazy = {name: _imports(path, modules)[1] for name, path in modules.items() if not name.startswith(COMMANDS)}
   assert {name: found for name, found in lazy.items() if found} == {}
+
+
+def test_only_the_cli_reaches_the_benchmarks_and_only_from_inside_a_function():
+  modules = _modules()
+  reach = {name: _imports(path, modules, 'benchmarks')[0] for name, path in modules.items()}
+  assert {name: found for name, found in reach.items() if found} == {'tinycats.cli': {'benchmarks'}}
+  assert any(line.endswith(': benchmarks') for line in _imports(modules['tinycats.cli'], modules)[1])
+
+
+def test_the_bench_command_imports_nothing_heavy_until_it_runs():
+  """`tinycats --help` builds every parser, `bench`'s included: `benchmarks.command` loads JAX only in `run`."""
+  path = os.path.join(os.path.dirname(ROOT), 'benchmarks', 'command.py')
+  top = set()
+  for node in ast.parse(open(path).read(), path).body:
+    if isinstance(node, ast.Import):
+      top |= {alias.name.split('.')[0] for alias in node.names}
+    elif isinstance(node, ast.ImportFrom) and node.module:
+      top.add(node.module.split('.')[0])
+  assert top <= {'__future__', 'os'}, top
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """torchvision-layout weights into the NNX ResNets: numerical parity with PyTorch, strictness, hub ids.
 
 torchvision cannot be installed beside the CPU torch wheel, so the reference ResNets are the plain-torch
-ones of `tinycats.bench_torch`, with torchvision's module names; their state dicts are torchvision's.
+ones of `benchmarks.torch_baseline`, with torchvision's module names; their state dicts are torchvision's.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ IMAGE = 64
 def torch_resnet(depth, seed=0, width=64, num_classes=1000):
   """torchvision's ResNet in plain torch (the benchmark's), eval mode, random weights and BatchNorm statistics."""
   torch = pytest.importorskip('torch', reason='torch (the dev extra) is needed for the PyTorch reference ResNets')
-  from tinycats import bench_torch
+  from benchmarks import torch_baseline
 
   nn = torch.nn
   torch.manual_seed(seed)
-  net = bench_torch.resnet(depth, num_classes, width)
+  net = torch_baseline.resnet(depth, num_classes, width)
   with torch.no_grad():
     for m in net.modules():
       if isinstance(m, nn.BatchNorm2d):

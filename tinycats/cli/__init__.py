@@ -47,9 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_bench(sub) -> None:
   """The benchmark harness is not the library: its parser (light) comes from benchmarks/, as does what it runs."""
-  from tinycats.cli import bench
+  from benchmarks import command
 
-  bench.add_parser(sub)
+  command.add_parser(sub, _HelpFormatter)
 
 
 def _refuse_unknown(parser, args, rest: list[str]) -> None:

@@ -3,41 +3,39 @@
     tinycats bench --model resnet18 --batch 32 --image-size 224 --dtype bf16 --steps 10 [--baseline torch] [--profile N]
     tinycats bench --kernels --dtype bf16 [--baseline torch]
     tinycats bench --pipeline --image-size 224
-    tinycats bench --epoch configs/cats.py:smoke [--set FIELD=VALUE ...]
+    tinycats bench --epoch configs/cats.py:smoke [--config.FIELD=VALUE ...]
     tinycats bench --quality classifier|small|generator|all [--sweep FIELD=V1,V2 ...] [--judge DIR]  (quality.py)
-The train step is the one `train_and_evaluate` runs (`TrainStep`: task loss with its on-device
-augmentation, optax update, donated state), built from `configs/cats.py` or `configs/dit.py` with the
-sizes given. Compilation is timed apart (`lower().compile()`); then K steps are timed one by one,
-each waited for, and the median and spread reported. FLOPs come from XLA's cost analysis of the
-compiled step; with a peak (a datasheet table for common GPUs, or `--peak-tflops`) they give the
-model-FLOP utilisation. Every result is one JSON line on stdout, also appended to `--results`.
+The train step is the one `train_and_evaluate` runs, made by the same `loop.build` (`TrainStep`: task
+loss with its on-device augmentation, optax update, donated state, fed as the loop feeds it), from
+`configs/cats.py` or `configs/dit.py` with the sizes given. Compilation is timed apart
+(`lower().compile()`); then K steps are timed one by one, each waited for, and the median and spread
+reported. FLOPs come from XLA's cost analysis of the compiled step; with a peak (a datasheet table for
+common GPUs, or `--peak-tflops`) they give the model-FLOP utilisation. Every result is one JSON line on
+stdout, also appended to `--results`.
 """
 
 from __future__ import annotations
 
 import collections
-import datetime
 import glob
 import gzip
 import json
 import os
-import platform
 import re
-import statistics
 import tempfile
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 from PIL import Image
 
 import tinycats.data
+from benchmarks.timing import machine, queued_timings, timings
 from tinycats import config as config_lib, sharding
 from tinycats.data import augment, cache, pets
 from tinycats.errors import UserError
-from tinycats.train import feed as feed_lib, public as train_public, state as state_lib, step as step_lib
+from tinycats.train import loop
 
 MODELS = ('resnet18', 'resnet34', 'dit')
 DTYPES = {'bf16': 'bfloat16', 'f32': 'float32'}
@@ -106,59 +104,27 @@ def peak_tflops(device, dtype: str, given: float | None) -> tuple[float | None, 
   return None, f'unknown for {kind or device.platform}; pass --peak-tflops'
 
 
-def _timings(seconds: list[float]) -> dict:
-  seconds = sorted(seconds)
-  pick = lambda q: seconds[min(len(seconds) - 1, int(q * len(seconds)))]
-  return {
-    'step_ms_median': 1e3 * statistics.median(seconds),
-    'step_ms_min': 1e3 * seconds[0],
-    'step_ms_p90': 1e3 * pick(0.9),
-    'step_ms_max': 1e3 * seconds[-1],
-  }
-
-
-def _cpu_model() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      return next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), platform.machine())
-  except OSError:
-    return platform.processor() or platform.machine()
-
-
-def machine() -> dict:
-  devices = jax.devices()
-  return {
-    'backend': jax.default_backend(),
-    'device': devices[0].device_kind,
-    'device_count': len(devices),
-    'host': platform.node(),
-    'cpus': os.cpu_count(),
-    'cpu_model': _cpu_model(),
-    'jax': jax.__version__,
-    'date': datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds'),
-  }
-
-
-def _mesh(devices: int | None, batch: int, grad_accum: int = 1):
+def mesh_of(devices: int | None):
+  """The mesh over the first `devices` devices (default: all); `loop.build` checks the batch against it."""
   available = jax.devices()
   if devices and devices > len(available):
     raise UserError(f'--devices {devices}: only {len(available)} {jax.default_backend()} device(s) here')
-  mesh = sharding.make_mesh(available[:devices] if devices else None)
-  if not batch or batch % (mesh.size * grad_accum):
-    raise UserError(
-      f'batch {batch} must be a positive multiple of the device count ({mesh.size}) times '
-      f'train.grad_accum ({grad_accum})'
-    )
-  return mesh
+  return sharding.make_mesh(available[:devices] if devices else None)
 
 
-def _build(config, mesh, steps_per_epoch: int, total_steps: int):
-  """(task, jitted step, replicated state, trained parameter count): what the loop builds, for timing."""
-  task = train_public.task(config)
-  net, optimizer, _ = state_lib.create(task, config, steps_per_epoch, total_steps)
-  params = sum(x.size for x in jax.tree.leaves(nnx.state(net, task.trainable)))  # The DiT's EMA copy is not.
-  graphdef, state = nnx.split((net, optimizer))
-  return task, step_lib.for_task(task, graphdef, mesh), jax.device_put(state, sharding.replicated(mesh)), int(params)
+def synthetic_split(config, batch: int) -> tinycats.data.Split:
+  """One batch of random uint8 canvases at the config's cache size: what the train step is timed on."""
+  if batch < 1:
+    raise UserError(f'--batch must be at least 1, got {batch}')
+  rng = np.random.default_rng(0)
+  side = config.data.cache_size
+  return tinycats.data.Split(
+    images=rng.integers(0, 256, (batch, side, side, 3), dtype=np.uint8),
+    labels=rng.integers(0, len(config.data.classes), batch).astype(np.int32),
+    names=[f'synthetic{i}' for i in range(batch)],
+    skipped=[],
+    sizes=np.tile(np.int32([side * 3 // 4, side]), (batch, 1)),  # 4:3 pictures, Oxford-IIIT Pet's commonest.
+  )
 
 
 # Profiler events that are the runtime around the ops, not ops (CPU thunk executor, PjRt, Python).
@@ -219,27 +185,22 @@ def train_step(
     raise UserError(f'--steps must be at least 1, got {steps}')
   config = bench_config(model, batch, image_size, dtype, overrides)
   accum = config.train.get('grad_accum', 1)
-  mesh = _mesh(devices, batch, accum)
-  _, update, state, params = _build(config, mesh, 100, 100 * max(steps, 10))
+  mesh = mesh_of(devices)
+  setup = loop.build(config, mesh, synthetic_split(config, batch))
+  state = setup.state
+  params = sum(x.size for x in jax.tree.leaves(state[0].filter(setup.task.trainable)))  # Not the DiT's EMA copy.
   available = jax.devices()
-  rng = np.random.default_rng(0)
-  side = config.data.cache_size
-  host = {
-    'image': rng.integers(0, 256, (batch, side, side, 3), dtype=np.uint8),
-    'size': np.tile(np.int32([side * 3 // 4, side]), (batch, 1)),  # 4:3 pictures, Oxford-IIIT Pet's commonest.
-    'label': rng.integers(0, len(config.data.classes), batch).astype(np.int32),
-  }
-  data = sharding.shard_batch(host, mesh)
+  data, resident = setup.feed(0)  # The loop's form of a batch: rows of the split kept on the devices if it fits.
   key = jax.random.key(0)
   start = time.perf_counter()
-  compiled = update.lower(state, data, key, 0).compile()
+  compiled = setup.train_step.lower(state, data, key, 0, resident).compile()
   compile_seconds = time.perf_counter() - start
-  state, out = compiled(state, data, key, np.int32(0), None)  # A first run (allocations) is not timed.
+  state, out = compiled(state, data, key, np.int32(0), resident)  # A first run (allocations) is not timed.
   jax.block_until_ready(out)
   seconds = []
   for i in range(1, steps + 1):
     start = time.perf_counter()
-    state, out = compiled(state, data, key, np.int32(i), None)
+    state, out = compiled(state, data, key, np.int32(i), resident)
     jax.block_until_ready(out)
     seconds.append(time.perf_counter() - start)
   loss = float(out['loss'])
@@ -252,9 +213,9 @@ def train_step(
     dtype=dtype,
     steps=steps,
     devices=mesh.size,
-    parameters=params,
+    parameters=int(params),
     compile_seconds=compile_seconds,
-    **_timings(seconds),
+    **timings(seconds),
     last_loss=loss,
   )
   result['images_per_sec'] = batch / (result['step_ms_median'] / 1e3)
@@ -291,43 +252,38 @@ def train_step(
     with tempfile.TemporaryDirectory(prefix='tinycats-profile-') as trace_dir:
       with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
         for i in range(2):
-          state, out = compiled(state, data, key, np.int32(steps + 1 + i), None)
+          state, out = compiled(state, data, key, np.int32(steps + 1 + i), resident)
         jax.block_until_ready(out)
       result['profile'] = op_profile(trace_dir, steps=2, top=profile)
   return dict(result, **machine())
 
 
 def epoch(spec: str, overrides=(), devices: int | None = None) -> dict:
-  """One full training epoch of a classifier config on its real data: the loop's batches, the library's step.
+  """One full training epoch of a classifier config on its real data: the loop's `build`, batches and step.
 
-  Wall time with and without the first step's compilation; validation and checkpoints are not part
-  of an epoch here (they are in `train_and_evaluate`).
+  Wall time with and without the first step's compilation; `build` (the model, and the copy of a split
+  that fits to the devices) is timed apart, and validation and checkpoints are not part of an epoch here
+  (they are in `train_and_evaluate`). The weights are random: pretrained ones would not change the time.
   """
   config = config_lib.load(spec, list(overrides))
   batch = config.train.batch_size
-  mesh = _mesh(devices, batch, config.train.get('grad_accum', 1))
+  mesh = mesh_of(devices)
   start = time.perf_counter()
   data = tinycats.data.load(config, splits=('train',))
   load_seconds = time.perf_counter() - start
   config.data.classes = tuple(data.classes)
   train = data.splits['train']
-  steps = len(train) // batch
+  steps = len(train) // batch if batch > 0 else 0
   if steps < 2:
     raise UserError(f'{len(train)} training images make {steps} batch(es) of {batch}: too few to time an epoch')
-  _, update, state, _ = _build(config, mesh, steps, steps * max(1, config.train.epochs))
-  key = jax.random.key(config.seed)
-  start = time.perf_counter()  # The copy of a split that fits to the devices is part of the epoch.
-  feed = feed_lib.Feed(
-    train,
-    mesh,
-    batch_size=batch,
-    steps_per_epoch=steps,
-    seed=config.seed,
-    device_cache_gb=config.data.get('device_cache_gb', 0),
-  )  # As the loop does.
+  start = time.perf_counter()
+  setup = loop.build(config, mesh, train)
+  build_seconds = time.perf_counter() - start
+  state, key = setup.state, jax.random.key(config.seed)
+  start = time.perf_counter()
   for i in range(steps):
-    rows, resident = feed(i)
-    state, out = update(state, rows, key, i, resident)
+    rows, resident = setup.feed(i)
+    state, out = setup.train_step(state, rows, key, i, resident)
     if i == 0:
       jax.block_until_ready(out)
       first = time.perf_counter() - start
@@ -343,12 +299,13 @@ def epoch(spec: str, overrides=(), devices: int | None = None) -> dict:
     image_size=config.data.image_size,
     model=config.model.name,
     data_load_seconds=load_seconds,
+    build_seconds=build_seconds,
     epoch_seconds_with_compile=total,
     first_step_seconds=first,
     epoch_seconds_after_compile=total - first,
     images_per_sec_after_compile=(steps - 1) * batch / (total - first),
     last_loss=float(out['loss']),
-    data_on_device=feed.resident is not None,
+    data_on_device=setup.feed.resident is not None,
     devices=mesh.size,
     **machine(),
   )
@@ -377,25 +334,6 @@ def kernel_flops(op: str, shape: tuple[int, ...]) -> float:
     return 2.0 * m * k * n
   b, side, cin, cout = shape
   return 2.0 * b * side * side * cin * cout * 9
-
-
-def queued_timings(launch, wait, steps: int, calls: int = 10) -> dict:
-  """Per-call timings of `launch()`: each of `steps` samples queues `calls` launches and waits once.
-
-  One wait per call would time a GPU's launch and sync latency, not a kernel of a few microseconds.
-  One untimed sample first (compilation, allocations).
-  """
-  if steps < 1:
-    raise UserError(f'--steps must be at least 1, got {steps}')
-  seconds = []
-  for sample in range(steps + 1):
-    start = time.perf_counter()
-    for _ in range(calls):
-      out = launch()
-    wait(out)
-    if sample:
-      seconds.append((time.perf_counter() - start) / calls)
-  return _timings(seconds)
 
 
 def kernels(batch: int = 32, dtype: str = 'bf16', steps: int = 10) -> list[dict]:
@@ -519,12 +457,3 @@ def pipeline(
       )
     )
   return out
-
-
-def emit(result: dict, results_path: str | None) -> None:
-  line = json.dumps(result, sort_keys=True)
-  print(line, flush=True)
-  if results_path:
-    os.makedirs(os.path.dirname(os.path.abspath(results_path)), exist_ok=True)
-    with open(results_path, 'a') as f:
-      f.write(line + '\n')

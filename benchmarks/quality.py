@@ -1,6 +1,6 @@
 """`tinycats bench --quality`: the smoke recipes trained from scratch on pictures whose labels only shape carries.
 
-    tinycats bench --quality classifier|small|generator|generator128|all [--per-class N] [--set FIELD=VALUE ...]
+    tinycats bench --quality classifier|small|generator|generator128|all [--per-class N] [--config.FIELD=VALUE ...]
                    [--sweep FIELD=V1,V2 ...] [--judge DIR] [--workdir DIR] [--results PATH]
 
 Every run takes the library's own path: `config.load(recipe, overrides)` with `data.source=folder`,
@@ -48,7 +48,8 @@ import numpy as np
 from PIL import Image
 
 import tinycats.data
-from tinycats import bench, config as config_lib, evaluate, stored_config
+from benchmarks import timing
+from tinycats import config as config_lib, evaluate, stored_config
 from tinycats.data import augment, cache, folder as folder_lib, shapes
 from tinycats.errors import UserError
 from tinycats.train import loop
@@ -67,7 +68,7 @@ PER_CLASS = {'classifier': 300, 'small': 300, 'generator': 300, 'generator128': 
 # pictures the smoke's own budget stops at 0.82 test accuracy, still improving (BENCHMARKS.md).
 SMALL_SPLIT = ('data.test_fraction=0.48', 'train.steps=2000')
 # `generator128`: the smoke DiT at 128 px with the same 64 tokens (patch 16). The cache is to 128 px what 44 is to
-# 32: room for the crop's resize. `--set` overrides come after these and win.
+# 32: room for the crop's resize. `--config.*` overrides come after these and win.
 GENERATOR128_OVERRIDES = ('data.image_size=128', 'data.cache_size=144', 'model.patch_size=16')
 # Its pictures' mean side: the 32 px case draws 48 px pictures for a 44 px cache (CENTRED's size); 160 px for
 # the 144 px cache keeps the same ratio, so the cache shrinks nearly every picture and enlarges none by much.
@@ -108,7 +109,7 @@ def _check_known(overrides: Iterable[str], recipes: Sequence[str]) -> None:
 
 
 def _for(config_file, overrides: Iterable[str]) -> list[str]:
-  """The overrides whose field this recipe has: `--set` with several recipes applies to each where it can."""
+  """The overrides whose field this recipe has: `--config.*` with several recipes applies to each where it can."""
   return [item for item in overrides if _has(config_file, _field(item))]
 
 
@@ -433,7 +434,7 @@ def generator(
     num_real=samples.get('num_real'),
     sampler=samples.get('sampler'),
     sample_steps=samples.get('steps'),
-    cfg=samples.get('cfg'),
+    guidance=samples.get('guidance'),
     guidance_interval=samples.get('guidance_interval'),
     **_training_fields(summary, seconds),
     evaluate_seconds=evaluate_seconds,
@@ -568,7 +569,7 @@ def run(
         row,
         sweep={item.partition('=')[0]: item.partition('=')[2] for item in point} or None,
         data_seed=data_seed,
-        **bench.machine(),
+        **timing.machine(),
       )
       emit(row)
       rows.append(row)

@@ -16,7 +16,8 @@ import math
 import statistics
 import time
 
-from tinycats.bench import _cpu_model, _timings, kernel_flops, kernel_shapes, queued_timings
+from benchmarks.speed import kernel_flops, kernel_shapes
+from benchmarks.timing import cpu_model, queued_timings, timings
 
 
 def _torch():
@@ -195,7 +196,7 @@ def train_step(model: str, batch: int, image_size: int, dtype: str, steps: int, 
     threads=torch.get_num_threads(),
     backend=device.type,
     device=torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu',
-    cpu_model=_cpu_model(),
+    cpu_model=cpu_model(),
     model=model,
     batch=batch,
     image_size=image_size,
@@ -203,14 +204,14 @@ def train_step(model: str, batch: int, image_size: int, dtype: str, steps: int, 
     steps=steps,
     devices=1,
     parameters=sum(p.numel() for p in net.parameters()),
-    **_timings(seconds),
+    **timings(seconds),
     images_per_sec=batch / statistics.median(seconds),
     last_loss=loss,
   )
 
 
 def kernels(batch: int, dtype: str, steps: int, backend: str = 'cpu') -> list[dict]:
-  """`bench.kernels` in PyTorch: the same matmul and 3x3 convolution (channels-last), in `dtype`."""
+  """`speed.kernels` in PyTorch: the same matmul and 3x3 convolution (channels-last), in `dtype`."""
   torch = _torch()
   device = torch.device('cuda' if backend == 'gpu' else 'cpu')
   element = torch.bfloat16 if dtype == 'bf16' else torch.float32
@@ -235,7 +236,7 @@ def kernels(batch: int, dtype: str, steps: int, backend: str = 'cpu') -> list[di
         torch=torch.__version__,
         threads=torch.get_num_threads(),
         backend=device.type,
-        cpu_model=_cpu_model(),
+        cpu_model=cpu_model(),
         name=name,
         op=op,
         shape=list(shape),
