@@ -12,18 +12,11 @@ Three variants, one file:
 Override any field on the command line: `--config.train.batch_size=64`.
 """
 
-import ml_collections
-
 import common  # configs/common.py (the loader puts configs/ on the path).
 
 
 def get_config(arg=None):
-  c = ml_collections.ConfigDict()
-  c.task = 'classifier'
-  c.seed = 0
-  c.name = 'cats'  # A Modal run's default name is <name>-<date>-<time> (launch/modal_train.py --name).
-
-  c.model = ml_collections.ConfigDict()
+  c = common.run_config('classifier', 'cats')
   c.model.name = 'resnet18'  # resnet18 | resnet34
   c.model.width = 64  # Stem width; torchvision's ResNets use 64.
   c.model.dropout = 0.2  # Before the linear head.

@@ -7,6 +7,16 @@ Each builder sets every field with a comment saying what it means; a recipe pass
 import ml_collections
 
 
+def run_config(task: str, name: str) -> ml_collections.ConfigDict:
+  """The top of a recipe: its task, seed and run name, and an empty `model` group for the recipe to fill."""
+  c = ml_collections.ConfigDict()
+  c.task = task  # classifier | generator
+  c.seed = 0  # Weights, batch order and augmentation: the same seed, the same run.
+  c.name = name  # A Modal run's default name is <name>-<date>-<time> (launch/modal_train.py --name).
+  c.model = ml_collections.ConfigDict()
+  return c
+
+
 def data_config(
   *, labels, val_fraction, val_min_per_class, image_size, cache_size, eval_crop, normalization
 ) -> ml_collections.ConfigDict:

@@ -13,12 +13,7 @@ import common  # configs/common.py (the loader puts configs/ on the path).
 
 
 def get_config(arg=None):
-  c = ml_collections.ConfigDict()
-  c.task = 'generator'
-  c.seed = 0
-  c.name = 'dit'  # A Modal run's default name is <name>-<date>-<time> (launch/modal_train.py --name).
-
-  c.model = ml_collections.ConfigDict()
+  c = common.run_config('generator', 'dit')
   c.model.name = 'dit'
   c.model.patch_size = 16
   c.model.width = 384

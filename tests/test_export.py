@@ -461,7 +461,7 @@ def test_bad_inputs_are_clear_errors_and_write_nothing(runs, tmp_path, capsys):
     onnx_export.export_onnx(str(empty), str(tmp_path / 'a'))
   assert not os.path.exists(tmp_path / 'a')  # Nothing made for an export that could not start.
   with pytest.raises(UserError, match="holds a 'classifier' run, not a generator"):
-    onnx_export.export_onnx(runs['classifier'], str(tmp_path / 'b'), kind='generator')
+    onnx_export.export_onnx(runs['classifier'], str(tmp_path / 'b'), task='generator')
   blocker = tmp_path / 'file'
   blocker.write_text('not a folder')
   with pytest.raises(ExportError, match='cannot write to'):

@@ -26,6 +26,12 @@ def test_a_run_trained_elsewhere_is_evaluated_here_with_data_dir(folder_run, lea
   assert here.returncode == 0, here.stderr
   assert json.loads(here.stdout)['split'] == 'test'
   assert json.load(open(os.path.join(workdir, 'config.json')))['data']['folder'] == '/data/pictures'  # Untouched.
+  # `export onnx --int8` scores validation pictures too: the same way out.
+  for extra, measured in (([], False), (['--data-dir', learning_folder], True)):
+    out = str(tmp_path / f'onnx{len(extra)}')
+    exported = run_main(cli.main, 'export', 'onnx', '--workdir', workdir, '--out-dir', out, '--int8', *extra)
+    assert exported.returncode == 0, exported.stderr
+    assert json.loads(exported.stdout)['int8']['validation']['measured'] is measured
 
 
 def test_configs_and_the_launcher_work_from_any_folder(tmp_path, monkeypatch):

@@ -59,7 +59,7 @@ class Generator:
     batch_size: int = 256,
     guidance_interval: tuple[float, float] | None = None,
     **renamed,
-  ) -> np.ndarray:
+  ) -> np.ndarray:  # The settings of sample_grid, spelled out again so that help(Generator.sample) shows them.
     """uint8 images (N, S, S, 3), one per label, from seeded noise (or the given float32 NHWC `noise`).
 
     The same seed and labels give the same images; `guidance` 1 is the plain conditional model. Guidance applies at

@@ -33,18 +33,29 @@ def _add_onnx(kinds) -> None:
     help='refuse the workdir unless it holds this task (default: whatever it holds)',
   )
   e.add_argument('--tolerance', type=float, default=1e-4, help='largest allowed |ONNX - JAX| (default 1e-4)')
+  e.add_argument(
+    '--data-dir',
+    default=None,
+    help="with --int8: where the run's data is on this machine, if not where its config.json says (a run trained "
+    'on Modal); the int8 check scores validation pictures',
+  )
   e.set_defaults(fn=_export_onnx)
 
 
 def _export_onnx(args) -> int:
   from tinycats.export import onnx
 
-  report = onnx.export_onnx(args.workdir, args.out_dir, int8=args.int8, kind=args.task, tolerance=args.tolerance)
-  print(
-    f'tinycats export: ONNX Runtime vs JAX max difference {report["max_difference"]:.3g} '
-    f'(tolerance {report["tolerance"]:g})',
-    file=sys.stderr,
+  report = onnx.export_onnx(
+    args.workdir, args.out_dir, int8=args.int8, task=args.task, tolerance=args.tolerance, data_dir=args.data_dir
   )
+  return _done(
+    f'ONNX Runtime vs JAX max difference {report["max_difference"]:.3g} (tolerance {report["tolerance"]:g})', report
+  )
+
+
+def _done(line: str, report: dict) -> int:
+  """One line for the person on stderr, the report as JSON on stdout (for scripts)."""
+  print(f'tinycats export: {line}', file=sys.stderr)
   print(json.dumps(report))
   return 0
 
@@ -59,6 +70,12 @@ def _add_hub(kinds) -> None:
   e.add_argument('--no-upload', action='store_true', help='only assemble the folder (needs --out-dir)')
   e.add_argument('--int8', action='store_true', help='include the int8 ONNX model(s)')
   e.add_argument('--license', default='cc-by-sa-4.0', help="the card's licence (default: Oxford-IIIT Pet's)")
+  e.add_argument(
+    '--data-dir',
+    default=None,
+    help="with --int8: where the run's data is on this machine, if not where its config.json says (a run trained "
+    'on Modal); the int8 check scores validation pictures',
+  )
   e.set_defaults(fn=_export_hub)
 
 
@@ -67,11 +84,10 @@ def _export_hub(args) -> int:
 
   result = hub.export_hub(
     args.workdir, args.repo_id, private=args.private, endpoint=args.endpoint, out_dir=args.out_dir,
-    no_upload=args.no_upload, int8=args.int8, license_id=args.license,
+    no_upload=args.no_upload, int8=args.int8, license_id=args.license, data_dir=args.data_dir,
   )  # fmt: skip
-  print(f'tinycats export: ONNX Runtime vs JAX max difference {result["onnx"]["max_difference"]:.3g}', file=sys.stderr)
-  print(json.dumps({k: v for k, v in result.items() if k != 'onnx'}))
-  return 0
+  shown = {k: v for k, v in result.items() if k != 'onnx'}
+  return _done(f'ONNX Runtime vs JAX max difference {result["onnx"]["max_difference"]:.3g}', shown)
 
 
 def _add_site(kinds) -> None:
@@ -97,14 +113,12 @@ def _export_site(args) -> int:
   report = site.export_site(
     args.classifier, args.out_dir, generator=args.generator, ort_dir=args.ort_dir, int8=args.int8
   )
-  print(
-    f'tinycats export: site in {report["out_dir"]} ({report["bytes"] / 1e6:.1f} MB, of which onnxruntime-web '
+  return _done(
+    f'site in {report["out_dir"]} ({report["bytes"] / 1e6:.1f} MB, of which onnxruntime-web '
     f'{report["onnxruntime_web"]} {report["onnxruntime_web_bytes"] / 1e6:.1f} MB); open it with: '
     f'tinycats serve {args.out_dir}',
-    file=sys.stderr,
+    report,
   )
-  print(json.dumps(report))
-  return 0
 
 
 def _serve(args) -> int:

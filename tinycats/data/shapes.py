@@ -46,6 +46,7 @@ class Style:
   spread: float = 1.0  # How far from the centre the object may sit: 1 = anywhere it fits, 0 = centred.
 
 
+# Each style names every field it changes, so two styles read side by side (their lines repeat by design).
 HARD = Style()
 EASY = Style(
   size=48,

@@ -94,6 +94,7 @@ def assemble(
   int8: bool = False,
   license_id: str = card.DEFAULT_LICENSE,
   step: int | None = None,
+  data_dir: str | None = None,
 ) -> dict:
   """Writes the repository's files into `folder` (staged, then moved in) and returns what was written."""
   onnx_export.require_export_packages()
@@ -102,7 +103,7 @@ def assemble(
   if missing:
     print(f'tinycats export: {missing}; the card will show no metrics', file=sys.stderr)
   with folders.output_folder(folder), folders.staging(folder) as tmp:
-    onnx_report = onnx_export.write_onnx(config, state, step, tmp, int8=int8, source=workdir)
+    onnx_report = onnx_export.write_onnx(config, state, step, tmp, int8=int8, source=workdir, data_dir=data_dir)
     files = [inference.WEIGHTS]
     weights.save(state, os.path.join(tmp, inference.WEIGHTS), metadata={'format': 'flax-nnx', 'step': str(step)})
     if config.task == 'classifier':
@@ -192,6 +193,7 @@ def export_hub(
   no_upload: bool = False,
   int8: bool = False,
   license_id: str = card.DEFAULT_LICENSE,
+  data_dir: str | None = None,
 ) -> dict:
   """Assembles the repository folder (in `out_dir`, else a temporary one) and, unless `no_upload`, uploads it."""
   try:
@@ -203,7 +205,7 @@ def export_hub(
   token = None if no_upload else hub_token()  # Before any work.
   folder = out_dir or tempfile.mkdtemp(prefix='tinycats-hub-')
   try:
-    result = assemble(workdir, folder, repo_id=repo_id, int8=int8, license_id=license_id)
+    result = assemble(workdir, folder, repo_id=repo_id, int8=int8, license_id=license_id, data_dir=data_dir)
   except BaseException:
     if not out_dir:
       shutil.rmtree(folder, ignore_errors=True)

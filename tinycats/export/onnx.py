@@ -46,7 +46,7 @@ FILES = {
 # Python ONNX Runtime's default int8 matmul saturates on x86 CPUs without VNNI (velocities 0.43 off the browser's);
 # this kernel gives what onnxruntime-web computes (4.8e-7 off): int8 parity is measured with it.
 PRECISE_INT8 = ('session.x64quantprecision', '1')
-QUALITY_BATCH = 256
+INT8_CHECK_BATCH = 256
 # jax2onnx 0.17.1: this graph pass mis-wires the residual Add after a strided downsample in the
 # ResNet (ONNX Runtime then refuses the graph: "Incompatible dimensions"). Without it the graph
 # keeps NHWC<->NCHW transpose pairs, which ONNX Runtime's own optimiser removes at load time.
@@ -195,14 +195,17 @@ def quantize(source: str, target: str) -> None:
 
 
 def _validation_batch(config):
-  """Up to QUALITY_BATCH validation images (canvases), their sizes and labels, or the reason they cannot be read."""
+  """Up to INT8_CHECK_BATCH validation images (canvases), their sizes and labels, or the reason they cannot be read."""
   try:
     split = tinycats.data.load(config, splits=('val',)).splits['val']
   except (UserError, OSError) as e:  # The data is not on this machine (e.g. trained on Modal): say so.
     reason = f'the validation data could not be read ({type(e).__name__}: {e})'
-    print(f'tinycats export: int8 accuracy not measured: {reason}', file=sys.stderr)
+    print(
+      f'tinycats export: int8 accuracy not measured: {reason}; give --data-dir DIR where the data is here',
+      file=sys.stderr,
+    )
     return None, reason
-  n = min(QUALITY_BATCH, len(split))
+  n = min(INT8_CHECK_BATCH, len(split))
   return (np.asarray(split.images[:n]), np.asarray(split.sizes[:n]), np.asarray(split.labels[:n])), None
 
 
@@ -265,22 +268,32 @@ def export_onnx(
   out_dir: str,
   *,
   int8: bool = False,
-  kind: str | None = None,
+  task: str | None = None,
   step: int | None = None,
   tolerance: float = TOLERANCE,
+  data_dir: str | None = None,
 ) -> dict:
   """Writes the ONNX file(s) of a workdir's model into `out_dir` and updates `out_dir/models.json`.
 
-  `kind` ('classifier' or 'generator') refuses a workdir that holds the other.
+  `task` ('classifier' or 'generator') refuses a workdir that holds the other. `data_dir`: where the run's data
+  is on this machine, if not where its config says (the int8 check reads validation pictures).
   """
   require_export_packages()
-  config, _, state, step = inference.load(workdir, kind, step)  # A bad workdir fails before the folder is made.
+  config, _, state, step = inference.load(workdir, task, step)  # A bad workdir fails before the folder is made.
   with folders.output_folder(out_dir):
-    return write_onnx(config, state, step, out_dir, int8=int8, source=workdir, tolerance=tolerance)
+    return write_onnx(config, state, step, out_dir, int8=int8, source=workdir, tolerance=tolerance, data_dir=data_dir)
 
 
 def write_onnx(
-  config, state, step: int, out_dir: str, *, int8: bool = False, source: str = '', tolerance: float = TOLERANCE
+  config,
+  state,
+  step: int,
+  out_dir: str,
+  *,
+  int8: bool = False,
+  source: str = '',
+  tolerance: float = TOLERANCE,
+  data_dir: str | None = None,
 ) -> dict:
   """`export_onnx` for a network already loaded (`inference.load`): convert, check, quantise, move in."""
   import onnx
@@ -313,7 +326,8 @@ def write_onnx(
     if int8:
       paths['int8'] = os.path.join(tmp, names[1])
       quantize(float_path, paths['int8'])
-      report['int8'] = quantization_report(config, float_path, paths['int8'])
+      data_config = tinycats.data.relocated(config, data_dir) if data_dir else config
+      report['int8'] = quantization_report(data_config, float_path, paths['int8'])
       report['files'].append(names[1])
     info = {
       'step': step,

@@ -132,38 +132,38 @@ def _read_spec(folder: str) -> dict | None:
   return manifest.read_models_json(folder) if os.path.isfile(path) else None
 
 
-def _model_folder(source: str, kind: str, scratch: str, int8: bool) -> tuple[str, dict | None]:
-  """(an ONNX export folder whose models.json has `kind`, the export report if one was made).
+def _model_folder(source: str, task: str, scratch: str, int8: bool) -> tuple[str, dict | None]:
+  """(an ONNX export folder whose models.json has `task`, the export report if one was made).
 
   `source` is such a folder already, or anything `Classifier.load`/`Generator.load` takes (a workdir, a Hub
   export folder, a Hub repo id), which is exported here with `tinycats export onnx`.
   """
   spec = _read_spec(source) if os.path.isdir(source) else None
-  if spec and kind in spec.get('models', {}) and kind in spec:
+  if spec and task in spec.get('models', {}) and task in spec:
     return source, None
-  folder = os.path.join(scratch, kind)
-  return folder, onnx_export.export_onnx(source, folder, int8=int8, kind=kind)
+  folder = os.path.join(scratch, task)
+  return folder, onnx_export.export_onnx(source, folder, int8=int8, task=task)
 
 
-def _copy_model(folder: str, kind: str, target: str, spec: dict) -> list[str]:
+def _copy_model(folder: str, task: str, target: str, spec: dict) -> list[str]:
   """Copies one model's ONNX files and adds its sections of `folder`'s models.json to `spec`; the file names."""
   source = manifest.read_models_json(folder)
-  entry = source['models'][kind]
-  main = entry['original'] if kind == 'classifier' else entry  # The generator's entry is its float32 file.
+  entry = source['models'][task]
+  main = entry['original'] if task == 'classifier' else entry  # The generator's entry is its float32 file.
   files = [main['path']] + ([entry['quantized']['path']] if 'quantized' in entry else [])
   for name in files:
     path = os.path.join(folder, name)
     if not os.path.isfile(path):
       raise UserError(f'{folder}/models.json names {name}, which is not there; export the model again')
     shutil.copyfile(path, os.path.join(target, name))
-  spec.setdefault('models', {})[kind] = entry
-  for section in SECTIONS[kind]:
+  spec.setdefault('models', {})[task] = entry
+  for section in SECTIONS[task]:
     if section in source:
       spec[section] = source[section]
-  if kind in source.get('recommended', {}):
-    spec.setdefault('recommended', {})[kind] = source['recommended'][kind]
-  if kind in source.get('tinycats', {}):
-    spec.setdefault('tinycats', {})[kind] = source['tinycats'][kind]
+  if task in source.get('recommended', {}):
+    spec.setdefault('recommended', {})[task] = source['recommended'][task]
+  if task in source.get('tinycats', {}):
+    spec.setdefault('tinycats', {})[task] = source['tinycats'][task]
   for key in ('version', 'generatedAt'):
     spec.setdefault(key, source.get(key))
   return files
@@ -190,10 +190,10 @@ def export_site(
   ):
     spec = {}
     files = []
-    for kind, source in sources.items():
-      folder, exported = _model_folder(source, kind, scratch, int8)
-      files += _copy_model(folder, kind, staged, spec)
-      report['models'][kind] = {'source': source, 'exported': exported is not None}
+    for task, source in sources.items():
+      folder, exported = _model_folder(source, task, scratch, int8)
+      files += _copy_model(folder, task, staged, spec)
+      report['models'][task] = {'source': source, 'exported': exported is not None}
     spec['runtime'] = {
       'name': 'ONNX Runtime Web',
       'executionProviders': ['webgpu', 'wasm'],

@@ -287,6 +287,7 @@ class DiT(nnx.Module):
       raise ValueError(f'unknown prediction {prediction!r}; choose one of {PREDICTIONS}')
     if not 0 <= class_token_block < max(depth, 1):
       raise ValueError(f'class_token_block {class_token_block} must name a block, 0-{depth - 1}')
+    # Kept as attributes: the forward pass, inference and the ONNX export read them (a plain list, by design).
     self.image_size = image_size
     self.patch_size = patch_size
     self.channels = channels
