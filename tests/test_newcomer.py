@@ -76,6 +76,15 @@ def test_help_imports_no_jax_and_an_old_flag_names_its_new_spelling():
     assert result.returncode == 2 and f'{old} is now {new}' in result.stderr, (args, result.stderr)
 
 
+def test_an_install_without_the_benchmarks_still_runs_every_other_command(monkeypatch):
+  """An editable install made before benchmarks/ was a package cannot import it: `bench` says how to reinstall,
+  and the other commands (and --help) work as before."""
+  monkeypatch.setitem(sys.modules, 'benchmarks', None)  # `import benchmarks` raises ImportError.
+  assert run_main(cli.main, '--help').returncode == 0
+  result = run_main(cli.main, 'bench', '--quality', 'classifier')
+  assert result.returncode == 2 and "pip install -e '.[dev]'" in result.stderr, result.stderr
+
+
 def test_every_command_answers_a_missing_workdir_the_same_way(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   monkeypatch.setenv('HF_ENDPOINT', 'http://127.0.0.1:9')  # Never the Hub for these.

@@ -11,7 +11,7 @@ import sys
 
 from tinycats import config as config_lib
 from tinycats.cli import export, training, use
-from tinycats.errors import run_command
+from tinycats.errors import UserError, run_command
 
 # Flags renamed for one vocabulary (issue 27), by command: given the old one, the error names the new one.
 RENAMED = {
@@ -47,12 +47,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_bench(sub) -> None:
   """The benchmark harness is not the library: its parser (light) comes from benchmarks/, as does what it runs."""
-  from benchmarks import command
-
+  try:
+    from benchmarks import command
+  except ImportError:  # An install from before benchmarks/ was a package, or a wheel without it.
+    p = sub.add_parser('bench', help='time the library (needs the benchmarks/ package of the checkout)')
+    p.set_defaults(fn=_no_benchmarks, any_arguments=True)  # Whatever flags were given, the one way out.
+    return
   command.add_parser(sub, _HelpFormatter)
 
 
+def _no_benchmarks(args) -> int:
+  raise UserError(
+    'the benchmark harness (benchmarks/, beside tinycats/ in the checkout) is not installed here: '
+    "run pip install -e '.[dev]' in the checkout"
+  )
+
+
 def _refuse_unknown(parser, args, rest: list[str]) -> None:
+  if getattr(args, 'any_arguments', False):
+    args.overrides = []
+    return
   args.overrides, unknown = config_lib.split_overrides(rest)
   renames = RENAMED.get(args.command, {})
   if renamed := [
