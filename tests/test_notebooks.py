@@ -1,6 +1,8 @@
-"""The notebooks run top to bottom (nbclient, a fresh kernel each) and are committed without outputs."""
+"""The notebooks run top to bottom (nbclient, a fresh kernel each); all but WITH_OUTPUTS are committed without
+outputs, and those with the outputs of one real run (for a reader on GitHub to see the plots)."""
 
 import os
+import re
 
 import pytest
 
@@ -31,13 +33,26 @@ def outputs(notebook, kind='image/png'):
   ]
 
 
-def test_committed_without_outputs():
+# Committed executed, top to bottom, with their figures; the tests still run them again from their code cells.
+WITH_OUTPUTS = {'04_what_the_classifier_sees.ipynb', '05_inside_the_generator.ipynb'}
+
+
+def test_committed_without_outputs_but_those_meant_to_show_them():
+  home, repo = os.path.expanduser('~'), os.path.dirname(NOTEBOOKS)
   for name in sorted(os.listdir(NOTEBOOKS)):
-    if name.endswith('.ipynb'):
-      notebook = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
-      assert all(
-        not c.get('outputs') and not c.get('execution_count') for c in notebook.cells if c.cell_type == 'code'
-      ), name
+    if not name.endswith('.ipynb'):
+      continue
+    notebook = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
+    code = [c for c in notebook.cells if c.cell_type == 'code']
+    if name not in WITH_OUTPUTS:
+      assert all(not c.get('outputs') and not c.get('execution_count') for c in code), name
+      continue
+    # Run once, in order, without errors, and showing its figures; no path of the machine that ran it.
+    assert [c.get('execution_count') for c in code] == list(range(1, len(code) + 1)), name
+    assert not outputs(notebook, 'ename') and not [o for c in code for o in c.outputs if o.output_type == 'error']
+    assert outputs(notebook), f'{name}: no figures'
+    text = nbformat.writes(notebook)
+    assert repo not in text and home not in text, f'{name} shows a path of the machine that ran it'
 
 
 def test_classify_notebook(folder_run, tmp_path):
@@ -54,6 +69,22 @@ def test_train_and_export_notebook(tmp_path):
   notebook = run('03_train_and_export.ipynb', TINYCATS_NOTEBOOK_DIR=str(tmp_path), TINYCATS_NOTEBOOK_STEPS='30')
   assert os.path.isfile(tmp_path / 'export' / 'cats.onnx') and os.path.isfile(tmp_path / 'run' / 'eval.json')
   assert len(outputs(notebook)) == 1  # The curves.
+
+
+def test_what_the_classifier_sees_notebook(folder_run, tmp_path):
+  notebook = run(
+    '04_what_the_classifier_sees.ipynb',
+    TINYCATS_CLASSIFIER=folder_run[0],
+    TINYCATS_NOTEBOOK_DIR=str(tmp_path),
+    TINYCATS_SALIENCY_MARGIN='1.0',  # The tiny cat/dog classifier (ears: a small part of the head): above chance.
+  )
+  printed = ''.join(o.get('text', '') for c in notebook.cells if c.cell_type == 'code' for o in c.outputs)
+  share, chance, ratio = map(
+    float, re.search(r'inside the object: ([\d.]+) .*?chance .*? ([\d.]+); ratio ([\d.]+)', printed).groups()
+  )
+  assert share > chance and ratio > 1  # The cell itself asserts its margin over chance.
+  assert re.search(r'ECE [\d.]+ on \d+ test images', printed)
+  assert len(outputs(notebook)) >= 3  # Saliency and Grad-CAM, on the masks, calibration (and mistakes, if any).
 
 
 @pytest.mark.slow  # Each trains its own model first (40-50 s); the default run gives them the suite's runs.

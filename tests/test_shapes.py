@@ -57,6 +57,18 @@ def test_pictures_vary_in_size_and_aspect_and_repeat_with_the_seed():
   assert shapes.render(np.random.default_rng(0), 'cat', size=(30, 50)).shape == (30, 50, 3)
 
 
+def test_the_mask_comes_with_the_same_picture_and_covers_the_object():
+  for i, (name, style) in enumerate([('star', shapes.HARD), ('ring', shapes.EASY), ('cat', shapes.FLAT)]):
+    image, mask = shapes.render(np.random.default_rng(i), name, style, with_mask=True)
+    np.testing.assert_array_equal(image, shapes.render(np.random.default_rng(i), name, style))  # Bit for bit.
+    assert mask.shape == image.shape[:2] and mask.dtype == np.float32 and 0 <= mask.min() and mask.max() <= 1
+    low, high = style.area
+    assert 0.7 * low < mask.mean() < 1.3 * high  # The drawn area (the hole cut out of a ring, clipped at an edge).
+    if style is shapes.FLAT:  # One colour on another: the mask is where the object's colour is.
+      inside, outside = image[mask > 0.99].mean(0), image[mask < 0.01].mean(0)
+      assert np.abs(inside - outside).sum() > 60
+
+
 def test_spread_bounds_how_far_from_the_centre_the_object_sits():
   """spread=1 puts the object anywhere it fits; spread=0 at the centre; the same draws either way."""
 

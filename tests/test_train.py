@@ -69,6 +69,17 @@ def test_balanced_accuracy_and_recall_by_hand():
   assert one_class_split['degenerate'] is None  # Right for every image of a one-class split.
 
 
+def test_calibration_by_hand():
+  probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.55, 0.45], [0.5, 0.5]])
+  labels = np.array([0, 1, 1, 0, 1])  # Right, wrong, right, right, wrong (a tie answers class 0).
+  c = metrics.calibration(labels, probs, bins=5)
+  assert c['count'] == [0, 0, 3, 1, 1]  # Bins (0.4, 0.6] holds 0.6, 0.55 and 0.5; 0.8 and 0.9 one each.
+  assert c['accuracy'][2:] == [1 / 3, 1.0, 1.0] and np.isnan(c['accuracy'][0])
+  np.testing.assert_allclose(c['confidence'][2:], [0.55, 0.8, 0.9])
+  np.testing.assert_allclose(c['ece'], (3 * abs(1 / 3 - 0.55) + 0.2 + 0.1) / 5)
+  assert metrics.calibration(np.array([0, 1]), np.eye(2))['ece'] == 0.0  # Sure and right.
+
+
 def test_a_model_that_answers_one_class_is_reported(folder_run, tmp_path, monkeypatch, capsys):
   import shutil
 
@@ -108,6 +119,11 @@ def test_classifier_predicts_any_size(folder_run, image_folder):
   assert accuracy >= 0.7  # Chance 0.5.
   assert clf.predict(cats[0]).shape == (1, 2)  # A single HWC image.
   np.testing.assert_allclose(clf.predict(np.stack(cats[:3])), probs[:3], atol=1e-5)
+  # The network itself on the same inputs gives the same answer (what saliency's gradients go through).
+  logits = clf.network()(clf.inputs(cats[:3] + dogs[:3]))
+  np.testing.assert_allclose(jax.nn.softmax(logits), probs[[0, 1, 2, 20, 21, 22]], atol=1e-5)
+  pixels = clf.inputs(dogs[:2], normalized=False)
+  assert pixels.shape == (2, clf.config.data.image_size, clf.config.data.image_size, 3) and 0 <= pixels.min()
 
 
 def test_predict_command_reports_bad_files_and_continues(folder_run, image_folder, tmp_path):

@@ -2,6 +2,7 @@
 
     clf = Classifier.load('workdirs/cats-...')   # or an export folder, or a Hub repo id 'user/tinycats-cats'
     probs = clf.predict(images)   # uint8 (N, H, W, 3), any H and W -> (N, len(clf.classes))
+    logits = clf.network()(clf.inputs(images))   # the same, through the Flax network itself (for jax.grad)
 
 Images go through the same resize as the training cache (`cache.fit`: the whole picture on a
 canvas) and the same eval transform as validation (the central `data.eval_crop` of the shorter
@@ -15,9 +16,10 @@ from collections.abc import Sequence
 
 import jax
 import numpy as np
+from flax import nnx
 
 from tinycats import inference, sharding
-from tinycats.data import cache
+from tinycats.data import augment, cache
 from tinycats.evaluators.classification import predict_arrays
 
 
@@ -41,6 +43,27 @@ class Classifier:
       images = images[None]
     canvases, sizes = zip(*(cache.fit(image, self.config.data.cache_size) for image in images))
     return np.stack(canvases), np.asarray(sizes, np.int32)
+
+  def inputs(self, images: np.ndarray | Sequence[np.ndarray], *, normalized: bool = True) -> np.ndarray:
+    """float32 (N, S, S, 3): the network's input for these images, exactly as `predict` feeds it (the cache's
+    resize, then validation's crop); `normalized=False` gives the same pixels in [0, 1], to show or to
+    carry a mask along."""
+    data = self.config.data
+    return np.asarray(
+      augment.eval_transform(
+        *self._canvases(images),
+        image_size=data.image_size,
+        crop_fraction=augment.eval_crop(data),
+        norm=data.normalization if normalized else 'none',
+      )
+    )
+
+  def network(self):
+    """The network itself (a Flax NNX `ResNet`, in eval mode): logits = `network(inputs(images))`, for
+    gradients through it (saliency, Grad-CAM: notebooks/04_what_the_classifier_sees.ipynb)."""
+    model = nnx.merge(self._graphdef, self._state)
+    model.eval()
+    return model
 
   def predict(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     """Class probabilities (N, num_classes) for uint8 RGB images (N, H, W, 3) or a list of (H, W, 3)."""

@@ -52,6 +52,31 @@ def classification_report(labels: np.ndarray, predictions: np.ndarray, classes: 
   )
 
 
+def calibration(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> dict:
+  """How far confidence is from accuracy: the reliability diagram's bins and the expected calibration error.
+
+  Each prediction falls in the bin of its confidence (top probability; `bins` equal widths over [0, 1]).
+  Returns `ece` (the bins' |accuracy - confidence| weighed by their share of predictions) and, per bin,
+  `edges` (bins + 1), `confidence` and `accuracy` (NaN where the bin is empty) and `count`.
+  """
+  probs, labels = np.asarray(probs, np.float64), np.asarray(labels, np.int64)
+  confidence, correct = probs.max(-1), (probs.argmax(-1) == labels).astype(np.float64)
+  edges = np.linspace(0.0, 1.0, bins + 1)
+  which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)  # (lo, hi], the first [0, hi].
+  count = np.bincount(which, minlength=bins)
+  with np.errstate(invalid='ignore', divide='ignore'):
+    mean_confidence = np.bincount(which, confidence, bins) / count
+    accuracy = np.bincount(which, correct, bins) / count
+  gaps = np.where(count > 0, np.abs(accuracy - mean_confidence), 0.0)
+  return dict(
+    ece=float(np.sum(gaps * count) / max(len(labels), 1)),
+    edges=edges.tolist(),
+    confidence=mean_confidence.tolist(),
+    accuracy=accuracy.tolist(),
+    count=count.tolist(),
+  )
+
+
 def frechet_distance(a: np.ndarray, b: np.ndarray, weights_a: np.ndarray | None = None) -> float:
   """Fréchet distance between Gaussians fitted to two feature sets (N, D): FID's formula in any feature space.
 

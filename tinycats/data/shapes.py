@@ -10,6 +10,7 @@ classifier on per-image colour statistics stays at chance (tests/test_shapes.py)
 
     make_folder('data/shapes', per_class=100)          # data/shapes/<class>/<i>.png: data.source=folder
     image = render(np.random.default_rng(0), 'star')   # one uint8 (H, W, 3) picture
+    image, mask = render(rng, 'star', with_mask=True)  # and the object's (H, W) coverage in [0, 1]
 
 `Style` sets how hard the pictures are: `HARD` (textures, clutter, small objects), `EASY` (large
 objects, plain or noisy grounds, little clutter) and `FLAT` (one colour on another: the generator's).
@@ -235,9 +236,18 @@ def picture_size(rng: np.random.Generator, style: Style) -> tuple[int, int]:
 
 
 def render(
-  rng: np.random.Generator, shape: str, style: Style = HARD, size: tuple[int, int] | None = None
-) -> np.ndarray:
-  """One uint8 (H, W, 3) picture of `shape` (one of SHAPES or PETS); `size` fixes (H, W), else it is drawn."""
+  rng: np.random.Generator,
+  shape: str,
+  style: Style = HARD,
+  size: tuple[int, int] | None = None,
+  *,
+  with_mask: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+  """One uint8 (H, W, 3) picture of `shape` (one of SHAPES or PETS); `size` fixes (H, W), else it is drawn.
+
+  `with_mask=True` returns (picture, mask): the mask is the object's float32 (H, W) coverage in [0, 1]
+  (antialiased at the outline), and the picture the same pixels, from the same draws, as without it.
+  """
   height, width = size or picture_size(rng, style)
   ground = _background(rng, height, width, style)
   coverage = _mask(rng, shape, height, width, style)[..., None]
@@ -248,7 +258,8 @@ def render(
     obj = 255 - obj if np.abs(255 - obj.mean((0, 1)) - under).sum() > np.abs(obj.mean((0, 1)) - under).sum() else obj
   image = ground * (1 - coverage) + obj * coverage
   image += rng.normal(0, rng.uniform(0, 8), image.shape)  # Sensor noise of random strength.
-  return np.clip(np.round(image), 0, 255).astype(np.uint8)
+  image = np.clip(np.round(image), 0, 255).astype(np.uint8)
+  return (image, coverage[..., 0]) if with_mask else image
 
 
 def make_folder(

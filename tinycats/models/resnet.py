@@ -86,14 +86,23 @@ class ResNet(nnx.Module):
     # The head computes in float32: it is cheap, and bf16 logits carry only ~3 significant digits.
     self.fc = nnx.Linear(cin, num_classes, dtype=jnp.float32, param_dtype=jnp.float32, rngs=rngs)
 
-  def features(self, x):
-    """Pooled features before the head (NHWC float input)."""
+  def feature_map(self, x):
+    """The last stage's activations (N, h, w, C), before pooling (NHWC float input): what Grad-CAM weighs."""
     x = nnx.relu(self.bn1(self.conv1(x.astype(self.dtype))))
     x = max_pool_3x3_s2(x)
     for i in range(self.num_stages):
       for block in getattr(self, f'layer{i + 1}'):
         x = block(x)
-    return jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+    return x
+
+  def features(self, x):
+    """Pooled features before the head (NHWC float input)."""
+    return self.pool(self.feature_map(x))
+
+  @staticmethod
+  def pool(feature_map):
+    """The global average pooling between `feature_map` and the head, in float32."""
+    return jnp.mean(feature_map.astype(jnp.float32), axis=(1, 2))
 
   def __call__(self, x, *, rngs: nnx.Rngs | jax.Array | None = None):
     """Logits in float32. `rngs` feeds head dropout in training mode."""
