@@ -140,6 +140,11 @@ def test_refusals_and_failures_are_one_line_with_the_way_out(site_dir, hub_serve
   os.remove(incomplete / 'cats.onnx')
   with pytest.raises(UserError, match=r'incomplete site \(cats.onnx missing\)'):
     space.export_space(str(incomplete), REPO, endpoint=hub_server.endpoint)
+  spec = json.loads((incomplete / 'models.json').read_text())
+  spec['models']['classifier']['original']['path'] = '../cats.onnx'  # A models.json naming a file outside.
+  (incomplete / 'models.json').write_text(json.dumps(spec))
+  with pytest.raises(UserError, match='outside the site'):
+    space.export_space(str(incomplete), REPO, endpoint=hub_server.endpoint)
   code, _, err = _main(['export', 'space', '--site', site_dir, '--repo-id', 'not a repo id', *endpoint], capsys)
   assert code == 2 and 'not a Hub repo id' in err
   before = len(hub_server.requests)

@@ -44,6 +44,9 @@ def site_files(site: str) -> list[str]:
     if part and 'path' in part
   ]
   files = [*site_export.PAGE_FILES, 'models.json', site_export.MARKER, *spec.get('site', {}).get('files', []), *models]
+  outside = [name for name in files if os.path.isabs(name) or '..' in name.replace('\\', '/').split('/')]
+  if outside:
+    raise UserError(f'{site}/models.json names files outside the site ({", ".join(outside)}); export it again')
   missing = [name for name in files if not os.path.isfile(os.path.join(site, name))]
   if missing:
     raise UserError(f'{site} is an incomplete site ({", ".join(missing)} missing); export it again')
