@@ -11,6 +11,7 @@ TINYCATS_SCREENSHOTS=DIR keeps the page's screenshots there (docs/site_*.png wer
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -52,15 +53,24 @@ def site_dir(folder_run, generator_run, tmp_path_factory):
   return out
 
 
-@pytest.fixture(scope='module')
-def server(site_dir):
-  """The site served on 127.0.0.1 by `tinycats serve`'s server, in a thread: its URL."""
-  httpd = serve.make_server(site_dir, '127.0.0.1', 0, quiet=True)
+@contextlib.contextmanager
+def serving(folder: str):
+  """`folder` served on 127.0.0.1 by `tinycats serve`'s server, in a thread: its URL."""
+  httpd = serve.make_server(folder, '127.0.0.1', 0, quiet=True)
   thread = threading.Thread(target=httpd.serve_forever, daemon=True)
   thread.start()
-  yield f'http://127.0.0.1:{httpd.server_address[1]}/'
-  httpd.shutdown()
-  httpd.server_close()
+  try:
+    yield f'http://127.0.0.1:{httpd.server_address[1]}/'
+  finally:
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope='module')
+def server(site_dir):
+  """The site served as `tinycats serve` serves it: its URL."""
+  with serving(site_dir) as url:
+    yield url
 
 
 @pytest.fixture(scope='module')
@@ -84,18 +94,26 @@ def browser():
     chromium.close()
 
 
-@pytest.fixture
-def page(browser, server):
-  """A fresh tab with the page loaded and its models ready; console errors are kept in `page.errors`."""
+@contextlib.contextmanager
+def open_page(browser, url: str):
+  """A fresh tab with the page at `url` loaded and its models ready; console errors are kept in `tab.errors`."""
   tab = browser.new_page(viewport={'width': 1000, 'height': 1200})
   errors = []
   tab.on('console', lambda message: errors.append(message.text) if message.type == 'error' else None)
   tab.on('pageerror', lambda error: errors.append(str(error)))
-  tab.goto(server)
-  _wait(tab, "document.body.dataset.state === 'ready'", errors)
-  tab.errors = errors
-  yield tab
-  tab.close()
+  try:
+    tab.goto(url)
+    _wait(tab, "document.body.dataset.state === 'ready'", errors)
+    tab.errors = errors
+    yield tab
+  finally:
+    tab.close()
+
+
+@pytest.fixture
+def page(browser, server):
+  with open_page(browser, server) as tab:
+    yield tab
 
 
 def _wait(tab, condition: str, errors) -> None:
@@ -140,6 +158,17 @@ def _python_probabilities(site_dir: str, path: str) -> np.ndarray:
 
 @pytest.mark.browser
 def test_the_page_classifies_photos_as_python_does(page, site_dir, learning_folder, tmp_path):
+  check_classifies(page, site_dir, learning_folder, tmp_path)
+
+
+@pytest.mark.browser
+def test_the_page_generates_what_python_generates_from_the_same_seed(page, generator_run, tmp_path):
+  check_generates(page, generator_run, tmp_path)
+
+
+def check_classifies(page, site_dir: str, learning_folder: str, tmp_path, screenshots: bool = True) -> None:
+  """The page in the tab `page`, of the site in `site_dir`, classifies two photos as Python does (within 1e-4), on wasm,
+  cross-origin isolated."""
   backend = page.evaluate('window.tinycats.backend')
   assert backend['name'] == 'wasm'  # Headless Chromium here has no WebGPU adapter: the page must say wasm.
   assert 'wasm' in page.inner_text('#backend-info')
@@ -154,12 +183,13 @@ def test_the_page_classifies_photos_as_python_does(page, site_dir, learning_fold
     np.testing.assert_allclose(result['probs'], expected, atol=1e-4, rtol=0)
     top = page.locator('#top li').first.inner_text()
     assert ['cat', 'other'][int(np.argmax(expected))] in top and 'ms' in page.inner_text('#classify-time')
-    if count == 1:
+    if count == 1 and screenshots:
       _screenshot(page, 'site_classify.png', tmp_path)
 
 
-@pytest.mark.browser
-def test_the_page_generates_what_python_generates_from_the_same_seed(page, generator_run, tmp_path):
+def check_generates(page, generator_run, tmp_path, screenshots: bool = True) -> None:
+  """The page draws the generator's images for three settings and seeds, as `Generator.sample` and `tinycats sample
+  --noise browser` do (within one grey level), starting from the run's sample.*."""
   assert page.evaluate('Array.from(window.tinycats.noise(7, 9))') == flow.browser_noise(7, 1, 1, 9).ravel().tolist()
   generator = Generator.load(generator_run[0])
   options = page.eval_on_selector_all('#label option', 'options => options.map(o => o.textContent)')
@@ -203,7 +233,8 @@ def test_the_page_generates_what_python_generates_from_the_same_seed(page, gener
     assert page.evaluate("document.getElementById('progress').value") == steps
     assert page.evaluate('window.tinycats.generate.guidanceInterval') == list(interval)
     if count == len(cases):
-      _screenshot(page, 'site_generate.png', tmp_path)
+      if screenshots:
+        _screenshot(page, 'site_generate.png', tmp_path)
       args = [
         '--label',
         str(label),

@@ -1,4 +1,4 @@
-"""`tinycats export onnx|hub|site` and `serve`: a trained workdir to files a user publishes, and the page served."""
+"""`tinycats export onnx|hub|site|space` and `serve`: a trained workdir to files a user publishes; the page served."""
 
 from __future__ import annotations
 
@@ -7,13 +7,16 @@ import sys
 
 
 def add(sub) -> None:
-  p = sub.add_parser('export', help='export a trained workdir: ONNX for the web page, or a Hugging Face Hub repo')
+  p = sub.add_parser(
+    'export', help='export a trained workdir: ONNX, a Hugging Face Hub repo, the web page, or that page as a Space'
+  )
   kinds = p.add_subparsers(dest='export', required=True)
   add_kind = kinds.add_parser
   kinds.add_parser = lambda *a, **k: add_kind(*a, formatter_class=p.formatter_class, **k)
   _add_onnx(kinds)
   _add_hub(kinds)
   _add_site(kinds)
+  _add_space(kinds)
   p = sub.add_parser('serve', help='serve a site from `tinycats export site` on this machine')
   p.add_argument('site', help='the site folder')
   p.add_argument('--port', type=int, default=8000, help='port on 127.0.0.1 (0: any free one)')
@@ -117,6 +120,34 @@ def _export_site(args) -> int:
     f'site in {report["out_dir"]} ({report["bytes"] / 1e6:.1f} MB, of which onnxruntime-web '
     f'{report["onnxruntime_web"]} {report["onnxruntime_web_bytes"] / 1e6:.1f} MB); open it with: '
     f'tinycats serve {args.out_dir}',
+    report,
+  )
+
+
+def _add_space(kinds) -> None:
+  e = kinds.add_parser('space', help='publish a site from `tinycats export site` as a static Hugging Face Space')
+  e.add_argument('--site', required=True, help='the site folder (`tinycats export site --out-dir`)')
+  e.add_argument('--repo-id', required=True, help='USER/NAME of the Space on the Hub (created if missing)')
+  e.add_argument('--private', action='store_true', help='make the Space private (an existing one too)')
+  e.add_argument('--endpoint', default=None, help='Hub URL (default: HF_ENDPOINT or https://huggingface.co)')
+  e.add_argument(
+    '--license',
+    default=None,
+    help="the Space's licence (default: the one the site's models name, if known: a Hub export's card, or "
+    "Oxford-IIIT Pet's for a workdir trained on it)",
+  )
+  e.set_defaults(fn=_export_space)
+
+
+def _export_space(args) -> int:
+  from tinycats.export import space
+
+  report = space.export_space(
+    args.site, args.repo_id, private=args.private, endpoint=args.endpoint, license_id=args.license
+  )
+  return _done(
+    f'published {args.site} ({report["bytes"] / 1e6:.1f} MB) as the Space {report["space"]}; the Hub serves it '
+    f'once built; offline the folder works as it is: tinycats serve {args.site}',
     report,
   )
 

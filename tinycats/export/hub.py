@@ -8,7 +8,7 @@ The folder holds everything a user of either world needs:
   cats.onnx / generator.onnx (+ _quantized with --int8), models.json   the web page's files (`export.onnx`)
   samples.png                    generators: one row per class from the exported weights
   README.md                      the model card; every number in it is read from eval.json
-It is then uploaded in one commit (repo created if needed, transient failures retried).
+It is then uploaded in one commit (repo created if needed, transient failures retried: `hub_upload`).
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ import shutil
 import sys
 import tempfile
 
-from huggingface_hub import HfApi, get_token
-from huggingface_hub.utils import HFValidationError, validate_repo_id
 from safetensors.numpy import save_file
 
 from tinycats import flow, inference, plots, writers
 from tinycats.data import augment
 from tinycats.errors import UserError
 from tinycats.export import card, folders, onnx as onnx_export, weights
-from tinycats.inference import ExportError
+from tinycats.export.hub_upload import check_repo_id, hub_token, upload
+
+NO_UPLOAD = 'assemble the folder only with --out-dir DIR --no-upload'
 
 FLOW_CONVENTION = {
   'path': 'x_t = t * data + (1 - t) * noise, t in [0, 1]: t = 0 is noise, t = 1 is data',
@@ -35,18 +35,6 @@ FLOW_CONVENTION = {
   'null_label': 'index len(classes): the unconditional model for classifier-free guidance',
   'guidance': 'v = v(null) + guidance * (v(label) - v(null))',
 }
-
-
-def hub_token() -> str:
-  """HF_TOKEN, else the token `hf auth login` stored; none is an error before any work."""
-  token = get_token()
-  if not token:
-    raise UserError(
-      'no Hugging Face token: set HF_TOKEN=hf_... (a write token from '
-      'https://huggingface.co/settings/tokens) or run `hf auth login`; '
-      'or assemble the folder only with --out-dir DIR --no-upload'
-    )
-  return token
 
 
 def export_config(config, step: int, report: dict, files: list[str]) -> dict:
@@ -143,46 +131,6 @@ def stale_files(files: list[str]) -> list[str]:
   return sorted(possible - set(files))
 
 
-def upload(
-  folder: str,
-  repo_id: str,
-  *,
-  token: str,
-  files: list[str] | None = None,
-  stale: list[str] = (),
-  private: bool = False,
-  endpoint: str | None = None,
-) -> str:
-  """Creates the repo if needed (made private if `private`, even if it exists), uploads `files` of `folder`
-  (all by default) and deletes `stale` in one commit.
-
-  Other files in the repo (a user's own notes, .gitattributes) are left alone. huggingface_hub
-  retries each request that fails on a connection error or a 5xx answer, with back-off.
-  """
-  api = HfApi(endpoint=endpoint or os.environ.get('HF_ENDPOINT'), token=token)
-  try:
-    api.create_repo(repo_id, private=private, exist_ok=True, repo_type='model')
-    if private:  # create_repo leaves an existing repo as it was; --private means private before the upload.
-      api.update_repo_settings(repo_id, private=True, repo_type='model')
-    commit = api.upload_folder(
-      repo_id=repo_id,
-      folder_path=folder,
-      repo_type='model',
-      allow_patterns=files,
-      delete_patterns=list(stale) or None,
-      commit_message='Upload tinycats export',
-    )
-  except Exception as e:  # pylint: disable=broad-except  # HTTP, network, auth: one message with the way out.
-    status = getattr(getattr(e, 'response', None), 'status_code', None)
-    hint = {401: 'the token is not valid', 403: 'the token may not write to this repo (use a write token)'}
-    raise ExportError(
-      f'uploading to {repo_id!r} failed: {type(e).__name__}: {e}'
-      + (f' ({hint[status]})' if status in hint else '')
-      + f'; the files are complete in {folder}'
-    ) from e
-  return getattr(commit, 'commit_url', str(commit))
-
-
 def export_hub(
   workdir: str,
   repo_id: str,
@@ -196,13 +144,10 @@ def export_hub(
   data_dir: str | None = None,
 ) -> dict:
   """Assembles the repository folder (in `out_dir`, else a temporary one) and, unless `no_upload`, uploads it."""
-  try:
-    validate_repo_id(repo_id)
-  except HFValidationError as e:
-    raise UserError(f'--repo-id {repo_id!r} is not a Hub repo id (USER/NAME): {e}') from e
+  check_repo_id(repo_id)
   if no_upload and not out_dir:
     raise UserError('--no-upload keeps only the folder: give --out-dir DIR')
-  token = None if no_upload else hub_token()  # Before any work.
+  token = None if no_upload else hub_token(NO_UPLOAD)  # Before any work.
   folder = out_dir or tempfile.mkdtemp(prefix='tinycats-hub-')
   try:
     result = assemble(workdir, folder, repo_id=repo_id, int8=int8, license_id=license_id, data_dir=data_dir)
