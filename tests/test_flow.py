@@ -182,6 +182,29 @@ def test_a_guidance_interval_guides_only_the_steps_inside_it(tiny_dit, sampler):
   assert np.abs(middle - part).max() > 1e-4
 
 
+@pytest.mark.parametrize('sampler', flow.SAMPLERS)
+def test_the_trajectory_is_the_samplers_path_ending_at_its_images(tiny_dit, sampler):
+  graphdef, state = tiny_dit
+  noise, labels = flow.noise_like(2, 3, 8), np.asarray([0, 1, 2])
+  model = nnx.merge(graphdef, state)
+  model.eval()
+  for settings in (dict(guidance=1.0), dict(guidance=3.0), dict(guidance=3.0, guidance_interval=(0.2, 0.6))):
+    t, x, v = flow.trajectory(graphdef, state, noise, labels, steps=4, sampler=sampler, **settings)
+    assert t.shape == (5,) and x.shape == (5, 3, 8, 8, 3) and v.shape == (4, 3, 8, 8, 3)
+    np.testing.assert_allclose(t, [0, 0.25, 0.5, 0.75, 1])
+    np.testing.assert_array_equal(x[0], noise)
+    images = flow.sample(graphdef, state, noise, labels, steps=4, sampler=sampler, **settings)
+    np.testing.assert_array_equal(x[-1], images)  # The same steps, kept.
+    for i in range(4):  # Each v is the (guided) velocity the step evaluated at (x_t, t).
+      times = jnp.full((3,), t[i], jnp.float32)
+      lo, hi = settings.get('guidance_interval', (0.0, 1.0))
+      guidance = settings['guidance'] if lo <= t[i] <= hi else 1.0
+      expected = flow.guided_velocity(model, jnp.asarray(x[i]), times, jnp.asarray(labels), guidance)
+      np.testing.assert_allclose(v[i], expected, atol=1e-5)
+      if sampler == 'euler':
+        np.testing.assert_allclose(x[i + 1], x[i] + 0.25 * v[i], atol=1e-6)
+
+
 def test_outside_the_guidance_interval_only_the_conditional_batch_is_run():
   calls = []
 
