@@ -205,6 +205,24 @@ def test_the_trajectory_is_the_samplers_path_ending_at_its_images(tiny_dit, samp
         np.testing.assert_allclose(x[i + 1], x[i] + 0.25 * v[i], atol=1e-6)
 
 
+def test_a_generators_trajectory_ends_at_its_samples(tiny_dit):
+  import ml_collections
+
+  from tinycats import Generator
+
+  config = ml_collections.ConfigDict(
+    dict(
+      data=dict(classes=['a', 'b', 'c'], image_size=8, normalization='symmetric'),
+      sample=dict(steps=3, guidance=2.0, sampler='heun', guidance_interval=(0.3, 1.0)),
+    )
+  )
+  gen = Generator(config, *tiny_dit, step=0)
+  t, x, v = gen.trajectory(['c', 0], seed=4)  # The run's sample.* settings, as sample uses them.
+  assert t.shape == (4,) and x.shape == (4, 2, 8, 8, 3) and v.shape == (3, 2, 8, 8, 3)
+  np.testing.assert_array_equal(augment.to_uint8(x[-1], 'symmetric'), gen.sample(['c', 0], seed=4))
+  np.testing.assert_array_equal(x[0], flow.noise_like(4, 2, 8))
+
+
 def test_outside_the_guidance_interval_only_the_conditional_batch_is_run():
   calls = []
 
