@@ -182,6 +182,47 @@ def test_a_guidance_interval_guides_only_the_steps_inside_it(tiny_dit, sampler):
   assert np.abs(middle - part).max() > 1e-4
 
 
+@pytest.mark.parametrize('sampler', flow.SAMPLERS)
+def test_the_trajectory_is_the_samplers_path_ending_at_its_images(tiny_dit, sampler):
+  graphdef, state = tiny_dit
+  noise, labels = flow.noise_like(2, 3, 8), np.asarray([0, 1, 2])
+  model = nnx.merge(graphdef, state)
+  model.eval()
+  for settings in (dict(guidance=1.0), dict(guidance=3.0), dict(guidance=3.0, guidance_interval=(0.2, 0.6))):
+    t, x, v = flow.trajectory(graphdef, state, noise, labels, steps=4, sampler=sampler, **settings)
+    assert t.shape == (5,) and x.shape == (5, 3, 8, 8, 3) and v.shape == (4, 3, 8, 8, 3)
+    np.testing.assert_allclose(t, [0, 0.25, 0.5, 0.75, 1])
+    np.testing.assert_array_equal(x[0], noise)
+    images = flow.sample(graphdef, state, noise, labels, steps=4, sampler=sampler, **settings)
+    np.testing.assert_array_equal(x[-1], images)  # The same steps, kept.
+    for i in range(4):  # Each v is the (guided) velocity the step evaluated at (x_t, t).
+      times = jnp.full((3,), t[i], jnp.float32)
+      lo, hi = settings.get('guidance_interval', (0.0, 1.0))
+      guidance = settings['guidance'] if lo <= t[i] <= hi else 1.0
+      expected = flow.guided_velocity(model, jnp.asarray(x[i]), times, jnp.asarray(labels), guidance)
+      np.testing.assert_allclose(v[i], expected, atol=1e-5)
+      if sampler == 'euler':
+        np.testing.assert_allclose(x[i + 1], x[i] + 0.25 * v[i], atol=1e-6)
+
+
+def test_a_generators_trajectory_ends_at_its_samples(tiny_dit):
+  import ml_collections
+
+  from tinycats import Generator
+
+  config = ml_collections.ConfigDict(
+    dict(
+      data=dict(classes=['a', 'b', 'c'], image_size=8, normalization='symmetric'),
+      sample=dict(steps=3, guidance=2.0, sampler='heun', guidance_interval=(0.3, 1.0)),
+    )
+  )
+  gen = Generator(config, *tiny_dit, step=0)
+  t, x, v = gen.trajectory(['c', 0], seed=4)  # The run's sample.* settings, as sample uses them.
+  assert t.shape == (4,) and x.shape == (4, 2, 8, 8, 3) and v.shape == (3, 2, 8, 8, 3)
+  np.testing.assert_array_equal(augment.to_uint8(x[-1], 'symmetric'), gen.sample(['c', 0], seed=4))
+  np.testing.assert_array_equal(x[0], flow.noise_like(4, 2, 8))
+
+
 def test_outside_the_guidance_interval_only_the_conditional_batch_is_run():
   calls = []
 

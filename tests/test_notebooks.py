@@ -10,10 +10,15 @@ nbformat = pytest.importorskip('nbformat')
 nbclient = pytest.importorskip('nbclient')
 
 NOTEBOOKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'notebooks')
+# Committed with their outputs, so that a reader on GitHub sees the plots; the others are committed without.
+WITH_OUTPUTS = {'04_what_the_classifier_sees.ipynb', '05_inside_the_generator.ipynb'}
 
 
 def run(name, **env):
   notebook = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
+  for cell in notebook.cells:  # From the committed code alone: none of the committed outputs is counted.
+    if cell.cell_type == 'code':
+      cell.outputs, cell.execution_count = [], None
   with pytest.MonkeyPatch.context() as mp:  # The kernel inherits this process's environment.
     for key, value in env.items():
       mp.setenv(key, value)
@@ -31,10 +36,6 @@ def outputs(notebook, kind='image/png'):
     for o in cell.get('outputs', [])
     if kind in o.get('data', {})
   ]
-
-
-# Committed executed, top to bottom, with their figures; the tests still run them again from their code cells.
-WITH_OUTPUTS = {'04_what_the_classifier_sees.ipynb', '05_inside_the_generator.ipynb'}
 
 
 def test_committed_without_outputs_but_those_meant_to_show_them():
@@ -87,11 +88,32 @@ def test_what_the_classifier_sees_notebook(folder_run, tmp_path):
   assert len(outputs(notebook)) >= 3  # Saliency and Grad-CAM, on the masks, calibration (and mistakes, if any).
 
 
+# 05's sweeps cut to a few samples: what runs, not what it shows.
+SMALL_SWEEPS = dict(
+  TINYCATS_NOTEBOOK_PER_CLASS='2', TINYCATS_NOTEBOOK_STEP_COUNTS='1,2', TINYCATS_NOTEBOOK_GUIDANCES='1,2'
+)
+
+
+def test_inside_the_generator_notebook(generator_run, judge, tmp_path):
+  notebook = run(
+    '05_inside_the_generator.ipynb',
+    TINYCATS_GENERATOR=generator_run[0],
+    TINYCATS_CLASSIFIER=judge,
+    TINYCATS_NOTEBOOK_DIR=str(tmp_path),
+    **SMALL_SWEEPS,
+  )
+  # The path and x̂, their distance to the sample, the same noise under each label, the three sweeps.
+  assert len(outputs(notebook)) == 6
+  assert not os.listdir(tmp_path)  # Given both models, it trains nothing.
+
+
 @pytest.mark.slow  # Each trains its own model first (40-50 s); the default run gives them the suite's runs.
-@pytest.mark.parametrize('name', ['01_classify.ipynb', '02_generate.ipynb'])
-def test_notebooks_train_their_own_model_when_given_none(name, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+  'name, figures', [('01_classify.ipynb', 2), ('02_generate.ipynb', 2), ('05_inside_the_generator.ipynb', 6)]
+)
+def test_notebooks_train_their_own_model_when_given_none(name, figures, tmp_path, monkeypatch):
   for key in ('TINYCATS_CLASSIFIER', 'TINYCATS_GENERATOR', 'TINYCATS_DATA_DIR'):
     monkeypatch.delenv(key, raising=False)
-  notebook = run(name, TINYCATS_NOTEBOOK_DIR=str(tmp_path))
-  assert len(outputs(notebook)) == 2
+  notebook = run(name, TINYCATS_NOTEBOOK_DIR=str(tmp_path), **SMALL_SWEEPS)
+  assert len(outputs(notebook)) == figures
   assert any(os.path.isfile(os.path.join(root, 'eval.json')) for root, _, _ in os.walk(tmp_path))  # Its own run.

@@ -113,6 +113,15 @@ def guided_velocity(model, x, t, labels, guidance, guidance_interval=(0.0, 1.0))
   return jax.lax.cond(jnp.any(inside), guided, conditional, x)
 
 
+def _step(velocity, x, t, dt: float, sampler: str):
+  """(x at t + dt, the velocity at (x, t)): one Euler or Heun step, the body of `integrate` and `trajectory`."""
+  v = velocity(x, t)
+  if sampler == 'euler':
+    return x + dt * v, v
+  v_next = velocity(x + dt * v, t + dt)
+  return x + dt * 0.5 * (v + v_next), v
+
+
 def integrate(velocity, x0, steps: int, sampler: str = 'euler'):
   """Solves dx/dt = velocity(x, t) from t = 0 to 1 in `steps` equal steps (Heun: two evaluations per step)."""
   if sampler not in SAMPLERS:
@@ -121,14 +130,18 @@ def integrate(velocity, x0, steps: int, sampler: str = 'euler'):
   n = x0.shape[0]
 
   def step(i, x):
-    t = jnp.full((n,), i * dt, jnp.float32)
-    v = velocity(x, t)
-    if sampler == 'euler':
-      return x + dt * v
-    v_next = velocity(x + dt * v, t + dt)
-    return x + dt * 0.5 * (v + v_next)
+    return _step(velocity, x, jnp.full((n,), i * dt, jnp.float32), dt, sampler)[0]
 
   return jax.lax.fori_loop(0, steps, step, x0.astype(jnp.float32))
+
+
+def _velocity(model, labels, guidance, lo, hi, guided: bool, interval: bool):
+  """The sampler's velocity(x, t): guided (in the interval (lo, hi) when `interval`) or the conditional model's."""
+  if guided and interval:
+    return lambda x, t: guided_velocity(model, x, t, labels, guidance, (lo, hi))
+  if guided:
+    return lambda x, t: guided_velocity(model, x, t, labels, guidance)
+  return lambda x, t: model(x, t, labels).astype(jnp.float32)
 
 
 @functools.lru_cache(maxsize=16)
@@ -139,13 +152,28 @@ def _sample_fn(graphdef, steps: int, sampler: str, guided: bool, interval: bool 
   def run(state, noise, labels, guidance, lo=0.0, hi=1.0):
     model = nnx.merge(graphdef, state)
     model.eval()
-    if guided and interval:
-      velocity = lambda x, t: guided_velocity(model, x, t, labels, guidance, (lo, hi))
-    elif guided:
-      velocity = lambda x, t: guided_velocity(model, x, t, labels, guidance)
-    else:
-      velocity = lambda x, t: model(x, t, labels).astype(jnp.float32)
+    velocity = _velocity(model, labels, guidance, lo, hi, guided, interval)
     return integrate(velocity, noise, steps, sampler)
+
+  return jax.jit(run)
+
+
+@functools.lru_cache(maxsize=16)
+def _trajectory_fn(graphdef, steps: int, sampler: str, guided: bool, interval: bool = False):
+  """`_sample_fn`, keeping every step's state and velocity (`jax.lax.scan` over the same step)."""
+
+  def run(state, noise, labels, guidance, lo=0.0, hi=1.0):
+    model = nnx.merge(graphdef, state)
+    model.eval()
+    velocity = _velocity(model, labels, guidance, lo, hi, guided, interval)
+    dt, n = 1.0 / steps, noise.shape[0]
+
+    def step(x, i):
+      x_next, v = _step(velocity, x, jnp.full((n,), i * dt, jnp.float32), dt, sampler)
+      return x_next, (x, v)
+
+    last, (states, velocities) = jax.lax.scan(step, noise.astype(jnp.float32), jnp.arange(steps))
+    return jnp.concatenate([states, last[None]]), velocities
 
   return jax.jit(run)
 
@@ -173,6 +201,37 @@ def sample(
   fn = _sample_fn(graphdef, int(steps), sampler, guided, guided and not guides_everywhere((lo, hi)))
   noise, labels = jnp.asarray(noise, jnp.float32), jnp.asarray(labels, jnp.int32)
   return fn(state, noise, labels, jnp.float32(guidance), jnp.float32(lo), jnp.float32(hi))
+
+
+def trajectory(
+  graphdef,
+  state,
+  noise,
+  labels,
+  *,
+  steps: int = 50,
+  guidance: float = 1.0,
+  sampler: str = 'euler',
+  guidance_interval=(0.0, 1.0),
+):
+  """The path `sample` takes, step by step: (t, x, v) as NumPy float32 arrays, with t (steps + 1,) the times
+  0, 1/steps, ..., 1; x (steps + 1, N, H, W, C) the states x_t at those times, x[0] = `noise` and x[-1] the
+  images `sample` returns for the same arguments; v (steps, N, H, W, C) the velocity each step evaluated at
+  (x[i], t[i]) (guided where `sample` guides; Heun's second evaluation is not kept).
+
+  The clean-image estimate along the path is x̂ = x_t + (1 - t) v (the point the step's straight line would reach
+  at t = 1): an x-predicting network's own output where 1 - t >= t_eps. For pictures and notebooks; the samplers
+  keep only the last state."""
+  if steps < 1:
+    raise ValueError(f'steps must be >= 1, got {steps}')
+  if sampler not in SAMPLERS:
+    raise ValueError(f'unknown sampler {sampler!r}; choose one of {SAMPLERS}')
+  lo, hi = check_guidance_interval(guidance_interval)
+  guided = float(guidance) != 1.0
+  fn = _trajectory_fn(graphdef, int(steps), sampler, guided, guided and not guides_everywhere((lo, hi)))
+  noise, labels = jnp.asarray(noise, jnp.float32), jnp.asarray(labels, jnp.int32)
+  x, v = fn(state, noise, labels, jnp.float32(guidance), jnp.float32(lo), jnp.float32(hi))
+  return np.arange(steps + 1, dtype=np.float32) / np.float32(steps), np.asarray(x), np.asarray(v)
 
 
 def noise_like(seed: int, n: int, image_size: int, channels: int = 3) -> np.ndarray:

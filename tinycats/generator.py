@@ -98,6 +98,45 @@ class Generator:
     """uint8 (len(labels), per_label, S, S, 3): one row per label (all classes by default), `flow.sample_grid`
     after the labels and settings are checked; `noise`, when given, holds one image per row entry, row by row."""
     _refuse_renamed(renamed)
+    settings = self._settings(steps, guidance, sampler, guidance_interval)
+    labels = list(range(len(self.classes))) if labels is None else list(labels)
+    index = self._checked(labels, per_label, noise)
+    return flow.sample_grid(
+      self.config,
+      self._graphdef,
+      self._state,
+      index,
+      per_label,
+      seed=seed,
+      noise=noise,
+      batch_size=batch_size,
+      **settings,
+    )
+
+  def trajectory(
+    self,
+    labels: int | str | Sequence[int | str],
+    *,
+    steps: int | None = None,
+    guidance: float | None = None,
+    seed: int = 0,
+    sampler: str | None = None,
+    noise: np.ndarray | None = None,
+    guidance_interval: tuple[float, float] | None = None,
+  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The path `sample` takes for the same arguments, step by step: (t, x, v) of `flow.trajectory`, float32 in the
+    model's normalised range (`tinycats.data.augment.to_uint8(x, gen.config.data.normalization)` shows them):
+    t (steps + 1,), the states x (steps + 1, N, S, S, 3) from the noise to the images, the velocity v (steps, N,
+    S, S, 3) each step evaluated at them; x_t + (1 - t) v is the clean-image estimate along the way."""
+    settings = self._settings(steps, guidance, sampler, guidance_interval)
+    labels = [labels] if isinstance(labels, (int, str, np.integer)) else list(labels)
+    index = self._checked(labels, 1, noise)
+    if noise is None:
+      noise = flow.noise_like(seed, len(index), self.image_size)
+    return flow.trajectory(self._graphdef, self._state, noise, np.asarray(index, np.int32), **settings)
+
+  def _settings(self, steps, guidance, sampler, guidance_interval) -> dict:
+    """The sampling settings, the run's `sample.*` where None, checked (UserError)."""
     s = self.config.sample
     steps = s.steps if steps is None else steps
     guidance = s.guidance if guidance is None else guidance
@@ -112,27 +151,17 @@ class Generator:
       raise UserError(f'unknown sampler {sampler!r}; choose one of {", ".join(flow.SAMPLERS)}')
     if steps < 1:
       raise UserError(f'steps must be at least 1, got {steps}')
-    labels = list(range(len(self.classes))) if labels is None else list(labels)
+    return dict(steps=steps, guidance=guidance, sampler=sampler, guidance_interval=guidance_interval)
+
+  def _checked(self, labels: list, per_label: int, noise) -> list[int]:
+    """The label indices, with `noise` (when given) checked to hold one image per sample (UserError)."""
     index = [self.label_index(label) for label in labels]
     if not index or per_label < 1:
       raise UserError('give at least one label to sample')
     n = len(index) * per_label
     if noise is not None and noise.shape != (n, self.image_size, self.image_size, 3):
       raise UserError(f'noise must be float32 {(n, self.image_size, self.image_size, 3)}, got {noise.shape}')
-    return flow.sample_grid(
-      self.config,
-      self._graphdef,
-      self._state,
-      index,
-      per_label,
-      seed=seed,
-      noise=noise,
-      steps=steps,
-      guidance=guidance,
-      sampler=sampler,
-      guidance_interval=guidance_interval,
-      batch_size=batch_size,
-    )
+    return index
 
 
 def _refuse_renamed(given: dict) -> None:
