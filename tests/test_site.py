@@ -21,6 +21,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+from conftest import once_per_session
 from PIL import Image
 
 from tinycats import Generator, cli, flow
@@ -39,18 +40,22 @@ def _ort_args() -> list[str]:
   return ['--ort-dir', folder] if folder else []
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def site_dir(folder_run, generator_run, tmp_path_factory):
   """The site of the suite's tiny runs: the classifier straight from its workdir, the generator from an ONNX
-  export folder (both kinds of source), built by the CLI."""
-  generator_export = str(tmp_path_factory.mktemp('generator-export'))
-  onnx_export.export_onnx(generator_run[0], generator_export)
-  out = str(tmp_path_factory.mktemp('site') / 'site')
-  args = ['export', 'site', '--classifier', folder_run[0], '--generator', generator_export, '--out-dir', out]
-  with pytest.raises(SystemExit) as done:
-    cli.main(args + _ort_args())
-  assert done.value.code == 0
-  return out
+  export folder (both kinds of source), built by the CLI once per session (test_space publishes it too)."""
+
+  def build(folder: str) -> dict:
+    os.makedirs(folder, exist_ok=True)
+    generator_export = os.path.join(folder, 'generator-export')
+    onnx_export.export_onnx(generator_run[0], generator_export)
+    args = ['export', 'site', '--classifier', folder_run[0], '--generator', generator_export, '--out-dir']
+    with pytest.raises(SystemExit) as done:
+      cli.main([*args, os.path.join(folder, 'site'), *_ort_args()])
+    assert done.value.code == 0
+    return {}
+
+  return os.path.join(once_per_session(tmp_path_factory, 'site', build)[0], 'site')
 
 
 @contextlib.contextmanager
@@ -187,9 +192,19 @@ def check_classifies(page, site_dir: str, learning_folder: str, tmp_path, screen
       _screenshot(page, 'site_classify.png', tmp_path)
 
 
-def check_generates(page, generator_run, tmp_path, screenshots: bool = True) -> None:
-  """The page draws the generator's images for three settings and seeds, as `Generator.sample` and `tinycats sample
-  --noise browser` do (within one grey level), starting from the run's sample.*."""
+# (label, steps, guidance, sampler, seed, guidance interval): guidance at every step, then only mid-flow (Euler),
+# then from t = 0.5 on (Heun, whose last t + dt rounds one float32 ulp past 1 at 15 steps: an upper end of 1 has
+# no bound, in Python and on the page).
+GENERATE_CASES = (
+  (0, 6, 2.0, 'euler', 7, (0.0, 1.0)),
+  (1, 8, 5.0, 'euler', 11, (0.3, 0.7)),
+  (3, 15, 4.0, 'heun', 4_000_000_001, (0.5, 1.0)),
+)
+
+
+def check_generates(page, generator_run, tmp_path, screenshots: bool = True, cases=GENERATE_CASES) -> None:
+  """The page draws the generator's images for each of `cases` (settings and seeds), as `Generator.sample` and
+  `tinycats sample --noise browser` do (within one grey level), starting from the run's sample.*."""
   assert page.evaluate('Array.from(window.tinycats.noise(7, 9))') == flow.browser_noise(7, 1, 1, 9).ravel().tolist()
   generator = Generator.load(generator_run[0])
   options = page.eval_on_selector_all('#label option', 'options => options.map(o => o.textContent)')
@@ -198,13 +213,6 @@ def check_generates(page, generator_run, tmp_path, screenshots: bool = True) -> 
   s = generator.config.sample
   shown = [page.input_value(f'#{name}') for name in ('steps', 'guidance', 'sampler', 'guidance-from', 'guidance-to')]
   assert [float(v) if v[0].isdigit() else v for v in shown] == [s.steps, s.guidance, s.sampler, *s.guidance_interval]
-  # Guidance at every step, then only mid-flow (Euler), then from t = 0.5 on (Heun, whose last t + dt rounds one
-  # float32 ulp past 1 at 15 steps: an upper end of 1 has no bound, in Python and on the page).
-  cases = (
-    (0, 6, 2.0, 'euler', 7, (0.0, 1.0)),
-    (1, 8, 5.0, 'euler', 11, (0.3, 0.7)),
-    (3, 15, 4.0, 'heun', 4_000_000_001, (0.5, 1.0)),
-  )
   for count, (label, steps, guidance, sampler, seed, interval) in enumerate(cases, start=1):
     page.select_option('#label', str(label))
     page.fill('#steps', str(steps))
