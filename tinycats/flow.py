@@ -178,6 +178,19 @@ def _trajectory_fn(graphdef, steps: int, sampler: str, guided: bool, interval: b
   return jax.jit(run)
 
 
+def _compiled(make, graphdef, steps: int, guidance: float, sampler: str, guidance_interval):
+  """(the jitted program `make` builds for these settings, its (guidance, lo, hi) arguments): one check of the
+  settings for `sample` and `trajectory`. Unguided steps and a guidance interval compile other programs."""
+  if steps < 1:
+    raise ValueError(f'steps must be >= 1, got {steps}')
+  if sampler not in SAMPLERS:
+    raise ValueError(f'unknown sampler {sampler!r}; choose one of {SAMPLERS}')
+  lo, hi = check_guidance_interval(guidance_interval)
+  guided = float(guidance) != 1.0
+  fn = make(graphdef, int(steps), sampler, guided, guided and not guides_everywhere((lo, hi)))
+  return fn, (jnp.float32(guidance), jnp.float32(lo), jnp.float32(hi))
+
+
 def sample(
   graphdef,
   state,
@@ -194,13 +207,8 @@ def sample(
   Guidance `guidance` applies to the steps whose t (0 noise, 1 data) lies in `guidance_interval` = (lo, hi),
   lo <= t <= hi (Heun's second evaluation, at t + dt, checks its own t); the other steps take the conditional
   velocity alone, one network pass over the undoubled batch. (0, 1), the default, guides every step."""
-  if steps < 1:
-    raise ValueError(f'steps must be >= 1, got {steps}')
-  lo, hi = check_guidance_interval(guidance_interval)
-  guided = float(guidance) != 1.0
-  fn = _sample_fn(graphdef, int(steps), sampler, guided, guided and not guides_everywhere((lo, hi)))
-  noise, labels = jnp.asarray(noise, jnp.float32), jnp.asarray(labels, jnp.int32)
-  return fn(state, noise, labels, jnp.float32(guidance), jnp.float32(lo), jnp.float32(hi))
+  fn, settings = _compiled(_sample_fn, graphdef, steps, guidance, sampler, guidance_interval)
+  return fn(state, jnp.asarray(noise, jnp.float32), jnp.asarray(labels, jnp.int32), *settings)
 
 
 def trajectory(
@@ -222,15 +230,8 @@ def trajectory(
   The clean-image estimate along the path is x̂ = x_t + (1 - t) v (the point the step's straight line would reach
   at t = 1): an x-predicting network's own output where 1 - t >= t_eps. For pictures and notebooks; the samplers
   keep only the last state."""
-  if steps < 1:
-    raise ValueError(f'steps must be >= 1, got {steps}')
-  if sampler not in SAMPLERS:
-    raise ValueError(f'unknown sampler {sampler!r}; choose one of {SAMPLERS}')
-  lo, hi = check_guidance_interval(guidance_interval)
-  guided = float(guidance) != 1.0
-  fn = _trajectory_fn(graphdef, int(steps), sampler, guided, guided and not guides_everywhere((lo, hi)))
-  noise, labels = jnp.asarray(noise, jnp.float32), jnp.asarray(labels, jnp.int32)
-  x, v = fn(state, noise, labels, jnp.float32(guidance), jnp.float32(lo), jnp.float32(hi))
+  fn, settings = _compiled(_trajectory_fn, graphdef, steps, guidance, sampler, guidance_interval)
+  x, v = fn(state, jnp.asarray(noise, jnp.float32), jnp.asarray(labels, jnp.int32), *settings)
   return np.arange(steps + 1, dtype=np.float32) / np.float32(steps), np.asarray(x), np.asarray(v)
 
 
