@@ -19,8 +19,8 @@ ratio random per image): nothing but the outline tells the class.
   Beside conditional accuracy (and its worst class) the row gives diversity: per class, the mean pairwise
   distance of the samples over that of the real pictures, in the judge's features (`evaluators.samples`).
 - `generator128`: the same at the real recipe's 128 px: the ten `shapes.CENTRED` shapes drawn at 160 px
-  (`GENERATOR128_PICTURE_SIZE`), the smoke DiT at `data.image_size=128`, `data.cache_size=144` and patch 16
-  (`GENERATOR128_OVERRIDES`: 64 tokens, as at 32 px with patch 4), judged by the same judge recipe trained on
+  (`GENERATOR128_PICTURE_SIZE`), `configs/dit.py:smoke128` (the smoke DiT at the real recipe's 128 px, patch
+  16: 64 tokens, as at 32 px with patch 4, and its block and sampling), judged by the same judge recipe trained on
   the 128 px view (it reads them at its own 96 px input). 16 times the pixels to draw, cache and crop as
   at 32 px, so `all` leaves it out (`all` is classifier, small and generator).
 
@@ -67,12 +67,18 @@ PER_CLASS = {'classifier': 300, 'small': 300, 'generator': 300, 'generator128': 
 # tell 0.85 from 0.8, the training set as small as the case. Twice the smoke's 1,000 steps: from 252
 # pictures the smoke's own budget stops at 0.82 test accuracy, still improving (BENCHMARKS.md).
 SMALL_SPLIT = ('data.test_fraction=0.48', 'train.steps=2000')
-# `generator128`: the smoke DiT at 128 px with the same 64 tokens (patch 16). The cache is to 128 px what 44 is to
-# 32: room for the crop's resize. `--config.*` overrides come after these and win.
-GENERATOR128_OVERRIDES = ('data.image_size=128', 'data.cache_size=144', 'model.patch_size=16')
+# `generator128`: the smoke DiT at the real recipe's 128 px, patch 16 (64 tokens, as at 32 px with patch 4), block,
+# time distribution and sampling.
+GENERATOR128_RECIPE = 'configs/dit.py:smoke128'
 # Its pictures' mean side: the 32 px case draws 48 px pictures for a 44 px cache (CENTRED's size); 160 px for
 # the 144 px cache keeps the same ratio, so the cache shrinks nearly every picture and enlarges none by much.
 GENERATOR128_PICTURE_SIZE = 160
+RECIPES = {
+  'classifier': CLASSIFIER_RECIPE,
+  'small': CLASSIFIER_RECIPE,
+  'generator': GENERATOR_RECIPE,
+  'generator128': GENERATOR128_RECIPE,
+}
 # The judge: the classifier smoke recipe from scratch, on every image (no max_examples cap) and for longer.
 JUDGE_OVERRIDES = ('model.pretrained=', 'data.max_examples=0', 'train.steps=2000')
 # The generator's partition, given to the judge so that both hold out the same test images.
@@ -392,13 +398,14 @@ def generator(
   label: str = '',
   seed: int = 0,
   case: str = 'generator',
+  recipe: str = GENERATOR_RECIPE,
 ) -> dict:
   """Case 3: a judge classifier (trained, or `judge` reused), then `configs/dit.py:smoke` on 10 shapes
   (`shapes.CENTRED`), its samples scored by the judge: conditional accuracy (overall and its worst class),
   Fréchet distance and diversity."""
   start = time.perf_counter()
   folder, data_seconds = data_folder(workdir, shapes.SHAPES[:classes], per_class, GENERATOR_STYLE, picture_size, seed)
-  config, applied = load_config(GENERATOR_RECIPE, folder, overrides)
+  config, applied = load_config(recipe, folder, overrides)
   judged = _judge(workdir, folder, config, folder_lib.list_images(folder)[0], judge, judge_overrides)
   run_dir = _run_dir(workdir, case, label)
   summary, _, seconds = _train(config, run_dir)
@@ -412,7 +419,7 @@ def generator(
   return dict(
     kind='quality',
     case=case,
-    recipe=GENERATOR_RECIPE,
+    recipe=recipe,
     overrides=applied,
     classes=report['classes'],
     per_class=per_class,
@@ -458,20 +465,21 @@ def generator128(
   label: str = '',
   seed: int = 0,
 ) -> dict:
-  """Case 4: case 3 at 128 px: pictures of `GENERATOR128_PICTURE_SIZE` px, the DiT with `GENERATOR128_OVERRIDES`
-  (then `overrides`, which win), the judge trained on its 128 px view of them."""
+  """Case 4: case 3 at 128 px: pictures of `GENERATOR128_PICTURE_SIZE` px, the DiT `GENERATOR128_RECIPE` (with
+  `overrides`), the judge trained on its 128 px view of them."""
   return generator(
     workdir,
     per_class,
     classes,
     picture_size or GENERATOR128_PICTURE_SIZE,
-    [*GENERATOR128_OVERRIDES, *overrides],
+    overrides,
     judge,
     judge_overrides,
     samples_per_class,
     label,
     seed,
     case='generator128',
+    recipe=GENERATOR128_RECIPE,
   )
 
 
@@ -539,7 +547,7 @@ def run(
     raise UserError(f'--per-class must be at least 2, got {per_class}')
   if not 2 <= classes <= 10:
     raise UserError(f'--classes must be 2 to 10 (the shapes there are), got {classes}')
-  recipes = sorted({GENERATOR_RECIPE if c.startswith('generator') else CLASSIFIER_RECIPE for c in chosen})
+  recipes = sorted({RECIPES[c] for c in chosen})
   if judge and judge_overrides:
     raise UserError('--judge-set configures a judge to train; with --judge DIR that judge is reused as it is')
   _check_known(overrides, recipes)

@@ -3,7 +3,8 @@
 13 labels: the 12 cat breeds (0-11) and every dog as 'other' (12); label 13 is the null label
 for classifier-free guidance. `configs/dit.py` is the real run (128 px, patch 16, width 384,
 depth 12, 6 heads: about 33M parameters, a GPU); `:patch8` is the same at patch 8 (4x the
-tokens); `:smoke` is a small DiT at 32 px: 2,400 steps of 32 images, minutes on 2 CPU cores.
+tokens); `:smoke` is a small DiT at 32 px (patch 4): 2,400 steps of 32 images, minutes on 2 CPU cores;
+`:smoke128` the same small DiT at this recipe's 128 px, patch 16 and sampling (`bench --quality generator128`).
 Override any field on the command line: `--config.train.batch_size=64`.
 """
 
@@ -91,30 +92,40 @@ def get_config(arg=None):
 
   if arg == 'patch8':
     c.model.patch_size = 8
-  elif arg == 'smoke':
-    c.model.patch_size = 4
-    c.model.width = 96
-    c.model.depth = 3
-    c.model.heads = 4
-    c.data.image_size = 32
-    c.data.cache_size = 44
-    c.ema.decay = 0.995
-    c.flow.logit_mean = -0.8  # JiT's, at the 32 px the smoke draws (see flow.logit_mean above).
-    # DiT's block: at 32 px the one above cost time and accuracy (BENCHMARKS.md).
-    c.model.norm, c.model.qk_norm, c.model.mlp, c.model.rope = 'layernorm', False, 'gelu', False
-    c.sample.guidance_interval = (0.25, 0.8)
-    # 10 Euler steps: as accurate as more steps or Heun at 32 px (BENCHMARKS.md).
-    c.sample.steps = 10
-    c.sample.per_class = 6
-    c.data.flip = False  # A short run learns the pictures as they are; mirrored copies are more to learn.
-    # More, smaller steps: 2,400 of 32 images learned shapes better than 1,200 of 64 (BENCHMARKS.md, 'Quality').
-    c.train.batch_size = 32
-    c.train.eval_batch_size = 128
-    c.train.steps = 2400  # A fixed budget whatever the data's size.
-    c.train.learning_rate = 4e-3
-    c.train.warmup_epochs = 1
-    c.train.log_every = 50
-    c.train.eval_every = 600
+  elif arg in ('smoke', 'smoke128'):
+    _smoke(c, arg)
   elif arg not in (None, ''):
-    raise ValueError(f"configs/dit.py: unknown config argument {arg!r}; use 'smoke', 'patch8' or nothing.")
+    raise ValueError(f"configs/dit.py: unknown config argument {arg!r}; use 'smoke', 'smoke128', 'patch8' or nothing.")
   return c
+
+
+def _smoke(c, arg: str) -> None:
+  """A small DiT for 2 CPU cores: `smoke` at 32 px with patch 4, `smoke128` at the real recipe's 128 px with
+  patch 16 (the same 64 tokens), both 2,400 steps of 32 images."""
+  c.model.width = 96
+  c.model.depth = 3
+  c.model.heads = 4
+  c.ema.decay = 0.995
+  c.sample.per_class = 6
+  c.data.flip = False  # A short run learns the pictures as they are; mirrored copies are more to learn.
+  # More, smaller steps: 2,400 of 32 images learned shapes better than 1,200 of 64 (BENCHMARKS.md, 'Quality').
+  c.train.batch_size = 32
+  c.train.eval_batch_size = 128
+  c.train.steps = 2400  # A fixed budget whatever the data's size.
+  c.train.learning_rate = 4e-3
+  c.train.warmup_epochs = 1
+  c.train.log_every = 50
+  c.train.eval_every = 600
+  if arg == 'smoke128':
+    # The default recipe's geometry, time shift, block, guidance interval and 20 Euler steps, at smoke size.
+    c.data.cache_size = 144  # To 128 px what 44 is to 32: room for the crop's resize.
+    return
+  c.model.patch_size = 4
+  c.data.image_size = 32
+  c.data.cache_size = 44
+  c.flow.logit_mean = -0.8  # JiT's, at the 32 px the smoke draws (see flow.logit_mean above).
+  # DiT's block: at 32 px the one above cost time and accuracy (BENCHMARKS.md).
+  c.model.norm, c.model.qk_norm, c.model.mlp, c.model.rope = 'layernorm', False, 'gelu', False
+  c.sample.guidance_interval = (0.25, 0.8)
+  # 10 Euler steps: as accurate as more steps or Heun at 32 px (BENCHMARKS.md).
+  c.sample.steps = 10

@@ -8,7 +8,7 @@ import pytest
 from conftest import run_tinycats
 
 from benchmarks import speed
-from tinycats import cli
+from tinycats import cli, config as config_lib
 
 TINY = {
   'resnet18': ['--image-size', '32', '--config.model.width=8'],
@@ -358,7 +358,6 @@ def test_quality_table():
 
 def test_quality_sweep_grid():
   from benchmarks import quality
-  from tinycats import config as config_lib
   from tinycats.errors import UserError
 
   axes = quality.parse_sweep(['learning_rate=1e-3,3e-3', 'epochs=3,6', 'seed=1'])
@@ -476,29 +475,30 @@ def test_quality_generator_and_its_reused_judge(capsys, tmp_path):
 
 
 def test_generator128_case_settings(tmp_path):
-  """`generator128`: 128 px pictures of 64 tokens (patch 16) from pictures large enough for its 144 px cache,
-  a user's `--config.*` after the case's own, and a judge whose cache holds the 128 px view at its own input size."""
+  """`generator128`: `configs/dit.py:smoke128`, 128 px pictures of 64 tokens (patch 16) with the default recipe's
+  block, times and sampling, from pictures large enough for its 144 px cache; a judge whose cache holds the 128 px
+  view at its own input size."""
   from benchmarks import quality
 
   assert 'generator128' in quality.CASES and 'generator128' not in quality.ALL
   folder, _ = quality.data_folder(str(tmp_path), ['circle', 'ring'], 2, 'CENTRED', quality.GENERATOR128_PICTURE_SIZE)
   assert '-160px-' in os.path.basename(folder)
-  config, applied = quality.load_config(quality.GENERATOR_RECIPE, folder, quality.GENERATOR128_OVERRIDES)
+  config, _ = quality.load_config(quality.GENERATOR128_RECIPE, folder, [])
   d = config.data
   assert (d.image_size, d.cache_size, config.model.patch_size) == (128, 144, 16)
   assert (d.image_size // config.model.patch_size) ** 2 == 64  # As the 32 px smoke with patch 4.
   assert d.cache_size > d.image_size and quality.GENERATOR128_PICTURE_SIZE > d.cache_size  # The cache shrinks.
-  config, applied = quality.load_config(
-    quality.GENERATOR_RECIPE, folder, [*quality.GENERATOR128_OVERRIDES, 'model.patch_size=8']
-  )
-  assert config.model.patch_size == 8 and applied[-1] == 'model.patch_size=8'  # The user's override wins.
+  default = config_lib.load('configs/dit.py')
+  for field in ('flow', 'sample'):
+    assert {**config[field].to_dict(), 'per_class': 0} == {**default[field].to_dict(), 'per_class': 0}, field
+  block = ('norm', 'qk_norm', 'mlp', 'rope', 'bottleneck', 'class_tokens', 'patch_size')
+  assert {k: config.model[k] for k in block} == {k: default.model[k] for k in block}
   judge, _ = quality.load_config(quality.CLASSIFIER_RECIPE, quality.view_folder(folder, d), quality.JUDGE_OVERRIDES)
   assert judge.data.image_size <= judge.data.cache_size and judge.data.cache_size >= 128  # No 128 px view upsampled.
 
 
 @pytest.mark.slow  # A judge (at its own 96 px) and a DiT at 128 px, both tiny (about a minute on 2 cores).
 def test_quality_generator128_at_128_px(capsys, tmp_path):
-  from benchmarks import quality
 
   (row,) = run_bench(
     capsys,
@@ -519,8 +519,7 @@ def test_quality_generator128_at_128_px(capsys, tmp_path):
     *('--judge-set', 'train.steps=0'),
   )
   assert GENERATE_FIELDS <= set(row), GENERATE_FIELDS - set(row)
-  assert (row['case'], row['recipe'], row['style']) == ('generator128', 'configs/dit.py:smoke', 'CENTRED')
-  assert row['overrides'][:3] == list(quality.GENERATOR128_OVERRIDES)  # The case's, then the user's.
+  assert (row['case'], row['recipe'], row['style']) == ('generator128', 'configs/dit.py:smoke128', 'CENTRED')
   assert (row['picture_size'], row['image_size']) == (160, 128)
   assert row['workdir'].startswith(str(tmp_path / 'generator128'))
   config = json.loads((tmp_path / 'generator128' / os.path.basename(row['workdir']) / 'config.json').read_text())

@@ -74,9 +74,10 @@ def test_constant_velocity_is_integrated_exactly_by_both_samplers():
   v = jnp.full((2, 2, 2, 3), 0.5)
   for sampler in flow.SAMPLERS:
     np.testing.assert_allclose(flow.integrate(lambda x, t: v, x0, steps=3, sampler=sampler), x0 + v, rtol=1e-6)
-  # A velocity linear in t: Heun is exact, Euler is not.
+  # A velocity linear in t: Heun is exact up to its last step, which is Euler's (no evaluation at t = 1, as in
+  # EDM and JiT): x0 + 0.75^2 / 2 + 0.25 * 0.75; Euler is off from the first step.
   ramp = lambda x, t: jnp.broadcast_to(t[:, None, None, None], x.shape)  # x(1) = x0 + 1/2.
-  np.testing.assert_allclose(flow.integrate(ramp, x0, steps=4, sampler='heun'), x0 + 0.5, rtol=1e-6)
+  np.testing.assert_allclose(flow.integrate(ramp, x0, steps=4, sampler='heun'), x0 + 0.28125 + 0.1875, rtol=1e-6)
   assert abs(float(flow.integrate(ramp, x0, steps=4, sampler='euler')[0, 0, 0, 0]) - 1.5) > 0.05
 
 
@@ -86,6 +87,16 @@ def test_timestep_distributions_stay_in_the_unit_interval():
     assert t.min() >= 0 and t.max() <= 1 and abs(t.mean() - 0.5) < 0.03
   logit_normal = np.asarray(flow.sample_timesteps(jax.random.key(0), 4096, 'logit_normal'))
   assert np.mean(np.abs(logit_normal - 0.5) < 0.25) > 0.6  # Mid-flow times are favoured (uniform: 0.5).
+
+
+@pytest.mark.parametrize(
+  'kind, mean, std', [('uniform', 0.0, 1.0), ('logit_normal', 0.0, 1.0), ('logit_normal', -2.2, 0.8)]
+)
+def test_timestep_quantiles_are_those_of_the_training_draws(kind, mean, std):
+  """The validation loss stratifies t by these quantiles: they must be the training distribution's."""
+  drawn = np.sort(np.asarray(flow.sample_timesteps(jax.random.key(1), 20000, kind, mean, std)))
+  q = np.array([0.05, 0.25, 0.5, 0.75, 0.95])
+  np.testing.assert_allclose(np.asarray(flow.timestep_quantile(q, kind, mean, std)), np.quantile(drawn, q), atol=0.01)
 
 
 @pytest.fixture(scope='module')
@@ -149,7 +160,7 @@ def _reference_sample(model, noise, labels, steps, guidance, interval, sampler):
   for i in range(steps):
     t = np.float32(i) * np.float32(dt)
     v = velocity(x, t)
-    if sampler == 'euler':
+    if sampler == 'euler' or i == steps - 1:  # Heun's last step is Euler's.
       x = x + dt * v
     else:
       x = x + dt * 0.5 * (v + velocity(x + dt * v, t + np.float32(dt)))
@@ -169,7 +180,7 @@ def test_a_guidance_interval_guides_only_the_steps_inside_it(tiny_dit, sampler):
     state, noise, labels, jnp.float32(3.0), jnp.float32(0.0), jnp.float32(1.0)
   )
   np.testing.assert_array_equal(forced, guided)
-  # An interval between the step times (Euler 0, 1/6, ..., 5/6; Heun also 1/6, ..., 1) guides nothing.
+  # An interval between the step times (0, 1/6, ..., 5/6, for Euler and Heun alike) guides nothing.
   np.testing.assert_array_equal(run(guidance=3.0, guidance_interval=(0.9, 0.95)), conditional)
   # Guided from t = 0.3 on: neither of the above, and what the step-by-step reference computes.
   part = run(guidance=3.0, guidance_interval=(0.3, 1.0))
@@ -246,7 +257,8 @@ def test_outside_the_guidance_interval_only_the_conditional_batch_is_run():
   calls.clear()
   flow.sample(graphdef, state, noise, labels, steps=2, guidance=2.0, sampler='heun', guidance_interval=(0.0, 0.5))
   jax.effects_barrier()
-  assert sorted(calls) == [(2, 1.0), (4, 0.0), (4, 0.5), (4, 0.5)]  # Heun's t + dt checks its own time.
+  # Heun's t + dt checks its own time; its last step is Euler's: nothing is evaluated at t = 1.
+  assert sorted(calls) == [(4, 0.0), (4, 0.5), (4, 0.5)]
 
 
 @pytest.mark.parametrize('interval', [(0.5, 0.2), (-0.1, 0.5), (0.2, 1.5), (float('nan'), 1.0), (0.5,), 'ab', None])

@@ -193,8 +193,7 @@ def check_classifies(page, site_dir: str, learning_folder: str, tmp_path, screen
 
 
 # (label, steps, guidance, sampler, seed, guidance interval): guidance at every step, then only mid-flow (Euler),
-# then from t = 0.5 on (Heun, whose last t + dt rounds one float32 ulp past 1 at 15 steps: an upper end of 1 has
-# no bound, in Python and on the page).
+# then from t = 0.5 on with Heun (whose last step is Euler's, in Python and on the page).
 GENERATE_CASES = (
   (0, 6, 2.0, 'euler', 7, (0.0, 1.0)),
   (1, 8, 5.0, 'euler', 11, (0.3, 0.7)),

@@ -4,10 +4,11 @@
     target velocity v = data - noise,   so d x_t / d t = v and x_1 = x_0 + integral of v.
 
 The model takes the raw t. Sampling integrates the learned velocity from t = 0 to 1 with Euler
-or Heun steps; classifier-free guidance `v = v_null + s * (v_label - v_null)` evaluates both
-velocities in one forward pass over a doubled batch. A guidance interval (lo, hi) (Kynkäänniemi et al. 2024)
-guides only the steps whose t lies in it; the others take the plain conditional velocity from one pass over
-the undoubled batch.
+or Heun steps (Heun's last step is Euler's, as in EDM and JiT: its second evaluation would be at t = 1, where
+an x-predicting network divides by t_eps and no training time lies); classifier-free guidance
+`v = v_null + s * (v_label - v_null)` evaluates both velocities in one forward pass over a doubled batch. A
+guidance interval (lo, hi) (Kynkäänniemi et al. 2024) guides only the steps whose t lies in it; the others take
+the plain conditional velocity from one pass over the undoubled batch.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.special
 import numpy as np
 from flax import nnx
 
@@ -53,6 +55,15 @@ def sample_timesteps(key, n: int, distribution: str = 'uniform', mean: float = 0
   raise ValueError(f'unknown timestep distribution {distribution!r}; choose one of {TIMESTEP_DISTRIBUTIONS}')
 
 
+def timestep_quantile(q, distribution: str = 'uniform', mean: float = 0.0, std: float = 1.0):
+  """The time below which a fraction `q` of `sample_timesteps`' draws fall: stratified draws of the training times."""
+  if distribution == 'uniform':
+    return q
+  if distribution == 'logit_normal':
+    return jax.nn.sigmoid(mean + std * jax.scipy.special.ndtri(q))
+  raise ValueError(f'unknown timestep distribution {distribution!r}; choose one of {TIMESTEP_DISTRIBUTIONS}')
+
+
 def per_example_loss(model, data, labels, noise, t):
   """Mean squared velocity error per example, in float32 (JiT's target for an x-predicting `model`)."""
   pred = model(interpolate(data, noise, t), t, labels)
@@ -80,7 +91,7 @@ def guides_everywhere(interval) -> bool:
 
 
 def in_guidance_interval(t, lo, hi):
-  """lo <= t <= hi in float32; hi 1 has no upper bound (Heun's last time, t + dt, may round one ulp past 1)."""
+  """lo <= t <= hi in float32; hi 1 has no upper bound."""
   t, lo, hi = (jnp.asarray(v, jnp.float32) for v in (t, lo, hi))
   return (lo <= t) & ((t <= hi) | (hi >= 1))
 
@@ -122,17 +133,22 @@ def _step(velocity, x, t, dt: float, sampler: str):
   return x + dt * 0.5 * (v + v_next), v
 
 
-def integrate(velocity, x0, steps: int, sampler: str = 'euler'):
-  """Solves dx/dt = velocity(x, t) from t = 0 to 1 in `steps` equal steps (Heun: two evaluations per step)."""
+def _samplers(sampler: str, steps: int) -> tuple[str, ...]:
+  """The sampler of each step: Heun's last is Euler's, which evaluates no velocity at t = 1."""
   if sampler not in SAMPLERS:
     raise ValueError(f'unknown sampler {sampler!r}; choose one of {SAMPLERS}')
+  return (sampler,) * (steps - 1) + ('euler',)
+
+
+def integrate(velocity, x0, steps: int, sampler: str = 'euler'):
+  """Solves dx/dt = velocity(x, t) from t = 0 to 1 in `steps` equal steps (Heun: two evaluations per step but
+  the last)."""
+  first, last = _samplers(sampler, steps)[0], 'euler'
   dt = 1.0 / steps
   n = x0.shape[0]
-
-  def step(i, x):
-    return _step(velocity, x, jnp.full((n,), i * dt, jnp.float32), dt, sampler)[0]
-
-  return jax.lax.fori_loop(0, steps, step, x0.astype(jnp.float32))
+  at = lambda i: jnp.full((n,), i * dt, jnp.float32)
+  x = jax.lax.fori_loop(0, steps - 1, lambda i, x: _step(velocity, x, at(i), dt, first)[0], x0.astype(jnp.float32))
+  return _step(velocity, x, at(steps - 1), dt, last)[0]
 
 
 def _velocity(model, labels, guidance, lo, hi, guided: bool, interval: bool):
@@ -168,12 +184,15 @@ def _trajectory_fn(graphdef, steps: int, sampler: str, guided: bool, interval: b
     velocity = _velocity(model, labels, guidance, lo, hi, guided, interval)
     dt, n = 1.0 / steps, noise.shape[0]
 
-    def step(x, i):
-      x_next, v = _step(velocity, x, jnp.full((n,), i * dt, jnp.float32), dt, sampler)
+    first = _samplers(sampler, steps)[0]
+
+    def step(x, i, kind=first):
+      x_next, v = _step(velocity, x, jnp.full((n,), i * dt, jnp.float32), dt, kind)
       return x_next, (x, v)
 
-    last, (states, velocities) = jax.lax.scan(step, noise.astype(jnp.float32), jnp.arange(steps))
-    return jnp.concatenate([states, last[None]]), velocities
+    x, (states, velocities) = jax.lax.scan(step, noise.astype(jnp.float32), jnp.arange(steps - 1))
+    last, (state, velocity_last) = step(x, steps - 1, 'euler')  # As `integrate`: Heun's last step is Euler's.
+    return jnp.concatenate([states, state[None], last[None]]), jnp.concatenate([velocities, velocity_last[None]])
 
   return jax.jit(run)
 

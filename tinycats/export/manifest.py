@@ -158,7 +158,8 @@ def models_json(existing: dict, config, paths: dict[str, str], info: dict) -> di
         description=(
           "the run's sample.* settings (what `tinycats sample` uses by default): from t=0 to 1 in `steps` equal "
           'steps, euler x(t+dt) = x(t) + dt * v(t), heun x(t+dt) = x(t) + dt/2 * (v(t) + v(t+dt) at the Euler '
-          'point); v = v(null) + guidance * (v(breed) - v(null)), both in one batch of two, where '
+          "point), the last step euler's (no evaluation at t=1); v = v(null) + guidance * (v(breed) - v(null)), "
+          'both in one batch of two, where '
           'guidanceInterval[0] <= t <= guidanceInterval[1] (an upper end of 1 is unbounded), else v = v(breed) '
           'from the breed alone (no null pass); float32 arithmetic'
         ),

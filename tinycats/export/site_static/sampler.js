@@ -1,7 +1,8 @@
 // Rectified-flow sampling as tinycats.flow does it: t = 0 is noise, t = 1 is data, x += dt * v, and with
 // guidance v = v_null + guidance * (v_class - v_null) (both in one batch of two; guidance 1 runs the class alone).
-// A guidance interval [lo, hi] guides only the evaluations whose t has lo <= t <= hi (an hi of 1 has no upper
-// bound: Heun's last t + dt may round past 1); the others run the class alone, a batch of one.
+// Heun's last step is Euler's (no evaluation at t = 1, as in tinycats.flow). A guidance interval [lo, hi] guides
+// only the evaluations whose t has lo <= t <= hi (an hi of 1 has no upper bound); the others run the class
+// alone, a batch of one.
 // Arithmetic is rounded to float32 where Python's is float32, so the images agree with Generator.sample.
 
 const f32 = Math.fround;
@@ -48,7 +49,7 @@ export async function sample({ velocity, noise, label, nullLabel, steps, guidanc
     const t = f32(i * dt);
     const v1 = await v(x, t);
     const next = new Float32Array(n);
-    if (sampler === 'euler') {
+    if (sampler === 'euler' || i === steps - 1) {
       for (let j = 0; j < n; j++) next[j] = f32(x[j] + f32(dt * v1[j]));
     } else {
       const ahead = new Float32Array(n);
