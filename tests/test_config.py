@@ -104,10 +104,12 @@ def test_generator_config_errors_are_named(spec, override, message):
 
 
 def test_generator_configs_load():
-  for arg in ('', ':smoke', ':patch8'):
+  for arg in ('', ':smoke', ':smoke128', ':patch8'):
     c = config_lib.load(f'configs/dit.py{arg}')
     assert c.task == 'generator' and c.data.labels == 'cat_breeds' and c.data.normalization == 'symmetric'
   assert config_lib.load('configs/dit.py:patch8').model.patch_size == 8
+  smoke128 = config_lib.load('configs/dit.py:smoke128')
+  assert (smoke128.data.image_size, smoke128.model.patch_size, smoke128.model.width) == (128, 16, 96)
 
 
 def test_a_generator_run_from_before_guidance_intervals_guides_every_step(tmp_path):
