@@ -51,6 +51,28 @@ def test_evaluate_writes_its_splits_own_report(folder_run):
     evaluate.evaluate(workdir, split='dev')
 
 
+def test_evaluate_another_checkpoint_writes_its_own_files(folder_run, tmp_path):
+  """`--step N` scores that checkpoint, in eval_stepN.json and confusion_stepN.png; the best's files stay."""
+  import shutil
+
+  from tinycats.train import lock
+
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(folder_run[0], workdir, ignore=shutil.ignore_patterns(lock.LOCK))
+  best = json.load(open(os.path.join(workdir, 'eval.json')))
+  kept = sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')) if d.isdigit())
+  other = next(s for s in reversed(kept) if s != best['step'])
+  result = run_main(cli.main, 'evaluate', '--workdir', workdir, '--step', str(other))
+  assert result.returncode == 0, result.stderr
+  report = json.load(open(os.path.join(workdir, f'eval_step{other}.json')))
+  assert (report['step'], report['checkpoint'], report['split']) == (other, 'chosen', 'test')
+  assert os.path.isfile(os.path.join(workdir, f'confusion_step{other}.png'))
+  assert json.load(open(os.path.join(workdir, 'eval.json'))) == best  # The best's report is untouched.
+  missing = run_main(cli.main, 'evaluate', '--workdir', workdir, '--step', '7')
+  assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+  assert f'no checkpoint of step 7; it keeps steps {", ".join(map(str, kept))}' in missing.stderr
+
+
 def test_balanced_accuracy_and_recall_by_hand():
   # 6 cats, 3 others, 1 fox; a model that gets 5 cats, 1 other and no fox right.
   labels = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 2])

@@ -1,4 +1,5 @@
-"""`tinycats evaluate`: a workdir's best checkpoint on a split -> eval.json (and a plot); eval_val.json for val.
+"""`tinycats evaluate`: a workdir's best checkpoint on a split -> eval.json (and a plot); eval_val.json for val;
+another checkpoint by `step` -> eval_stepN.json (the best's files stay).
 
 A classifier gets accuracy, balanced accuracy, per-class scores and confusion.png, and a warning
 when its model answers one class for every image. A generator gets its
@@ -35,11 +36,13 @@ def evaluate(
   sampler: str | None = None,
   guidance_interval: tuple[float, float] | None = None,
   data_dir: str | None = None,
+  step: int | None = None,
 ) -> dict:
   """Writes and returns `WORKDIR/eval.json`. `classifier` (a classifier workdir) is for generators only; so are
   `guidance`, `steps`, `sampler` and `guidance_interval`, which the judged samples use instead of the run's
   `sample.*`. `data_dir`: where the run's data is on this machine, when not where config.json says (a TFDS data
-  dir, or the image folder of a folder run)."""
+  dir, or the image folder of a folder run). `step`: that checkpoint instead of the best, reported in its own files
+  (`eval_stepN.json`, `samples/eval_stepN.png`), so the best's stay as they are."""
   if split not in tinycats.data.SPLITS:
     raise UserError(f'unknown split {split!r}; choose one of {", ".join(tinycats.data.SPLITS)}')
   if not os.path.isdir(workdir):
@@ -65,21 +68,33 @@ def evaluate(
       f'{list(config.data.classes)}; evaluate on the data it was trained on'
     )
   tinycats.data.check_record(data, workdir, [split])  # Exactly the run's pictures, never a new draw.
-  config, graphdef, state, step = inference.load(workdir)
+  chosen = step is not None
+  config, graphdef, state, step = inference.load(workdir, step=step)
   report = train_public.evaluate(
-    config, graphdef, state, data.splits[split], mesh or sharding.make_mesh(), name=split, step=step, workdir=workdir
+    config,
+    graphdef,
+    state,
+    data.splits[split],
+    mesh or sharding.make_mesh(),
+    name=split,
+    step=step,
+    workdir=workdir,
+    chosen=chosen,
   )
   if classifier:
     generator = Generator(config, graphdef, state, step)  # The checkpoint read above.
     sampling = dict(guidance=guidance, steps=steps, sampler=sampler, guidance_interval=guidance_interval)
+    grid_name = f'eval_step{step}.png' if chosen else 'eval.png'
     report['samples'] = _judge_samples(
-      workdir, generator, data.splits[split], classifier, samples_per_class, seed, sampling
+      workdir, generator, data.splits[split], classifier, samples_per_class, seed, sampling, grid_name
     )
   writers.write_report(report, workdir)
   return report
 
 
-def _judge_samples(workdir, generator, split, classifier_dir: str, per_class: int, seed: int, sampling: dict) -> dict:
+def _judge_samples(
+  workdir, generator, split, classifier_dir: str, per_class: int, seed: int, sampling: dict, grid_name: str
+) -> dict:
   """Samples `per_class` images of every class (seeded; `sampling`'s guidance, steps, sampler and guidance_interval
   where not None, else the run's `sample.*`) and scores them against the split's real images."""
   judge = Classifier.load(classifier_dir)
@@ -99,5 +114,5 @@ def _judge_samples(workdir, generator, split, classifier_dir: str, per_class: in
     guidance=s.guidance if sampling['guidance'] is None else sampling['guidance'],
     guidance_interval=[float(v) for v in sampling['guidance_interval'] or s.get('guidance_interval', (0.0, 1.0))],
   )
-  plots.save_grid(grid, os.path.join(workdir, 'samples', 'eval.png'), classes)
+  plots.save_grid(grid, os.path.join(workdir, 'samples', grid_name), classes)
   return out

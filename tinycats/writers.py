@@ -28,16 +28,24 @@ def write_json(obj, path: str) -> None:
     json.dump(obj, f, indent=2, sort_keys=True)
 
 
-def report_file(split: str, kind: str = 'eval', extension: str = 'json') -> str:
+def report_file(split: str, kind: str = 'eval', extension: str = 'json', step: int | None = None) -> str:
   """A split's own file: `eval.json` and `confusion.png` for the test split (what training writes and a Hub card
-  reports), `eval_val.json`, `confusion_train.png`, ... for the others, so that no split overwrites another's."""
-  return f'{kind}.{extension}' if split == 'test' else f'{kind}_{split}.{extension}'
+  reports), `eval_val.json`, `confusion_train.png`, ... for the others, so that no split overwrites another's;
+  a checkpoint asked for by number (`step`, not the best) adds `_stepN`: `eval_step2400.json`."""
+  name = kind if split == 'test' else f'{kind}_{split}'
+  return f'{name}{"" if step is None else f"_step{step}"}.{extension}'
+
+
+def report_path(report: dict, workdir: str, kind: str = 'eval', extension: str = 'json') -> str:
+  """Where `report`'s file of `kind` goes: `report_file` of its split, and of its step when it is not the best's."""
+  step = report['step'] if report.get('checkpoint') == 'chosen' else None
+  return os.path.join(workdir, report_file(report['split'], kind, extension, step))
 
 
 def write_report(report: dict, workdir: str) -> None:
   """Writes an evaluation's report as its split's file (`report_file`), warning when the model answers one class
   for everything."""
-  write_json(report, os.path.join(workdir, report_file(report['split'])))
+  write_json(report, report_path(report, workdir))
   if report.get('degenerate') and writes_files():
     print(
       f'warning: the checkpoint at step {report["step"]} of {workdir} {report["degenerate"]} of the '

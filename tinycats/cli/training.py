@@ -95,6 +95,13 @@ def _add_evaluate(sub) -> None:
   p.add_argument('--workdir', required=True, help='the trained run folder')
   p.add_argument('--split', default='test', choices=('train', 'val', 'test'), help='the split to score')
   p.add_argument(
+    '--step',
+    type=int,
+    default=None,
+    help='that checkpoint instead of the best (one training kept: the last train.keep_checkpoints and the best); '
+    "written as eval_stepN.json, so the best's eval.json stays",
+  )
+  p.add_argument(
     '--data-dir',
     default=None,
     help="where the run's data is on this machine, if not where its config.json says (a run trained on Modal): "
@@ -131,6 +138,7 @@ def _evaluate(args) -> int:
     sampler=args.sampler,
     guidance_interval=interval,
     data_dir=args.data_dir,
+    step=args.step,
   )
   shown = ('split', 'step', 'num_examples', 'accuracy', 'balanced_accuracy', 'degenerate', 'flow_loss')
   shown = {k: v for k, v in report.items() if k in shown}

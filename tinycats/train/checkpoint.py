@@ -158,6 +158,9 @@ class Checkpoints:
   def best_step(self) -> int | None:
     return self._manager.best_step()
 
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
   def metrics(self, step: int) -> dict | None:
     """The metrics a checkpoint was saved with (its validation), as Orbax recorded them."""
     return self._manager.metrics(step)

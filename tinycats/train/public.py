@@ -33,7 +33,7 @@ def restore_network(workdir: str, config, step: int | None = None):
   return (*run_task.network(graphdef, model_state), step)
 
 
-def evaluate(config, graphdef, state, split, mesh, *, name: str, step: int, workdir: str) -> dict:
+def evaluate(config, graphdef, state, split, mesh, *, name: str, step: int, workdir: str, chosen: bool = False) -> dict:
   """The task's full evaluation of a split by the inference network (`graphdef`, `state`): the report, with
-  where it came from, and its figures written into `workdir`."""
-  return tasks.get(config).evaluate(graphdef, state, split, mesh, name=name, step=step, workdir=workdir)
+  where it came from, and its figures written into `workdir` (`chosen`: a checkpoint asked for by number)."""
+  return tasks.get(config).evaluate(graphdef, state, split, mesh, name=name, step=step, workdir=workdir, chosen=chosen)

@@ -55,6 +55,10 @@ def restore_model(workdir: str, task, step: int | None = None):
   targets = {'model': nnx.to_pure_dict(model_state)}
   if step is None:
     step, stored, _ = ckpts.restore_newest_intact(targets, first=best)
+  elif step not in (kept := ckpts.all_steps()):
+    raise FileNotFoundError(
+      f'{ckpts.directory} has no checkpoint of step {step}; it keeps steps {", ".join(map(str, kept)) or "none"}'
+    )
   else:
     stored, _ = ckpts.restore(step, targets)
   ckpts.close()

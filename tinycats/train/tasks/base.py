@@ -44,10 +44,11 @@ class Task:
     """(graphdef, state) of the network inference uses, from the split trained model."""
     return graphdef, model_state
 
-  def evaluate(self, graphdef, state, split, mesh, *, name: str, step: int, workdir: str) -> dict:
-    """The full evaluation of a split by the inference network: `report` plus where it came from, plotted."""
+  def evaluate(self, graphdef, state, split, mesh, *, name: str, step: int, workdir: str, chosen: bool = False) -> dict:
+    """The full evaluation of a split by the inference network: `report` plus where it came from, plotted.
+    `chosen`: the checkpoint was asked for by number (`checkpoint: chosen`), not the best (`checkpoint: best`)."""
     report = self.report(graphdef, state, split, mesh)
-    report.update(split=name, step=step, skipped_images=len(split.skipped))
+    report.update(split=name, step=step, checkpoint='chosen' if chosen else 'best', skipped_images=len(split.skipped))
     self.plot_report(report, workdir)
     return report
 

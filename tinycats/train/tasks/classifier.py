@@ -7,8 +7,6 @@ validation metrics and the full report (eval.json, with confusion.png beside it)
 
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
 import optax
@@ -82,6 +80,6 @@ class ClassifierTask(Task):
     plots.plot_confusion(
       report['confusion_matrix'],
       report['classes'],
-      os.path.join(workdir, writers.report_file(report['split'], 'confusion', 'png')),
+      writers.report_path(report, workdir, 'confusion', 'png'),
       title=f'{report["split"]}: accuracy {report["accuracy"]:.4f} (step {report["step"]})',
     )
