@@ -133,22 +133,21 @@ def _step(velocity, x, t, dt: float, sampler: str):
   return x + dt * 0.5 * (v + v_next), v
 
 
-def _samplers(sampler: str, steps: int) -> tuple[str, ...]:
-  """The sampler of each step: Heun's last is Euler's, which evaluates no velocity at t = 1."""
+def _checked(sampler: str) -> str:
   if sampler not in SAMPLERS:
     raise ValueError(f'unknown sampler {sampler!r}; choose one of {SAMPLERS}')
-  return (sampler,) * (steps - 1) + ('euler',)
+  return sampler
 
 
 def integrate(velocity, x0, steps: int, sampler: str = 'euler'):
-  """Solves dx/dt = velocity(x, t) from t = 0 to 1 in `steps` equal steps (Heun: two evaluations per step but
-  the last)."""
-  first, last = _samplers(sampler, steps)[0], 'euler'
+  """Solves dx/dt = velocity(x, t) from t = 0 to 1 in `steps` equal steps (Heun: two evaluations per step, but
+  its last step is Euler's, which evaluates no velocity at t = 1)."""
+  sampler = _checked(sampler)
   dt = 1.0 / steps
   n = x0.shape[0]
   at = lambda i: jnp.full((n,), i * dt, jnp.float32)
-  x = jax.lax.fori_loop(0, steps - 1, lambda i, x: _step(velocity, x, at(i), dt, first)[0], x0.astype(jnp.float32))
-  return _step(velocity, x, at(steps - 1), dt, last)[0]
+  x = jax.lax.fori_loop(0, steps - 1, lambda i, x: _step(velocity, x, at(i), dt, sampler)[0], x0.astype(jnp.float32))
+  return _step(velocity, x, at(steps - 1), dt, 'euler')[0]
 
 
 def _velocity(model, labels, guidance, lo, hi, guided: bool, interval: bool):
@@ -184,9 +183,7 @@ def _trajectory_fn(graphdef, steps: int, sampler: str, guided: bool, interval: b
     velocity = _velocity(model, labels, guidance, lo, hi, guided, interval)
     dt, n = 1.0 / steps, noise.shape[0]
 
-    first = _samplers(sampler, steps)[0]
-
-    def step(x, i, kind=first):
+    def step(x, i, kind=sampler):
       x_next, v = _step(velocity, x, jnp.full((n,), i * dt, jnp.float32), dt, kind)
       return x_next, (x, v)
 
