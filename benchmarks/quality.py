@@ -400,7 +400,7 @@ def generator(
   case: str = 'generator',
   recipe: str = GENERATOR_RECIPE,
 ) -> dict:
-  """Case 3: a judge classifier (trained, or `judge` reused), then `configs/dit.py:smoke` on 10 shapes
+  """Case 3: a judge classifier (trained, or `judge` reused), then `recipe` (`configs/dit.py:smoke`) on 10 shapes
   (`shapes.CENTRED`), its samples scored by the judge: conditional accuracy (overall and its worst class),
   Fréchet distance and diversity."""
   start = time.perf_counter()

@@ -89,6 +89,15 @@ def test_samples_are_judged_by_a_classifier(generator_run, judge):
   assert json.load(open(os.path.join(workdir, 'eval.json')))['samples'] == samples
   settings = lambda s: (s['guidance'], s['steps'], s['sampler'], s['guidance_interval'])
   assert settings(samples) == (2.0, 10, 'euler', [0.25, 0.8])  # The run's sample.*.
+  # Another kept checkpoint (`--step`): its own report and grid; the best's stay as they were.
+  kept = sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')) if d.isdigit())
+  other = next(s for s in reversed(kept) if s != report['step'])
+  grid = open(os.path.join(workdir, 'samples', 'eval.png'), 'rb').read()
+  chosen = evaluate.evaluate(workdir, classifier=judge, samples_per_class=2, step=other)
+  assert (chosen['step'], chosen['checkpoint']) == (other, 'chosen') and chosen['samples']['num_generated'] == 8
+  assert os.path.isfile(os.path.join(workdir, 'samples', f'eval_step{other}.png'))
+  assert open(os.path.join(workdir, 'samples', 'eval.png'), 'rb').read() == grid
+  assert json.load(open(os.path.join(workdir, 'eval.json')))['samples'] == samples
 
   # Other guidance, steps, sampler and interval for the judged samples, recorded with them; only with a judge.
   other = evaluate.evaluate(

@@ -84,7 +84,7 @@ def evaluate(
   if classifier:
     generator = Generator(config, graphdef, state, step)  # The checkpoint read above.
     sampling = dict(guidance=guidance, steps=steps, sampler=sampler, guidance_interval=guidance_interval)
-    grid_name = f'eval_step{step}.png' if chosen else 'eval.png'
+    grid_name = writers.report_file('test', 'eval', 'png', step if chosen else None)  # Named as the report is.
     report['samples'] = _judge_samples(
       workdir, generator, data.splits[split], classifier, samples_per_class, seed, sampling, grid_name
     )
