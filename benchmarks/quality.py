@@ -436,6 +436,8 @@ def generator(
     worst_class=worst,
     diversity=samples.get('diversity'),
     per_class_diversity=samples.get('per_class_diversity'),
+    blockiness=samples.get('blockiness'),
+    real_blockiness=real.get('blockiness'),
     real_conditional_accuracy=real.get('conditional_accuracy'),
     real_per_class_accuracy=real.get('per_class_accuracy'),
     num_real=samples.get('num_real'),
@@ -593,7 +595,7 @@ def table(rows: Sequence[dict]) -> str:
   lines = [
     (
       f'{"case":<12} {"sweep":<28} {"accuracy":>8} {"balanced":>8} {"cond.acc":>8} {"worst":>6} {"real acc":>8} '
-      f'{"Fréchet":>8} {"divers.":>7} {"judge":>6} {"steps":>6} {"train s":>8} {"wall s":>8}'
+      f'{"Fréchet":>8} {"divers.":>7} {"blocky":>6} {"judge":>6} {"steps":>6} {"train s":>8} {"wall s":>8}'
     )
   ]
   for r in rows:
@@ -603,8 +605,8 @@ def table(rows: Sequence[dict]) -> str:
       f'{_figure(r.get("test_balanced_accuracy")):>8} {_figure(r.get("conditional_accuracy")):>8} '
       f'{_figure(r.get("worst_class_accuracy")):>6} {_figure(r.get("real_conditional_accuracy")):>8} '
       f'{_figure(r.get("frechet_distance"), 2):>8} {_figure(r.get("diversity")):>7} '
-      f'{_figure(r.get("judge_test_accuracy")):>6} {r["steps"]:>6} {r["train_seconds"]:>8.1f} '
-      f'{r["wall_seconds"]:>8.1f}'
+      f'{_figure(r.get("blockiness"), 2):>6} {_figure(r.get("judge_test_accuracy")):>6} {r["steps"]:>6} '
+      f'{r["train_seconds"]:>8.1f} {r["wall_seconds"]:>8.1f}'
     )
   return '\n'.join(lines)
 

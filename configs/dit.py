@@ -32,6 +32,9 @@ def get_config(arg=None):
   # the 32 px case (BENCHMARKS.md), so none.
   c.model.class_tokens = 0
   c.model.class_token_block = 0  # The block from which they are there (JiT: 4 of 12).
+  # Pixels each token's output tile reaches past its patch on every side, cross-faded with its neighbours'
+  # (`dit.overlap_add`): tiles that disagree meet in a ramp, not a step (the patch blocks). 0 = DiT's tiles.
+  c.model.overlap = 0
   # Compute dtype: auto | bfloat16 | float32; 'auto' is bfloat16 on a GPU or TPU and float32 on a CPU (XLA's
   # bfloat16 CPU kernels are slower, BENCHMARKS.md). Parameters, norms, softmax and the loss stay float32.
   c.model.dtype = 'auto'

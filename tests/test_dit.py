@@ -210,6 +210,31 @@ def test_bad_sizes_raise():
     _tiny(heads=3)
   with pytest.raises(ValueError):
     _tiny(image_size=18)
+  with pytest.raises(ValueError, match='overlap'):
+    _tiny(overlap=3)  # More than half the patch: a tile would reach past its neighbour's centre.
+
+
+def test_overlap_add_places_cross_faded_tiles_as_a_brute_force_sum_does():
+  """Each token's (p + 2o)-pixel tile, windowed, added onto the canvas at its patch less o, over the summed
+  windows: the same as `overlap_add`, with or without jit; flat tiles give a flat image; overlap 0 is unpatchify."""
+  p, o, h, w, c = 8, 2, 32, 24, 3
+  k = p + 2 * o
+  tokens = np.random.default_rng(0).normal(size=(2, (h // p) * (w // p), k * k * c)).astype(np.float32)
+  window = np.outer(dit.crossfade_window(p, o), dit.crossfade_window(p, o))
+  canvas, weight = np.zeros((2, h + 2 * o, w + 2 * o, c)), np.zeros((h + 2 * o, w + 2 * o))
+  for index, tile in enumerate(np.moveaxis(tokens.reshape(2, -1, k, k, c), 1, 0)):
+    top, left = p * (index // (w // p)), p * (index % (w // p))
+    canvas[:, top : top + k, left : left + k] += tile * window[..., None]
+    weight[top : top + k, left : left + k] += window
+  expected = canvas[:, o : o + h, o : o + w] / weight[o : o + h, o : o + w, None]
+  assert np.abs(np.asarray(dit.overlap_add(tokens, p, o, h, w, c)) - expected).max() < 1e-5
+  jitted = jax.jit(lambda x: dit.overlap_add(x, p, o, h, w, c))
+  assert np.abs(np.asarray(jitted(tokens)) - expected).max() < 1e-5
+  flat = dit.overlap_add(np.full_like(tokens, 0.7), p, o, h, w, c)
+  assert np.allclose(flat, 0.7, atol=1e-6)
+  plain = tokens[..., : p * p * c]
+  assert np.array_equal(dit.overlap_add(plain, p, 0, h, w, c), dit.unpatchify(plain, p, h, w, c))
+  assert dit.crossfade_window(p, o).tolist() == [0.125, 0.375, 0.625, 0.875, 1, 1, 1, 1, 0.875, 0.625, 0.375, 0.125]
 
 
 def test_attention_matches_jax_reference():
@@ -247,6 +272,7 @@ def test_x_prediction_returns_the_velocity_of_its_clean_image_estimate():
     dict(rope=True),
     dict(bottleneck=8),
     dict(class_tokens=2, class_token_block=1),
+    dict(overlap=1),
     MODERN,
   ],
 )

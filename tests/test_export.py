@@ -486,8 +486,8 @@ def test_a_failed_parity_check_leaves_nothing(runs, tmp_path):
 
 
 def test_every_dit_block_option_and_x_prediction_export_within_the_tolerance(tmp_path):
-  """The options the recipes may turn on (RMSNorm, QK-norm, SwiGLU, RoPE, bottleneck, class tokens, x-prediction)
-  convert with jax2onnx and match JAX within the exporter's tolerance, at N=1 and N=3."""
+  """The options the recipes may turn on (RMSNorm, QK-norm, SwiGLU, RoPE, bottleneck, class tokens, overlapping
+  output tiles, x-prediction) convert with jax2onnx and match JAX within the exporter's tolerance, at N=1 and N=3."""
   import ml_collections
   import onnx
 
@@ -506,6 +506,7 @@ def test_every_dit_block_option_and_x_prediction_export_within_the_tolerance(tmp
     bottleneck=8,
     class_tokens=2,
     class_token_block=1,
+    overlap=1,
     prediction='x',
     dtype=jnp.float32,
     rngs=nnx.Rngs(0),

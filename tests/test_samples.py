@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tinycats.evaluators.samples import diversity, judge_samples, mean_pairwise_distance
+from tinycats.evaluators.samples import blockiness, diversity, judge_samples, mean_pairwise_distance
 
 CLASSES = ['a', 'b', 'c']
 
@@ -85,3 +85,13 @@ def test_classes_without_two_pictures_get_no_figure():
   one_real[20] = 2  # Only one real picture of class c: no scale to compare with.
   assert set(diversity(features, one_real, samples, labels, CLASSES)[1]) == {'a'}
   assert diversity(features, real_labels, samples[:1], labels[:1], CLASSES) == (None, {})
+
+
+def test_blockiness_is_one_without_a_grid_and_high_for_tiles_that_do_not_meet():
+  rng = np.random.default_rng(0)
+  smooth = np.cumsum(rng.normal(size=(4, 32, 32, 3)), axis=2)  # Random walks: no grid at all.
+  assert blockiness(smooth, 8) == pytest.approx(1.0, abs=0.15)
+  tiles = np.repeat(np.repeat(rng.uniform(0, 255, (4, 4, 4, 3)), 8, axis=1), 8, axis=2)  # One colour per patch.
+  assert blockiness(tiles + smooth, 8) > 3
+  assert blockiness(tiles + smooth, 4) < blockiness(tiles + smooth, 8)  # Half the steps sit on a 4-px border.
+  assert blockiness(smooth, 1) is None and blockiness(smooth[:, :8, :8], 8) is None

@@ -3,7 +3,9 @@
 Headless Chromium (Debian's /usr/bin/chromium, driven by Playwright for Python) opens the site served on
 127.0.0.1 by the server `tinycats serve` uses, classifies two photos and generates three samples (two with
 guidance intervals): the probabilities must match Python ONNX Runtime on Python's preprocessing within 1e-4,
-the samples `Generator.sample` with the page's noise (`flow.browser_noise`) within one grey level. Without Chromium
+the samples `Generator.sample` with the page's noise (`flow.browser_noise`) within one grey level. A second site
+holds configs/dit.py's own generator (its block) with an int8 file: float32 as above, int8 chosen in the page
+against the library's sampler running that file in Python ONNX Runtime. Without Chromium
 or Playwright these tests skip, unless TINYCATS_REQUIRE_BROWSER=1 (as `.ci/run` sets), where they fail.
 The onnxruntime-web tarball is downloaded once per session, or read from TINYCATS_ORT_DIR (an --ort-dir).
 TINYCATS_SCREENSHOTS=DIR keeps the page's screenshots there (docs/site_*.png were made so).
@@ -19,9 +21,11 @@ import threading
 import urllib.error
 import urllib.request
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import once_per_session
+from conftest import DIT_TINY, once_per_session, tiny_config
 from PIL import Image
 
 from tinycats import Generator, cli, flow
@@ -264,6 +268,114 @@ def check_generates(page, generator_run, tmp_path, screenshots: bool = True, cas
       (written,) = os.listdir(tmp_path / 'cli')
       from_cli = np.asarray(Image.open(tmp_path / 'cli' / written))
       assert np.abs(drawn[..., :3].astype(int) - from_cli).max() <= 1
+
+
+@pytest.fixture(scope='session')
+def recipe_generator(shape_folder, tmp_path_factory):
+  """(workdir, summary): configs/dit.py's own generator (its block, x-prediction, time sampling and guidance
+  interval) cut to test size and trained briefly on the shapes: the page's int8 case."""
+  from tinycats.train import loop
+
+  folder = f'--config.data.folder={shape_folder}'
+  steps = ['--config.train.steps=150', '--config.train.eval_every=150']
+  config = tiny_config('--config.data.source=folder', folder, *steps, spec='configs/dit.py', base=DIT_TINY)
+  return once_per_session(tmp_path_factory, 'dit-recipe', lambda workdir: loop.train_and_evaluate(config, workdir))
+
+
+class OnnxNetwork:
+  """An exported generator as the library's samplers call a network: (x NHWC, t, labels) -> velocity NHWC, run
+  by Python ONNX Runtime (through `jax.pure_callback`), so `flow.integrate` and `flow.guided_velocity` sample
+  with the ONNX file exactly as they sample with the JAX model."""
+
+  def __init__(self, session, null_label: int):
+    self.session, self.null_label = session, null_label
+
+  def _run(self, x, t, labels):
+    feeds = {'noise': np.asarray(x).transpose(0, 3, 1, 2), 'timestep': np.asarray(t, np.float32)}
+    velocity = self.session.run(None, {**feeds, 'breed': np.asarray(labels, np.int64)})[0]
+    return velocity.transpose(0, 2, 3, 1).astype(np.float32)
+
+  def __call__(self, x, t, labels):
+    return jax.pure_callback(self._run, jax.ShapeDtypeStruct(x.shape, jnp.float32), x, t, labels)
+
+
+def onnx_sample(path: str, null_label: int, noise, label: int, steps, guidance, sampler, interval) -> np.ndarray:
+  """uint8 (H, W, 3): the image the library's sampler draws from `noise` (1, H, W, 3) with the ONNX model at
+  `path` (int8 models with the kernel that computes what onnxruntime-web does)."""
+  network = OnnxNetwork(onnx_export.session(path, precise_int8=True), null_label)
+  labels = jnp.asarray([label], jnp.int32)
+  velocity = lambda x, t: flow.guided_velocity(network, x, t, labels, guidance, interval)
+  x = flow.integrate(velocity, jnp.asarray(noise, jnp.float32), steps, sampler)
+  return augment.to_uint8(np.asarray(x), 'symmetric')[0]
+
+
+def _page_velocity(tab, x: np.ndarray, t: np.ndarray, breed: np.ndarray) -> np.ndarray:
+  """The velocity the page's loaded generator session computes for NCHW `x` (the page's own onnxruntime-web)."""
+  out = tab.evaluate(
+    """async ([x, shape, t, breed]) => {
+      const ort = await import('./ort/ort.min.mjs');  // The page's module: the same Tensor class.
+      const session = window.tinycats.sessions.generator;
+      const result = await session.run({
+        noise: new ort.Tensor('float32', Float32Array.from(x), shape),
+        timestep: new ort.Tensor('float32', Float32Array.from(t), [t.length]),
+        breed: new ort.Tensor('int64', BigInt64Array.from(breed.map(BigInt)), [breed.length]),
+      });
+      return Array.from(result[session.outputNames[0]].data);
+    }""",
+    [x.ravel().tolist(), list(x.shape), t.tolist(), breed.tolist()],
+  )
+  return np.asarray(out, np.float32).reshape(x.shape)
+
+
+def test_the_page_draws_the_recipe_generator_in_float32_and_int8(browser, folder_run, recipe_generator, tmp_path):
+  """configs/dit.py's generator (RMSNorm, QK-norm, SwiGLU, RoPE, x-prediction) exported with --int8 into a site
+  of its own. float32: the page draws `Generator.sample`'s images. int8, chosen in the page's file menu: its
+  session computes the int8 file's velocity as Python ONNX Runtime does (to float rounding), and its images are
+  what the library's sampler draws with that file in Python, up to dynamic quantisation's rounding flips."""
+  export = str(tmp_path / 'export')
+  onnx_export.export_onnx(recipe_generator[0], export, int8=True)
+  with pytest.raises(SystemExit) as done:
+    args = ['export', 'site', '--classifier', folder_run[0], '--generator', export, '--out-dir']
+    cli.main([*args, str(tmp_path / 'site'), *_ort_args()])
+  assert done.value.code == 0
+  generator = Generator.load(recipe_generator[0])
+  assert generator.config.model.rope and generator.config.flow.prediction == 'x'
+  size, files = (
+    generator.image_size,
+    {name: os.path.join(export, f'generator{name}.onnx') for name in ('', '_quantized')},
+  )
+  label, steps, guidance, sampler, seed, interval = GENERATE_CASES[2]
+  rng = np.random.default_rng(0)  # A guided step's batch: the label and the null label (-1 on the page).
+  x, t, breed = rng.normal(size=(2, 3, size, size)).astype(np.float32), np.full(2, 0.3, np.float32), np.array([1, -1])
+  feeds = {'noise': x, 'timestep': t, 'breed': breed}
+  python = {k: onnx_export.session(f, precise_int8=True).run(None, feeds)[0] for k, f in files.items()}
+  with serving(str(tmp_path / 'site')) as url, open_page(browser, url) as tab:
+    check_generates(tab, recipe_generator, tmp_path, screenshots=False, cases=GENERATE_CASES[1:2])
+    options = tab.eval_on_selector_all('#generator-file option', 'options => options.map(o => o.textContent)')
+    assert [o.split()[0] for o in options] == ['float32', 'int8']
+    tab.evaluate("document.body.dataset.state = 'switching'")  # The page says 'ready' once the new file runs.
+    tab.select_option('#generator-file', index=1)
+    _wait(tab, "document.body.dataset.state === 'ready'", tab.errors)
+    velocity = _page_velocity(tab, x, t, breed)
+    assert np.abs(velocity - python['_quantized']).max() < 1e-4  # The int8 file, computed as Python computes it,
+    assert np.abs(velocity - python['']).max() > 1e-3  # and not the float32 one.
+    for name, value in (('steps', steps), ('guidance', guidance), ('guidance-from', interval[0])):
+      tab.fill(f'#{name}', str(value))
+    tab.fill('#guidance-to', str(interval[1]))
+    tab.fill('#seed', str(seed))
+    tab.select_option('#sampler', sampler)
+    tab.select_option('#label', str(label))
+    tab.click('#generate-button')
+    _wait(tab, 'window.tinycats.generate.count === 2', tab.errors)
+    assert tab.evaluate('window.tinycats.generate.guidanceInterval') == list(interval)
+    drawn = np.asarray(tab.evaluate('window.tinycats.generate.pixels'), np.uint8).reshape(size, size, 4)[..., :3]
+  noise = flow.browser_noise(seed, 1, size)
+  expected = onnx_sample(files['_quantized'], generator.null_label, noise, label, steps, guidance, sampler, interval)
+  # Dynamic quantisation rounds each activation tensor to 8 bits on a scale taken from its range. The page's and
+  # Python's states differ by float32 rounding (the float32 images above agree within one level), which moves
+  # a few roundings by one step; over 15 Heun steps that is a few grey levels at some pixels, under one on average.
+  off = np.abs(drawn.astype(int) - expected)
+  assert off.max() <= 4 and off.mean() < 1.0, f'{off.max()} grey levels apart, {off.mean():.2f} on average'
 
 
 def test_browser_noise_is_a_fixed_seeded_stream():

@@ -103,7 +103,8 @@ def _judge_samples(
   classes = generator.classes
   labels = np.repeat(np.arange(len(classes)), per_class)
   real = samples.real_images(config, split)
-  out = samples.judge_samples(judge, real, split.labels, grid.reshape((-1,) + grid.shape[2:]), labels, classes)
+  images = grid.reshape((-1,) + grid.shape[2:])
+  out = samples.judge_samples(judge, real, split.labels, images, labels, classes, config.model.patch_size)
   s = config.sample
   out.update(
     classifier=os.path.abspath(classifier_dir),

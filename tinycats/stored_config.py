@@ -75,7 +75,14 @@ def save_json(run_config: ml_collections.ConfigDict, path: str) -> None:
 # A generator's fields that runs written before they existed lack, with the behaviour those runs had.
 GENERATOR_BEFORE = {
   'model': dict(
-    norm='layernorm', qk_norm=False, mlp='gelu', rope=False, bottleneck=0, class_tokens=0, class_token_block=0
+    norm='layernorm',
+    qk_norm=False,
+    mlp='gelu',
+    rope=False,
+    bottleneck=0,
+    class_tokens=0,
+    class_token_block=0,
+    overlap=0,
   ),
   'flow': dict(prediction='v', t_eps=0.05),
   'train': dict(beta2=0.999),

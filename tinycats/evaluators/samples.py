@@ -13,6 +13,9 @@
   as varied as the real pictures, 0 is one picture repeated). It stands beside conditional
   accuracy because strong guidance buys accuracy with variety: a generator that draws one
   perfect picture per class scores full accuracy and diversity 0. See `diversity`.
+- blockiness (given the generator's patch size): the mean absolute difference between neighbouring pixels
+  across patch borders over that between neighbours inside a patch. Real pictures score about 1; a
+  transformer whose tokens each draw their own patch shows its patch grid as a higher figure. See `blockiness`.
 
 Every number is also computed for real images of the same split (`real_images`: as the generator
 learnt them), so a reader sees what a perfect generator would score under this classifier. The judge is
@@ -122,6 +125,20 @@ def diversity(
   return (float(np.mean(list(per_class.values()))) if per_class else None), per_class
 
 
+def blockiness(images: np.ndarray, patch_size: int) -> float | None:
+  """Mean |difference| of horizontally and vertically neighbouring pixels that straddle a border of the
+  `patch_size` grid, over that of neighbours inside a patch, for (N, H, W, C) images. About 1 for pictures
+  that know nothing of the grid; a sample made of per-patch tiles that do not meet scores higher (steps at
+  the borders, smooth insides). None where there is no border or no inside (patch size 1, or one patch)."""
+  x = np.asarray(images, np.float32)
+  if patch_size < 2 or x.shape[1] <= patch_size or x.shape[2] <= patch_size:
+    return None
+  per_offset = np.abs(np.diff(x, axis=2)).mean(axis=(0, 1, 3)) + np.abs(np.diff(x, axis=1)).mean(axis=(0, 2, 3))
+  border = np.arange(len(per_offset)) % patch_size == patch_size - 1  # Pixel j and j + 1 in different patches.
+  inside = per_offset[~border].mean()
+  return float(per_offset[border].mean() / inside) if inside > 0 else None
+
+
 def judge_samples(
   classifier,
   real_images: np.ndarray,
@@ -129,9 +146,11 @@ def judge_samples(
   images: np.ndarray,
   labels: np.ndarray,
   classes: list[str],
+  patch_size: int | None = None,
 ) -> dict:
   """Scores `images` (uint8, with the `labels` they were asked for) against real images under `classifier`:
-  accuracy, Fréchet distance and diversity (`diversity`), all in the classifier's terms."""
+  accuracy, Fréchet distance and diversity (`diversity`), all in the classifier's terms; with `patch_size`,
+  the blockiness (`blockiness`) of both sets too."""
   generated, generated_features = _judge(classifier, images, labels, classes)
   real, real_features = _judge(classifier, real_images, real_labels, classes)
   counts = np.bincount(real_labels, minlength=len(classes)).astype(np.float64)
@@ -139,6 +158,9 @@ def judge_samples(
   weights = np.where(asked[real_labels], 1.0 / np.maximum(counts[real_labels], 1), 0.0)
   distance = metrics.frechet_distance(real_features, generated_features, weights_a=weights)
   mean_diversity, per_class_diversity = diversity(real_features, real_labels, generated_features, labels, classes)
+  if patch_size:
+    generated['blockiness'] = blockiness(images, patch_size)
+    real['blockiness'] = blockiness(real_images, patch_size)
   return dict(
     generated,
     frechet_distance=distance,

@@ -59,6 +59,42 @@ def unpatchify(tokens, patch_size, height, width, channels):
   return x.reshape(n, height, width, channels)
 
 
+def crossfade_window(patch_size: int, overlap: int) -> np.ndarray:
+  """(p + 2o,) weights of an output tile that reaches `overlap` pixels past its patch on each side: linear
+  ramps over the 2o pixels two neighbouring tiles share, summing to 1 there, and 1 in between."""
+  ramp = (np.arange(2 * overlap) + 0.5) / (2 * overlap)
+  return np.concatenate([ramp, np.ones(patch_size - 2 * overlap), ramp[::-1]]).astype(np.float32)
+
+
+def _fold(x, patch_size: int, overlap: int):
+  """Overlap-add along the last two axes (G tiles, p + 2o pixels each), tile i starting at pixel p*i - o:
+  (..., G, p + 2o) -> (..., G*p). Tile i's last 2o pixels are added to tile i+1's first 2o."""
+  p, o = patch_size, overlap
+  head, body, tail = x[..., : 2 * o], x[..., 2 * o : p], x[..., p:]
+  previous_tail = jnp.concatenate([jnp.zeros_like(tail[..., :1, :]), tail[..., :-1, :]], axis=-2)
+  hops = jnp.concatenate([head + previous_tail, body], axis=-1)  # (..., G, p): pixels p*i - o ... p*i + p - o.
+  canvas = jnp.concatenate([hops.reshape(*hops.shape[:-2], -1), tail[..., -1, :]], axis=-1)
+  return canvas[..., o : o + hops.shape[-2] * p]
+
+
+def overlap_add(tokens, patch_size, overlap, height, width, channels):
+  """(N, (H/p)*(W/p), (p+2o)^2*C) -> (N, H, W, C): each token's tile, (p + 2o) pixels square and centred on its
+  patch, cross-faded with its neighbours' (`crossfade_window`); where a tile has no neighbour (the image's
+  border) its weights are renormalised. Neighbouring tiles that disagree then meet in a ramp, not a step: the
+  patch blocks of a per-patch Linear. `overlap` 0 is `unpatchify`."""
+  if not overlap:
+    return unpatchify(tokens, patch_size, height, width, channels)
+  p, o = patch_size, overlap
+  n, k = tokens.shape[0], p + 2 * o
+  window = crossfade_window(p, o)
+  x = tokens.reshape(n, height // p, width // p, k, k, channels) * (window[:, None, None] * window[None, :, None])
+  x = _fold(x.transpose(0, 2, 4, 5, 1, 3), p, o)  # Rows: (N, W/p, k, C, H).
+  x = _fold(x.transpose(0, 3, 4, 1, 2), p, o)  # Columns: (N, C, H, W).
+  edge = window[o : 2 * o]  # The first o pixels of the image see only the first tile's ramp: renormalised.
+  rows, cols = (np.concatenate([edge, np.ones(size - 2 * o, np.float32), edge[::-1]]) for size in (height, width))
+  return x.transpose(0, 2, 3, 1) / np.outer(rows, cols)[None, :, :, None]
+
+
 def _sincos_1d(dim, pos):
   """DiT's `get_1d_sincos_pos_embed_from_grid`: [sin(pos*omega), cos(pos*omega)], float64."""
   omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
@@ -276,6 +312,7 @@ class DiT(nnx.Module):
     bottleneck=0,
     class_tokens=0,
     class_token_block=0,
+    overlap=0,
     prediction='v',
     t_eps=0.05,
     dtype=jnp.bfloat16,
@@ -287,6 +324,8 @@ class DiT(nnx.Module):
       raise ValueError(f'unknown prediction {prediction!r}; choose one of {PREDICTIONS}')
     if not 0 <= class_token_block < max(depth, 1):
       raise ValueError(f'class_token_block {class_token_block} must name a block, 0-{depth - 1}')
+    if not 0 <= 2 * overlap <= patch_size:
+      raise ValueError(f'overlap {overlap} must be between 0 and half the patch size {patch_size}')
     # Kept as attributes: the forward pass, inference and the ONNX export read them (a plain list, by design).
     self.image_size = image_size
     self.patch_size = patch_size
@@ -299,6 +338,7 @@ class DiT(nnx.Module):
     self.t_eps = t_eps
     self.class_tokens = class_tokens
     self.class_token_block = class_token_block
+    self.overlap = overlap
     self.dtype = dtype
     grid = image_size // patch_size
     # A VALID conv with kernel = stride = p is a Linear on `patchify` tokens (same (py, px, c) order). With a
@@ -339,7 +379,8 @@ class DiT(nnx.Module):
         for _ in range(depth)
       ]
     )
-    self.final_layer = FinalLayer(width, patch_size * patch_size * channels, rngs=rngs, norm=norm)
+    tile = patch_size + 2 * overlap  # Each token draws a tile this wide, centred on its patch (`overlap_add`).
+    self.final_layer = FinalLayer(width, tile * tile * channels, rngs=rngs, norm=norm)
 
   def __call__(self, x, t, y):
     """Velocity (N, H, W, C) float32 for x (N, H, W, C), t (N,) float, y (N,) int (num_classes = null)."""
@@ -362,7 +403,7 @@ class DiT(nnx.Module):
       tokens = block(tokens, cond, rope_all if in_context else rope_patches)
     if k:
       tokens = tokens[:, k:]
-    out = unpatchify(self.final_layer(tokens, cond), self.patch_size, h, w, c).astype(jnp.float32)
+    out = overlap_add(self.final_layer(tokens, cond), self.patch_size, self.overlap, h, w, c).astype(jnp.float32)
     if self.prediction == 'x':
       gap = jnp.maximum(1.0 - jnp.asarray(t, jnp.float32), self.t_eps).reshape(-1, 1, 1, 1)
       return (out - x.astype(jnp.float32)) / gap
