@@ -2,7 +2,8 @@
 
 Written here (not imported from the original project, and without torchvision, which does not
 install beside the CPU torch wheel): torchvision's ResNet18/34 layout, and a DiT of the same sizes
-as `configs/dit.py` (adaLN-Zero blocks, fixed sin-cos positions, null label row). The step is
+as `configs/dit.py` (adaLN-Zero blocks, fixed sin-cos positions, null label row; DiT's own block and output
+tiles: the recipe's RMSNorm, QK-norm, SwiGLU, RoPE and overlapping tiles are not mirrored). The step is
 forward, loss, backward, global-norm clipping and AdamW, in eager mode, with the library's dtype
 policy: float32 parameters, bfloat16 compute under autocast for `bf16`. Inputs are float tensors at
 the training size. Work the JAX step does and this one does not: the on-device crop, flip and colour

@@ -33,8 +33,10 @@ def get_config(arg=None):
   c.model.class_tokens = 0
   c.model.class_token_block = 0  # The block from which they are there (JiT: 4 of 12).
   # Pixels each token's output tile reaches past its patch on every side, cross-faded with its neighbours'
-  # (`dit.overlap_add`): tiles that disagree meet in a ramp, not a step (the patch blocks). 0 = DiT's tiles.
-  c.model.overlap = 0
+  # (`dit.overlap_add`): tiles that disagree meet in a ramp, not a step. 0 = DiT's tiles, which left the 16 px
+  # patch grid on every 128 px sample (blockiness 6.1-6.4 against the real pictures' 1.0; 4: 1.0, the same
+  # accuracy; BENCHMARKS.md, 'Patch blocks').
+  c.model.overlap = 4
   # Compute dtype: auto | bfloat16 | float32; 'auto' is bfloat16 on a GPU or TPU and float32 on a CPU (XLA's
   # bfloat16 CPU kernels are slower, BENCHMARKS.md). Parameters, norms, softmax and the loss stay float32.
   c.model.dtype = 'auto'
@@ -95,6 +97,7 @@ def get_config(arg=None):
 
   if arg == 'patch8':
     c.model.patch_size = 8
+    c.model.overlap = 2
   elif arg in ('smoke', 'smoke128'):
     _smoke(c, arg)
   elif arg not in (None, ''):
@@ -129,6 +132,7 @@ def _smoke(c, arg: str) -> None:
     c.train.eval_every = 1200
     return
   c.model.patch_size = 4
+  c.model.overlap = 1  # A quarter of the patch, as 4 of 16 above.
   c.data.image_size = 32
   c.data.cache_size = 44
   c.flow.logit_mean = -0.8  # JiT's, at the 32 px the smoke draws (see flow.logit_mean above).

@@ -19,6 +19,7 @@ TINY = {
     '--config.model.depth=1',
     '--config.model.heads=2',
     '--config.model.patch_size=4',
+    '--config.model.overlap=1',
   ],
 }
 TRAIN_STEP_FIELDS = {
@@ -252,6 +253,8 @@ GENERATE_FIELDS = QUALITY_FIELDS | {
   'worst_class_accuracy',
   'diversity',
   'per_class_diversity',
+  'blockiness',
+  'real_blockiness',
   'picture_size',
   'image_size',
   'real_conditional_accuracy',
@@ -491,7 +494,7 @@ def test_generator128_case_settings(tmp_path):
   default = config_lib.load('configs/dit.py')
   for field in ('flow', 'sample'):
     assert {**config[field].to_dict(), 'per_class': 0} == {**default[field].to_dict(), 'per_class': 0}, field
-  block = ('norm', 'qk_norm', 'mlp', 'rope', 'bottleneck', 'class_tokens', 'patch_size')
+  block = ('norm', 'qk_norm', 'mlp', 'rope', 'bottleneck', 'class_tokens', 'patch_size', 'overlap')
   assert {k: config.model[k] for k in block} == {k: default.model[k] for k in block}
   judge, _ = quality.load_config(quality.CLASSIFIER_RECIPE, quality.view_folder(folder, d), quality.JUDGE_OVERRIDES)
   assert judge.data.image_size <= judge.data.cache_size and judge.data.cache_size >= 128  # No 128 px view upsampled.
@@ -535,4 +538,6 @@ def test_quality_generator128_at_128_px(capsys, tmp_path):
   assert all(v >= 0 for v in row['per_class_diversity'].values())
   samples = json.loads((tmp_path / 'generator128' / os.path.basename(row['workdir']) / 'eval.json').read_text())
   assert samples['samples']['diversity'] == row['diversity']  # eval.json carries it too.
+  assert row['blockiness'] > 0 and samples['samples']['blockiness'] == row['blockiness']  # 16 px patches.
+  assert samples['samples']['real']['blockiness'] == row['real_blockiness']
   check_times(row)

@@ -88,6 +88,7 @@ def test_bad_fields_and_values_are_named(override, message):
     ('configs/dit.py', '--config.task=classifier', "model.name 'dit' does not fit task 'classifier'"),
     ('configs/dit.py', '--config.model.patch_size=24', 'data.image_size (128) must be a multiple of model.patch_size'),
     ('configs/dit.py', '--config.model.heads=5', 'model.width (384) must be a multiple of model.heads (5)'),
+    ('configs/dit.py', '--config.model.patch_size=4', 'model.overlap (4) must be 0 to half of model.patch_size (4)'),
     ('configs/dit.py', '--config.train.grad_accum=3', 'must be a multiple of train.grad_accum (3)'),
     ('configs/dit.py', '--config.flow.timesteps=cosine', 'allowed: uniform, logit_normal'),
     ('configs/dit.py', '--config.sample.sampler=rk4', 'allowed: euler, heun'),

@@ -277,7 +277,7 @@ def recipe_generator(shape_folder, tmp_path_factory):
   from tinycats.train import loop
 
   folder = f'--config.data.folder={shape_folder}'
-  steps = ['--config.train.steps=150', '--config.train.eval_every=150']
+  steps = ['--config.train.steps=150', '--config.train.eval_every=150', '--config.model.overlap=1']  # Patch 4.
   config = tiny_config('--config.data.source=folder', folder, *steps, spec='configs/dit.py', base=DIT_TINY)
   return once_per_session(tmp_path_factory, 'dit-recipe', lambda workdir: loop.train_and_evaluate(config, workdir))
 

@@ -318,6 +318,11 @@ def _check_dit(config) -> None:
     )
   if size % m.patch_size:
     raise ConfigError(f'data.image_size ({size}) must be a multiple of model.patch_size ({m.patch_size})')
+  if not 0 <= 2 * m.get('overlap', 0) <= m.patch_size:
+    raise ConfigError(
+      f'model.overlap ({m.overlap}) must be 0 to half of model.patch_size ({m.patch_size}): '
+      f'--config.model.overlap={m.patch_size // 4} (a quarter of the patch, as the recipes have) or 0'
+    )
   if m.width % m.heads or m.width % 4:
     raise ConfigError(
       f'model.width ({m.width}) must be a multiple of model.heads ({m.heads}) and of 4 (the 2-D position embedding)'

@@ -66,15 +66,22 @@ def crossfade_window(patch_size: int, overlap: int) -> np.ndarray:
   return np.concatenate([ramp, np.ones(patch_size - 2 * overlap), ramp[::-1]]).astype(np.float32)
 
 
-def _fold(x, patch_size: int, overlap: int):
-  """Overlap-add along the last two axes (G tiles, p + 2o pixels each), tile i starting at pixel p*i - o:
-  (..., G, p + 2o) -> (..., G*p). Tile i's last 2o pixels are added to tile i+1's first 2o."""
+def _fold(x, patch_size: int, overlap: int, axis: int):
+  """Overlap-add of tiles along `axis` (G tiles) and `axis + 1` (p + 2o pixels each), tile i starting at pixel
+  p*i - o: those two axes become one of G*p pixels. Tile i's last 2o pixels are added to tile i+1's first 2o."""
   p, o = patch_size, overlap
-  head, body, tail = x[..., : 2 * o], x[..., 2 * o : p], x[..., p:]
-  previous_tail = jnp.concatenate([jnp.zeros_like(tail[..., :1, :]), tail[..., :-1, :]], axis=-2)
-  hops = jnp.concatenate([head + previous_tail, body], axis=-1)  # (..., G, p): pixels p*i - o ... p*i + p - o.
-  canvas = jnp.concatenate([hops.reshape(*hops.shape[:-2], -1), tail[..., -1, :]], axis=-1)
-  return canvas[..., o : o + hops.shape[-2] * p]
+  take = lambda start, stop: jax.lax.slice_in_dim(x, start, stop, axis=axis + 1)
+  head, body, tail = take(0, 2 * o), take(2 * o, p), take(p, p + 2 * o)
+  shifted = jax.lax.slice_in_dim(tail, 0, x.shape[axis] - 1, axis=axis)
+  zeros = jnp.zeros_like(jax.lax.slice_in_dim(tail, 0, 1, axis=axis))
+  previous_tail = jnp.concatenate([zeros, shifted], axis=axis)
+  hops = jnp.concatenate([head + previous_tail, body], axis=axis + 1)  # Tile i's pixels p*i - o ... p*i + p - o.
+  shape = hops.shape[:axis] + (hops.shape[axis] * p,) + hops.shape[axis + 2 :]
+  last = jax.lax.slice_in_dim(tail, x.shape[axis] - 1, x.shape[axis], axis=axis)
+  canvas = jnp.concatenate(
+    [hops.reshape(shape), last.reshape(last.shape[:axis] + (2 * o,) + last.shape[axis + 2 :])], axis=axis
+  )
+  return jax.lax.slice_in_dim(canvas, o, o + shape[axis], axis=axis)
 
 
 def overlap_add(tokens, patch_size, overlap, height, width, channels):
@@ -87,12 +94,12 @@ def overlap_add(tokens, patch_size, overlap, height, width, channels):
   p, o = patch_size, overlap
   n, k = tokens.shape[0], p + 2 * o
   window = crossfade_window(p, o)
-  x = tokens.reshape(n, height // p, width // p, k, k, channels) * (window[:, None, None] * window[None, :, None])
-  x = _fold(x.transpose(0, 2, 4, 5, 1, 3), p, o)  # Rows: (N, W/p, k, C, H).
-  x = _fold(x.transpose(0, 3, 4, 1, 2), p, o)  # Columns: (N, C, H, W).
+  x = tokens.reshape(n, height // p, width // p, k, k, channels).transpose(0, 1, 3, 2, 4, 5)  # (N, H/p, k, W/p, k, C)
+  x = x * (window[:, None, None, None] * window[None, None, :, None])
+  x = _fold(_fold(x, p, o, axis=1), p, o, axis=2)  # Rows, then columns: (N, H, W, C).
   edge = window[o : 2 * o]  # The first o pixels of the image see only the first tile's ramp: renormalised.
   rows, cols = (np.concatenate([edge, np.ones(size - 2 * o, np.float32), edge[::-1]]) for size in (height, width))
-  return x.transpose(0, 2, 3, 1) / np.outer(rows, cols)[None, :, :, None]
+  return x / np.outer(rows, cols)[None, :, :, None]
 
 
 def _sincos_1d(dim, pos):
