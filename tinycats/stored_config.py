@@ -72,7 +72,8 @@ def save_json(run_config: ml_collections.ConfigDict, path: str) -> None:
   writers.write_json(run_config.to_dict(), path)
 
 
-# A generator's fields that runs written before they existed lack, with the behaviour those runs had.
+# A generator's fields that runs written before they existed lack, with the behaviour those runs had. The model's
+# are `models.DiT`'s own defaults, repeated here on purpose: a stored config is read without importing the model.
 GENERATOR_BEFORE = {
   'model': dict(
     norm='layernorm',
