@@ -9,7 +9,8 @@ frequency embedding, which was designed for DiT's integer steps in [0, 1000).
 Options from later work (each a `model.*` / `flow.prediction` field; the defaults reproduce DiT): RMSNorm for
 LayerNorm, RMS-normalised queries and keys, a SwiGLU MLP, 2-D rotary position embedding in attention, a bottleneck
 patch embedding (patch values -> `bottleneck` -> width) and in-context class tokens (LightningDiT, arXiv
-2501.01423; JiT, arXiv 2511.13720, `model_jit.py`). With `prediction='x'` the network predicts the clean image
+2501.01423; JiT, arXiv 2511.13720, `model_jit.py`); and output tiles that reach `overlap` pixels past their
+patch and are cross-faded with their neighbours' (`overlap_add`), so that the patch grid does not show. With `prediction='x'` the network predicts the clean image
 x̂ and the forward returns the velocity (x̂ - x_t) / max(1 - t, t_eps), so every caller (the loss, the
 samplers, the ONNX export) still sees a velocity (JiT: a pixel transformer with large patches can predict the
 clean image, which lies on a low-dimensional manifold, but not the noisy velocity).
