@@ -2,8 +2,8 @@
 
 Written here (not imported from the original project, and without torchvision, which does not
 install beside the CPU torch wheel): torchvision's ResNet18/34 layout, and a DiT of the same sizes
-as `configs/dit.py` (adaLN-Zero blocks, fixed sin-cos positions, null label row; DiT's own block and output
-tiles: the recipe's RMSNorm, QK-norm, SwiGLU, RoPE and overlapping tiles are not mirrored). The step is
+as `configs/dit.py` (adaLN-Zero blocks, fixed sin-cos positions, null label row; its overlapping output
+tiles, but DiT's own block: the recipe's RMSNorm, QK-norm, SwiGLU and RoPE are not mirrored). The step is
 forward, loss, backward, global-norm clipping and AdamW, in eager mode, with the library's dtype
 policy: float32 parameters, bfloat16 compute under autocast for `bf16`. Inputs are float tensors at
 the training size. Work the JAX step does and this one does not: the on-device crop, flip and colour
@@ -90,14 +90,19 @@ def resnet(depth: int, num_classes: int, width: int = 64):
   return ResNet()
 
 
-def dit(image_size: int, patch: int, width: int, depth: int, heads: int, mlp_ratio: float, num_classes: int):
+def dit(
+  image_size: int, patch: int, width: int, depth: int, heads: int, mlp_ratio: float, num_classes: int, overlap: int = 0
+):
   """DiT's adaLN-Zero blocks in plain torch, at the library DiT's sizes (parameter counts agree within 1%).
 
-  Attention is torch's fused `scaled_dot_product_attention`, the kernel a PyTorch user would reach for.
+  Attention is torch's fused `scaled_dot_product_attention`, the kernel a PyTorch user would reach for. With
+  `overlap`, the output tiles are (patch + 2 overlap) wide and cross-faded as the library's `dit.overlap_add`
+  does, by `F.fold` (col2im: the overlap-add torch has).
   """
   torch = _torch()
   nn, F = torch.nn, torch.nn.functional
   tokens = (image_size // patch) ** 2
+  tile = patch + 2 * overlap
 
   def modulate(x, shift, scale):
     return x * (1 + scale[:, None]) + shift[:, None]
@@ -131,8 +136,12 @@ def dit(image_size: int, patch: int, width: int, depth: int, heads: int, mlp_rat
       self.blocks = nn.ModuleList([Block() for _ in range(depth)])
       self.norm_final = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
       self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
-      self.linear = nn.Linear(width, patch * patch * 3)
+      self.linear = nn.Linear(width, tile * tile * 3)
       self.grid = grid
+      ramp = (torch.arange(2 * overlap) + 0.5) / max(2 * overlap, 1)
+      window = torch.cat([ramp, torch.ones(patch - 2 * overlap), ramp.flip(0)])
+      self.register_buffer('window', (window[:, None] * window[None]).repeat(3, 1, 1).reshape(1, -1, 1))
+      self.register_buffer('weight', self._fold(self.window.expand(1, -1, tokens)))
 
     def forward(self, x, t, y):
       half = 128
@@ -145,8 +154,14 @@ def dit(image_size: int, patch: int, width: int, depth: int, heads: int, mlp_rat
       shift, scale = self.final_ada(c).chunk(2, dim=1)
       h = self.linear(modulate(self.norm_final(h), shift, scale))
       b = h.shape[0]
+      if overlap:  # (B, L, ky, kx, C) -> (B, C * ky * kx, L), windowed, summed where tiles overlap.
+        h = h.reshape(b, tokens, tile, tile, 3).permute(0, 4, 2, 3, 1).reshape(b, -1, tokens)
+        return self._fold(h * self.window) / self.weight
       h = h.reshape(b, self.grid, self.grid, patch, patch, 3).permute(0, 5, 1, 3, 2, 4)
       return h.reshape(b, 3, image_size, image_size)
+
+    def _fold(self, columns):
+      return F.fold(columns, (image_size, image_size), tile, padding=overlap, stride=patch)
 
   return DiT()
 
@@ -159,7 +174,7 @@ def train_step(model: str, batch: int, image_size: int, dtype: str, steps: int, 
   classes = len(config.data.classes)
   if model == 'dit':
     m = config.model
-    net = dit(image_size, m.patch_size, m.width, m.depth, m.heads, m.mlp_ratio, classes)
+    net = dit(image_size, m.patch_size, m.width, m.depth, m.heads, m.mlp_ratio, classes, m.get('overlap', 0))
   else:
     net = resnet(int(model.removeprefix('resnet')), classes, config.model.width)
   net.to(device).train()

@@ -341,7 +341,7 @@ def test_quality_table():
   )
   lines = quality.table([row]).splitlines()
   assert lines[0].split()[:3] == ['case', 'sweep', 'accuracy'] and len(lines) == 2
-  assert lines[0].split()[5] == 'worst' and lines[0].split()[9] == 'divers.'  # 'real acc' is two words.
+  assert lines[0].split()[5] == 'worst' and lines[0].split()[9:11] == ['divers.', 'blocky']  # 'real acc': 2 words.
   assert lines[1].split() == [
     'generator',
     'learning_rate=0.001',
@@ -352,6 +352,7 @@ def test_quality_table():
     '0.750',
     '12.50',
     '0.625',
+    '-',  # No blockiness in this row.
     '0.900',
     '40',
     '10.0',
