@@ -96,7 +96,7 @@ def dit(
   """DiT's adaLN-Zero blocks in plain torch, at the library DiT's sizes (parameter counts agree within 1%).
 
   Attention is torch's fused `scaled_dot_product_attention`, the kernel a PyTorch user would reach for. With
-  `overlap`, the output tiles are (patch + 2 overlap) wide and cross-faded as the library's `dit.overlap_add`
+  `overlap`, the output tiles are (patch + 2 overlap) wide and cross-faded as the library's `patches.overlap_add`
   does, by `F.fold` (col2im: the overlap-add torch has).
   """
   torch = _torch()

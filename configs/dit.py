@@ -33,8 +33,8 @@ def get_config(arg=None):
   c.model.class_tokens = 0
   c.model.class_token_block = 0  # The block from which they are there (JiT: 4 of 12).
   # Pixels each token's output tile reaches past its patch on every side, cross-faded with its neighbours'
-  # (`dit.overlap_add`): tiles that disagree meet in a ramp, not a step. 0 = DiT's tiles, which left the 16 px
-  # patch grid on every 128 px sample (blockiness 6.1-6.4 against the real pictures' 1.0; 4: 1.0, the same
+  # (tinycats/models/patches.py): tiles that disagree meet in a ramp, not a step. 0 = DiT's tiles, which left the
+  # 16 px patch grid on every 128 px sample (blockiness 6.1-6.4 against the real pictures' 1.0; 4: 1.0, the same
   # accuracy; BENCHMARKS.md, 'Patch blocks').
   c.model.overlap = 4
   # Compute dtype: auto | bfloat16 | float32; 'auto' is bfloat16 on a GPU or TPU and float32 on a CPU (XLA's

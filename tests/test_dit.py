@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tinycats.models import dit
+from tinycats.models import dit, patches
 from tinycats.models.dit import DiT
 
 TINY = dict(image_size=16, patch_size=4, width=32, depth=2, heads=2, num_classes=3)
@@ -53,15 +53,15 @@ def _inputs(n=4, size=16, channels=3, seed=2):
 @pytest.mark.parametrize('channels', [1, 3, 5])
 def test_unpatchify_inverts_patchify(channels):
   x = jnp.asarray(_normal((2, 12, 8, channels), 0))
-  tokens = dit.patchify(x, 4)
+  tokens = patches.patchify(x, 4)
   assert tokens.shape == (2, 6, 16 * channels)
-  np.testing.assert_array_equal(dit.unpatchify(tokens, 4, 12, 8, channels), x)
+  np.testing.assert_array_equal(patches.unpatchify(tokens, 4, 12, 8, channels), x)
 
 
 def test_patchify_token_order():
   """Token 0 is the top-left block, token 1 its right neighbour; within a token the order is (py, px, c)."""
   x = np.arange(1 * 4 * 6 * 2, dtype=np.float32).reshape(1, 4, 6, 2)
-  tokens = np.asarray(dit.patchify(x, 2))
+  tokens = np.asarray(patches.patchify(x, 2))
   assert tokens.shape == (1, 6, 8)
   expected0 = [
     x[0, 0, 0, 0],
@@ -82,7 +82,7 @@ def test_patch_embedding_is_a_linear_on_patchify_tokens():
   model = _cached()
   x, _, _ = _inputs()
   kernel, bias = model.x_embedder.kernel[...], model.x_embedder.bias[...]
-  expected = dit.patchify(x, 4) @ kernel.reshape(-1, 32) + bias
+  expected = patches.patchify(x, 4) @ kernel.reshape(-1, 32) + bias
   np.testing.assert_allclose(model.x_embedder(x).reshape(4, 16, 32), expected, atol=1e-5)
   # DiT's xavier on the kernel flattened to (p*p*C, width): bound sqrt(6 / (48 + 32)).
   bound = math.sqrt(6 / (4 * 4 * 3 + 32))
@@ -220,21 +220,21 @@ def test_overlap_add_places_cross_faded_tiles_as_a_brute_force_sum_does():
   p, o, h, w, c = 8, 2, 32, 24, 3
   k = p + 2 * o
   tokens = np.random.default_rng(0).normal(size=(2, (h // p) * (w // p), k * k * c)).astype(np.float32)
-  window = np.outer(dit.crossfade_window(p, o), dit.crossfade_window(p, o))
+  window = np.outer(patches.crossfade_window(p, o), patches.crossfade_window(p, o))
   canvas, weight = np.zeros((2, h + 2 * o, w + 2 * o, c)), np.zeros((h + 2 * o, w + 2 * o))
   for index, tile in enumerate(np.moveaxis(tokens.reshape(2, -1, k, k, c), 1, 0)):
     top, left = p * (index // (w // p)), p * (index % (w // p))
     canvas[:, top : top + k, left : left + k] += tile * window[..., None]
     weight[top : top + k, left : left + k] += window
   expected = canvas[:, o : o + h, o : o + w] / weight[o : o + h, o : o + w, None]
-  assert np.abs(np.asarray(dit.overlap_add(tokens, p, o, h, w, c)) - expected).max() < 1e-5
-  jitted = jax.jit(lambda x: dit.overlap_add(x, p, o, h, w, c))
+  assert np.abs(np.asarray(patches.overlap_add(tokens, p, o, h, w, c)) - expected).max() < 1e-5
+  jitted = jax.jit(lambda x: patches.overlap_add(x, p, o, h, w, c))
   assert np.abs(np.asarray(jitted(tokens)) - expected).max() < 1e-5
-  flat = dit.overlap_add(np.full_like(tokens, 0.7), p, o, h, w, c)
+  flat = patches.overlap_add(np.full_like(tokens, 0.7), p, o, h, w, c)
   assert np.allclose(flat, 0.7, atol=1e-6)
   plain = tokens[..., : p * p * c]
-  assert np.array_equal(dit.overlap_add(plain, p, 0, h, w, c), dit.unpatchify(plain, p, h, w, c))
-  assert dit.crossfade_window(p, o).tolist() == [0.125, 0.375, 0.625, 0.875, 1, 1, 1, 1, 0.875, 0.625, 0.375, 0.125]
+  assert np.array_equal(patches.overlap_add(plain, p, 0, h, w, c), patches.unpatchify(plain, p, h, w, c))
+  assert patches.crossfade_window(p, o).tolist() == [0.125, 0.375, 0.625, 0.875, 1, 1, 1, 1, 0.875, 0.625, 0.375, 0.125]
 
 
 def test_attention_matches_jax_reference():

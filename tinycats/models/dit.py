@@ -10,10 +10,11 @@ Options from later work (each a `model.*` / `flow.prediction` field; the default
 LayerNorm, RMS-normalised queries and keys, a SwiGLU MLP, 2-D rotary position embedding in attention, a bottleneck
 patch embedding (patch values -> `bottleneck` -> width) and in-context class tokens (LightningDiT, arXiv
 2501.01423; JiT, arXiv 2511.13720, `model_jit.py`); and output tiles that reach `overlap` pixels past their
-patch and are cross-faded with their neighbours' (`overlap_add`), so that the patch grid does not show. With `prediction='x'` the network predicts the clean image
-x̂ and the forward returns the velocity (x̂ - x_t) / max(1 - t, t_eps), so every caller (the loss, the
-samplers, the ONNX export) still sees a velocity (JiT: a pixel transformer with large patches can predict the
-clean image, which lies on a low-dimensional manifold, but not the noisy velocity).
+patch and are cross-faded with their neighbours' (`patches.overlap_add`), so that the patch grid does not show.
+With `prediction='x'` the network predicts the clean image x̂ and the forward returns the velocity
+(x̂ - x_t) / max(1 - t, t_eps), so every caller (the loss, the samplers, the ONNX export) still sees a velocity
+(JiT: a pixel transformer with large patches can predict the clean image, which lies on a low-dimensional
+manifold, but not the noisy velocity).
 
 Inputs and outputs are NHWC. Parameters are float32. The per-token matmuls (patch embedding,
 attention, MLP) run in `dtype` (bfloat16 by default); the residual stream, LayerNorm, softmax and the
@@ -29,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from tinycats.models.patches import overlap_add
+
 # DiT's `_basic_init`: xavier-uniform weights and zero biases for every Linear.
 _XAVIER = nnx.initializers.xavier_uniform()
 _ZEROS = nnx.initializers.zeros_init()
@@ -40,67 +43,6 @@ _PATCH_INIT = nnx.initializers.variance_scaling(1.0, 'fan_avg', 'uniform', in_ax
 
 class PosEmbed(nnx.Variable):
   """A fixed (non-trainable) position embedding: not an `nnx.Param`, so never optimised or decayed."""
-
-
-def patchify(x, patch_size):
-  """(N, H, W, C) -> (N, (H/p)*(W/p), p*p*C); tokens row-major over the patch grid, each (py, px, c)."""
-  n, h, w, c = x.shape
-  p = patch_size
-  if h % p or w % p:
-    raise ValueError(f'image size {h}x{w} is not divisible by patch size {p}')
-  x = x.reshape(n, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
-  return x.reshape(n, (h // p) * (w // p), p * p * c)
-
-
-def unpatchify(tokens, patch_size, height, width, channels):
-  """The exact inverse of `patchify`: (N, (H/p)*(W/p), p*p*C) -> (N, H, W, C)."""
-  p = patch_size
-  n = tokens.shape[0]
-  x = tokens.reshape(n, height // p, width // p, p, p, channels).transpose(0, 1, 3, 2, 4, 5)
-  return x.reshape(n, height, width, channels)
-
-
-def crossfade_window(patch_size: int, overlap: int) -> np.ndarray:
-  """(p + 2o,) weights of an output tile that reaches `overlap` pixels past its patch on each side: linear
-  ramps over the 2o pixels two neighbouring tiles share, summing to 1 there, and 1 in between."""
-  ramp = (np.arange(2 * overlap) + 0.5) / (2 * overlap)
-  return np.concatenate([ramp, np.ones(patch_size - 2 * overlap), ramp[::-1]]).astype(np.float32)
-
-
-def _fold(x, patch_size: int, overlap: int, axis: int):
-  """Overlap-add of tiles along `axis` (G tiles) and `axis + 1` (p + 2o pixels each), tile i starting at pixel
-  p*i - o: those two axes become one of G*p pixels. Tile i's last 2o pixels are added to tile i+1's first 2o."""
-  p, o = patch_size, overlap
-  take = lambda start, stop: jax.lax.slice_in_dim(x, start, stop, axis=axis + 1)
-  head, body, tail = take(0, 2 * o), take(2 * o, p), take(p, p + 2 * o)
-  shifted = jax.lax.slice_in_dim(tail, 0, x.shape[axis] - 1, axis=axis)
-  zeros = jnp.zeros_like(jax.lax.slice_in_dim(tail, 0, 1, axis=axis))
-  previous_tail = jnp.concatenate([zeros, shifted], axis=axis)
-  hops = jnp.concatenate([head + previous_tail, body], axis=axis + 1)  # Tile i's pixels p*i - o ... p*i + p - o.
-  shape = hops.shape[:axis] + (hops.shape[axis] * p,) + hops.shape[axis + 2 :]
-  last = jax.lax.slice_in_dim(tail, x.shape[axis] - 1, x.shape[axis], axis=axis)
-  canvas = jnp.concatenate(
-    [hops.reshape(shape), last.reshape(last.shape[:axis] + (2 * o,) + last.shape[axis + 2 :])], axis=axis
-  )
-  return jax.lax.slice_in_dim(canvas, o, o + shape[axis], axis=axis)
-
-
-def overlap_add(tokens, patch_size, overlap, height, width, channels):
-  """(N, (H/p)*(W/p), (p+2o)^2*C) -> (N, H, W, C): each token's tile, (p + 2o) pixels square and centred on its
-  patch, cross-faded with its neighbours' (`crossfade_window`); where a tile has no neighbour (the image's
-  border) its weights are renormalised. Neighbouring tiles that disagree then meet in a ramp, not a step: the
-  patch blocks of a per-patch Linear. `overlap` 0 is `unpatchify`."""
-  if not overlap:
-    return unpatchify(tokens, patch_size, height, width, channels)
-  p, o = patch_size, overlap
-  n, k = tokens.shape[0], p + 2 * o
-  window = crossfade_window(p, o)
-  x = tokens.reshape(n, height // p, width // p, k, k, channels).transpose(0, 1, 3, 2, 4, 5)  # (N, H/p, k, W/p, k, C)
-  x = x * (window[:, None, None, None] * window[None, None, :, None])
-  x = _fold(_fold(x, p, o, axis=1), p, o, axis=2)  # Rows, then columns: (N, H, W, C).
-  edge = window[o : 2 * o]  # The first o pixels of the image see only the first tile's ramp: renormalised.
-  rows, cols = (np.concatenate([edge, np.ones(size - 2 * o, np.float32), edge[::-1]]) for size in (height, width))
-  return x / np.outer(rows, cols)[None, :, :, None]
 
 
 def _sincos_1d(dim, pos):
@@ -349,7 +291,7 @@ class DiT(nnx.Module):
     self.overlap = overlap
     self.dtype = dtype
     grid = image_size // patch_size
-    # A VALID conv with kernel = stride = p is a Linear on `patchify` tokens (same (py, px, c) order). With a
+    # A VALID conv with kernel = stride = p is a Linear on `patches.patchify` tokens (same (py, px, c) order). With a
     # bottleneck it maps to `bottleneck` values (no bias), then a Linear to the width (JiT's BottleneckPatchEmbed).
     self.x_embedder = nnx.Conv(
       channels,
@@ -387,7 +329,7 @@ class DiT(nnx.Module):
         for _ in range(depth)
       ]
     )
-    tile = patch_size + 2 * overlap  # Each token draws a tile this wide, centred on its patch (`overlap_add`).
+    tile = patch_size + 2 * overlap  # Each token draws a tile this wide, centred on its patch (`patches.overlap_add`).
     self.final_layer = FinalLayer(width, tile * tile * channels, rngs=rngs, norm=norm)
 
   def __call__(self, x, t, y):
