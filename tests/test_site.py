@@ -328,9 +328,9 @@ def _page_velocity(tab, x: np.ndarray, t: np.ndarray, breed: np.ndarray) -> np.n
 
 
 def test_the_page_draws_the_recipe_generator_in_float32_and_int8(browser, folder_run, recipe_generator, tmp_path):
-  """configs/dit.py's generator (RMSNorm, QK-norm, SwiGLU, RoPE, x-prediction) exported with --int8 into a site
-  of its own. float32: the page draws `Generator.sample`'s images. int8, chosen in the page's file menu: its
-  session computes the int8 file's velocity as Python ONNX Runtime does (to float rounding), and its images are
+  """configs/dit.py's generator (RMSNorm, QK-norm, SwiGLU, RoPE, overlapping tiles, x-prediction), exported with
+  --int8 into a site of its own. float32: the page draws `Generator.sample`'s images. int8, chosen in the page's
+  file menu: its session computes the int8 file's velocity as Python ONNX Runtime does (to float rounding), and its images are
   what the library's sampler draws with that file in Python, up to dynamic quantisation's rounding flips."""
   export = str(tmp_path / 'export')
   onnx_export.export_onnx(recipe_generator[0], export, int8=True)
@@ -340,10 +340,8 @@ def test_the_page_draws_the_recipe_generator_in_float32_and_int8(browser, folder
   assert done.value.code == 0
   generator = Generator.load(recipe_generator[0])
   assert generator.config.model.rope and generator.config.flow.prediction == 'x'
-  size, files = (
-    generator.image_size,
-    {name: os.path.join(export, f'generator{name}.onnx') for name in ('', '_quantized')},
-  )
+  size = generator.image_size
+  files = {name: os.path.join(export, f'generator{name}.onnx') for name in ('', '_quantized')}
   label, steps, guidance, sampler, seed, interval = GENERATE_CASES[2]
   rng = np.random.default_rng(0)  # A guided step's batch: the label and the null label (-1 on the page).
   x, t, breed = rng.normal(size=(2, 3, size, size)).astype(np.float32), np.full(2, 0.3, np.float32), np.array([1, -1])
