@@ -330,8 +330,9 @@ def _page_velocity(tab, x: np.ndarray, t: np.ndarray, breed: np.ndarray) -> np.n
 def test_the_page_draws_the_recipe_generator_in_float32_and_int8(browser, folder_run, recipe_generator, tmp_path):
   """configs/dit.py's generator (RMSNorm, QK-norm, SwiGLU, RoPE, overlapping tiles, x-prediction), exported with
   --int8 into a site of its own. float32: the page draws `Generator.sample`'s images. int8, chosen in the page's
-  file menu: its session computes the int8 file's velocity as Python ONNX Runtime does (to float rounding), and its images are
-  what the library's sampler draws with that file in Python, up to dynamic quantisation's rounding flips."""
+  file menu: its session computes the int8 file's velocity as Python ONNX Runtime does (to float rounding), and
+  its images are what the library's sampler draws with that file in Python, up to dynamic quantisation's rounding
+  flips."""
   export = str(tmp_path / 'export')
   onnx_export.export_onnx(recipe_generator[0], export, int8=True)
   with pytest.raises(SystemExit) as done:
