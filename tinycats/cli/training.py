@@ -110,7 +110,8 @@ def _add_evaluate(sub) -> None:
   p.add_argument(
     '--classifier',
     default=None,
-    help='generators: a trained classifier workdir that judges the samples (accuracy, Fréchet distance, diversity)',
+    help='generators: a trained classifier workdir that judges the samples '
+    '(accuracy, Fréchet distance, diversity, blockiness)',
   )
   p.add_argument('--samples-per-class', type=int, default=16, help='generators: samples of each class to judge')
   p.add_argument('--seed', type=int, default=0, help="generators: the samples' noise seed")
