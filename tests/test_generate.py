@@ -85,6 +85,7 @@ def test_samples_are_judged_by_a_classifier(generator_run, judge):
     'triangle',
   }
   assert samples['num_generated'] == 32 and samples['frechet_distance'] >= 0
+  assert samples['blockiness'] > 0 and samples['real']['blockiness'] > 0  # Patch 4 at 16 px: a grid to measure.
   assert os.path.isfile(os.path.join(workdir, 'samples', 'eval.png'))
   assert json.load(open(os.path.join(workdir, 'eval.json')))['samples'] == samples
   settings = lambda s: (s['guidance'], s['steps'], s['sampler'], s['guidance_interval'])
@@ -98,6 +99,10 @@ def test_samples_are_judged_by_a_classifier(generator_run, judge):
   assert os.path.isfile(os.path.join(workdir, 'samples', f'eval_step{other}.png'))
   assert open(os.path.join(workdir, 'samples', 'eval.png'), 'rb').read() == grid
   assert json.load(open(os.path.join(workdir, 'eval.json')))['samples'] == samples
+  # The validation split's judged grid is the validation's, as its report is: the test's stays.
+  evaluate.evaluate(workdir, split='val', classifier=judge, samples_per_class=2)
+  assert os.path.isfile(os.path.join(workdir, 'samples', 'eval_val.png'))
+  assert open(os.path.join(workdir, 'samples', 'eval.png'), 'rb').read() == grid
 
   # Other guidance, steps, sampler and interval for the judged samples, recorded with them; only with a judge.
   other = evaluate.evaluate(

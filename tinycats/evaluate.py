@@ -2,10 +2,10 @@
 another checkpoint by `step` -> eval_stepN.json (the best's files stay).
 
 A classifier gets accuracy, balanced accuracy, per-class scores and confusion.png, and a warning
-when its model answers one class for every image. A generator gets its
-flow-matching loss on the split and, given a trained classifier, its samples judged by it
-(`evaluators.samples`) plus the grid of those samples (samples/eval.png). The numbers come from the
-evaluators the training run used (`train.public.evaluate`: the run's task and `tinycats.evaluators`).
+when its model answers one class for every image. A generator gets its flow-matching loss on the split and,
+given a trained classifier, its samples judged by it (`evaluators.samples`) plus the grid of those samples
+(samples/eval.png; named as the report is: eval_val.png for val). The numbers come from the evaluators the
+training run used (`train.public.evaluate`: the run's task and `tinycats.evaluators`).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def evaluate(
   if classifier:
     generator = Generator(config, graphdef, state, step)  # The checkpoint read above.
     sampling = dict(guidance=guidance, steps=steps, sampler=sampler, guidance_interval=guidance_interval)
-    grid_name = writers.report_file('test', 'eval', 'png', step if chosen else None)  # Named as the report is.
+    grid_name = writers.report_file(split, 'eval', 'png', step if chosen else None)  # Named as the report is.
     report['samples'] = _judge_samples(
       workdir, generator, data.splits[split], classifier, samples_per_class, seed, sampling, grid_name
     )

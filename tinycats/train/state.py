@@ -48,19 +48,21 @@ def restore_model(workdir: str, task, step: int | None = None):
   by number is an error.
   """
   ckpts = checkpoints(workdir, task, read_only=True)
-  best = ckpts.best_step()
-  if (step if step is not None else best) is None:
-    raise FileNotFoundError(f'no checkpoint in {ckpts.directory}; train first, or check --workdir')
-  graphdef, model_state = nnx.split(nnx.eval_shape(lambda: task.create_model(task.config.seed)))
-  targets = {'model': nnx.to_pure_dict(model_state)}
-  if step is None:
-    step, stored, _ = ckpts.restore_newest_intact(targets, first=best)
-  elif step not in (kept := ckpts.all_steps()):
-    raise FileNotFoundError(
-      f'{ckpts.directory} has no checkpoint of step {step}; it keeps steps {", ".join(map(str, kept)) or "none"}'
-    )
-  else:
-    stored, _ = ckpts.restore(step, targets)
-  ckpts.close()
+  try:  # Closed on every way out, the refusals included.
+    best = ckpts.best_step()
+    if (step if step is not None else best) is None:
+      raise FileNotFoundError(f'no checkpoint in {ckpts.directory}; train first, or check --workdir')
+    graphdef, model_state = nnx.split(nnx.eval_shape(lambda: task.create_model(task.config.seed)))
+    targets = {'model': nnx.to_pure_dict(model_state)}
+    if step is None:
+      step, stored, _ = ckpts.restore_newest_intact(targets, first=best)
+    elif step not in (kept := ckpts.all_steps()):
+      raise FileNotFoundError(
+        f'{ckpts.directory} has no checkpoint of step {step}; it keeps steps {", ".join(map(str, kept)) or "none"}'
+      )
+    else:
+      stored, _ = ckpts.restore(step, targets)
+  finally:
+    ckpts.close()
   nnx.replace_by_pure_dict(model_state, stored['model'])
   return graphdef, model_state, step
