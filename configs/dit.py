@@ -107,7 +107,7 @@ def get_config(arg=None):
 
 def _smoke(c, arg: str) -> None:
   """A small DiT for 2 CPU cores: `smoke` at 32 px with patch 4, `smoke128` at the real recipe's 128 px with
-  patch 16 (the same 64 tokens): 2,700 and 4,800 steps of 32 images, about 4 and 15-20 minutes on 2 CPU cores."""
+  patch 16 (the same 64 tokens): 2,700 and 4,800 steps of 32 images, about 4 and 14-21 minutes on 2 CPU cores."""
   c.model.width = 96
   c.model.depth = 3
   c.model.heads = 4
@@ -126,7 +126,7 @@ def _smoke(c, arg: str) -> None:
   if arg == 'smoke128':
     # The default recipe's geometry, time shift, block, guidance interval and 20 Euler steps, at smoke size.
     c.data.cache_size = 144  # To 128 px what 44 is to 32: room for the crop's resize.
-    # Twice the 32 px steps, each 2-2.5 times the cost (15-20 minutes on 2 cores): at 2,400 steps the case drew 0.74
+    # Twice the 32 px steps, each 2-2.5 times the cost (14-21 minutes on 2 cores): at 2,400 steps the case drew 0.74
     # and 0.88, at 4,800 0.93 (BENCHMARKS.md, 'what longer training gives').
     c.train.steps = 4800
     c.train.eval_every = 1200
